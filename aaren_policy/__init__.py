@@ -1,0 +1,44 @@
+"""aaren_policy: attention as an RNN (Aaren), a Transformer baseline, and the decision model."""
+
+from aaren_policy.aaren import Aaren
+from aaren_policy.backbone import (
+    AarenBackbone,
+    Backbone,
+    BackboneConfig,
+    TransformerBackbone,
+    make_backbone,
+)
+from aaren_policy.decision import DecisionModel, DecisionModelConfig
+from aaren_policy.scan import (
+    AttentionState,
+    attention_step,
+    combine,
+    empty_state,
+    naive_prefix_attention,
+    prefix_attention,
+    sequential_prefix_attention,
+)
+from aaren_policy.transformer import CausalSelfAttention, KVCache
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Aaren",
+    "AarenBackbone",
+    "AttentionState",
+    "Backbone",
+    "BackboneConfig",
+    "CausalSelfAttention",
+    "DecisionModel",
+    "DecisionModelConfig",
+    "KVCache",
+    "TransformerBackbone",
+    "attention_step",
+    "combine",
+    "empty_state",
+    "make_backbone",
+    "naive_prefix_attention",
+    "prefix_attention",
+    "sequential_prefix_attention",
+    "__version__",
+]

@@ -1,0 +1,141 @@
+"""The Aaren layer: attention with a learned query token, computed as an RNN.
+
+Feng et al. 2024, §3.3: each layer owns a query token ``q`` (per head); keys and values
+come from the input tokens, and output ``i`` is attention of ``q`` over tokens ``1..i``.
+Because ``q`` never depends on the input, the layer is causal by construction and its
+state per head is the triple ``(m, u, w)`` of ``aaren_policy.scan``: two scalars and one
+vector of the head size, whatever the sequence length.
+
+Parameterisation: the query token passes through the usual query projection (the paper's
+parameter count, 3,152,896 vs 3,152,384 for the Transformer at d = 512, is exactly one
+extra d-vector per layer). Since ``q`` is fixed, keys only matter through ``q_h . k_h``, so
+the scores are computed with the folded vector ``W_k_h^T q_h`` (H x d) instead of the
+whole key projection (d x d): the same function of the same parameters, T*d*H instead of
+T*d^2 multiply-adds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from aaren_policy.scan import AttentionState, attention_step, empty_state, prefix_attention
+
+__all__ = ["Aaren"]
+
+
+class Aaren(nn.Module):
+    """Multi-head Aaren attention.
+
+    Args:
+        dim: model width.
+        num_heads: heads; ``dim`` must be divisible by it.
+        bias: biases on the projections.
+        scan_method: ``aaren_policy.scan`` method for the parallel path.
+        chunk_size: chunk length for the ``"chunked"`` scan.
+
+    Example:
+        >>> layer = Aaren(16, 2)
+        >>> y, state = layer(torch.randn(3, 7, 16))
+        >>> y.shape, state.w.shape
+        (torch.Size([3, 7, 16]), torch.Size([3, 2, 8]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 1,
+        bias: bool = True,
+        scan_method: str = "chunked",
+        chunk_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if dim <= 0 or num_heads <= 0 or dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scan_method = scan_method
+        self.chunk_size = chunk_size
+        self.query = nn.Parameter(torch.randn(dim) * 0.02)  # the learned query token
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def score_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Folded score weights: ``s_h(x) = x . W[h] + b[h]`` equals ``q_h . k_h(x) / sqrt(dh)``.
+
+        Returns:
+            ``(W, b)`` with W (H, dim) and b (H,) (None without biases).
+        """
+        h, dh = self.num_heads, self.head_dim
+        q = self.q_proj(self.query).view(h, dh)  # (H, dh)
+        scale = 1.0 / math.sqrt(dh)
+        w = torch.einsum("hd,hde->he", q, self.k_proj.weight.view(h, dh, self.dim)) * scale
+        b = None
+        if self.k_proj.bias is not None:
+            b = (q * self.k_proj.bias.view(h, dh)).sum(-1) * scale
+        return w, b
+
+    def _scores_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = self.score_projection()
+        scores = nn.functional.linear(x, w, b)  # (..., H)
+        values = self.v_proj(x)  # (..., dim)
+        return scores, values.view(*x.shape[:-1], self.num_heads, self.head_dim)
+
+    def forward(
+        self, x: torch.Tensor, state: AttentionState | None = None
+    ) -> tuple[torch.Tensor, AttentionState]:
+        """Parallel path over a sequence.
+
+        Args:
+            x: (B, T, dim) input tokens.
+            state: optional ``AttentionState`` with m, u (B, H) and w (B, H, dh) from
+                earlier tokens.
+
+        Returns:
+            ``(y, state)``: y (B, T, dim); the state after the T tokens.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected x of shape (B, T, {self.dim}), got {tuple(x.shape)}")
+        bsz, t, _ = x.shape
+        scores, values = self._scores_values(x)  # (B, T, H), (B, T, H, dh)
+        out, state = prefix_attention(
+            scores.transpose(1, 2),  # (B, H, T)
+            values.transpose(1, 2),  # (B, H, T, dh)
+            state,
+            method=self.scan_method,
+            chunk_size=self.chunk_size,
+        )
+        y = self.out_proj(out.transpose(1, 2).reshape(bsz, t, self.dim))
+        return y, state
+
+    def step(
+        self, x_t: torch.Tensor, state: AttentionState | None = None
+    ) -> tuple[torch.Tensor, AttentionState]:
+        """One token, O(1) time and memory.
+
+        Args:
+            x_t: (B, dim) the new token.
+            state: the state after the earlier tokens, or None at the start.
+
+        Returns:
+            ``(y_t, state)`` with y_t (B, dim).
+        """
+        if x_t.dim() != 2 or x_t.shape[-1] != self.dim:
+            raise ValueError(f"expected x_t of shape (B, {self.dim}), got {tuple(x_t.shape)}")
+        scores, values = self._scores_values(x_t)  # (B, H), (B, H, dh)
+        out, state = attention_step(scores, values, state)
+        return self.out_proj(out.reshape(x_t.shape[0], self.dim)), state
+
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> AttentionState:
+        """The empty state (no tokens yet) for ``batch_size`` sequences."""
+        return empty_state((batch_size, self.num_heads), self.head_dim, dtype, device)

@@ -1,0 +1,222 @@
+"""Stacks of pre-LN residual blocks around a sequence mixer: Aaren or causal self-attention.
+
+Both stacks share one interface (STYLE.md §2):
+
+    y, state = backbone(x, state=None)        # x (B, T, dim), parallel
+    y_t, state = backbone.step(x_t, state)    # x_t (B, dim), one token
+    state = backbone.init_state(batch_size)
+    state = backbone.reset_state(state, done) # restart the rows where done (B,) is True
+
+and the same ``BackboneConfig`` gives parameter counts within one d-vector per layer
+(Aaren's learned query token). Aaren's state is a tuple of ``AttentionState`` (constant
+size); the Transformer's is a tuple of ``KVCache`` (grows by one slot per token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from aaren_policy.aaren import Aaren
+from aaren_policy.scan import METHODS, AttentionState
+from aaren_policy.transformer import CausalSelfAttention, KVCache
+
+__all__ = ["AarenBackbone", "Backbone", "BackboneConfig", "TransformerBackbone", "make_backbone"]
+
+
+@dataclass
+class BackboneConfig:
+    """Size of a backbone stack."""
+
+    dim: int = 128
+    """Model width (DT default 128)."""
+    num_layers: int = 3
+    """Residual blocks (DT default 3)."""
+    num_heads: int = 1
+    """Attention heads per block (DT default 1)."""
+    ffn_dim: int | None = None
+    """Hidden width of the feed-forward block; None means 4 * dim (GPT-2, DT)."""
+    dropout: float = 0.1
+    """Dropout on each block's residual branches (DT default 0.1)."""
+    scan_method: str = "chunked"
+    """Aaren only: parallel scan implementation (see bench/scan_bench.py for the choice)."""
+    chunk_size: int = 32
+    """Aaren only: chunk length of the chunked scan."""
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.num_layers <= 0 or self.num_heads <= 0:
+            raise ValueError(
+                f"dim, num_layers and num_heads must be positive, got {self.dim}, "
+                f"{self.num_layers}, {self.num_heads}"
+            )
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.scan_method not in METHODS:
+            raise ValueError(f"scan_method must be one of {METHODS}, got {self.scan_method!r}")
+        if self.ffn_dim is not None and self.ffn_dim <= 0:
+            raise ValueError(f"ffn_dim must be positive, got {self.ffn_dim}")
+
+    @property
+    def ffn_size(self) -> int:
+        return self.ffn_dim if self.ffn_dim is not None else 4 * self.dim
+
+
+class Block(nn.Module):
+    """Pre-LN residual block: x + mixer(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, mixer: nn.Module, config: BackboneConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.dim)
+        self.mixer = mixer
+        self.ln2 = nn.LayerNorm(config.dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.dim, config.ffn_size),
+            nn.GELU(),
+            nn.Linear(config.ffn_size, config.dim),
+        )
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        h, state = self.mixer(self.ln1(x), state)
+        x = x + self.drop(h)
+        return x + self.drop(self.mlp(self.ln2(x))), state
+
+    def step(self, x_t: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        h, state = self.mixer.step(self.ln1(x_t), state)
+        x_t = x_t + self.drop(h)
+        return x_t + self.drop(self.mlp(self.ln2(x_t))), state
+
+
+class Backbone(nn.Module):
+    """A stack of ``Block``s and a final LayerNorm; subclasses choose the mixer."""
+
+    kind: str = ""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.blocks = nn.ModuleList(
+            Block(self._make_mixer(config), config) for _ in range(config.num_layers)
+        )
+        self.ln_f = nn.LayerNorm(config.dim)
+
+    def _make_mixer(self, config: BackboneConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def _check_state(self, state: tuple | None) -> None:
+        if state is not None and len(state) != len(self.blocks):
+            raise ValueError(
+                f"state has {len(state)} layers, the backbone {len(self.blocks)}: pass the state "
+                "this backbone returned (or init_state)"
+            )
+
+    def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        """Parallel path.
+
+        Args:
+            x: (B, T, dim) tokens (right padding is safe: outputs at real positions never
+                depend on later positions).
+            state: per-layer states from an earlier call, or None.
+
+        Returns:
+            ``(y, state)``: y (B, T, dim), and the per-layer states after these tokens.
+        """
+        self._check_state(state)
+        new_state = []
+        for i, block in enumerate(self.blocks):
+            x, s = block(x, None if state is None else state[i])
+            new_state.append(s)
+        return self.ln_f(x), tuple(new_state)
+
+    def step(self, x_t: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        """One token.
+
+        Args:
+            x_t: (B, dim).
+            state: per-layer states, or None at the start.
+
+        Returns:
+            ``(y_t, state)`` with y_t (B, dim).
+        """
+        self._check_state(state)
+        new_state = []
+        for i, block in enumerate(self.blocks):
+            x_t, s = block.step(x_t, None if state is None else state[i])
+            new_state.append(s)
+        return self.ln_f(x_t), tuple(new_state)
+
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple:
+        """Per-layer empty states for ``batch_size`` sequences."""
+        return tuple(b.mixer.init_state(batch_size, device, dtype) for b in self.blocks)
+
+    def reset_state(self, state: tuple, done: torch.Tensor) -> tuple:
+        """Restart the rows of ``state`` where ``done`` (B,) bool is True."""
+        raise NotImplementedError
+
+    @staticmethod
+    def state_nbytes(state: tuple) -> int:
+        """Bytes held by a state (all layers)."""
+        return sum(s.nbytes() for s in state)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class AarenBackbone(Backbone):
+    """Aaren stack: constant-size recurrent state, O(1) per token."""
+
+    kind = "aaren"
+
+    def _make_mixer(self, config: BackboneConfig) -> nn.Module:
+        return Aaren(
+            config.dim,
+            config.num_heads,
+            scan_method=config.scan_method,
+            chunk_size=config.chunk_size,
+        )
+
+    def reset_state(self, state: tuple, done: torch.Tensor) -> tuple:
+        fresh = self.init_state(done.shape[0], done.device, state[0].w.dtype)
+        out = []
+        for s, f in zip(state, fresh):
+            d = done.view(-1, *([1] * (s.m.dim() - 1)))
+            out.append(
+                AttentionState(
+                    torch.where(d, f.m, s.m),
+                    torch.where(d, f.u, s.u),
+                    torch.where(d.unsqueeze(-1), f.w, s.w),
+                )
+            )
+        return tuple(out)
+
+
+class TransformerBackbone(Backbone):
+    """GPT-style causal Transformer stack; ``step`` uses a KV cache (grows with t)."""
+
+    kind = "transformer"
+
+    def _make_mixer(self, config: BackboneConfig) -> nn.Module:
+        return CausalSelfAttention(config.dim, config.num_heads)
+
+    def reset_state(self, state: tuple, done: torch.Tensor) -> tuple:
+        return tuple(KVCache(s.k, s.v, s.valid & ~done.unsqueeze(1)) for s in state)
+
+
+BACKBONES: dict[str, type[Backbone]] = {"aaren": AarenBackbone, "transformer": TransformerBackbone}
+
+
+def make_backbone(kind: str, config: BackboneConfig) -> Backbone:
+    """Build a backbone by name (``"aaren"`` or ``"transformer"``)."""
+    if kind not in BACKBONES:
+        raise ValueError(f"unknown backbone {kind!r}; choose one of {sorted(BACKBONES)}")
+    return BACKBONES[kind](config)

@@ -1,0 +1,189 @@
+"""The decision model: Decision Transformer (Chen et al. 2021) with a swappable backbone.
+
+Tokens are interleaved per timestep as ``(R_t, s_t, a_t)`` where ``R_t`` is the
+return-to-go; each modality has a linear embedding, a learned timestep embedding is added to
+all three tokens of a step, then LayerNorm (as the official DT ``embed_ln``) and dropout.
+The action for step t is read (tanh head) from the backbone output at the state token
+``s_t``: it sees ``R_<=t, s_<=t, a_<t``. Loss: MSE on actions at real positions.
+
+Nothing but the backbone differs between ``backbone="aaren"`` and ``"transformer"``.
+
+Acting, one environment step at a time (recurrent mode):
+
+    action, state = model.act(rtg, obs, t, state)      # feeds R_t, s_t
+    state = model.observe_action(action, t, state)     # feeds a_t
+
+so a whole episode is carried in ``state`` (constant size for Aaren, a growing KV cache for
+the Transformer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from aaren_policy.backbone import BACKBONES, Backbone, BackboneConfig, make_backbone
+
+__all__ = ["DecisionModel", "DecisionModelConfig"]
+
+
+@dataclass
+class DecisionModelConfig:
+    """Shape of a decision model."""
+
+    obs_dim: int
+    """Observation size."""
+    act_dim: int
+    """Action size (actions are assumed in [-1, 1], as in MuJoCo)."""
+    backbone: str = "aaren"
+    """Sequence backbone: "aaren" or "transformer"."""
+    net: BackboneConfig = field(default_factory=BackboneConfig)
+    """Backbone size (dim, layers, heads, ffn, dropout)."""
+    max_timestep: int = 1000
+    """Rows of the timestep embedding; later timesteps reuse the last row."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.net, dict):
+            self.net = BackboneConfig(**self.net)
+        if self.obs_dim <= 0 or self.act_dim <= 0:
+            raise ValueError(
+                f"obs_dim and act_dim must be positive: {self.obs_dim}, {self.act_dim}"
+            )
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}"
+            )
+        if self.max_timestep <= 0:
+            raise ValueError(f"max_timestep must be positive, got {self.max_timestep}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecisionModelConfig:
+        return cls(**d)
+
+
+class DecisionModel(nn.Module):
+    """Decision Transformer with an Aaren or Transformer backbone.
+
+    Example:
+        >>> cfg = DecisionModelConfig(obs_dim=11, act_dim=3, net=BackboneConfig(dim=32))
+        >>> model = DecisionModel(cfg)
+        >>> B, K = 2, 5
+        >>> a, _ = model(torch.zeros(B, K, 1), torch.zeros(B, K, 11), torch.zeros(B, K, 3),
+        ...              torch.arange(K).expand(B, K))
+        >>> a.shape
+        torch.Size([2, 5, 3])
+    """
+
+    def __init__(self, config: DecisionModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.net.dim
+        self.embed_timestep = nn.Embedding(config.max_timestep, d)
+        self.embed_return = nn.Linear(1, d)
+        self.embed_state = nn.Linear(config.obs_dim, d)
+        self.embed_action = nn.Linear(config.act_dim, d)
+        self.embed_ln = nn.LayerNorm(d)
+        self.embed_drop = nn.Dropout(config.net.dropout)
+        self.backbone: Backbone = make_backbone(config.backbone, config.net)
+        self.action_head = nn.Sequential(nn.Linear(d, config.act_dim), nn.Tanh())
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2 / DT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+
+    def _time(self, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.embed_timestep(timesteps.clamp(0, self.config.max_timestep - 1))
+
+    def _token(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.embed_drop(self.embed_ln(emb))
+
+    def forward(
+        self,
+        returns_to_go: torch.Tensor,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        timesteps: torch.Tensor,
+        state: tuple | None = None,
+    ) -> tuple[torch.Tensor, tuple]:
+        """Parallel path over K timesteps (3K tokens).
+
+        Args:
+            returns_to_go: (B, K, 1), already scaled.
+            observations: (B, K, obs_dim), already normalised.
+            actions: (B, K, act_dim).
+            timesteps: (B, K) int64.
+            state: backbone state of earlier tokens (continuation), or None.
+
+        Returns:
+            ``(action_preds, state)``: (B, K, act_dim) predictions read at the state tokens,
+            and the backbone state after all 3K tokens.
+        """
+        b, k, _ = observations.shape
+        if returns_to_go.shape != (b, k, 1) or actions.shape != (b, k, self.config.act_dim):
+            raise ValueError(
+                f"inconsistent shapes: rtg {tuple(returns_to_go.shape)}, obs "
+                f"{tuple(observations.shape)}, actions {tuple(actions.shape)}"
+            )
+        if observations.shape[-1] != self.config.obs_dim:
+            raise ValueError(
+                f"observations have {observations.shape[-1]} features, the model {self.config.obs_dim}"
+            )
+        time = self._time(timesteps)  # (B, K, d)
+        r = self.embed_return(returns_to_go) + time
+        s = self.embed_state(observations) + time
+        a = self.embed_action(actions) + time
+        x = torch.stack([r, s, a], dim=2).reshape(b, 3 * k, -1)  # (B, 3K, d): R1 s1 a1 R2 ...
+        y, state = self.backbone(self._token(x), state)
+        y = y.view(b, k, 3, -1)
+        return self.action_head(y[:, :, 1]), state  # read at s_t
+
+    # ---- acting, one environment step at a time ------------------------------------------
+
+    def act(
+        self,
+        returns_to_go: torch.Tensor,
+        observation: torch.Tensor,
+        timestep: torch.Tensor,
+        state: tuple | None = None,
+    ) -> tuple[torch.Tensor, tuple]:
+        """Feed ``R_t`` and ``s_t``; return the action and the state.
+
+        Args:
+            returns_to_go: (B, 1) scaled return-to-go.
+            observation: (B, obs_dim) normalised observation.
+            timestep: (B,) int64.
+            state: backbone state (None or ``init_state`` at an episode's start).
+
+        Returns:
+            ``(action, state)``: action (B, act_dim) in [-1, 1].
+        """
+        time = self._time(timestep)
+        _, state = self.backbone.step(self._token(self.embed_return(returns_to_go) + time), state)
+        y, state = self.backbone.step(self._token(self.embed_state(observation) + time), state)
+        return self.action_head(y), state
+
+    def observe_action(self, action: torch.Tensor, timestep: torch.Tensor, state: tuple) -> tuple:
+        """Feed ``a_t`` (B, act_dim) after acting; returns the state."""
+        token = self._token(self.embed_action(action) + self._time(timestep))
+        _, state = self.backbone.step(token, state)
+        return state
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple:
+        return self.backbone.init_state(batch_size, device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,351 @@
+"""Softmax attention of one query over a growing prefix, computed as a recurrence or a scan.
+
+This is the mathematics of Aaren (Feng et al. 2024, "Attention as an RNN", §3.1-3.2): for
+scores ``s_i`` and values ``v_i``, the output after ``k`` tokens is
+
+    o_k = sum_{i<=k} exp(s_i) v_i / sum_{i<=k} exp(s_i)
+
+kept stable with a running maximum. A set of tokens A is summarised by the triple
+
+    m_A = max_i s_i,   u_A = sum_i exp(s_i - m_A),   w_A = sum_i exp(s_i - m_A) v_i
+
+and two adjacent sets combine associatively (``combine`` below). An inclusive scan of the
+leaves ``(s_i, 1, v_i)`` gives every prefix at once; ``o_k = w_k / u_k``.
+
+One functional contract for every implementation (as in mamba / flash-linear-attention):
+
+    out, state = prefix_attention(scores, values, state=None)
+
+- ``scores``: (..., T), ``values``: (..., T, D); ``out``: (..., T, D).
+- ``state``: an ``AttentionState`` (m (...,), u (...,), w (..., D)) summarising earlier
+  tokens; the returned state summarises those and the T new ones.
+
+The empty state is ``m = -inf, u = 0, w = 0`` (not ``m = 0``: with ``m = 0`` a sequence of
+very negative scores underflows ``exp(s - 0)`` to 0 and the output becomes 0/0).
+
+Implementations (``method=``):
+- ``"chunked"`` (default, chosen by ``bench/scan_bench.py``): dense masked softmax inside
+  chunks of ``chunk_size`` tokens, the combine operator across chunks. O(T * chunk) memory.
+- ``"hillis_steele"``: the textbook log-depth inclusive scan of the combine operator.
+  O(T log T) memory for autograd; kept as the plain parallel-scan reference.
+- ``"sequential"``: the RNN form, one token at a time (reference; also what ``step`` does).
+- ``"naive"``: O(T^2) masked softmax (reference).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "AttentionState",
+    "attention_step",
+    "combine",
+    "empty_state",
+    "naive_prefix_attention",
+    "prefix_attention",
+    "sequential_prefix_attention",
+    "METHODS",
+]
+
+METHODS = ("chunked", "hillis_steele", "sequential", "naive")
+DEFAULT_CHUNK = 32
+
+
+class AttentionState(NamedTuple):
+    """Summary of the tokens seen so far (per batch element and head).
+
+    Attributes:
+        m: (...,) running maximum of the scores (-inf before any token).
+        u: (...,) sum of exp(s_i - m) (the softmax denominator).
+        w: (..., D) sum of exp(s_i - m) v_i (the numerator).
+    """
+
+    m: torch.Tensor
+    u: torch.Tensor
+    w: torch.Tensor
+
+    def output(self) -> torch.Tensor:
+        """The attention output over all tokens summarised, (..., D)."""
+        return self.w / self.u.unsqueeze(-1)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self)
+
+
+def empty_state(
+    batch_shape: tuple[int, ...] | torch.Size,
+    dim: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> AttentionState:
+    """The state of an empty prefix: m = -inf, u = 0, w = 0."""
+    m = torch.full(tuple(batch_shape), -math.inf, dtype=dtype, device=device)
+    u = torch.zeros(tuple(batch_shape), dtype=dtype, device=device)
+    w = torch.zeros((*batch_shape, dim), dtype=dtype, device=device)
+    return AttentionState(m, u, w)
+
+
+def _rescale(m_from: torch.Tensor, m_to: torch.Tensor) -> torch.Tensor:
+    """exp(m_from - m_to), with exp(-inf - -inf) := 0 (an empty set contributes nothing)."""
+    diff = m_from - m_to
+    # Both -inf only when both sets are empty; their u and w are 0 anyway, so any finite
+    # factor is right. nan_to_num keeps gradients finite there.
+    return torch.exp(torch.nan_to_num(diff, nan=0.0, neginf=-math.inf))
+
+
+def combine(a: AttentionState, b: AttentionState) -> AttentionState:
+    """The associative operator: the summary of set A followed by set B (DESIGN.md §3).
+
+    m = max(m_A, m_B); u = u_A e^{m_A-m} + u_B e^{m_B-m}; w = w_A e^{m_A-m} + w_B e^{m_B-m}
+    """
+    m = torch.maximum(a.m, b.m)
+    fa = _rescale(a.m, m)
+    fb = _rescale(b.m, m)
+    u = a.u * fa + b.u * fb
+    w = a.w * fa.unsqueeze(-1) + b.w * fb.unsqueeze(-1)
+    return AttentionState(m, u, w)
+
+
+def _validate(scores: torch.Tensor, values: torch.Tensor, state: AttentionState | None) -> None:
+    if not isinstance(scores, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise ValueError("scores and values must be torch tensors")
+    if not scores.is_floating_point() or not values.is_floating_point():
+        raise ValueError(
+            f"scores and values must be floating point, got {scores.dtype} and {values.dtype}"
+        )
+    if scores.dtype != values.dtype:
+        raise ValueError(
+            f"scores and values must share a dtype, got {scores.dtype} and {values.dtype}"
+        )
+    if scores.dim() < 1 or values.dim() != scores.dim() + 1:
+        raise ValueError(
+            "expected scores (..., T) and values (..., T, D); got shapes "
+            f"{tuple(scores.shape)} and {tuple(values.shape)}"
+        )
+    if values.shape[:-1] != scores.shape:
+        raise ValueError(
+            f"scores {tuple(scores.shape)} and values {tuple(values.shape)} disagree on (..., T)"
+        )
+    if scores.shape[-1] == 0:
+        raise ValueError("the sequence is empty (T = 0): pass at least one token")
+    if state is not None:
+        batch, d = scores.shape[:-1], values.shape[-1]
+        if state.m.shape != batch or state.u.shape != batch or state.w.shape != (*batch, d):
+            raise ValueError(
+                f"state shapes m {tuple(state.m.shape)}, u {tuple(state.u.shape)}, "
+                f"w {tuple(state.w.shape)} do not match batch {tuple(batch)} and D = {d}"
+            )
+        if state.w.dtype != values.dtype:
+            raise ValueError(f"state dtype {state.w.dtype} differs from values {values.dtype}")
+
+
+def _with_state(prefix: AttentionState, state: AttentionState | None) -> AttentionState:
+    """Prepend an earlier state to every prefix: combine(state, prefix_k) for all k."""
+    if state is None:
+        return prefix
+    t = prefix.m.shape[-1]
+    s = AttentionState(
+        state.m.unsqueeze(-1).expand(*state.m.shape, t),
+        state.u.unsqueeze(-1).expand(*state.u.shape, t),
+        state.w.unsqueeze(-2).expand(*state.w.shape[:-1], t, state.w.shape[-1]),
+    )
+    return combine(s, prefix)
+
+
+def _last(prefix: AttentionState) -> AttentionState:
+    return AttentionState(prefix.m[..., -1], prefix.u[..., -1], prefix.w[..., -1, :])
+
+
+# ---------------------------------------------------------------------------------------------
+# References
+# ---------------------------------------------------------------------------------------------
+
+
+def naive_prefix_attention(
+    scores: torch.Tensor, values: torch.Tensor, state: AttentionState | None = None
+) -> tuple[torch.Tensor, AttentionState]:
+    """O(T^2) reference: a causally masked softmax over all prefixes at once."""
+    _validate(scores, values, state)
+    t = scores.shape[-1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=scores.device).tril()
+    s = scores.unsqueeze(-2).expand(*scores.shape[:-1], t, t)  # (..., T_query, T_key)
+    s = s.masked_fill(~causal, -math.inf)
+    m = s.amax(dim=-1)  # (..., T) prefix maxima
+    p = torch.exp(s - m.unsqueeze(-1))
+    prefix = AttentionState(m, p.sum(-1), p @ values)
+    prefix = _with_state(prefix, state)
+    return prefix.output(), _last(prefix)
+
+
+def sequential_prefix_attention(
+    scores: torch.Tensor, values: torch.Tensor, state: AttentionState | None = None
+) -> tuple[torch.Tensor, AttentionState]:
+    """Reference RNN form: ``attention_step`` applied token by token."""
+    _validate(scores, values, state)
+    outs = []
+    for i in range(scores.shape[-1]):
+        o, state = attention_step(scores[..., i], values[..., i, :], state)
+        outs.append(o)
+    return torch.stack(outs, dim=-2), state
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel paths
+# ---------------------------------------------------------------------------------------------
+
+
+def _hillis_steele(scores: torch.Tensor, values: torch.Tensor) -> AttentionState:
+    """Inclusive log-depth scan of the leaves (s_i, 1, v_i) under ``combine``."""
+    m, u, w = scores, torch.ones_like(scores), values
+    t = scores.shape[-1]
+    offset = 1
+    while offset < t:
+        # Element i combines with element i - offset (its left neighbour at this level);
+        # the first ``offset`` elements are already complete prefixes.
+        left = AttentionState(m[..., :-offset], u[..., :-offset], w[..., :-offset, :])
+        right = AttentionState(m[..., offset:], u[..., offset:], w[..., offset:, :])
+        merged = combine(left, right)
+        m = torch.cat([m[..., :offset], merged.m], dim=-1)
+        u = torch.cat([u[..., :offset], merged.u], dim=-1)
+        w = torch.cat([w[..., :offset, :], merged.w], dim=-2)
+        offset *= 2
+    return AttentionState(m, u, w)
+
+
+def _chunked(scores: torch.Tensor, values: torch.Tensor, chunk: int) -> AttentionState:
+    """Dense masked softmax inside chunks, the combine operator across chunks.
+
+    Pads T up to a multiple of ``chunk`` with score -inf (a padded token has weight 0 and,
+    being on the right, never enters a real prefix).
+    """
+    *batch, t = scores.shape
+    d = values.shape[-1]
+    c = min(chunk, t)
+    n = -(-t // c)
+    pad = n * c - t
+    if pad:
+        scores = torch.nn.functional.pad(scores, (0, pad), value=-math.inf)
+        values = torch.nn.functional.pad(values, (0, 0, 0, pad))
+    s = scores.reshape(*batch, n, c)  # (..., N, C)
+    v = values.reshape(*batch, n, c, d)  # (..., N, C, D)
+
+    causal = torch.ones(c, c, dtype=torch.bool, device=scores.device).tril()
+    sq = s.unsqueeze(-2).expand(*batch, n, c, c).masked_fill(~causal, -math.inf)
+    m_in = sq.amax(dim=-1)  # (..., N, C): max within the chunk prefix
+    # Padded rows (all -inf) would give exp(nan); they are sliced away at the end, but keep
+    # them finite so no NaN reaches the gradients.
+    m_safe = torch.where(torch.isinf(m_in), torch.zeros_like(m_in), m_in)
+    p = torch.exp(sq - m_safe.unsqueeze(-1))  # (..., N, C, C)
+    u_in = p.sum(-1)
+    w_in = p @ v  # (..., N, C, D)
+
+    if n > 1:
+        # Exclusive prefix over chunk totals (sequential over N = T / C chunks: cheap, and
+        # avoids the log-factor memory of a scan at this level).
+        totals = AttentionState(m_in[..., -1], u_in[..., -1], w_in[..., -1, :])
+        carry_m, carry_u, carry_w = [], [], []
+        run = AttentionState(
+            torch.full_like(totals.m[..., 0], -math.inf),
+            torch.zeros_like(totals.u[..., 0]),
+            torch.zeros_like(totals.w[..., 0, :]),
+        )
+        for j in range(n):
+            carry_m.append(run.m)
+            carry_u.append(run.u)
+            carry_w.append(run.w)
+            if j + 1 < n:
+                run = combine(
+                    run, AttentionState(totals.m[..., j], totals.u[..., j], totals.w[..., j, :])
+                )
+        carry = AttentionState(
+            torch.stack(carry_m, -1).unsqueeze(-1).expand(*batch, n, c),
+            torch.stack(carry_u, -1).unsqueeze(-1).expand(*batch, n, c),
+            torch.stack(carry_w, -2).unsqueeze(-2).expand(*batch, n, c, d),
+        )
+        prefix = combine(carry, AttentionState(m_in, u_in, w_in))
+        m_in, u_in, w_in = prefix
+    m_out = m_in.reshape(*batch, n * c)[..., :t]
+    u_out = u_in.reshape(*batch, n * c)[..., :t]
+    w_out = w_in.reshape(*batch, n * c, d)[..., :t, :]
+    return AttentionState(m_out, u_out, w_out)
+
+
+def prefix_attention(
+    scores: torch.Tensor,
+    values: torch.Tensor,
+    state: AttentionState | None = None,
+    method: str = "chunked",
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[torch.Tensor, AttentionState]:
+    """Causal softmax attention of one query over every prefix, in parallel.
+
+    Args:
+        scores: (..., T) attention scores ``q . k_i / sqrt(d)``.
+        values: (..., T, D) values.
+        state: optional summary of earlier tokens; its tokens count as coming before these.
+        method: one of ``METHODS`` (all give the same result up to rounding).
+        chunk_size: chunk length for ``"chunked"``.
+
+    Returns:
+        ``(out, state)``: out (..., T, D), ``out[..., t, :]`` the softmax(scores[..., :t+1])
+        weighted mean of values[..., :t+1, :] (after the earlier tokens of ``state``); and
+        the ``AttentionState`` of everything seen.
+
+    Example:
+        >>> s, v = torch.randn(2, 5), torch.randn(2, 5, 3)
+        >>> out, st = prefix_attention(s, v)
+        >>> out2, _ = prefix_attention(s[:, 2:], v[:, 2:], prefix_attention(s[:, :2], v[:, :2])[1])
+        >>> torch.allclose(out[:, 2:], out2, atol=1e-6)
+        True
+    """
+    if method == "naive":
+        return naive_prefix_attention(scores, values, state)
+    if method == "sequential":
+        return sequential_prefix_attention(scores, values, state)
+    _validate(scores, values, state)
+    if method == "chunked":
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        prefix = _chunked(scores, values, chunk_size)
+    elif method == "hillis_steele":
+        prefix = _hillis_steele(scores, values)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    prefix = _with_state(prefix, state)
+    return prefix.output(), _last(prefix)
+
+
+def attention_step(
+    score: torch.Tensor, value: torch.Tensor, state: AttentionState | None = None
+) -> tuple[torch.Tensor, AttentionState]:
+    """One token of the recurrence, O(1) time and memory (DESIGN.md §3, many-to-one).
+
+        m_k = max(m_{k-1}, s_k)
+        c_k = c_{k-1} exp(m_{k-1} - m_k) + exp(s_k - m_k)
+        a_k = a_{k-1} exp(m_{k-1} - m_k) + v_k exp(s_k - m_k)
+
+    Args:
+        score: (...,) the new token's score.
+        value: (..., D) its value.
+        state: summary of earlier tokens, or None for the first token.
+
+    Returns:
+        ``(out, state)`` with out (..., D).
+    """
+    if not isinstance(score, torch.Tensor) or not isinstance(value, torch.Tensor):
+        raise ValueError("score and value must be torch tensors")
+    if value.dim() != score.dim() + 1 or value.shape[:-1] != score.shape:
+        raise ValueError(
+            f"expected score (...,) and value (..., D); got {tuple(score.shape)} and "
+            f"{tuple(value.shape)}"
+        )
+    if not score.is_floating_point() or score.dtype != value.dtype:
+        raise ValueError(f"score and value must share a float dtype: {score.dtype}, {value.dtype}")
+    if state is None:
+        new = AttentionState(score, torch.ones_like(score), value)
+        return value, new
+    new = combine(state, AttentionState(score, torch.ones_like(score), value))
+    return new.output(), new

@@ -1,0 +1,111 @@
+"""Causal softmax self-attention with a KV cache: the Transformer baseline's mixer.
+
+Same projections as ``Aaren`` (q, k, v, out), so a Transformer stack and an Aaren stack of
+the same config differ by one d-vector per layer (Aaren's query token). The query here is
+computed from each input token; its recurrent form therefore needs every earlier key and
+value: the KV cache grows by one row per token.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["CausalSelfAttention", "KVCache"]
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every token seen, per layer.
+
+    Attributes:
+        k: (B, H, L, dh) keys.
+        v: (B, H, L, dh) values.
+        valid: (B, L) bool; False for slots of an episode that was reset (rows in a batch
+            restart independently, so a reset masks a row's old slots instead of cutting
+            the shared tensor).
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    valid: torch.Tensor
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention.
+
+    Args:
+        dim: model width.
+        num_heads: heads; ``dim`` must be divisible by it.
+        bias: biases on the projections.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        if dim <= 0 or num_heads <= 0 or dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, dh)
+
+    def forward(
+        self, x: torch.Tensor, state: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Attention over ``x`` (B, T, dim) after the cached tokens; returns (y, cache)."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected x of shape (B, T, {self.dim}), got {tuple(x.shape)}")
+        b, t, _ = x.shape
+        q, k, v = (
+            self._heads(self.q_proj(x)),
+            self._heads(self.k_proj(x)),
+            self._heads(self.v_proj(x)),
+        )
+        new_valid = torch.ones(b, t, dtype=torch.bool, device=x.device)
+        if state is None or state.k.shape[2] == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            cache = KVCache(k, v, new_valid)
+        else:
+            k = torch.cat([state.k, k], dim=2)
+            v = torch.cat([state.v, v], dim=2)
+            valid = torch.cat([state.valid, new_valid], dim=1)  # (B, L + T)
+            past = state.k.shape[2]
+            causal = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
+            mask = causal.unsqueeze(0) & valid.unsqueeze(1)  # (B, T, L + T)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+            cache = KVCache(k, v, valid)
+        y = self.out_proj(out.transpose(1, 2).reshape(b, t, self.dim))
+        return y, cache
+
+    def step(self, x_t: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """One token (B, dim): appends its key and value to the cache (O(t) time and memory)."""
+        if x_t.dim() != 2:
+            raise ValueError(f"expected x_t of shape (B, {self.dim}), got {tuple(x_t.shape)}")
+        y, cache = self.forward(x_t.unsqueeze(1), state)
+        return y.squeeze(1), cache
+
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> KVCache:
+        """An empty cache (no tokens yet)."""
+        shape = (batch_size, self.num_heads, 0, self.head_dim)
+        return KVCache(
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
+        )
