@@ -1,0 +1,164 @@
+"""Self-describing, atomically written checkpoints.
+
+A checkpoint is a directory:
+
+    model.safetensors   the decision model's weights
+    agent.json          what is needed to act: model config, state mean/std, return scale,
+                        target returns, env id, dataset spec, training step, package and
+                        format versions (STYLE.md §6)
+    trainer.pt          (training runs only) optimiser, scheduler, RNG and sampler state
+
+It is written into a temporary sibling directory and swapped into place, so a reader (or a
+crash) sees either the old checkpoint or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aaren_policy import DecisionModel, DecisionModelConfig, __version__
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "atomic_directory",
+    "atomic_write_text",
+    "load_model",
+    "read_metadata",
+    "save_model",
+]
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS = "model.safetensors"
+METADATA = "agent.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or incompatible with this version of the package."""
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces ``path``.
+
+    The old directory is moved aside before the new one is renamed into place and removed
+    only afterwards, so at every moment one complete version exists on disk.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.parent / f".{path.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(directory: Path, model: DecisionModel, metadata: dict[str, Any]) -> None:
+    """Write weights and metadata into ``directory`` (which should be a temporary one)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS))
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "package_version": __version__,
+        "model_config": model.config.to_dict(),
+        **metadata,
+    }
+    (directory / METADATA).write_text(json.dumps(meta, indent=2))
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """Read and check ``agent.json`` of a checkpoint directory."""
+    directory = Path(directory)
+    meta_path = directory / METADATA
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"no checkpoint directory at {directory}; pass the run's checkpoint folder "
+            "(e.g. runs/NAME/checkpoint) written by aaren-train"
+        )
+    if not meta_path.is_file() or not (directory / WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{directory} is not a complete checkpoint: expected {METADATA} and {WEIGHTS}"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{meta_path} is corrupt (not valid JSON: {e})") from e
+    fmt = meta.get("format")
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{directory} has checkpoint format {fmt!r}; this aaren-rl {__version__} reads format "
+            f"{CHECKPOINT_FORMAT}. Retrain, or load it with the aaren-rl version that wrote it "
+            f"({meta.get('package_version', 'unknown')})."
+        )
+    for key in ("model_config", "state_mean", "state_std", "return_scale"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path} lacks the field {key!r}: the checkpoint is corrupt")
+    return meta
+
+
+def load_model(
+    directory: str | Path, device: torch.device | str = "cpu"
+) -> tuple[DecisionModel, dict[str, Any]]:
+    """Rebuild the model of a checkpoint; returns ``(model, metadata)``."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    try:
+        config = DecisionModelConfig.from_dict(meta["model_config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{directory}: its model config does not fit this version: {e}"
+        ) from e
+    model = DecisionModel(config)
+    try:
+        weights = load_file(str(directory / WEIGHTS), device=str(device))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(
+            f"{directory / WEIGHTS} cannot be read ({e}): the file is corrupt"
+        ) from e
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{directory}: weights do not match the model config: {e}") from e
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{directory}: weights do not match the model config (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+    return model.to(device).eval(), meta

@@ -1,0 +1,284 @@
+"""The acting agent: normalisation, return-to-go bookkeeping and per-env state around a model.
+
+SB3-style step API over a batch of environments::
+
+    agent.reset(num_envs)
+    action = agent.predict(obs, reward, episode_start)
+
+- ``obs`` (N, obs_dim): the current observations.
+- ``reward`` (N,): the reward each env returned for the previous action (ignored where
+  ``episode_start``); the agent lowers that env's return-to-go by it, as DT does.
+- ``episode_start`` (N,) bool: the env has just been reset; only that env's return-to-go,
+  timestep and model state restart.
+
+Modes:
+- ``"recurrent"``: the model's state is carried through the whole episode, one update per
+  token (three per action). O(1) per step for Aaren; a growing KV cache for the Transformer.
+- ``"window"``: the last ``context_length`` steps are re-run in parallel at every action,
+  as the original Decision Transformer does (the baseline and fallback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aaren_policy import DecisionModel, __version__
+from agents.checkpoint import CheckpointError, atomic_directory, load_model, save_model
+
+__all__ = ["MODES", "DecisionAgent"]
+
+MODES = ("recurrent", "window")
+
+
+class DecisionAgent:
+    """A decision model with everything needed to act in an environment.
+
+    Args:
+        model: the decision model (put in eval mode by the agent).
+        state_mean: (obs_dim,) dataset observation mean.
+        state_std: (obs_dim,) dataset observation std.
+        return_scale: returns-to-go are divided by this before entering the model.
+        target_return: the return-to-go an episode starts from (unscaled).
+        mode: ``"recurrent"`` or ``"window"``.
+        context_length: K, the window length in ``"window"`` mode.
+        env_id: the environment the agent was trained for (recorded in checkpoints).
+        metadata: anything else to keep in a checkpoint (dataset spec, step, targets...).
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: DecisionModel,
+        state_mean: np.ndarray,
+        state_std: np.ndarray,
+        return_scale: float,
+        target_return: float,
+        mode: str = "recurrent",
+        context_length: int = 20,
+        env_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+        if context_length < 1:
+            raise ValueError(f"context_length must be >= 1, got {context_length}")
+        if return_scale <= 0:
+            raise ValueError(f"return_scale must be positive, got {return_scale}")
+        obs_dim = model.config.obs_dim
+        self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
+        self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
+        if self.state_mean.shape != (obs_dim,) or self.state_std.shape != (obs_dim,):
+            raise ValueError(
+                f"state_mean/std must have shape ({obs_dim},), got {self.state_mean.shape} "
+                f"and {self.state_std.shape}"
+            )
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.return_scale = float(return_scale)
+        self.target_return = float(target_return)
+        self.mode = mode
+        self.context_length = int(context_length)
+        self.env_id = env_id
+        self.metadata = dict(metadata or {})
+        self._mean_t = torch.as_tensor(self.state_mean, device=self.device)
+        self._std_t = torch.as_tensor(self.state_std, device=self.device)
+        self.num_envs = 0
+
+    @property
+    def obs_dim(self) -> int:
+        return self.model.config.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.model.config.act_dim
+
+    # ---- episode bookkeeping ----------------------------------------------------------------
+
+    def reset(self, num_envs: int = 1) -> None:
+        """Forget everything; prepare for ``num_envs`` parallel environments."""
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        n, k, dev = num_envs, self.context_length, self.device
+        self.num_envs = n
+        self.rtg = np.full(n, self.target_return, dtype=np.float64)
+        self.timestep = np.zeros(n, dtype=np.int64)
+        self._started = np.zeros(n, dtype=bool)
+        if self.mode == "recurrent":
+            self.state = self.model.init_state(n, dev)
+        else:
+            self._len = np.zeros(n, dtype=np.int64)
+            self._buf_rtg = torch.zeros(n, k, 1, device=dev)
+            self._buf_obs = torch.zeros(n, k, self.obs_dim, device=dev)
+            self._buf_act = torch.zeros(n, k, self.act_dim, device=dev)
+            self._buf_t = torch.zeros(n, k, dtype=torch.long, device=dev)
+
+    def state_nbytes(self) -> int:
+        """Bytes the agent holds per batch for its model state (or window buffers)."""
+        if self.mode == "recurrent":
+            return self.model.backbone.state_nbytes(self.state)
+        bufs = (self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t)
+        return sum(b.numel() * b.element_size() for b in bufs)
+
+    def _check_inputs(
+        self, obs: np.ndarray, reward: np.ndarray | None, episode_start: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.ndim == 1:
+            obs = obs[None]
+        if self.num_envs == 0:
+            self.reset(obs.shape[0])
+        n = self.num_envs
+        if obs.shape != (n, self.obs_dim):
+            raise ValueError(
+                f"obs has shape {obs.shape}, expected ({n}, {self.obs_dim}); call reset(num_envs) "
+                "when the number of environments changes"
+            )
+        reward = np.zeros(n) if reward is None else np.asarray(reward, dtype=np.float64).reshape(-1)
+        start = (
+            ~self._started
+            if episode_start is None
+            else np.asarray(episode_start, dtype=bool).reshape(-1) | ~self._started
+        )
+        if reward.shape != (n,) or start.shape != (n,):
+            raise ValueError(f"reward and episode_start must have shape ({n},)")
+        if not np.isfinite(obs).all():
+            raise ValueError("obs contains NaN or Inf")
+        return obs, reward, start
+
+    # ---- acting -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray | None = None,
+        episode_start: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One action per environment.
+
+        Args:
+            obs: (N, obs_dim) current observations.
+            reward: (N,) reward of the previous step (ignored at an episode's start).
+            episode_start: (N,) bool, True where the env was just reset (the first call
+                treats every env as starting).
+
+        Returns:
+            (N, act_dim) float32 actions in [-1, 1].
+        """
+        obs, reward, start = self._check_inputs(obs, reward, episode_start)
+        cont = ~start
+        self.rtg[cont] -= reward[cont]
+        self.timestep[cont] += 1
+        self.rtg[start] = self.target_return
+        self.timestep[start] = 0
+        self._started[:] = True
+
+        dev = self.device
+        obs_t = (torch.as_tensor(obs, device=dev) - self._mean_t) / self._std_t
+        rtg_t = torch.as_tensor(self.rtg / self.return_scale, dtype=torch.float32, device=dev)
+        time_t = torch.as_tensor(self.timestep, device=dev)
+        if self.mode == "recurrent":
+            action = self._predict_recurrent(obs_t, rtg_t.unsqueeze(-1), time_t, start)
+        else:
+            action = self._predict_window(obs_t, rtg_t, time_t, start)
+        return action.cpu().numpy().astype(np.float32)
+
+    def _predict_recurrent(
+        self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
+    ) -> torch.Tensor:
+        if start.any():
+            done = torch.as_tensor(start, device=self.device)
+            self.state = self.model.backbone.reset_state(self.state, done)
+        action, state = self.model.act(rtg, obs, time, self.state)
+        self.state = self.model.observe_action(action, time, state)
+        return action
+
+    def _predict_window(
+        self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
+    ) -> torch.Tensor:
+        k = self.context_length
+        self._len[start] = 0
+        full = self._len >= k
+        if full.any():  # drop the oldest step of envs whose window is full
+            idx = torch.as_tensor(np.flatnonzero(full), device=self.device)
+            for buf in (self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t):
+                buf[idx] = torch.roll(buf[idx], shifts=-1, dims=1)
+            self._len[full] = k - 1
+        rows = torch.arange(self.num_envs, device=self.device)
+        pos = torch.tensor(self._len, device=self.device)  # a copy: _len changes below
+        self._buf_rtg[rows, pos, 0] = rtg
+        self._buf_obs[rows, pos] = obs
+        self._buf_act[rows, pos] = 0.0  # not seen by the prediction at s_t (causal)
+        self._buf_t[rows, pos] = time
+        self._len += 1
+        # Right-padded windows: positions after each env's length hold stale data that, the
+        # model being causal, cannot reach the output read at pos.
+        preds, _ = self.model(self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t)
+        action = preds[rows, pos]
+        self._buf_act[rows, pos] = action
+        return action
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        return {
+            **self.metadata,
+            "state_mean": self.state_mean.tolist(),
+            "state_std": self.state_std.tolist(),
+            "return_scale": self.return_scale,
+            "target_return": self.target_return,
+            "target_returns": self.metadata.get("target_returns", [self.target_return]),
+            "context_length": self.context_length,
+            "env_id": self.env_id,
+        }
+
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write a self-describing checkpoint atomically; returns its path."""
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            save_model(tmp, self.model, {**self.checkpoint_metadata(), **(extra or {})})
+        return directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        mode: str = "recurrent",
+        device: torch.device | str = "cpu",
+        target_return: float | None = None,
+        context_length: int | None = None,
+    ) -> DecisionAgent:
+        """Load an agent saved by ``save`` (or by aaren-train)."""
+        model, meta = load_model(directory, device)
+        try:
+            return cls(
+                model,
+                np.asarray(meta["state_mean"], dtype=np.float32),
+                np.asarray(meta["state_std"], dtype=np.float32),
+                return_scale=meta["return_scale"],
+                target_return=meta["target_return"] if target_return is None else target_return,
+                mode=mode,
+                context_length=context_length or meta.get("context_length", 20),
+                env_id=meta.get("env_id"),
+                metadata={
+                    k: v
+                    for k, v in meta.items()
+                    if k not in ("state_mean", "state_std", "model_config", "format")
+                },
+                device=device,
+            )
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{directory}: inconsistent checkpoint metadata: {e}") from e
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return (
+            f"DecisionAgent(backbone={c.backbone}, mode={self.mode}, env={self.env_id}, "
+            f"target_return={self.target_return}, params={self.model.num_parameters():,}, "
+            f"aaren-rl {__version__})"
+        )
