@@ -1,0 +1,480 @@
+"""Offline datasets: one entry point, ``load_dataset(spec)``, for D4RL HDF5 files and Minari.
+
+Spec strings:
+
+- ``d4rl:PATH`` (or a bare existing path ending in ``.hdf5`` / ``.h5``): a D4RL-format HDF5 file
+  with ``observations, actions, rewards, terminals, timeouts`` (``next_observations`` and
+  ``infos/*`` optional, ignored), read with h5py;
+- ``minari:ID``: a local Minari dataset (``minari.load_dataset``); a remote download only with
+  ``load_dataset(spec, download=True)``;
+- ``demo:hopper``: the small demo file shipped in ``envs/data/hopper-demo.hdf5``.
+
+Episodes are split on ``terminals | timeouts`` (D4RL convention). A trailing run of steps with
+neither flag (a recording cut mid-episode) is **kept** as a truncated trajectory
+(``terminated=False``), as D4RL's own ``sequence_dataset`` and CORL's DT do; the count is in
+``metadata["trailing_steps_kept"]``. A dataset without a single complete episode is an error.
+
+Example:
+    >>> ds = load_dataset("d4rl:/path/hopper-medium.hdf5")  # doctest: +SKIP
+    >>> ds.obs_dim, ds.num_transitions, ds.return_stats["mean"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.errors import DatasetError, EnvError
+
+STD_FLOOR = 1e-6  # added to the state std so constant features do not divide by zero
+DEMO_DIR = Path(__file__).parent / "data"
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+COLLECT_HINT = "Make one with: aaren-collect --env hopper --hdf5-dir DIR (see docs/data.md)."
+
+
+@dataclass
+class Trajectory:
+    """One episode (or a truncated tail of one).
+
+    Attributes:
+        observations: (T, obs_dim) float32.
+        actions: (T, act_dim) float32.
+        rewards: (T,) float32.
+        returns_to_go: (T,) float32, undiscounted: ``rtg[t] = sum(rewards[t:])``.
+        timesteps: (T,) int64, ``0 .. T-1``.
+        terminated: True if the episode ended in a terminal state (not a time-out/cut).
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    returns_to_go: np.ndarray
+    timesteps: np.ndarray
+    terminated: bool
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def episode_return(self) -> float:
+        return float(self.returns_to_go[0]) if len(self) else 0.0
+
+
+@dataclass
+class OfflineDataset:
+    """Trajectories plus the statistics a sequence model needs.
+
+    Attributes:
+        trajectories: the episodes, in file order.
+        state_mean: (obs_dim,) float32 mean of all observations.
+        state_std: (obs_dim,) float32 std of all observations, plus ``STD_FLOOR``.
+        spec: the spec string it was loaded from.
+        env_id: Gymnasium id from the file attrs / Minari metadata, None if not recorded.
+        metadata: file attrs or Minari metadata (JSON strings decoded where possible).
+    """
+
+    trajectories: list[Trajectory]
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    spec: str
+    env_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.trajectories[0].observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.trajectories[0].actions.shape[1])
+
+    @property
+    def num_transitions(self) -> int:
+        return sum(len(t) for t in self.trajectories)
+
+    @property
+    def episode_returns(self) -> np.ndarray:
+        return np.array([t.episode_return for t in self.trajectories], dtype=np.float64)
+
+    @property
+    def return_stats(self) -> dict[str, float]:
+        r = self.episode_returns
+        return {
+            "mean": float(r.mean()),
+            "std": float(r.std()),
+            "min": float(r.min()),
+            "max": float(r.max()),
+            "median": float(np.median(r)),
+        }
+
+    def summary(self) -> str:
+        s = self.return_stats
+        lengths = np.array([len(t) for t in self.trajectories])
+        return (
+            f"{self.spec}: env={self.env_id}, {self.num_transitions} transitions, "
+            f"{len(self.trajectories)} episodes (mean length {lengths.mean():.0f}, "
+            f"{sum(t.terminated for t in self.trajectories)} terminated), "
+            f"return {s['mean']:.1f} ± {s['std']:.1f} [{s['min']:.1f}, {s['max']:.1f}]"
+        )
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def split_episodes(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    timeouts: np.ndarray,
+    *,
+    spec: str = "<arrays>",
+    env_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> OfflineDataset:
+    """Validate flat D4RL-style arrays and split them into trajectories.
+
+    Args:
+        observations: (N, obs_dim); actions: (N, act_dim); rewards, terminals, timeouts: (N,).
+        spec: name used in error messages and stored on the dataset.
+
+    Raises:
+        DatasetError: lengths differ, wrong ranks, NaN/Inf, or no complete episode.
+    """
+    arrays = {
+        "observations": np.asarray(observations),
+        "actions": np.asarray(actions),
+        "rewards": np.asarray(rewards),
+        "terminals": np.asarray(terminals),
+        "timeouts": np.asarray(timeouts),
+    }
+    _validate_arrays(arrays, spec)
+    obs = arrays["observations"].astype(np.float32, copy=False)
+    act = arrays["actions"].astype(np.float32, copy=False)
+    rew = arrays["rewards"].reshape(-1).astype(np.float32, copy=False)
+    term = arrays["terminals"].reshape(-1).astype(bool)
+    ends = term | arrays["timeouts"].reshape(-1).astype(bool)
+
+    end_idx = np.flatnonzero(ends)
+    if end_idx.size == 0:
+        raise DatasetError(
+            f"{spec}: no complete episode: no step has terminals or timeouts set "
+            f"({len(rew)} steps). Mark episode ends in 'terminals' (MDP end) or 'timeouts' "
+            "(time limit / recording cut)."
+        )
+    stops = end_idx + 1
+    trailing = len(rew) - int(stops[-1])
+    if trailing > 0:  # keep the cut tail as a truncated trajectory (see module docstring)
+        stops = np.append(stops, len(rew))
+    starts = np.concatenate([[0], stops[:-1]])
+
+    trajectories = []
+    for s, e in zip(starts.tolist(), stops.tolist()):
+        r = rew[s:e]
+        # float64 accumulation: 1000-step float32 cumsums drift by ~1e-4 of the return
+        rtg = np.cumsum(r[::-1], dtype=np.float64)[::-1].astype(np.float32)
+        trajectories.append(
+            Trajectory(
+                observations=obs[s:e],
+                actions=act[s:e],
+                rewards=r,
+                returns_to_go=rtg,
+                timesteps=np.arange(e - s, dtype=np.int64),
+                terminated=bool(term[e - 1]),
+            )
+        )
+    mean = obs.mean(axis=0, dtype=np.float64)
+    std = obs.std(axis=0, dtype=np.float64) + STD_FLOOR
+    meta = dict(metadata or {})
+    meta["trailing_steps_kept"] = trailing
+    return OfflineDataset(
+        trajectories=trajectories,
+        state_mean=mean.astype(np.float32),
+        state_std=std.astype(np.float32),
+        spec=spec,
+        env_id=env_id,
+        metadata=meta,
+    )
+
+
+def _validate_arrays(arrays: dict[str, np.ndarray], spec: str) -> None:
+    n = len(arrays["rewards"])
+    for key in ("observations", "actions"):
+        if arrays[key].ndim != 2:
+            raise DatasetError(
+                f"{spec}: '{key}' must be 2-D (N, dim), got shape {arrays[key].shape}."
+            )
+    for key in ("rewards", "terminals", "timeouts"):
+        a = arrays[key]
+        if not (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)):
+            raise DatasetError(f"{spec}: '{key}' must be 1-D (N,), got shape {a.shape}.")
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise DatasetError(
+            f"{spec}: arrays have different lengths {lengths}; every key must have one entry "
+            "per transition. Re-export the file so all keys have the same first dimension."
+        )
+    if n == 0:
+        raise DatasetError(f"{spec}: the dataset is empty (0 transitions).")
+    for key in ("observations", "actions", "rewards"):
+        a = arrays[key]
+        if not np.issubdtype(a.dtype, np.number):
+            raise DatasetError(f"{spec}: '{key}' has non-numeric dtype {a.dtype}.")
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            raise DatasetError(
+                f"{spec}: '{key}' contains NaN/Inf ({int((~finite).sum())} values, first at "
+                f"index {tuple(int(i) for i in bad)}). Clean or drop those transitions."
+            )
+
+
+# ----------------------------------------------------------------------------- D4RL HDF5
+
+
+def _decode_attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _hdf5_files_near(path: Path) -> list[str]:
+    found: list[str] = []
+    for d in {path.parent if path.parent.exists() else Path.cwd(), DEMO_DIR}:
+        found += sorted(str(p) for p in d.glob("*.hdf5")) + sorted(str(p) for p in d.glob("*.h5"))
+    return found
+
+
+def load_d4rl_hdf5(path: str | os.PathLike, spec: str | None = None) -> OfflineDataset:
+    """Read a D4RL-format HDF5 file. See :func:`load_dataset`."""
+    import h5py  # light, but keep `import envs` fast
+
+    path = Path(path).expanduser()
+    spec = spec or f"d4rl:{path}"
+    if not path.is_file():
+        near = _hdf5_files_near(path)
+        raise DatasetError(
+            f"{spec}: file not found. "
+            + (f"HDF5 files found locally: {', '.join(near)}. " if near else "")
+            + COLLECT_HINT
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(f"{spec}: not a readable HDF5 file ({exc}).") from exc
+    with f:
+        missing = [k for k in REQUIRED_KEYS if k not in f]
+        if missing:
+            raise DatasetError(
+                f"{spec}: missing HDF5 key(s) {missing}; found {sorted(f.keys())}. A D4RL file "
+                f"needs {list(REQUIRED_KEYS)} (a file without 'timeouts' can be fixed by adding "
+                "an all-False 'timeouts' array, marking the last step of each cut episode True)."
+            )
+        arrays = {k: f[k][()] for k in REQUIRED_KEYS}  # whole-array reads: seconds for 1M
+        meta = {str(k): _decode_attr(v) for k, v in f.attrs.items()}
+    env_id = meta.get("env_id") or meta.get("env") or meta.get("env_name")
+    ds = split_episodes(**arrays, spec=spec, env_id=env_id, metadata=meta)
+    _check_against_recorded_env(ds)
+    return ds
+
+
+# ----------------------------------------------------------------------------- Minari
+
+
+def _local_minari_ids() -> list[str]:
+    try:
+        import minari
+
+        return sorted(minari.list_local_datasets())
+    except Exception:  # a broken local dataset must not hide the real error
+        return []
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
+        "MINARI_OFFLINE", "0"
+    ) not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_minari(dataset_id: str, download: bool = False, spec: str | None = None) -> OfflineDataset:
+    """Read a Minari dataset into trajectories. See :func:`load_dataset`."""
+    import gymnasium as gym
+    import minari
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    spec = spec or f"minari:{dataset_id}"
+    local = (get_dataset_path(dataset_id) / "data").exists()
+    if not local:
+        have = _local_minari_ids()
+        root = get_dataset_path()
+        listing = (
+            f"Local Minari datasets under {root}: {', '.join(have)}."
+            if have
+            else f"No local Minari datasets under {root}."
+        )
+        if not download:
+            raise DatasetError(
+                f"{spec}: Minari dataset {dataset_id!r} not found locally. {listing} "
+                "Make one with: aaren-collect --env hopper (writes aaren/hopper-medium-v0 etc.), "
+                "or download it with load_dataset(spec, download=True) when online."
+            )
+        if not _hub_reachable():
+            raise DatasetError(
+                f"{spec}: download requested but the Minari hub (huggingface.co) is not "
+                f"reachable (offline, or HF_HUB_OFFLINE set). {listing}"
+            )
+    try:
+        mds = minari.load_dataset(dataset_id, download=download)
+    except Exception as exc:
+        raise DatasetError(f"{spec}: Minari could not load {dataset_id!r}: {exc}") from exc
+
+    for what, space in (
+        ("observation", mds.spec.observation_space),
+        ("action", mds.spec.action_space),
+    ):
+        if not isinstance(space, gym.spaces.Box):
+            raise DatasetError(
+                f"{spec}: {what} space is {type(space).__name__}; only Box spaces are supported."
+            )
+    obs, act, rew, term, trunc = [], [], [], [], []
+    for ep in mds.iterate_episodes():
+        obs.append(np.asarray(ep.observations)[:-1])  # Minari stores T+1 observations
+        act.append(np.asarray(ep.actions))
+        rew.append(np.asarray(ep.rewards))
+        term.append(np.asarray(ep.terminations, dtype=bool))
+        tr = np.asarray(ep.truncations, dtype=bool).copy()
+        if len(tr) and not (tr[-1] or term[-1][-1]):
+            tr[-1] = True  # Minari episodes are complete by construction; mark the cut
+        trunc.append(tr)
+    if not rew:
+        raise DatasetError(f"{spec}: the Minari dataset has no episodes.")
+    meta = {str(k): _decode_attr(v) for k, v in mds.storage.metadata.items()}
+    env_spec = mds.spec.env_spec
+    env_id = env_spec.id if env_spec is not None else meta.get("env_id")
+    ds = split_episodes(
+        np.concatenate(obs),
+        np.concatenate(act),
+        np.concatenate(rew),
+        np.concatenate(term),
+        np.concatenate(trunc),
+        spec=spec,
+        env_id=env_id,
+        metadata=meta,
+    )
+    _check_against_recorded_env(ds)
+    return ds
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def load_dataset(spec: str, *, download: bool = False) -> OfflineDataset:
+    """Load an offline dataset from a spec string.
+
+    Args:
+        spec: ``d4rl:PATH``, ``minari:ID``, ``demo:hopper``, or a bare ``*.hdf5``/``*.h5`` path.
+        download: for ``minari:``, fetch a missing dataset from the Minari hub (fails fast,
+            with a clear message, when offline). Never downloads otherwise.
+
+    Returns:
+        The :class:`OfflineDataset`.
+
+    Raises:
+        DatasetError: unknown scheme, missing file/dataset, missing keys, mismatched lengths,
+            NaN/Inf, no complete episode, or dims that contradict the recorded env.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DatasetError(f"Expected a dataset spec string like 'd4rl:PATH', got {spec!r}.")
+    spec = spec.strip()
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme == "d4rl":
+        return load_d4rl_hdf5(rest, spec=spec)
+    if sep and scheme == "minari":
+        return load_minari(rest, download=download, spec=spec)
+    if sep and scheme == "demo":
+        return load_d4rl_hdf5(DEMO_DIR / f"{rest}-demo.hdf5", spec=spec)
+    if spec.endswith((".hdf5", ".h5")):
+        return load_d4rl_hdf5(spec, spec=spec)
+    raise DatasetError(
+        f"Unknown dataset spec {spec!r}. Use 'd4rl:PATH' (D4RL HDF5 file), 'minari:ID' "
+        "(local Minari dataset, e.g. minari:aaren/hopper-medium-v0) or 'demo:hopper'."
+    )
+
+
+# ----------------------------------------------------------------------------- env checks
+
+
+def check_dataset_matches_env(dataset: OfflineDataset, env_spec_or_env: Any) -> None:
+    """Raise :class:`DatasetError` if the dataset's obs/action dims differ from the env's.
+
+    Args:
+        dataset: a loaded dataset.
+        env_spec_or_env: an :class:`envs.EnvSpec`, a short name / Gymnasium id, or a ``gym.Env``.
+    """
+    import gymnasium as gym
+
+    from envs.registry import EnvSpec, get_env_spec, make_env
+
+    if isinstance(env_spec_or_env, gym.Env):
+        env, name, owned = env_spec_or_env, getattr(env_spec_or_env.spec, "id", "env"), False
+    else:
+        spec = (
+            env_spec_or_env
+            if isinstance(env_spec_or_env, EnvSpec)
+            else get_env_spec(str(env_spec_or_env))
+        )
+        name = spec.gym_id
+        env, owned = make_env(name), True
+    try:
+        obs_shape = env.observation_space.shape
+        act_shape = env.action_space.shape
+    finally:
+        if owned:
+            env.close()
+    for what, got, want in (
+        ("observations", dataset.obs_dim, obs_shape),
+        ("actions", dataset.act_dim, act_shape),
+    ):
+        if len(want) != 1 or want[0] != got:
+            raise DatasetError(
+                f"{dataset.spec}: '{what}' have dimension {got} but {name} expects shape "
+                f"{want}. Use a dataset collected on {name}, or the env it was collected on "
+                f"(recorded env: {dataset.env_id})."
+            )
+
+
+def _check_against_recorded_env(ds: OfflineDataset) -> None:
+    """If the file names its env and Gymnasium knows it, the dims must match it."""
+    if not ds.env_id:
+        return
+    import gymnasium as gym
+
+    try:
+        gym.spec(ds.env_id)
+    except Exception:
+        return  # env not installed here: nothing to check against
+    try:
+        check_dataset_matches_env(ds, ds.env_id)
+    except EnvError:
+        return

@@ -1,0 +1,182 @@
+"""Write flat D4RL-style arrays as a D4RL HDF5 file or a Minari dataset, atomically.
+
+Both writers build the output under a temporary path next to the destination and move it into
+place with ``os.replace``, so an interrupted write never leaves a half-written dataset.
+
+Arrays follow D4RL: ``observations (N, obs_dim)``, ``actions (N, act_dim)``, ``rewards (N,)``,
+``terminals (N,)``, ``timeouts (N,)``, ``next_observations (N, obs_dim)``; episodes end at
+``terminals | timeouts``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.errors import DatasetError
+
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
+
+
+def _attr(v: Any) -> Any:
+    """HDF5 attrs take scalars and strings; everything else becomes JSON."""
+    if isinstance(v, (str, int, float, bool, np.integer, np.floating, np.bool_)):
+        return v
+    return json.dumps(v, default=float)
+
+
+def write_d4rl_hdf5(
+    path: str | os.PathLike,
+    arrays: dict[str, np.ndarray],
+    attrs: dict[str, Any] | None = None,
+    compression: str | None = "gzip",
+) -> Path:
+    """Write a D4RL-format HDF5 file (float32 / bool, gzip) atomically. Returns the path."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = [k for k in D4RL_KEYS[:5] if k not in arrays]
+    if missing:
+        raise DatasetError(f"write_d4rl_hdf5({path}): missing arrays {missing}.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for k in D4RL_KEYS:
+                if k not in arrays:
+                    continue
+                a = np.asarray(arrays[k])
+                a = a.astype(bool) if k in ("terminals", "timeouts") else a.astype(np.float32)
+                f.create_dataset(k, data=a, compression=compression)
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = _attr(v)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _episode_slices(terminals: np.ndarray, timeouts: np.ndarray) -> list[tuple[int, int]]:
+    ends = np.flatnonzero(np.asarray(terminals, bool) | np.asarray(timeouts, bool)) + 1
+    if len(ends) == 0 or ends[-1] != len(terminals):
+        ends = np.append(ends, len(terminals))
+    starts = np.concatenate([[0], ends[:-1]])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def write_minari(
+    dataset_id: str,
+    arrays: dict[str, np.ndarray],
+    env_id: str,
+    *,
+    algorithm_name: str,
+    description: str,
+    extra_metadata: dict[str, Any] | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a Minari dataset with ``minari.create_dataset_from_buffers`` (HDF5 backend).
+
+    Needs no ``minari[create]`` extra (no jax): episode buffers are built directly from
+    arrays. Built under a hidden temporary root (``minari list local`` skips hidden folders)
+    and moved into ``root/dataset_id``.
+
+    Args:
+        dataset_id: ``namespace/name-vN``, e.g. ``aaren/hopper-medium-v0``.
+        arrays: D4RL arrays including ``next_observations`` (Minari stores T+1 observations).
+        env_id: Gymnasium id the data was collected on.
+        extra_metadata: JSON-able; stored under the ``aaren`` metadata key as a JSON string.
+        root: datasets root; default ``MINARI_DATASETS_PATH`` or ``~/.minari/datasets``.
+        overwrite: replace an existing dataset with this id.
+
+    Returns:
+        The dataset directory.
+    """
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.namespace import create_namespace, list_local_namespaces
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    if "next_observations" not in arrays:
+        raise DatasetError(
+            f"write_minari({dataset_id}): 'next_observations' is required (Minari stores the "
+            "final observation of every episode)."
+        )
+    root = Path(root) if root is not None else get_dataset_path()
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / dataset_id
+    if final.exists() and not overwrite:
+        raise DatasetError(
+            f"Minari dataset {dataset_id} already exists at {final}; pass overwrite=True "
+            "(aaren-collect --overwrite) or bump the version (-v1)."
+        )
+    obs = np.asarray(arrays["observations"], np.float32)
+    nxt = np.asarray(arrays["next_observations"], np.float32)
+    act = np.asarray(arrays["actions"], np.float32)
+    rew = np.asarray(arrays["rewards"], np.float64)
+    term = np.asarray(arrays["terminals"], bool)
+    tout = np.asarray(arrays["timeouts"], bool)
+    buffers = []
+    for i, (s, e) in enumerate(_episode_slices(term, tout)):
+        trunc = tout[s:e].copy()
+        if not (term[e - 1] or trunc[-1]):
+            trunc[-1] = True  # a recording cut is a truncation in Minari's terms
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                observations=np.concatenate([obs[s:e], nxt[e - 1 : e]]),  # (T+1, obs_dim)
+                actions=act[s:e],
+                rewards=rew[s:e],
+                terminations=term[s:e],
+                truncations=trunc,
+            )
+        )
+    tmp_root = Path(tempfile.mkdtemp(prefix=".aaren-tmp-", dir=root))
+    old_env = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_root)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # author/email/permalink nags
+            ds = minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                env=env_id,
+                algorithm_name=algorithm_name,
+                author="aaren-rl aaren-collect",
+                author_email="n/a",
+                code_permalink="envs/collect.py (aaren-rl)",
+                description=description,
+                ref_min_score=ref_min_score,
+                ref_max_score=ref_max_score,
+                data_format="hdf5",
+            )
+            ds.storage.update_metadata({"aaren": json.dumps(extra_metadata or {}, default=float)})
+        del ds
+        os.environ["MINARI_DATASETS_PATH"] = str(root)
+        namespace = parse_dataset_id(dataset_id)[0]
+        if namespace is not None and namespace not in list_local_namespaces():
+            create_namespace(namespace, description="Datasets made by aaren-collect (aaren-rl).")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # overwrite: move the old one aside first, then drop it
+            trash = tmp_root / "old"
+            os.replace(final, trash)
+        os.replace(tmp_root / dataset_id, final)
+    finally:
+        if old_env is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old_env
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return final

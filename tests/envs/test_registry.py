@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from envs import EnvError, get_env_spec, make_env, make_vec_env, normalized_score
+from envs.scores import REFERENCE_SCORES
+
+
+def test_short_names_and_ids_share_a_spec():
+    assert get_env_spec("hopper") == get_env_spec("Hopper-v5")
+    spec = get_env_spec("walker2d")
+    assert spec.gym_id == "Walker2d-v5" and spec.max_episode_steps == 1000
+    assert spec.target_returns[0] == 5000.0
+    targets = {n: get_env_spec(n).target_returns[0] for n in REFERENCE_SCORES}
+    assert targets == {"hopper": 3600.0, "halfcheetah": 6000.0, "walker2d": 5000.0, "ant": 3600.0}
+    for name, (lo, hi) in REFERENCE_SCORES.items():
+        assert (get_env_spec(name).random_score, get_env_spec(name).expert_score) == (lo, hi)
+
+
+def test_other_box_env_has_no_reference_scores():
+    spec = get_env_spec("Pendulum-v1")
+    assert spec.random_score is None and spec.expert_score is None
+    assert spec.max_episode_steps == 200 and len(spec.target_returns) == 1
+    assert normalized_score(spec, 100.0) is None
+    env = make_env("Pendulum-v1", seed=0)
+    assert isinstance(env.action_space, gym.spaces.Box)
+
+
+def test_unknown_and_discrete_envs_raise():
+    with pytest.raises(EnvError, match="hopper, halfcheetah, walker2d, ant"):
+        get_env_spec("NoSuchEnv-v0")
+    with pytest.raises(EnvError, match="Discrete action space"):
+        make_env("CartPole-v1")
+
+
+def test_normalized_score():
+    assert np.isclose(normalized_score("hopper", 3234.3), 100.0)
+    assert np.isclose(normalized_score("Hopper-v5", -20.272305), 0.0)
+    out = normalized_score("halfcheetah", np.array([-280.178953, 12135.0]))
+    np.testing.assert_allclose(out, [0.0, 100.0])
+
+
+def test_make_env_seeding_is_reproducible():
+    a, b = make_env("hopper", seed=3), make_env("hopper", seed=3)
+    np.testing.assert_array_equal(a.reset(seed=3)[0], b.reset(seed=3)[0])
+
+
+def test_vec_env_same_step_autoreset():
+    venv = make_vec_env("hopper", num_envs=2, seed=0)
+    venv.reset(seed=0)
+    for _ in range(1000):  # random Hopper falls within a few dozen steps
+        obs, _, term, trunc, info = venv.step(venv.action_space.sample())
+        done = term | trunc
+        if done.any():
+            i = int(np.flatnonzero(done)[0])
+            assert info["_final_obs"][i]
+            # SAME_STEP: obs[i] is already the reset observation of the next episode
+            assert not np.allclose(obs[i], info["final_obs"][i])
+            break
+    else:
+        pytest.fail("no episode ended")
+    venv.close()
