@@ -1,0 +1,1 @@
+"""train: the aaren-train configuration, loop, logging and checkpoints."""

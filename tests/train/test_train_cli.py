@@ -1,0 +1,175 @@
+"""aaren-train end to end on tiny data: smoke runs, W&B offline, kill-and-resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train.cli import main
+
+TINY = ["--dim", "16", "--num-layers", "1", "--threads", "1", "--no-progress"]
+
+
+def run_cli(args: list[str]) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize("backbone", ["aaren", "transformer"])
+def test_smoke_each_backbone_with_wandb_offline(
+    backbone: str, tiny_hopper_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    run_dir = tmp_path / "run"
+    rc = run_cli(
+        ["--dataset", f"d4rl:{tiny_hopper_dataset}", "--backbone", backbone, "--steps", 20]
+        + ["--log-every", 5, "--checkpoint-every", 10, "--eval-every", 10]
+        + ["--eval-episodes", 2, "--eval-num-envs", 2, "--eval-max-episode-steps", 30]
+        + ["--episode-length", 40, "--run-dir", run_dir, "--track", *TINY]
+    )
+    assert rc == 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in records if "train/loss" in r]
+    assert train_steps == [5, 10, 15, 20]
+    evals = [r for r in records if "eval/return_mean" in r]
+    assert [r["step"] for r in evals] == [10, 20]
+    meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
+    assert meta["model_config"]["backbone"] == backbone
+    assert meta["step"] == 20 and meta["env_id"] == "Hopper-v5"
+    assert len(meta["state_mean"]) == 11
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["backbone"] == backbone
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert offline_runs, "W&B offline run directory missing"
+    assert list(offline_runs[0].glob("*.wandb")), "W&B run file missing"
+
+
+def _train_args(dataset: Path, run_dir: Path, steps: int) -> list[str]:
+    return [
+        "--dataset", f"d4rl:{dataset}", "--steps", str(steps), "--checkpoint-every", "20",
+        "--log-every", "10", "--eval-episodes", "0", "--run-dir", str(run_dir),
+        "--recipe", "window", "--context-length", "8", "--batch-size", "8", *TINY,
+    ]  # fmt: skip
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "checkpoint" / "model.safetensors"))
+
+
+def test_kill_and_resume_is_bit_identical(tiny_hopper_dataset: Path, tmp_path: Path) -> None:
+    steps = 400
+    straight = tmp_path / "straight"
+    assert run_cli(_train_args(tiny_hopper_dataset, straight, steps)) == 0
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "train.cli", *_train_args(tiny_hopper_dataset, killed, steps)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trainer = killed / "checkpoint" / "trainer.pt"
+    deadline = time.time() + 120
+    while not trainer.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = json.loads((killed / "checkpoint" / "agent.json").read_text())["step"]
+    assert 0 < stopped_at < steps, "the run was not stopped mid-way"
+
+    # Only --run-dir and --resume: the rest comes from the run's config.json.
+    assert run_cli(["--run-dir", killed, "--resume", "--no-progress"]) == 0
+    a, b = _weights(straight), _weights(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    losses = [
+        [(r["step"], r["train/loss"]) for r in map(json.loads, (d / "metrics.jsonl").open())]
+        for d in (straight, killed)
+    ]
+    assert losses[0] == losses[1]
+
+
+def test_resume_with_a_different_config_is_refused(
+    tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli(_train_args(tiny_hopper_dataset, run_dir, 20)) == 0
+    before = (run_dir / "checkpoint" / "model.safetensors").read_bytes()
+    rc = run_cli(["--run-dir", run_dir, "--resume", "--backbone", "transformer"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "backbone" in err
+    assert (run_dir / "checkpoint" / "model.safetensors").read_bytes() == before
+
+
+def test_existing_run_is_not_overwritten(
+    tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli(_train_args(tiny_hopper_dataset, run_dir, 20)) == 0
+    before = (run_dir / "metrics.jsonl").read_text()
+    assert run_cli(_train_args(tiny_hopper_dataset, run_dir, 20)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backbone", "mamba"], "backbone"),
+        (["--context-length", "0"], "context-length"),
+        (["--env", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
+        (["--env", "halfcheetah"], "expects shape"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(
+    args: list[str],
+    message: str,
+    tiny_hopper_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = ["--dataset", f"d4rl:{tiny_hopper_dataset}", "--run-dir", tmp_path / "r", "--steps", 2]
+    try:
+        rc = run_cli(base + args + TINY)
+    except SystemExit as e:  # tyro rejects unknown choices itself
+        rc = e.code
+    assert rc == 2
+    captured = capsys.readouterr()
+    out = captured.err + captured.out
+    assert message in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "r" / "checkpoint").exists()
+
+
+def test_unwritable_run_dir(tiny_hopper_dataset: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    rc = run_cli(["--dataset", f"d4rl:{tiny_hopper_dataset}", "--run-dir", blocker / "run", *TINY])
+    assert rc == 2
+    assert "cannot write the run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tiny_hopper_dataset: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "train.cli", *_train_args(tiny_hopper_dataset, run_dir, 30), "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
+    assert meta["step"] == 30
+    trainer = torch.load(run_dir / "checkpoint" / "trainer.pt", weights_only=False)
+    assert len(trainer["ranks"]) == 2  # both ranks' sampler and RNG state are kept
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30]  # rank 0 alone logs

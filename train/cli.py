@@ -1,0 +1,66 @@
+"""``aaren-train``: train an offline Decision agent from the command line.
+
+Examples:
+    aaren-train                                   # the shipped Hopper demo dataset, Aaren
+    aaren-train --dataset d4rl:hopper-medium.hdf5 --backbone transformer --steps 20000
+    aaren-train --run-dir runs/exp1 --resume      # continue an interrupted run
+    torchrun --nproc-per-node 2 -m train.cli --steps 1000   # DDP (gloo on CPU)
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tyro
+
+    from train.config import TrainConfig
+
+    try:
+        cfg = tyro.cli(TrainConfig, args=argv, description=TrainConfig.__doc__)
+    except ValueError as e:  # raised by TrainConfig validation
+        print(f"aaren-train: error: {e}", file=sys.stderr)
+        return 2
+    from agents.checkpoint import CheckpointError
+    from envs import DatasetError, EnvError
+    from train.loop import TrainError, train
+
+    try:
+        result = train(cfg)
+    except (TrainError, DatasetError, EnvError, CheckpointError, ValueError) as e:
+        print(f"aaren-train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\naaren-train: interrupted; continue with --resume --run-dir <run dir> "
+            "(from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return 130
+    if result.metrics is not None and result.run_dir is not None:
+        print(f"run: {result.run_dir}")
+        print(
+            f"steps: {result.steps}, final loss {result.final_loss:.4f}, "
+            f"{result.seconds_per_step * 1000:.0f} ms per training step (median)"
+        )
+        if result.eval:
+            _print_eval(result.eval)
+    return 0
+
+
+def _print_eval(ev: dict) -> None:
+    norm = ev.get("normalized_mean")
+    line = f"eval ({ev.get('mode')}, {len(ev.get('returns', []))} episodes): return {ev['return_mean']:.1f} ± {ev['return_std']:.1f}"
+    if norm is not None:
+        line += f", normalized score {norm:.1f} ± {ev.get('normalized_std', 0.0):.1f}"
+    print(line)
+    per_action = ev.get("action_time_us_median") or ev.get("time_per_action_us")
+    if per_action is not None:
+        print(f"agent time per action: {per_action:.0f} µs (median)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Run logging: metrics.jsonl always, Weights & Biases only with --track (CleanRL-style).
+
+``wandb`` is imported only when tracking is on, so training never requires it. Without
+network access or credentials the run goes to W&B offline mode (sync later with
+``wandb sync``), and the user is told so; the connectivity probe has a short timeout, so
+nothing hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "WandbTracker", "wandb_online_possible"]
+
+
+class MetricsLog:
+    """Append-only JSON lines: one ``{"step": ..., "train/loss": ...}`` record per line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after ``step`` (they belong to work a resume will redo)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+        self.path.write_text("".join(k + "\n" for k in kept))
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def wandb_online_possible(timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether an online W&B run can start: credentials present and the API host reachable."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return False, f"WANDB_MODE={os.environ['WANDB_MODE']}"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
+    if not has_key:
+        return False, "no W&B credentials (run `wandb login` or set WANDB_API_KEY)"
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+    except OSError as e:
+        return False, f"{host} unreachable ({e.__class__.__name__})"
+    return True, "online"
+
+
+class WandbTracker:
+    """A W&B run; metrics already namespaced (``train/...``, ``eval/...``)."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        run_dir: Path,
+        name: str,
+        project: str,
+        entity: str | None,
+        group: str | None,
+        resume_id: str | None = None,
+    ) -> None:
+        try:
+            import wandb
+        except ImportError as e:
+            raise RuntimeError(
+                "--track needs Weights & Biases: pip install 'aaren-rl[track]' (or wandb)"
+            ) from e
+        online, why = wandb_online_possible()
+        mode = "online" if online else "offline"
+        if not online:
+            print(f"[aaren-rl] W&B: {why}; logging offline to {run_dir / 'wandb'}.")
+            print("[aaren-rl] Upload later with: wandb sync " + str(run_dir / "wandb"))
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            config=config,
+            dir=str(run_dir),
+            mode=mode,
+            id=resume_id,
+            resume="allow" if resume_id else None,
+            settings=wandb.Settings(init_timeout=60, silent=True),
+        )
+        self.id = self.run.id
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        self.run.log(metrics, step=step)
+
+    def finish(self) -> None:
+        self.run.finish()
