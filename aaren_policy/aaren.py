@@ -21,7 +21,13 @@ import math
 import torch
 from torch import nn
 
-from aaren_policy.scan import AttentionState, attention_step, empty_state, prefix_attention
+from aaren_policy.scan import (
+    DEFAULT_CHUNK,
+    AttentionState,
+    attention_step,
+    empty_state,
+    prefix_attention,
+)
 
 __all__ = ["Aaren"]
 
@@ -49,7 +55,7 @@ class Aaren(nn.Module):
         num_heads: int = 1,
         bias: bool = True,
         scan_method: str = "chunked",
-        chunk_size: int = 32,
+        chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
         super().__init__()
         if dim <= 0 or num_heads <= 0 or dim % num_heads:
@@ -80,6 +86,13 @@ class Aaren(nn.Module):
             b = (q * self.k_proj.bias.view(h, dh)).sum(-1) * scale
         return w, b
 
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        if x.dtype != self.query.dtype:
+            raise ValueError(
+                f"input dtype {x.dtype} differs from the layer's {self.query.dtype}: cast the "
+                "input (or the layer, e.g. layer.double())"
+            )
+
     def _scores_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w, b = self.score_projection()
         scores = nn.functional.linear(x, w, b)  # (..., H)
@@ -101,6 +114,7 @@ class Aaren(nn.Module):
         """
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape (B, T, {self.dim}), got {tuple(x.shape)}")
+        self._check_dtype(x)
         bsz, t, _ = x.shape
         scores, values = self._scores_values(x)  # (B, T, H), (B, T, H, dh)
         out, state = prefix_attention(
@@ -127,6 +141,7 @@ class Aaren(nn.Module):
         """
         if x_t.dim() != 2 or x_t.shape[-1] != self.dim:
             raise ValueError(f"expected x_t of shape (B, {self.dim}), got {tuple(x_t.shape)}")
+        self._check_dtype(x_t)
         scores, values = self._scores_values(x_t)  # (B, H), (B, H, dh)
         out, state = attention_step(scores, values, state)
         return self.out_proj(out.reshape(x_t.shape[0], self.dim)), state

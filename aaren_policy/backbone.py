@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from aaren_policy.aaren import Aaren
-from aaren_policy.scan import METHODS, AttentionState
+from aaren_policy.scan import DEFAULT_CHUNK, METHODS, AttentionState
 from aaren_policy.transformer import CausalSelfAttention, KVCache
 
 __all__ = ["AarenBackbone", "Backbone", "BackboneConfig", "TransformerBackbone", "make_backbone"]
@@ -43,8 +43,8 @@ class BackboneConfig:
     """Dropout on each block's residual branches (DT default 0.1)."""
     scan_method: str = "chunked"
     """Aaren only: parallel scan implementation (see bench/scan_bench.py for the choice)."""
-    chunk_size: int = 32
-    """Aaren only: chunk length of the chunked scan."""
+    chunk_size: int = DEFAULT_CHUNK
+    """Aaren only: chunk length of the chunked scan (64: fastest measured, docs/core.md)."""
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.num_layers <= 0 or self.num_heads <= 0:
@@ -115,6 +115,20 @@ class Backbone(nn.Module):
                 "this backbone returned (or init_state)"
             )
 
+    def _check_input(self, x: torch.Tensor, shape: str) -> None:
+        # Checked here, not only in the mixer: LayerNorm comes first and would raise a bare
+        # RuntimeError on a dtype mismatch.
+        want = 3 if shape == "(B, T, dim)" else 2
+        if x.dim() != want or x.shape[-1] != self.config.dim:
+            raise ValueError(
+                f"expected x of shape {shape} with dim = {self.config.dim}, got {tuple(x.shape)}"
+            )
+        if x.dtype != self.ln_f.weight.dtype:
+            raise ValueError(
+                f"input dtype {x.dtype} differs from the backbone's {self.ln_f.weight.dtype}: "
+                "cast the input (or the model, e.g. model.double())"
+            )
+
     def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
         """Parallel path.
 
@@ -126,6 +140,7 @@ class Backbone(nn.Module):
         Returns:
             ``(y, state)``: y (B, T, dim), and the per-layer states after these tokens.
         """
+        self._check_input(x, "(B, T, dim)")
         self._check_state(state)
         new_state = []
         for i, block in enumerate(self.blocks):
@@ -143,6 +158,7 @@ class Backbone(nn.Module):
         Returns:
             ``(y_t, state)`` with y_t (B, dim).
         """
+        self._check_input(x_t, "(B, dim)")
         self._check_state(state)
         new_state = []
         for i, block in enumerate(self.blocks):

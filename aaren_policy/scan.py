@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 METHODS = ("chunked", "hillis_steele", "sequential", "naive")
-DEFAULT_CHUNK = 32
+DEFAULT_CHUNK = 64  # bench/scan_bench.py, docs/core.md: 64 ties 32 at T >= 600 and makes the
+# DT context (K = 20 timesteps = 60 tokens) one chunk, ~2x faster forward+backward there
 
 
 class AttentionState(NamedTuple):
@@ -132,14 +133,29 @@ def _validate(scores: torch.Tensor, values: torch.Tensor, state: AttentionState 
     if scores.shape[-1] == 0:
         raise ValueError("the sequence is empty (T = 0): pass at least one token")
     if state is not None:
-        batch, d = scores.shape[:-1], values.shape[-1]
-        if state.m.shape != batch or state.u.shape != batch or state.w.shape != (*batch, d):
-            raise ValueError(
-                f"state shapes m {tuple(state.m.shape)}, u {tuple(state.u.shape)}, "
-                f"w {tuple(state.w.shape)} do not match batch {tuple(batch)} and D = {d}"
-            )
-        if state.w.dtype != values.dtype:
-            raise ValueError(f"state dtype {state.w.dtype} differs from values {values.dtype}")
+        _check_state(state, scores.shape[:-1], values.shape[-1], values.dtype)
+
+
+def _check_state(state: AttentionState, batch: torch.Size, d: int, dtype: torch.dtype) -> None:
+    """Shapes and dtypes of ``state`` must match the tokens exactly: no broadcasting (a state
+    of batch 1 would otherwise silently broadcast over a batch of B)."""
+    if not (
+        isinstance(state, tuple)
+        and len(state) == 3
+        and all(isinstance(t, torch.Tensor) for t in state)
+    ):
+        raise ValueError("state must be an AttentionState(m, u, w) of tensors (or None)")
+    m, u, w = state
+    if m.shape != batch or u.shape != batch or w.shape != (*batch, d):
+        raise ValueError(
+            f"state shapes m {tuple(m.shape)}, u {tuple(u.shape)}, w {tuple(w.shape)} do not "
+            f"match batch {tuple(batch)} and D = {d}: expected m, u {tuple(batch)} and w "
+            f"{(*batch, d)} (use empty_state(batch_shape, D) for a fresh one)"
+        )
+    if m.dtype != dtype or u.dtype != dtype or w.dtype != dtype:
+        raise ValueError(
+            f"state dtypes m {m.dtype}, u {u.dtype}, w {w.dtype} differ from the tokens' {dtype}"
+        )
 
 
 def _with_state(prefix: AttentionState, state: AttentionState | None) -> AttentionState:
@@ -345,7 +361,7 @@ def attention_step(
     if not score.is_floating_point() or score.dtype != value.dtype:
         raise ValueError(f"score and value must share a float dtype: {score.dtype}, {value.dtype}")
     if state is None:
-        new = AttentionState(score, torch.ones_like(score), value)
-        return value, new
+        return value, AttentionState(score, torch.ones_like(score), value)
+    _check_state(state, score.shape, value.shape[-1], value.dtype)
     new = combine(state, AttentionState(score, torch.ones_like(score), value))
     return new.output(), new

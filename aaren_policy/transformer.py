@@ -57,6 +57,36 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
 
+    def _check_cache(self, cache: KVCache, batch: int, dtype: torch.dtype) -> None:
+        """The cache must belong to this layer and batch (no silent broadcasting)."""
+        if not (
+            isinstance(cache, tuple)
+            and len(cache) == 3
+            and all(isinstance(t, torch.Tensor) for t in cache)
+        ):
+            raise ValueError(f"state must be a KVCache (or None), got {type(cache).__name__}")
+        h, dh = self.num_heads, self.head_dim
+        k, v, valid = cache
+        if (
+            k.dim() != 4
+            or k.shape[0] != batch
+            or k.shape[1] != h
+            or k.shape[3] != dh
+            or v.shape != k.shape
+            or valid.shape != (batch, k.shape[2])
+        ):
+            raise ValueError(
+                f"KVCache shapes k {tuple(k.shape)}, v {tuple(v.shape)}, valid "
+                f"{tuple(valid.shape)} do not match batch {batch}, {h} heads of size {dh}: "
+                f"expected k, v (B={batch}, {h}, L, {dh}) and valid (B={batch}, L) "
+                "(use init_state(batch_size) for a fresh one)"
+            )
+        if k.dtype != dtype or v.dtype != dtype or valid.dtype != torch.bool:
+            raise ValueError(
+                f"KVCache dtypes k {k.dtype}, v {v.dtype}, valid {valid.dtype}: expected {dtype} "
+                "and torch.bool"
+            )
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, dh)
@@ -67,7 +97,16 @@ class CausalSelfAttention(nn.Module):
         """Attention over ``x`` (B, T, dim) after the cached tokens; returns (y, cache)."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape (B, T, {self.dim}), got {tuple(x.shape)}")
+        if x.dtype != self.q_proj.weight.dtype:
+            raise ValueError(
+                f"input dtype {x.dtype} differs from the layer's {self.q_proj.weight.dtype}: "
+                "cast the input (or the layer, e.g. layer.double())"
+            )
         b, t, _ = x.shape
+        if t == 0:
+            raise ValueError("the sequence is empty (T = 0): pass at least one token")
+        if state is not None:
+            self._check_cache(state, b, x.dtype)
         q, k, v = (
             self._heads(self.q_proj(x)),
             self._heads(self.k_proj(x)),
