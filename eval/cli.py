@@ -1,0 +1,229 @@
+"""``aaren-eval``: evaluate a checkpoint in its environment.
+
+    aaren-eval --checkpoint runs/hopper/checkpoint --episodes 10 --num-envs 2 \\
+        --target-return 3600 1800 --json eval.json
+
+One table row per target return. The JSON holds the first target's result at the top level
+(keys of ``EvalResult.to_dict()``: returns, lengths, terminated, truncated, seeds,
+return_mean, return_std, normalized, normalized_mean, normalized_std, mode, seconds, ...)
+plus ``results``, the list of every target's result, and ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["EvalArgs", "main", "run"]
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a saved agent (either backbone) over N episodes."""
+
+    checkpoint: Path
+    """Checkpoint directory written by aaren-train (agent.json + model.safetensors)."""
+    episodes: int = 10
+    """Episodes per target return (episode i is seeded seed + i)."""
+    num_envs: int = 1
+    """Environments stepped in lockstep; episodes are split evenly over them."""
+    mode: Literal["recurrent", "window"] = "recurrent"
+    """recurrent: O(1) state carried over the episode; window: re-run the last K steps (DT)."""
+    target_return: tuple[float, ...] = ()
+    """One or several returns-to-go to condition on; empty: the checkpoint's."""
+    seed: int = 0
+    """Seed of episode 0."""
+    env: str | None = None
+    """Environment (short name or Gymnasium id); default: the checkpoint's. Must match it."""
+    context_length: int | None = None
+    """Window length K for --mode window; default: the checkpoint's."""
+    max_episode_steps: int | None = None
+    """Truncate episodes earlier than the env's time limit (quick checks)."""
+    json: Path | None = None
+    """Write the results here (see the module docstring for the layout)."""
+    video: Path | None = None
+    """Record one episode (seed --seed, first target) as MP4 into this directory."""
+    track: bool = False
+    """Log to Weights & Biases (offline when the W&B server cannot be reached)."""
+    wandb_project: str = "aaren-rl"
+    """W&B project."""
+    threads: int = 1
+    """torch threads (small batches act fastest on one)."""
+    device: str = "cpu"
+    """torch device."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
+    from envs import get_env_spec
+    from eval.rollout import EvalError
+
+    if args.env is None:
+        if checkpoint_env is None:
+            raise EvalError(f"{args.checkpoint} records no env_id: pass --env")
+        return checkpoint_env
+    if checkpoint_env is not None:
+        want, have = get_env_spec(args.env).gym_id, get_env_spec(checkpoint_env).gym_id
+        if want != have:
+            raise EvalError(
+                f"--env {args.env} ({want}) does not match the checkpoint's env {have}: "
+                "the agent was trained for another environment; drop --env or pick "
+                "the matching checkpoint"
+            )
+    return args.env
+
+
+def _wandb_reachable(timeout: float = 2.0) -> bool:
+    try:
+        socket.create_connection(("api.wandb.ai", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _track(args: EvalArgs, payload: dict) -> None:
+    """Log the results to W&B; falls back to offline mode, never blocks for long."""
+    if "WANDB_MODE" not in os.environ and not _wandb_reachable():
+        os.environ["WANDB_MODE"] = "offline"
+        print("W&B server unreachable: logging offline (wandb sync later)", file=sys.stderr)
+    try:
+        import wandb
+    except ImportError as e:
+        from eval.rollout import EvalError
+
+        raise EvalError("--track needs wandb: pip install 'aaren-rl[track]'") from e
+    name = f"{payload['env']}__eval__{args.seed}__{int(time.time())}"
+    run = wandb.init(
+        project=args.wandb_project,
+        name=name,
+        job_type="eval",
+        config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        settings=wandb.Settings(init_timeout=30),
+    )
+    try:
+        for res in payload["results"]:
+            run.log(
+                {
+                    f"eval/{k}": res[k]
+                    for k in ("return_mean", "return_std", "normalized_mean", "normalized_std")
+                    if res[k] is not None
+                }
+                | {"eval/target_return": res["target_return"]}
+            )
+        columns = ["target_return", "episode", "seed", "return", "length", "terminated"]
+        table = wandb.Table(columns=columns)
+        for res in payload["results"]:
+            for i, (s, r, n, t) in enumerate(
+                zip(res["seeds"], res["returns"], res["lengths"], res["terminated"])
+            ):
+                table.add_data(res["target_return"], i, s, r, n, t)
+        run.log({"eval/episodes": table})
+    finally:
+        run.finish()
+
+
+def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:
+    return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_table(results: list[dict]) -> str:
+    """A readable table, one row per target return."""
+    head = ["target", "mode", "episodes", "return", "normalized", "length", "term/trunc", "s"]
+    rows = [
+        [
+            "n/a" if r["target_return"] is None else f"{r['target_return']:g}",
+            r["mode"],
+            str(r["episodes"]),
+            _fmt(r["return_mean"], r["return_std"]),
+            _fmt(r["normalized_mean"], r["normalized_std"]),
+            f"{sum(r['lengths']) / len(r['lengths']):.0f}",
+            f"{sum(r['terminated'])}/{sum(r['truncated'])}",
+            f"{r['seconds']:.1f}",
+        ]
+        for r in results
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def run(args: EvalArgs) -> dict:
+    """Everything ``aaren-eval`` does; returns the JSON payload."""
+    if args.video is not None:
+        from eval.video import check_video_dir, use_headless_gl
+
+        use_headless_gl()  # before anything imports mujoco
+    from eval.rollout import EvalError, evaluate
+
+    if args.episodes < 1:
+        raise EvalError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.num_envs < 1:
+        raise EvalError(f"--num-envs must be >= 1, got {args.num_envs}")
+    if args.video is not None:
+        check_video_dir(args.video)  # fail before a long evaluation, not after
+
+    import torch
+
+    from agents import DecisionAgent
+
+    torch.set_num_threads(args.threads)
+    agent = DecisionAgent.load(
+        args.checkpoint, mode=args.mode, device=args.device, context_length=args.context_length
+    )
+    env = _check_env(args, agent.env_id)
+    targets = list(args.target_return) or [agent.target_return]
+    results = []
+    for target in targets:
+        res = evaluate(
+            agent,
+            env,
+            args.episodes,
+            num_envs=args.num_envs,
+            seed=args.seed,
+            target_return=target,
+            max_episode_steps=args.max_episode_steps,
+            progress=args.progress,
+        )
+        results.append(res.to_dict())
+    payload = {**results[0], "checkpoint": str(args.checkpoint), "results": results}
+    print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
+    print(format_table(results))
+    if args.video is not None:
+        from eval.video import record_video
+
+        agent.target_return = targets[0]
+        files = record_video(agent, env, args.video, args.seed, 1, args.max_episode_steps)
+        payload["videos"] = [str(f) for f in files]
+        print("video: " + ", ".join(payload["videos"]))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"wrote {args.json}")
+    if args.track:
+        _track(args, payload)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tyro
+
+    args = tyro.cli(EvalArgs, args=argv, description=__doc__)
+    try:
+        run(args)
+    except ValueError as e:  # CheckpointError, EnvError, EvalError are ValueErrors
+        print(f"aaren-eval: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

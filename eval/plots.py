@@ -1,0 +1,92 @@
+"""Matplotlib (Agg) plots of the benchmarks; each writes one PNG and returns its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_act", "plot_train"]
+
+_STYLE = {
+    "aaren-recurrent": {"color": "tab:blue", "ls": "-"},
+    "aaren-window": {"color": "tab:cyan", "ls": "--"},
+    "transformer-window": {"color": "tab:orange", "ls": "--"},
+    "transformer-kv": {"color": "tab:red", "ls": "-"},
+}
+
+
+def _smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """Running median over ``width`` steps (per-step timings are noisy)."""
+    if width <= 1 or len(x) < width:
+        return x
+    pad = np.pad(x, (width // 2, width - 1 - width // 2), mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(pad, width), axis=-1)
+
+
+def plot_act(records: list[dict], path: str | Path, title: str = "", smooth: int = 25) -> Path:
+    """Time per action (median, p90 dotted) and state bytes vs episode step t."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+    agents = list(dict.fromkeys(r["agent"] for r in records))
+    for agent in agents:
+        rs = sorted((r for r in records if r["agent"] == agent), key=lambda r: r["t"])
+        t = np.array([r["t"] for r in rs])
+        med = _smooth(np.array([r["time_us_median"] for r in rs]) / 1e3, smooth)
+        p90 = _smooth(np.array([r["time_us_p90"] for r in rs]) / 1e3, smooth)
+        style = _STYLE.get(agent, {})
+        ax_t.plot(t, med, label=f"{agent} (median)", lw=1.6, **style)
+        ax_t.plot(t, p90, lw=0.8, alpha=0.6, color=style.get("color"), ls=":")
+        ax_m.plot(t, [r["state_bytes"] for r in rs], label=agent, lw=1.6, **style)
+    # Linear t: the KV cache's linear growth reads as a line; log time: all agents fit.
+    ax_t.set(xlabel="episode step t", ylabel="time per action (ms)", yscale="log")
+    ax_t.set_title(f"time per action (running median over {smooth} steps; p90 dotted)")
+    ax_m.set(xlabel="episode step t", ylabel="state held by the agent (bytes)")
+    ax_m.set(xscale="log", yscale="log", title="memory held by the agent's state (log-log)")
+    for ax in (ax_t, ax_m):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_train(records: list[dict], path: str | Path, title: str = "") -> Path:
+    """Training step time and saved-activation memory vs context length K, per backbone."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {"aaren": "tab:blue", "transformer": "tab:orange"}
+    for backbone in dict.fromkeys(r["backbone"] for r in records):
+        rs = sorted(
+            (r for r in records if r["backbone"] == backbone), key=lambda r: r["context_length"]
+        )
+        k = [r["context_length"] for r in rs]
+        c = colors.get(backbone)
+        ax_t.plot(k, [r["step_s_median"] * 1e3 for r in rs], "o-", color=c, label=backbone)
+        ax_m.plot(k, [r["saved_tensor_bytes"] / 2**20 for r in rs], "o-", color=c, label=backbone)
+    labels = {r["context_length"]: f"K={r['context_length']}\nB={r['batch_size']}" for r in records}
+    for ax in (ax_t, ax_m):
+        ax.set_xscale("log")
+        ax.set_xticks(list(labels), list(labels.values()))
+        ax.minorticks_off()
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        ax.set_xlabel("context length K (timesteps; 3K tokens) and batch size B")
+    ax_t.set(ylabel="ms per training step (median)", title="training step time")
+    ax_m.set(ylabel="MiB saved for backward", title="activation memory (saved tensors)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

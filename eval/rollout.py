@@ -1,0 +1,333 @@
+"""Roll out an agent for N episodes and report returns, lengths and normalised scores.
+
+The one evaluation loop of the toolkit (STYLE.md §7): the training loop, ``aaren-eval`` and
+the benchmarks all call :func:`evaluate`.
+
+Seeding. Episode ``i`` (0-based) always starts from ``env.reset(seed=seed + i)``, whichever
+environment slot runs it, so evaluating over 1 or over 4 environments gives the same
+per-episode results for an agent whose action in one slot depends only on that slot's
+history (true for :class:`agents.DecisionAgent`). Gymnasium's vector envs cannot do this:
+with autoreset the seed of an automatic reset cannot be chosen. So ``num_envs`` plain
+environments are stepped here in lockstep and batched through the agent.
+
+Splitting. Episodes are split evenly over the slots (as SB3's ``evaluate_policy`` does, to
+avoid biasing towards short episodes): slot ``j`` runs a contiguous block of episode
+indices. A slot that has finished its share is no longer stepped nor counted; it keeps
+receiving its last observation with ``episode_start=True`` so the agent holds no growing
+history for it.
+
+Example:
+    >>> from eval.rollout import RandomAgent, evaluate
+    >>> result = evaluate(RandomAgent(seed=0), "hopper", episodes=2, max_episode_steps=10)
+    >>> result.lengths
+    [10, 10]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+from envs import get_env_spec, make_env, normalized_score
+
+__all__ = ["Agent", "EvalError", "EvalResult", "RandomAgent", "evaluate", "run_episodes"]
+
+
+class EvalError(ValueError):
+    """Evaluation was asked for something impossible (bad episode count, env mismatch...)."""
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What :func:`evaluate` needs from an agent (a DecisionAgent, a random agent, ONNX...).
+
+    Optional extras, used when present:
+
+    - ``target_return`` (float attribute): set from ``evaluate(target_return=...)``.
+    - ``mode`` (str attribute): recorded in the result.
+    - ``begin_episode(slot: int, seed: int)``: called when slot ``slot`` starts the episode
+      seeded ``seed``; lets a stochastic agent reseed itself per episode.
+    """
+
+    def reset(self, num_envs: int) -> None: ...
+
+    def predict(
+        self, obs: np.ndarray, reward: np.ndarray, episode_start: np.ndarray
+    ) -> np.ndarray: ...
+
+
+class RandomAgent:
+    """Uniform random actions in [low, high]; reseeded per episode, so results are layout-free.
+
+    Args:
+        low: lower action bound (broadcast to ``act_dim``); set from the env if None.
+        high: upper action bound.
+        act_dim: action size; set from the env on the first call if None.
+        seed: mixed with each episode's seed.
+    """
+
+    mode = "random"
+
+    def __init__(
+        self,
+        low: float | np.ndarray = -1.0,
+        high: float | np.ndarray = 1.0,
+        act_dim: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.low, self.high, self.act_dim, self.seed = low, high, act_dim, seed
+        self._rngs: list[np.random.Generator] = []
+
+    @classmethod
+    def for_env(cls, env: str, seed: int = 0) -> RandomAgent:
+        """A random agent with the action bounds of ``env``."""
+        e = make_env(env)
+        space = e.action_space
+        e.close()
+        return cls(space.low, space.high, int(np.prod(space.shape)), seed)
+
+    def reset(self, num_envs: int) -> None:
+        self._rngs = [np.random.default_rng([self.seed, j]) for j in range(num_envs)]
+
+    def begin_episode(self, slot: int, seed: int) -> None:
+        self._rngs[slot] = np.random.default_rng([self.seed, seed])
+
+    def predict(self, obs: np.ndarray, reward: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        dim = self.act_dim if self.act_dim is not None else np.size(self.low)
+        return np.stack([rng.uniform(self.low, self.high, size=dim) for rng in self._rngs])
+
+
+@dataclass
+class EvalResult:
+    """Outcome of :func:`evaluate`; every list is per episode, in episode order.
+
+    ``normalized*`` are None when the env has no reference scores (never invented). Standard
+    deviations are population ones (``ddof=0``), as SB3's ``evaluate_policy``.
+    """
+
+    env: str
+    episodes: int
+    num_envs: int
+    returns: list[float]
+    lengths: list[int]
+    terminated: list[bool]
+    """The episode ended in a terminal state (the agent fell)."""
+    truncated: list[bool]
+    """The episode hit the time limit (the env's, or ``max_episode_steps``)."""
+    seeds: list[int]
+    """``env.reset(seed=...)`` of each episode: ``seed + i``."""
+    return_mean: float
+    return_std: float
+    normalized: list[float] | None
+    normalized_mean: float | None
+    normalized_std: float | None
+    mode: str
+    target_return: float | None
+    seconds: float
+    """Wall time of the whole evaluation."""
+    steps: int
+    """Environment steps taken over all episodes."""
+    act_us_per_call: float
+    """Mean wall time of one batched ``agent.predict`` call, microseconds."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _split(episodes: int, num_envs: int) -> list[list[int]]:
+    """Contiguous blocks of episode indices, sizes differing by at most one."""
+    sizes = [(episodes + j) // num_envs for j in range(num_envs)][::-1]
+    blocks, start = [], 0
+    for size in sizes:
+        blocks.append(list(range(start, start + size)))
+        start += size
+    return blocks
+
+
+@dataclass
+class EpisodeStats:
+    """Raw per-episode arrays from :func:`run_episodes`."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    act_seconds: float
+    act_calls: int
+
+
+def run_episodes(
+    agent: Agent,
+    envs: list[gym.Env],
+    episodes: int,
+    seed: int = 0,
+    max_episode_steps: int | None = None,
+    progress: bool = False,
+) -> EpisodeStats:
+    """Run ``episodes`` episodes over the given environments in lockstep (the core loop).
+
+    Args:
+        agent: see :class:`Agent`.
+        envs: plain (non-vector) environments, one per slot; not closed here.
+        episodes: how many episodes in all.
+        seed: episode ``i`` is reset with ``seed + i``.
+        max_episode_steps: truncate episodes after this many steps (the env's own time limit
+            still applies if shorter).
+        progress: a tqdm bar over finished episodes.
+    """
+    n = len(envs)
+    blocks = _split(episodes, n)
+    queue = [list(b) for b in blocks]
+    current = np.full(n, -1)
+    returns = np.zeros(episodes)
+    lengths = np.zeros(episodes, dtype=np.int64)
+    terminated = np.zeros(episodes, dtype=bool)
+    truncated = np.zeros(episodes, dtype=bool)
+    space = envs[0].action_space
+    obs_dim = envs[0].observation_space.shape
+    obs = np.zeros((n, *obs_dim), dtype=np.float64)
+    reward = np.zeros(n)
+    start = np.ones(n, dtype=bool)
+    active = np.zeros(n, dtype=bool)
+
+    def begin(j: int) -> None:
+        i = queue[j].pop(0)
+        current[j] = i
+        obs[j], _ = envs[j].reset(seed=seed + i)
+        reward[j], start[j], active[j] = 0.0, True, True
+        if hasattr(agent, "begin_episode"):
+            agent.begin_episode(j, seed + i)
+
+    agent.reset(n)
+    for j in range(n):
+        if queue[j]:
+            begin(j)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=episodes, desc="eval", unit="ep")
+    act_seconds, act_calls = 0.0, 0
+    while active.any():
+        t0 = time.perf_counter()
+        actions = np.asarray(agent.predict(obs, reward, start.copy()))
+        act_seconds += time.perf_counter() - t0
+        act_calls += 1
+        if actions.shape != (n, *space.shape):
+            raise EvalError(
+                f"the agent returned actions of shape {actions.shape}, expected "
+                f"({n}, {', '.join(map(str, space.shape))}) for {n} environments"
+            )
+        actions = np.clip(actions, space.low, space.high)
+        for j in np.flatnonzero(active):
+            i = current[j]
+            o, r, term, trunc, _ = envs[j].step(actions[j])
+            returns[i] += float(r)
+            lengths[i] += 1
+            trunc = bool(trunc) or (
+                max_episode_steps is not None and lengths[i] >= max_episode_steps
+            )
+            if term or trunc:
+                terminated[i], truncated[i] = bool(term), bool(trunc) and not term
+                if bar is not None:
+                    bar.update(1)
+                if queue[j]:
+                    begin(j)
+                else:  # this slot is done: no more steps; keep its agent history empty
+                    active[j], start[j], reward[j] = False, True, 0.0
+            else:
+                obs[j], reward[j], start[j] = o, float(r), False
+        start[~active] = True
+    if bar is not None:
+        bar.close()
+    return EpisodeStats(returns, lengths, terminated, truncated, act_seconds, act_calls)
+
+
+def evaluate(
+    agent: Agent,
+    env: str,
+    episodes: int,
+    num_envs: int = 1,
+    seed: int = 0,
+    target_return: float | None = None,
+    max_episode_steps: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate ``agent`` on ``episodes`` episodes of ``env``.
+
+    Args:
+        agent: anything with ``reset(num_envs)`` and ``predict(obs, reward, episode_start)``
+            (see :class:`Agent`).
+        env: short name (``"hopper"``) or Gymnasium id.
+        episodes: number of episodes (>= 1).
+        num_envs: environments stepped in lockstep; capped at ``episodes``.
+        seed: episode ``i`` is reset with ``seed + i``.
+        target_return: the return-to-go to condition on (agents with a ``target_return``
+            attribute); the agent's own value is restored afterwards. None keeps it.
+        max_episode_steps: truncate episodes earlier than the env's time limit.
+        progress: show a tqdm bar.
+
+    Returns:
+        An :class:`EvalResult`.
+
+    Raises:
+        EvalError: ``episodes`` or ``num_envs`` < 1, a target return for an agent without one,
+            or observations that do not fit the agent.
+        envs.EnvError: an unknown or unusable environment.
+    """
+    if episodes < 1:
+        raise EvalError(f"episodes must be >= 1, got {episodes}")
+    if num_envs < 1:
+        raise EvalError(f"num_envs must be >= 1, got {num_envs}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise EvalError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    if target_return is not None and not hasattr(agent, "target_return"):
+        raise EvalError(f"{type(agent).__name__} has no target_return to set")
+    spec = get_env_spec(env)
+    num_envs = min(num_envs, episodes)
+    envs = [make_env(spec.gym_id) for _ in range(num_envs)]
+    old_target = getattr(agent, "target_return", None)
+    started = time.perf_counter()
+    try:
+        agent_obs = getattr(agent, "obs_dim", None)
+        env_obs = envs[0].observation_space.shape
+        if agent_obs is not None and env_obs != (agent_obs,):
+            raise EvalError(
+                f"{spec.gym_id} has observations of shape {env_obs}, the agent expects "
+                f"({agent_obs},): it was trained for another environment"
+            )
+        if target_return is not None:
+            agent.target_return = float(target_return)
+        eps = run_episodes(agent, envs, episodes, seed, max_episode_steps, progress)
+        used_target = getattr(agent, "target_return", None)
+    finally:
+        if target_return is not None:
+            agent.target_return = old_target
+        for e in envs:
+            e.close()
+    seconds = time.perf_counter() - started
+    norm = normalized_score(spec, eps.returns)
+    return EvalResult(
+        env=spec.gym_id,
+        episodes=episodes,
+        num_envs=num_envs,
+        returns=eps.returns.tolist(),
+        lengths=eps.lengths.tolist(),
+        terminated=eps.terminated.tolist(),
+        truncated=eps.truncated.tolist(),
+        seeds=[seed + i for i in range(episodes)],
+        return_mean=float(eps.returns.mean()),
+        return_std=float(eps.returns.std()),
+        normalized=None if norm is None else norm.tolist(),
+        normalized_mean=None if norm is None else float(norm.mean()),
+        normalized_std=None if norm is None else float(norm.std()),
+        mode=str(getattr(agent, "mode", type(agent).__name__)),
+        target_return=None if used_target is None else float(used_target),
+        seconds=seconds,
+        steps=int(eps.lengths.sum()),
+        act_us_per_call=1e6 * eps.act_seconds / max(eps.act_calls, 1),
+    )
