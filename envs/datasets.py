@@ -358,12 +358,12 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
                 f"{spec}: {what} space is {type(space).__name__}; only Box spaces are supported."
             )
     obs, act, rew, term, trunc = [], [], [], [], []
-    for ep in mds.iterate_episodes():
-        obs.append(np.asarray(ep.observations)[:-1])  # Minari stores T+1 observations
-        act.append(np.asarray(ep.actions))
-        rew.append(np.asarray(ep.rewards))
-        term.append(np.asarray(ep.terminations, dtype=bool))
-        tr = np.asarray(ep.truncations, dtype=bool).copy()
+    for ep in _minari_episodes(mds):
+        obs.append(np.asarray(ep["observations"])[:-1])  # Minari stores T+1 observations
+        act.append(np.asarray(ep["actions"]))
+        rew.append(np.asarray(ep["rewards"]))
+        term.append(np.asarray(ep["terminations"], dtype=bool))
+        tr = np.asarray(ep["truncations"], dtype=bool).copy()
         if len(tr) and not (tr[-1] or term[-1][-1]):
             tr[-1] = True  # Minari episodes are complete by construction; mark the cut
         trunc.append(tr)
@@ -384,6 +384,35 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
     )
     _check_against_recorded_env(ds)
     return ds
+
+
+def _minari_episodes(mds: Any):
+    """Episodes of a Minari dataset as dicts of arrays.
+
+    Fast path for the HDF5 backend with Box spaces: read each episode group with h5py
+    directly (several times faster than ``iterate_episodes``, which matters for random datasets with
+    tens of thousands of short episodes). Anything else goes through Minari's own API.
+    """
+    import h5py
+
+    path = getattr(mds.storage, "_file_path", None)
+    if mds.storage.metadata.get("data_format") == "hdf5" and path is not None:
+        keys = ("observations", "actions", "rewards", "terminations", "truncations")
+        with h5py.File(path, "r") as f:
+            fid = f.id
+            for i in mds.episode_indices:
+                try:  # low-level reads: h5py's high-level objects cost ~0.3 ms each
+                    ep = {}
+                    for k in keys:
+                        d = h5py.h5d.open(fid, f"episode_{int(i)}/{k}".encode())
+                        ep[k] = np.empty(d.shape, dtype=d.dtype)
+                        d.read(h5py.h5s.ALL, h5py.h5s.ALL, ep[k])
+                except (KeyError, TypeError, ValueError):  # dict spaces / unknown layout
+                    ep = vars(next(iter(mds.iterate_episodes([int(i)]))))
+                yield ep
+        return
+    for ep in mds.iterate_episodes():
+        yield vars(ep)
 
 
 # ----------------------------------------------------------------------------- entry point

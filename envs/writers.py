@@ -58,11 +58,18 @@ def write_d4rl_hdf5(
                 f.create_dataset(k, data=a, compression=compression)
             for k, v in (attrs or {}).items():
                 f.attrs[k] = _attr(v)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _episode_slices(terminals: np.ndarray, timeouts: np.ndarray) -> list[tuple[int, int]]:

@@ -1,0 +1,558 @@
+"""aaren-collect: make D4RL-style offline datasets with a stable-baselines3 behaviour policy.
+
+The D4RL recipe (Fu et al., 2020, §5) on Gymnasium MuJoCo v5:
+
+1. train a behaviour policy (PPO by default: ~1k steps/s here, SAC runs ~45 steps/s on these
+   CPUs; SAC/TD3 selectable), evaluating it (deterministic, ``--eval-episodes``) and saving a
+   checkpoint every ``--eval-every`` steps; every transition the training envs produce is kept;
+2. ``random``: uniform-random actions;
+   ``medium``: the checkpoint whose evaluation return is nearest ``--medium-fraction`` x the
+   expert return (D4RL's reference expert score; without one, the best checkpoint's return),
+   rolled out with *stochastic* actions;
+   ``medium-replay``: every training transition up to that checkpoint (each training env's
+   stream kept contiguous; a stream cut by a checkpoint/resume boundary ends in a timeout);
+   ``expert``: the final policy, rolled out stochastically;
+   ``medium-expert``: medium followed by expert.
+
+Outputs: Minari datasets ``{namespace}/{env}-{level}-v{version}`` (visible to
+``minari list local``) and, with ``--hdf5-dir``, D4RL HDF5 files ``{env}-{level}.hdf5``.
+Everything intermediate lives in ``--work-dir``; rerunning the same command after an
+interruption resumes from the last checkpoint and skips finished rollouts and outputs.
+
+Example:
+    aaren-collect --env hopper --hdf5-dir data/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from envs.errors import EnvError
+from envs.registry import EnvSpec, get_env_spec, make_env
+
+LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
+PolicyFn = Callable[[np.ndarray], np.ndarray]  # (E, obs_dim) -> (E, act_dim)
+
+
+@dataclass
+class Args:
+    """Collect D4RL-style datasets (random/medium/medium-replay/expert/medium-expert)."""
+
+    env: str = "hopper"
+    """short name (hopper, halfcheetah, walker2d, ant) or a Gymnasium id with Box spaces"""
+    algo: Literal["ppo", "sac", "td3"] = "ppo"
+    """behaviour algorithm (stable-baselines3); PPO is ~20x faster per step on CPU"""
+    total_timesteps: int = 500_000
+    """training steps of the behaviour policy (its final policy is the 'expert')"""
+    eval_every: int = 25_000
+    """evaluate + checkpoint every this many training steps (rounded up to a PPO rollout)"""
+    eval_episodes: int = 5
+    """deterministic evaluation episodes per checkpoint"""
+    medium_fraction: float = 0.4
+    """medium = checkpoint nearest this fraction of the expert return (D4RL hopper-medium ~0.44)"""
+    transitions: int = 100_000
+    """transitions per rolled-out dataset (random, medium, expert); D4RL uses 1M"""
+    levels: tuple[Level, ...] = LEVELS
+    """which datasets to write"""
+    seed: int = 0
+    num_envs: int = 4
+    """training envs (PPO); SAC/TD3 use 1"""
+    ppo_n_steps: int = 512
+    """PPO rollout length per env (a rollout is num_envs x ppo_n_steps steps)"""
+    rollout_envs: int = 8
+    """parallel envs when rolling out a dataset (batched policy calls)"""
+    work_dir: Path | None = None
+    """checkpoints, training transitions, cached rollouts; default runs/collect/{env}-{algo}-s{seed}"""
+    minari: bool = True
+    """write Minari datasets (under MINARI_DATASETS_PATH or ~/.minari/datasets)"""
+    namespace: str = "aaren"
+    version: int = 0
+    hdf5_dir: Path | None = None
+    """also write D4RL HDF5 files {env}-{level}.hdf5 here"""
+    overwrite: bool = False
+    """replace existing output datasets (the work dir is always resumed)"""
+    threads: int = 1
+    """torch threads; 1 is fastest for these small MLPs and leaves cores to others"""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work_dir or Path("runs/collect") / f"{self.env}-{self.algo}-s{self.seed}"
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+class _Recorder(gym.Wrapper):
+    """Keeps every (obs, action, reward, next_obs, terminated, truncated) an env produces."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._obs: np.ndarray | None = None
+        self._buf: dict[str, list] = {k: [] for k in ("obs", "act", "rew", "nxt", "term", "trunc")}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._obs = obs
+        return obs, info
+
+    def step(self, action):
+        obs, rew, term, trunc, info = self.env.step(action)
+        for k, v in zip(self._buf, (self._obs, action, rew, obs, term, trunc)):
+            self._buf[k].append(v)
+        self._obs = obs
+        return obs, rew, term, trunc, info
+
+    def flush(self) -> dict[str, np.ndarray]:
+        out = {k: np.asarray(v) for k, v in self._buf.items()}
+        for v in self._buf.values():
+            v.clear()
+        return out
+
+
+def _to_d4rl(streams: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate per-env streams; each stream's last step becomes a timeout if open."""
+    streams = [s for s in streams if len(s["rew"])]
+    timeouts = []
+    for s in streams:
+        t = s["trunc"].astype(bool).copy()
+        if not (t[-1] or s["term"][-1]):
+            t[-1] = True  # recording cut mid-episode (D4RL marks these as timeouts)
+        timeouts.append(t)
+    cat = lambda k, dt: np.concatenate([s[k] for s in streams]).astype(dt)  # noqa: E731
+    return {
+        "observations": cat("obs", np.float32),
+        "actions": cat("act", np.float32),
+        "rewards": cat("rew", np.float32),
+        "terminals": cat("term", bool),
+        "timeouts": np.concatenate(timeouts),
+        "next_observations": cat("nxt", np.float32),
+    }
+
+
+def _episode_returns(d: dict[str, np.ndarray]) -> np.ndarray:
+    """Returns of complete episodes only (ending in terminal or a real time-out)."""
+    from envs.datasets import split_episodes
+
+    ds = split_episodes(
+        d["observations"], d["actions"], d["rewards"], d["terminals"], d["timeouts"]
+    )
+    return ds.episode_returns
+
+
+def rollout(
+    gym_id: str,
+    policy: PolicyFn,
+    *,
+    num_envs: int,
+    seed: int,
+    transitions: int | None = None,
+    episodes: int | None = None,
+    desc: str | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Roll ``policy`` out in ``num_envs`` envs, batched, until a step or episode budget.
+
+    With ``transitions``, each env runs ``ceil(transitions / num_envs)`` steps and the result is
+    cut to exactly ``transitions`` (cut episodes end in a timeout). With ``episodes``, the
+    episodes are split evenly over the envs (SB3 ``evaluate_policy``'s fix for short-episode bias).
+
+    Returns:
+        (D4RL arrays, returns of the completed episodes).
+    """
+    assert (transitions is None) != (episodes is None)
+    envs = [_Recorder(make_env(gym_id)) for _ in range(num_envs)]
+    obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
+    if transitions is not None:
+        steps_left = np.full(num_envs, -(-transitions // num_envs))
+        eps_left = np.full(num_envs, np.iinfo(np.int64).max)
+        total = int(steps_left.sum())
+    else:
+        eps_left = np.array([(episodes + i) // num_envs for i in range(num_envs)])
+        steps_left = np.full(num_envs, np.iinfo(np.int64).max)
+        total = episodes
+    active = (eps_left > 0) & (steps_left > 0)
+    returns, ep_ret = [], np.zeros(num_envs)
+    with tqdm(total=total, desc=desc, disable=desc is None, leave=False) as bar:
+        while active.any():
+            idx = np.flatnonzero(active)
+            actions = policy(obs[idx])
+            for j, i in enumerate(idx):
+                o, r, term, trunc, _ = envs[i].step(actions[j])
+                ep_ret[i] += r
+                steps_left[i] -= 1
+                if term or trunc:
+                    returns.append(ep_ret[i])
+                    ep_ret[i] = 0.0
+                    eps_left[i] -= 1
+                    o, _ = envs[i].reset()
+                    bar.update(0 if transitions else 1)
+                obs[i] = o
+                active[i] = eps_left[i] > 0 and steps_left[i] > 0
+            bar.update(len(idx) if transitions else 0)
+    data = _to_d4rl([e.flush() for e in envs])
+    for e in envs:
+        e.close()
+    if transitions is not None and len(data["rewards"]) > transitions:
+        data = {k: v[:transitions] for k, v in data.items()}
+        if not data["terminals"][-1]:
+            data["timeouts"][-1] = True
+    return data, np.asarray(returns, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- collector
+
+
+class Collector:
+    """Train, checkpoint, choose medium/expert, roll out, write. Resumable via ``run_dir``."""
+
+    def __init__(self, args: Args) -> None:
+        self.args = args
+        self.spec: EnvSpec = get_env_spec(args.env)
+        self.short = self.spec.name.split("/")[-1].lower().replace("-", "_")
+        self.dir = args.run_dir
+        for sub in ("ckpt", "replay", "rollouts"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.state_path = self.dir / "state.json"
+        key = {k: getattr(args, k) for k in ("env", "algo", "seed", "num_envs", "ppo_n_steps")}
+        if self.state_path.exists():
+            self.state = json.loads(self.state_path.read_text())
+            if self.state["key"] != key:
+                raise EnvError(
+                    f"{self.dir} holds a collection with {self.state['key']}, not {key}. "
+                    "Use another --work-dir, or delete that folder to start over."
+                )
+        else:
+            self.state = {
+                "key": key,
+                "checkpoints": [],
+                "chunks": [],
+                "segment": -1,
+                "timings": {},
+                "written": [],
+            }
+        self.log = tqdm.write
+
+    def save_state(self) -> None:
+        _atomic_json(self.state_path, self.state)
+
+    # -- training -----------------------------------------------------------------------
+
+    def _make_train_env(self):
+        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+        n = self.args.num_envs if self.args.algo == "ppo" else 1
+        self.recorders = [_Recorder(make_env(self.spec.gym_id)) for _ in range(n)]
+        venv = DummyVecEnv([lambda r=r: Monitor(r) for r in self.recorders])
+        venv.seed(self.args.seed + 1000 * (self.state["segment"] + 1))
+        if self.args.algo == "ppo":
+            last = self.state["checkpoints"][-1] if self.state["checkpoints"] else None
+            if last is not None:
+                venv = VecNormalize.load(str(self.dir / last["vecnorm"]), venv)
+                venv.training = True
+            else:
+                venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+        return venv
+
+    def _new_model(self, venv):
+        import stable_baselines3 as sb3
+
+        a = self.args
+        if a.algo == "ppo":
+            return sb3.PPO("MlpPolicy", venv, n_steps=a.ppo_n_steps, batch_size=64, seed=a.seed,
+                           verbose=0, device="cpu")  # fmt: skip
+        cls = {"sac": sb3.SAC, "td3": sb3.TD3}[a.algo]
+        return cls("MlpPolicy", venv, seed=a.seed, verbose=0, device="cpu")
+
+    def policy_fn(self, ckpt: dict, deterministic: bool) -> PolicyFn:
+        """The checkpoint's policy as a batched function of raw observations."""
+        import pickle
+
+        import stable_baselines3 as sb3
+
+        model = {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3}[self.args.algo].load(
+            self.dir / ckpt["model"], device="cpu"
+        )
+        obs_rms = None
+        if ckpt.get("vecnorm"):
+            with open(self.dir / ckpt["vecnorm"], "rb") as f:
+                vn = pickle.load(f)
+            obs_rms, clip, eps = vn.obs_rms, vn.clip_obs, vn.epsilon
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            if obs_rms is not None:
+                obs = np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + eps), -clip, clip)
+            return model.predict(obs.astype(np.float32), deterministic=deterministic)[0]
+
+        return act
+
+    def checkpoint(self, model, venv) -> None:
+        """Save model (+ VecNormalize stats, training transitions), evaluate, then state.json."""
+        step = int(model.num_timesteps)
+        seg = self.state["segment"]
+        name = f"step_{step:09d}"
+        model.save(self.dir / "ckpt" / f"{name}.zip")
+        ckpt: dict[str, Any] = {"step": step, "model": f"ckpt/{name}.zip", "vecnorm": None}
+        if self.args.algo == "ppo":
+            venv.save(str(self.dir / "ckpt" / f"{name}_vecnorm.pkl"))
+            ckpt["vecnorm"] = f"ckpt/{name}_vecnorm.pkl"
+        chunk = f"replay/seg{seg:03d}_{name}.npz"
+        streams = [r.flush() for r in self.recorders]
+        _atomic_npz(
+            self.dir / chunk,
+            **{f"{i}_{k}": v for i, s in enumerate(streams) for k, v in s.items()},
+        )
+        _, rets = rollout(self.spec.gym_id, self.policy_fn(ckpt, deterministic=True),
+                          num_envs=self.args.eval_episodes, seed=10_000 + step,
+                          episodes=self.args.eval_episodes)  # fmt: skip
+        ckpt.update(**{"return": float(rets.mean()), "std": float(rets.std())})
+        self.state["checkpoints"].append(ckpt)
+        self.state["chunks"].append({"file": chunk, "segment": seg, "step": step})
+        self.save_state()  # the commit point: files above are only used once listed here
+        self.log(f"[aaren-collect] step {step}: eval return {rets.mean():.1f} ± {rets.std():.1f}")
+
+    def train(self) -> None:
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.logger import Logger
+
+        a, ckpts = self.args, self.state["checkpoints"]
+        done = ckpts[-1]["step"] if ckpts else 0
+        if done >= a.total_timesteps:
+            return
+        import stable_baselines3 as sb3
+        import torch
+
+        torch.set_num_threads(a.threads)
+        self.state["segment"] += 1
+        self.save_state()
+        venv = self._make_train_env()
+        if ckpts:
+            cls = {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3}[a.algo]
+            model = cls.load(self.dir / ckpts[-1]["model"], env=venv, device="cpu")
+            self.log(f"[aaren-collect] resuming from step {done} ({self.dir})")
+        else:
+            model = self._new_model(venv)
+        model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-* temp folders
+        collector, next_eval = self, (done // a.eval_every + 1) * a.eval_every
+        bar = tqdm(total=a.total_timesteps, initial=done, desc=f"train {a.algo}", unit="step")
+        stop_after = int(os.environ.get("AAREN_COLLECT_STOP_AFTER", "0"))  # test hook
+
+        class _Cb(BaseCallback):
+            def _on_step(self) -> bool:
+                n = self.training_env.num_envs
+                if bar.n + n > bar.total:  # PPO overshoots to a whole rollout
+                    bar.total = bar.n + n
+                bar.update(n)
+                return True
+
+            def _on_rollout_start(self) -> None:  # after the previous update: a clean point
+                nonlocal next_eval
+                if self.num_timesteps >= next_eval and self.num_timesteps < a.total_timesteps:
+                    collector.checkpoint(self.model, venv)
+                    next_eval = (self.num_timesteps // a.eval_every + 1) * a.eval_every
+                    if stop_after and len(collector.state["checkpoints"]) >= stop_after:
+                        raise KeyboardInterrupt("AAREN_COLLECT_STOP_AFTER")
+
+        t0 = time.perf_counter()
+        try:
+            model.learn(a.total_timesteps - done, callback=_Cb(), reset_num_timesteps=not ckpts)
+            self.checkpoint(model, venv)  # the final policy = the expert
+        finally:
+            bar.close()
+            venv.close()
+            tm = self.state["timings"]
+            tm["train_s"] = tm.get("train_s", 0.0) + time.perf_counter() - t0
+            self.save_state()
+
+    # -- datasets -------------------------------------------------------------------------
+
+    def medium_checkpoint(self) -> dict:
+        ckpts = self.state["checkpoints"]
+        best = max(c["return"] for c in ckpts)
+        expert = self.spec.expert_score if self.spec.expert_score is not None else best
+        target = self.args.medium_fraction * expert
+        return min(ckpts, key=lambda c: (abs(c["return"] - target), c["step"]))
+
+    def replay_until(self, step: int) -> dict[str, np.ndarray]:
+        """Every training transition up to ``step``; per segment, each env's stream contiguous."""
+        chunks = [c for c in self.state["chunks"] if c["step"] <= step]
+        streams = []
+        for seg in sorted({c["segment"] for c in chunks}):
+            loaded = [np.load(self.dir / c["file"]) for c in chunks if c["segment"] == seg]
+            n_env = len({k.split("_")[0] for k in loaded[0].files})
+            for i in range(n_env):
+                streams.append(
+                    {
+                        k: np.concatenate([z[f"{i}_{k}"] for z in loaded if len(z[f"{i}_rew"])])
+                        for k in ("obs", "act", "rew", "nxt", "term", "trunc")
+                    }
+                )
+        return _to_d4rl(streams)
+
+    def make_level(self, level: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and metadata for one level; rollouts are cached in the work dir."""
+        a = self.args
+        med, exp = self.medium_checkpoint(), self.state["checkpoints"][-1]
+        if level == "medium-expert":
+            (d1, m1), (d2, m2) = self.make_level("medium"), self.make_level("expert")
+            data = {k: np.concatenate([d1[k], d2[k]]) for k in d1}
+            return data, {"policy_step": [m1["policy_step"], m2["policy_step"]]}
+        if level == "medium-replay":
+            return self.replay_until(med["step"]), {"policy_step": med["step"]}
+        ckpt = {"random": None, "medium": med, "expert": exp}[level]
+        step = -1 if ckpt is None else ckpt["step"]
+        cache = self.dir / "rollouts" / f"{level}_step{step}_n{a.transitions}.npz"
+        if cache.exists():
+            return dict(np.load(cache)), {"policy_step": step}
+        if ckpt is None:
+            space = make_env(self.spec.gym_id).action_space
+            rng = np.random.default_rng(a.seed)
+            policy: PolicyFn = lambda o: rng.uniform(  # noqa: E731
+                space.low, space.high, (len(o), space.shape[0])
+            ).astype(np.float32)
+        else:
+            policy = self.policy_fn(ckpt, deterministic=False)
+        t0 = time.perf_counter()
+        data, _ = rollout(self.spec.gym_id, policy, num_envs=a.rollout_envs,
+                          seed=a.seed + 20_000 + max(step, 0), transitions=a.transitions,
+                          desc=f"rollout {level}")  # fmt: skip
+        self.state["timings"][f"rollout_{level}_{a.transitions}_s"] = time.perf_counter() - t0
+        self.save_state()
+        _atomic_npz(cache, **data)
+        return data, {"policy_step": step}
+
+    def metadata(self, level: str, data: dict[str, np.ndarray], extra: dict) -> dict[str, Any]:
+        from envs.scores import normalized_score
+
+        rets = _episode_returns(data)
+        norm = normalized_score(self.spec, rets)
+        a = self.args
+        return {
+            "env_id": self.spec.gym_id,
+            "level": level,
+            "behavior_algorithm": f"stable-baselines3 {a.algo.upper()} MlpPolicy"
+            + (
+                f" + VecNormalize, {a.num_envs} envs, n_steps {a.ppo_n_steps}"
+                if a.algo == "ppo"
+                else ""
+            ),
+            "seed": a.seed,
+            "total_timesteps": a.total_timesteps,
+            "eval_every": a.eval_every,
+            "medium_fraction": a.medium_fraction,
+            "medium_step": self.medium_checkpoint()["step"],
+            "expert_step": self.state["checkpoints"][-1]["step"],
+            "checkpoints": [
+                {"step": c["step"], "return": c["return"], "std": c["std"]}
+                for c in self.state["checkpoints"]
+            ],
+            "transitions": int(len(data["rewards"])),
+            "episodes": int(len(rets)),
+            "episode_return_mean": float(rets.mean()),
+            "episode_return_std": float(rets.std()),
+            "normalized_score_mean": None if norm is None else float(norm.mean()),
+            "ref_min_score": self.spec.random_score,
+            "ref_max_score": self.spec.expert_score,
+            "recipe": (
+                f"aaren-collect --env {a.env} --algo {a.algo} --total-timesteps "
+                f"{a.total_timesteps} --eval-every {a.eval_every} --medium-fraction "
+                f"{a.medium_fraction} --transitions {a.transitions} --seed {a.seed}"
+            ),
+            **extra,
+        }
+
+    def write(self) -> dict[str, dict]:
+        from envs.writers import write_d4rl_hdf5, write_minari
+
+        a, results = self.args, {}
+        for level in a.levels:
+            data, extra = self.make_level(level)
+            meta = self.metadata(level, data, extra)
+            results[level] = meta
+            outputs = []
+            if a.minari:
+                outputs.append(("minari", f"{a.namespace}/{self.short}-{level}-v{a.version}"))
+            if a.hdf5_dir is not None:
+                outputs.append(("hdf5", str(Path(a.hdf5_dir) / f"{self.short}-{level}.hdf5")))
+            for kind, target in outputs:
+                done = [kind, target] in self.state["written"]
+                if done and not a.overwrite:
+                    self.log(f"[aaren-collect] {target} already written by this run; skipping")
+                    continue
+                if kind == "minari":
+                    write_minari(target, data, self.spec.gym_id, algorithm_name=a.algo.upper(),
+                                 description=f"{self.spec.gym_id} {level}: " + meta["recipe"],
+                                 extra_metadata=meta, ref_min_score=self.spec.random_score,
+                                 ref_max_score=self.spec.expert_score,
+                                 overwrite=a.overwrite or done)  # fmt: skip
+                else:
+                    write_d4rl_hdf5(target, data, meta)
+                if not done:
+                    self.state["written"].append([kind, target])
+                self.save_state()
+                self.log(f"[aaren-collect] wrote {kind} {target}")
+        return results
+
+
+def collect(args: Args) -> dict[str, dict]:
+    """Run (or resume) a whole collection; returns per-level metadata."""
+    if args.medium_fraction <= 0 or args.transitions < 1 or args.eval_every < 1:
+        raise ValueError("--medium-fraction, --transitions and --eval-every must be positive.")
+    make_env(get_env_spec(args.env).gym_id).close()  # fail fast on a bad env
+    t0 = time.perf_counter()
+    c = Collector(args)
+    c.train()
+    results = c.write()
+    c.state["timings"]["last_invocation_s"] = time.perf_counter() - t0
+    c.save_state()
+    med = c.medium_checkpoint()
+    print(f"[aaren-collect] {c.spec.gym_id}: medium = step {med['step']} "
+          f"(eval {med['return']:.1f}), expert = step {c.state['checkpoints'][-1]['step']} "
+          f"(eval {c.state['checkpoints'][-1]['return']:.1f})")  # fmt: skip
+    for level, m in results.items():
+        norm = m["normalized_score_mean"]
+        print(f"  {level:14s} {m['transitions']:8d} transitions {m['episodes']:6d} episodes  "
+              f"return {m['episode_return_mean']:8.1f} ± {m['episode_return_std']:6.1f}"
+              + ("" if norm is None else f"  normalised {norm:5.1f}"))  # fmt: skip
+    print(f"  timings: {json.dumps({k: round(v, 1) for k, v in c.state['timings'].items()})}")
+    return results
+
+
+def main() -> None:
+    import tyro
+
+    args = tyro.cli(Args)
+    try:
+        collect(args)
+    except KeyboardInterrupt:
+        print(f"\n[aaren-collect] interrupted; rerun the same command to resume ({args.run_dir}).")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["Args", "Collector", "collect", "main", "rollout", "LEVELS"]
