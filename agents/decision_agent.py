@@ -14,6 +14,9 @@ SB3-style step API over a batch of environments::
 Modes:
 - ``"recurrent"``: the model's state is carried through the whole episode, one update per
   token (three per action). O(1) per step for Aaren; a growing KV cache for the Transformer.
+  With an Aaren backbone the step is ``aaren_policy.fused.FusedAarenPolicy`` (one fused pass
+  per action, the action token deferred to the next call; ``fused=False`` keeps
+  ``model.act`` + ``model.observe_action``, the reference).
 - ``"window"``: the last ``context_length`` steps are re-run in parallel at every action,
   as the original Decision Transformer does (the baseline and fallback).
 """
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 from aaren_policy import DecisionModel, __version__
+from aaren_policy.fused import FusedAarenPolicy
 from agents.checkpoint import CheckpointError, atomic_directory, load_model, save_model
 
 __all__ = ["MODES", "DecisionAgent"]
@@ -48,6 +52,9 @@ class DecisionAgent:
         env_id: the environment the agent was trained for (recorded in checkpoints).
         metadata: anything else to keep in a checkpoint (dataset spec, step, targets...).
         device: where the model runs.
+        fused: recurrent mode with an Aaren backbone acts with ``FusedAarenPolicy`` (a
+            snapshot of the weights, rebuilt whenever they change); False uses the
+            unfused ``model.act`` / ``observe_action`` path. Ignored otherwise.
     """
 
     def __init__(
@@ -62,6 +69,7 @@ class DecisionAgent:
         env_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         device: torch.device | str = "cpu",
+        fused: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -88,6 +96,9 @@ class DecisionAgent:
         self._mean_t = torch.as_tensor(self.state_mean, device=self.device)
         self._std_t = torch.as_tensor(self.state_std, device=self.device)
         self.num_envs = 0
+        self.fused = fused and mode == "recurrent" and model.config.backbone == "aaren"
+        self._fused: FusedAarenPolicy | None = None
+        self._fused_version: tuple[int, ...] = ()
 
     @property
     def obs_dim(self) -> int:
@@ -108,7 +119,9 @@ class DecisionAgent:
         self.rtg = np.full(n, self.target_return, dtype=np.float64)
         self.timestep = np.zeros(n, dtype=np.int64)
         self._started = np.zeros(n, dtype=bool)
-        if self.mode == "recurrent":
+        if self.fused:
+            self.state = self._fused_policy().init_state(n, dev)
+        elif self.mode == "recurrent":
             self.state = self.model.init_state(n, dev)
         else:
             self._len = np.zeros(n, dtype=np.int64)
@@ -119,6 +132,8 @@ class DecisionAgent:
 
     def state_nbytes(self) -> int:
         """Bytes the agent holds per batch for its model state (or window buffers)."""
+        if self.fused:
+            return self.state.nbytes()
         if self.mode == "recurrent":
             return self.model.backbone.state_nbytes(self.state)
         bufs = (self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t)
@@ -182,7 +197,9 @@ class DecisionAgent:
         obs_t = (torch.as_tensor(obs, device=dev) - self._mean_t) / self._std_t
         rtg_t = torch.as_tensor(self.rtg / self.return_scale, dtype=torch.float32, device=dev)
         time_t = torch.as_tensor(self.timestep, device=dev)
-        if self.mode == "recurrent":
+        if self.fused:
+            action = self._predict_fused(obs_t, rtg_t.unsqueeze(-1), time_t, start)
+        elif self.mode == "recurrent":
             action = self._predict_recurrent(obs_t, rtg_t.unsqueeze(-1), time_t, start)
         else:
             action = self._predict_window(obs_t, rtg_t, time_t, start)
@@ -196,6 +213,24 @@ class DecisionAgent:
             self.state = self.model.backbone.reset_state(self.state, done)
         action, state = self.model.act(rtg, obs, time, self.state)
         self.state = self.model.observe_action(action, time, state)
+        return action
+
+    def _fused_policy(self) -> FusedAarenPolicy:
+        # The fused policy copies the weights: rebuild it when they change (an optimiser
+        # step or load_state_dict bumps the tensors' version counters).
+        version = tuple(p._version for p in self.model.parameters())
+        if self._fused is None or version != self._fused_version:
+            self._fused = FusedAarenPolicy(self.model)
+            self._fused_version = version
+        return self._fused
+
+    def _predict_fused(
+        self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
+    ) -> torch.Tensor:
+        policy = self._fused_policy()
+        if start.any():
+            self.state = policy.reset_state(self.state, torch.as_tensor(start, device=self.device))
+        action, self.state = policy(obs, rtg, time, self.state)
         return action
 
     def _predict_window(

@@ -1,0 +1,198 @@
+"""An agent that acts with an exported step graph in onnxruntime: no PyTorch on this path.
+
+Same step API as ``agents.DecisionAgent`` (SB3-style)::
+
+    agent = OnnxAgent("policy.onnx")
+    agent.reset(num_envs)
+    action = agent.predict(obs, reward, episode_start)
+
+The graph (``eval/export.py``, contract in docs/deployment.md) does normalisation,
+return-to-go bookkeeping and the recurrent update; this class only keeps the state tensors
+between calls and writes the initial rows where an episode starts. Everything it needs (sizes,
+target return, the input/output names) is read from the file's metadata.
+
+This module imports numpy and onnxruntime only: a deployment does not need torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OnnxAgent", "OnnxAgentError"]
+
+
+class OnnxAgentError(ValueError):
+    """The ONNX file is not an aaren-export step graph, or an input does not fit it."""
+
+
+class OnnxAgent:
+    """Act with an ``aaren-export`` ONNX file.
+
+    Args:
+        path: the .onnx file.
+        target_return: return-to-go an episode starts from; default: the one recorded at export.
+        threads: onnxruntime intra-op threads (1: the embedded-device setting).
+    """
+
+    mode = "recurrent"
+
+    def __init__(
+        self, path: str | Path, target_return: float | None = None, threads: int = 1
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise OnnxAgentError("OnnxAgent needs onnxruntime: pip install 'aaren-rl[onnx]'") from e
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise OnnxAgentError(f"no ONNX file at {self.path}; write one with aaren-export")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise OnnxAgentError(f"{self.path} cannot be loaded by onnxruntime: {e}") from e
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "aaren.contract" not in meta:
+            raise OnnxAgentError(
+                f"{self.path} has no aaren-rl metadata: it was not written by aaren-export"
+            )
+        self.metadata: dict[str, str] = dict(meta)
+        contract = json.loads(meta["aaren.contract"])
+        self.input_names: list[str] = contract["inputs"]
+        self.output_names: list[str] = contract["outputs"]
+        self.state_next: dict[str, str] = contract["state_next"]
+        self.state_shapes: dict[str, list[Any]] = contract["state_shapes"]
+        self.obs_dim = int(meta["aaren.obs_dim"])
+        self.act_dim = int(meta["aaren.act_dim"])
+        self.env_id = meta.get("aaren.env_id") or None
+        self.package_version = meta.get("aaren.package_version")
+        self.target_return = float(
+            meta["aaren.target_return"] if target_return is None else target_return
+        )
+        self._dtypes = {
+            i.name: _NP_TYPES[i.type] for i in self.session.get_inputs() if i.type in _NP_TYPES
+        }
+        self.num_envs = 0
+        self.state: dict[str, np.ndarray] = {}
+
+    @property
+    def model_bytes(self) -> int:
+        """Size of the .onnx file."""
+        return self.path.stat().st_size
+
+    # ---- state --------------------------------------------------------------------------------
+
+    def initial_state(self, num_envs: int) -> dict[str, np.ndarray]:
+        """Initial state rows for ``num_envs`` fresh episodes (the graph's contract)."""
+        out = {}
+        for name, shape in self.state_shapes.items():
+            dims = [num_envs if d == "B" else int(d) for d in shape]
+            out[name] = np.zeros(dims, dtype=self._dtypes[name])
+        out["rtg"][:] = self.target_return
+        out["timestep"][:] = -1
+        out["m"][:] = -np.inf
+        return out
+
+    def reset(self, num_envs: int = 1) -> None:
+        """Forget everything; prepare for ``num_envs`` parallel environments."""
+        if num_envs < 1:
+            raise OnnxAgentError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        self.state = self.initial_state(num_envs)
+        self._started = np.zeros(num_envs, dtype=bool)
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Replace the carried state (e.g. restored from a log); shapes are checked."""
+        n = self.num_envs
+        missing = sorted(set(self.state_shapes) - set(state))
+        if missing:
+            raise OnnxAgentError(
+                f"state lacks {missing}; expected keys {sorted(self.state_shapes)}"
+            )
+        checked = {}
+        for name, shape in self.state_shapes.items():
+            want = tuple(n if d == "B" else int(d) for d in shape)
+            arr = np.asarray(state[name], dtype=self._dtypes[name])
+            if arr.shape != want:
+                raise OnnxAgentError(
+                    f"state {name!r} has shape {arr.shape}, this policy with {n} envs expects "
+                    f"{want}; call reset(num_envs) for a fresh state"
+                )
+            checked[name] = arr
+        self.state = checked
+
+    def state_nbytes(self) -> int:
+        """Bytes of the carried state (all envs)."""
+        return sum(a.nbytes for a in self.state.values())
+
+    # ---- acting -------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray | None = None,
+        episode_start: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One action per environment (same contract as ``DecisionAgent.predict``).
+
+        Args:
+            obs: (N, obs_dim) raw observations (the graph normalises them).
+            reward: (N,) reward of the previous step (ignored at an episode's start).
+            episode_start: (N,) bool, True where the env was just reset (the first call
+                treats every env as starting).
+
+        Returns:
+            (N, act_dim) float32 actions in [-1, 1].
+        """
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.ndim == 1:
+            obs = obs[None]
+        if self.num_envs == 0:
+            self.reset(obs.shape[0])
+        n = self.num_envs
+        if obs.shape != (n, self.obs_dim):
+            raise OnnxAgentError(
+                f"obs has shape {obs.shape}, expected ({n}, {self.obs_dim}) for this policy "
+                f"({self.env_id or 'unknown env'}); call reset(num_envs) when the number of "
+                "environments changes"
+            )
+        if not np.isfinite(obs).all():
+            raise OnnxAgentError("obs contains NaN or Inf")
+        reward = np.zeros(n) if reward is None else np.asarray(reward, dtype=np.float64).reshape(-1)
+        start = ~self._started
+        if episode_start is not None:
+            start = start | np.asarray(episode_start, dtype=bool).reshape(-1)
+        if reward.shape != (n,) or start.shape != (n,):
+            raise OnnxAgentError(f"reward and episode_start must have shape ({n},)")
+        if start.any():  # the initial rows start an episode (the graph's contract)
+            fresh = self.initial_state(n)
+            for name, arr in self.state.items():
+                arr[start] = fresh[name][start]
+        self._started[:] = True
+        feeds = {"obs": obs, "prev_reward": reward, **self.state}
+        outs = dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        self.state = {k: outs[v] for k, v in self.state_next.items()}
+        return outs["action"].copy()  # the state keeps its own (deferred action token)
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxAgent({self.path.name}, env={self.env_id}, target_return={self.target_return}, "
+            f"aaren-rl {self.package_version})"
+        )
+
+
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+}
