@@ -57,9 +57,10 @@ def _print_eval(ev: dict) -> None:
     if norm is not None:
         line += f", normalized score {norm:.1f} ± {ev.get('normalized_std', 0.0):.1f}"
     print(line)
-    per_action = ev.get("action_time_us_median") or ev.get("time_per_action_us")
-    if per_action is not None:
-        print(f"agent time per action: {per_action:.0f} µs (median)")
+    per_call = ev.get("act_us_per_call")
+    if per_call is not None:
+        n = ev.get("num_envs", 1)
+        print(f"agent time per action: {per_call:.0f} µs per predict call ({n} envs batched)")
 
 
 if __name__ == "__main__":

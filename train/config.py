@@ -17,8 +17,17 @@ from aaren_policy import BackboneConfig
 
 __all__ = ["TrainConfig", "config_differences"]
 
-# Fields that may change between an interrupted run and its --resume.
-RESUMABLE_FIELDS = ("resume", "track", "wandb_project", "wandb_entity", "wandb_group", "progress")
+# Fields that may change between an interrupted run and its --resume (a larger --steps
+# extends a finished run; the warm-up then must be given explicitly to stay the same).
+RESUMABLE_FIELDS = (
+    "resume",
+    "steps",
+    "track",
+    "wandb_project",
+    "wandb_entity",
+    "wandb_group",
+    "progress",
+)
 
 
 @dataclass
