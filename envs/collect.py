@@ -318,6 +318,13 @@ class Collector:
         if self.args.algo == "ppo":
             venv.save(str(self.dir / "ckpt" / f"{name}_vecnorm.pkl"))
             ckpt["vecnorm"] = f"ckpt/{name}_vecnorm.pkl"
+        else:  # off-policy: keep the replay buffer so a resumed run trains on the same data
+            buf = self.dir / "ckpt" / f"{name}_replay_buffer.pkl"
+            model.save_replay_buffer(buf)
+            ckpt["replay_buffer"] = f"ckpt/{name}_replay_buffer.pkl"
+        stale = [c for c in self.state["checkpoints"] if c.get("replay_buffer")]
+        for c in stale:  # only the latest buffer is kept (deleted once state.json is saved)
+            c["replay_buffer_stale"], c["replay_buffer"] = c["replay_buffer"], None
         chunk = f"replay/seg{seg:03d}_{name}.npz"
         streams = [r.flush() for r in self.recorders]
         _atomic_npz(
@@ -331,6 +338,8 @@ class Collector:
         self.state["checkpoints"].append(ckpt)
         self.state["chunks"].append({"file": chunk, "segment": seg, "step": step})
         self.save_state()  # the commit point: files above are only used once listed here
+        for c in stale:
+            (self.dir / c.pop("replay_buffer_stale")).unlink(missing_ok=True)
         self.log(f"[aaren-collect] step {step}: eval return {rets.mean():.1f} ± {rets.std():.1f}")
 
     def train(self) -> None:
@@ -351,6 +360,8 @@ class Collector:
         if ckpts:
             cls = {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3}[a.algo]
             model = cls.load(self.dir / ckpts[-1]["model"], env=venv, device="cpu")
+            if ckpts[-1].get("replay_buffer"):
+                model.load_replay_buffer(self.dir / ckpts[-1]["replay_buffer"])
             self.log(f"[aaren-collect] resuming from step {done} ({self.dir})")
         else:
             model = self._new_model(venv)
