@@ -153,7 +153,11 @@ def _to_d4rl(streams: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _episode_returns(d: dict[str, np.ndarray]) -> np.ndarray:
-    """Returns of complete episodes only (ending in terminal or a real time-out)."""
+    """Returns of the episodes exactly as ``load_dataset`` splits them.
+
+    The up-to-``rollout_envs`` episodes cut by the transition budget are included (they end in
+    a timeout, as in D4RL), so these stats match ``OfflineDataset.episode_returns``.
+    """
     from envs.datasets import split_episodes
 
     ds = split_episodes(
