@@ -4,9 +4,13 @@ Every agent is a real :class:`agents.DecisionAgent` (normalisation, return-to-go
 bookkeeping, the model call: what a user pays per action), acting in a fake loop with no
 environment: observations are random normal, batch 1, one thread, rewards 0.
 
-Timing protocol: one episode of ``steps`` actions per agent per repeat, all agents stepped
-in lockstep (at each t every agent acts once, so background load on a shared machine hits
-them alike); the garbage collector is off during an episode. Statistics at step t are taken over the ``repeats`` episodes (median
+Timing protocol: one episode of ``steps`` actions per agent per repeat; agents take turns
+episode by episode, in an order rotated each repeat (so slow phases of background load on
+a shared machine spread over all agents); the garbage collector is off during an episode.
+Agents are deliberately *not* stepped in lockstep within an episode: the KV-cache agent
+copies megabytes per step at large t, and its cache and memory traffic slowed the agent
+timed next to it (measured: Aaren recurrent drifted +20% from t = 10 to 1000 in lockstep,
+flat within 3% alone). Statistics at step t are taken over the ``repeats`` episodes (median
 and p90 per t). ``state_bytes`` is ``agent.state_nbytes()`` after the action at t.
 
 Agents (``ACT_AGENTS``; all at the same model size, parameter counts reported):
@@ -126,30 +130,20 @@ class ActRecord:
     params: int
 
 
-def _episodes(
-    agents: dict[str, BenchAgent], obs: np.ndarray
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One episode per agent, stepped in lockstep: at each t every agent acts once, so that
-    background load (a shared machine) hits all agents alike.
-
-    Returns:
-        ``(ns per step, state bytes per step)`` per agent, each (T,).
-    """
+def _episode(agent: BenchAgent, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Time each action of one episode; returns (ns per step, state bytes per step), (T,)."""
     steps = obs.shape[0]
-    times = {n: np.empty(steps, dtype=np.int64) for n in agents}
-    nbytes = {n: np.empty(steps, dtype=np.int64) for n in agents}
+    times = np.empty(steps, dtype=np.int64)
+    nbytes = np.empty(steps, dtype=np.int64)
     reward = np.zeros(1)
     first, cont = np.ones(1, dtype=bool), np.zeros(1, dtype=bool)
-    for a in agents.values():
-        a.reset(1)
+    agent.reset(1)
     clock = time.perf_counter_ns
     for t in range(steps):
-        start = first if t == 0 else cont
-        for n, a in agents.items():
-            t0 = clock()
-            a.predict(obs[t], reward, start)
-            times[n][t] = clock() - t0
-            nbytes[n][t] = a.state_nbytes()
+        t0 = clock()
+        agent.predict(obs[t], reward, first if t == 0 else cont)
+        times[t] = clock() - t0
+        nbytes[t] = agent.state_nbytes()
     return times, nbytes
 
 
@@ -168,20 +162,24 @@ def run_act_bench(cfg: ActBenchConfig, log: Callable[[str], None] = print) -> li
     rng = np.random.default_rng(cfg.seed)
     obs = rng.standard_normal((cfg.steps, 1, cfg.obs_dim)).astype(np.float32)
     times = {n: np.empty((cfg.repeats, cfg.steps)) for n in names}
-    _episodes(agents, obs[: min(cfg.steps, 50)])  # warm-up: first-call allocations, lazy inits
+    for a in agents.values():  # warm-up: first-call allocations, lazy inits
+        _episode(a, obs[: min(cfg.steps, 50)])
     nbytes: dict[str, np.ndarray] = {}
     for r in range(cfg.repeats):
-        gc.collect()
-        gc.disable()  # no collector pauses inside the timed episode
-        try:
-            t_ns, nbytes = _episodes(agents, obs)
-        finally:
-            gc.enable()
-        for n in names:
-            times[n][r] = t_ns[n] / 1e3
+        medians = {}
+        for i in range(len(names)):  # rotate the order: no agent always runs first
+            n = names[(i + r) % len(names)]
+            gc.collect()
+            gc.disable()  # no collector pauses inside the timed episode
+            try:
+                t_ns, nbytes[n] = _episode(agents[n], obs)
+            finally:
+                gc.enable()
+            times[n][r] = t_ns / 1e3
+            medians[n] = np.median(t_ns) / 1e3
         log(
             f"repeat {r + 1}/{cfg.repeats}: median us/action "
-            + ", ".join(f"{n} {np.median(t_ns[n]) / 1e3:.0f}" for n in names)
+            + ", ".join(f"{n} {medians[n]:.0f}" for n in names)
         )
     records = []
     for n in names:
@@ -197,8 +195,9 @@ def run_act_bench(cfg: ActBenchConfig, log: Callable[[str], None] = print) -> li
 def summarize(
     records: list[ActRecord], ts: tuple[int, ...] = (1, 10, 100, 500, 1000), bucket: int = 10
 ) -> list[dict]:
-    """Rows for a table: at each t, the median over the records of steps (t - bucket, t]
-    (fewer near the start), to smooth single-step noise; state bytes at t exactly."""
+    """Rows for a table: at each t, the median of the per-t records over the steps
+    (t - bucket/2, t + bucket/2] clipped to the episode, to smooth single-step noise on a
+    shared machine; state bytes at t exactly."""
     rows = []
     by_agent: dict[str, dict[int, ActRecord]] = {}
     for rec in records:
@@ -207,7 +206,8 @@ def summarize(
         for t in ts:
             if t not in recs:
                 continue
-            window = [recs[s] for s in range(max(1, t - bucket + 1), t + 1) if s in recs]
+            lo, hi = t - bucket // 2 + 1, t + bucket - bucket // 2
+            window = [recs[s] for s in range(max(1, lo), hi + 1) if s in recs]
             rows.append(
                 {
                     "agent": agent,
