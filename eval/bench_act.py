@@ -34,6 +34,7 @@ import torch
 
 from aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
 from agents import DecisionAgent
+from eval.export import compiled_bench_agent, onnx_bench_agent
 
 __all__ = ["ACT_AGENTS", "ActBenchConfig", "ActRecord", "BenchAgent", "run_act_bench"]
 
@@ -112,9 +113,9 @@ ACT_AGENTS: dict[str, Callable[[ActBenchConfig], BenchAgent]] = {
     "aaren-window": _decision_agent("aaren", "window"),
     "transformer-window": _decision_agent("transformer", "window"),
     "transformer-kv": _decision_agent("transformer", "recurrent"),
-    # ---- reserved for compiled paths (another issue; not implemented here) ----
-    # "aaren-compiled": torch.compile'd / TorchScript recurrent step,
-    # "aaren-onnx": ONNX Runtime recurrent step (eval/export.py),
+    # ---- compiled paths (issue 7; factories in eval/export.py) ----
+    "aaren-compiled": compiled_bench_agent,  # TorchScript trace of the fused step
+    "aaren-onnx": onnx_bench_agent,  # exported step graph in onnxruntime, 1 thread
 }
 
 
