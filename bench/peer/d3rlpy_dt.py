@@ -1,0 +1,357 @@
+"""Peer result: d3rlpy's DecisionTransformer on our D4RL-format HDF5 data, scored like ours.
+
+Runs in its own virtual environment (d3rlpy pins gymnasium 1.0.0; see setup_d3rlpy.sh) and
+imports nothing from aaren-rl. Writes one JSON in the schema of ``aaren-bench returns``
+(``docs/results/returns/<dataset>__d3rlpy-dt__window__window__s<seed>.json``); its summary
+(which reads every ``*__*.json`` there) picks it up beside Aaren-DT and Transformer-DT.
+
+    .venv-d3rlpy/bin/python bench/peer/d3rlpy_dt.py \\
+        --dataset /work/shared/datasets/hopper-medium.hdf5 --steps 1200 --seed 0 \\
+        --eval-at 400,800,1200 --eval-episodes 10 --threads 1 \\
+        --out docs/results/returns/hopper-medium__d3rlpy-dt__window__window__s0.json
+
+Model and optimiser: d3rlpy's reproduction settings for DT (its
+reproductions/offline/decision_transformer.py), which are the DT reference ones: context 20,
+embed 128 (a linear observation encoder), 3 layers, 1 head, dropout 0.1, AdamW lr 1e-4,
+weight decay 1e-4, linear warm-up, grad-norm clip 0.25, batch 64, rewards x 0.001,
+standardised observations. Only the warm-up length is scaled to the short budget.
+
+Training time per step: the wall time between consecutive optimisation steps inside
+``fit`` (batch sampling + forward/backward/step + d3rlpy's bookkeeping), evaluation excluded;
+the JSON reports the median, as aaren-train does.
+
+Evaluation: d3rlpy's ``as_stateful_wrapper(target_return)`` (a window over the last K steps,
+re-run for every action), Gymnasium Hopper-v5, episode i of seed S reset with
+``1000 + 100 * S + i``, at most 1000 steps, actions clipped to the action space (as
+eval/rollout.py does). Intermediate points (--eval-at) use --curve-episodes episodes (default
+half of --eval-episodes, as ``aaren-bench returns``); the final point uses --eval-episodes.
+Standard deviations are population ones (ddof = 0), as eval/rollout.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HOPPER_RANDOM = -20.272305
+HOPPER_EXPERT = 3234.3
+
+
+def normalized(ret: float) -> float:
+    return 100.0 * (ret - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, type=Path, help="D4RL-format HDF5 file")
+    p.add_argument("--steps", type=int, required=True, help="gradient steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes at the final step")
+    p.add_argument("--eval-at", type=str, default="", help="comma-separated step counts to score at")
+    p.add_argument("--curve-episodes", type=int, default=None,
+                   help="episodes at intermediate --eval-at points (default: eval-episodes // 2, min 1)")
+    p.add_argument("--out", type=Path, required=True, help="JSON to write (atomically)")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    p.add_argument("--target-return", type=float, default=3600.0)
+    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument("--max-episode-steps", type=int, default=1000)
+    p.add_argument("--context", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--log-every", type=int, default=100, help="progress line every N steps")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error("--steps must be >= 1")
+    if args.eval_episodes < 1:
+        p.error("--eval-episodes must be >= 1")
+    try:
+        points = {int(s) for s in args.eval_at.split(",") if s.strip()}
+    except ValueError:
+        p.error(f"--eval-at must be comma-separated integers, got {args.eval_at!r}")
+    bad = sorted(s for s in points if s < 1 or s > args.steps)
+    if bad:
+        p.error(f"--eval-at points must lie in 1..--steps ({args.steps}): {bad}")
+    args.eval_points = sorted(points | {args.steps})
+    if args.curve_episodes is None:
+        args.curve_episodes = max(1, args.eval_episodes // 2)
+    args.dataset = args.dataset.resolve()
+    args.out = args.out.resolve()
+    if not args.dataset.is_file():
+        p.error(f"dataset not found: {args.dataset}")
+    return args
+
+
+def load_d4rl(path: Path):
+    """MDPDataset from a D4RL HDF5 file; terminals and timeouts kept apart."""
+    import h5py
+    from d3rlpy.dataset import MDPDataset
+
+    with h5py.File(path, "r") as f:
+        missing = [k for k in ("observations", "actions", "rewards", "terminals", "timeouts") if k not in f]
+        if missing:
+            raise SystemExit(f"{path}: missing D4RL keys {missing}")
+        obs = np.asarray(f["observations"][:], dtype=np.float32)
+        act = np.asarray(f["actions"][:], dtype=np.float32)
+        rew = np.asarray(f["rewards"][:], dtype=np.float32)
+        term = np.asarray(f["terminals"][:]).astype(bool)
+        tout = np.asarray(f["timeouts"][:]).astype(bool)
+    # d3rlpy asserts the two never coincide; a step that is both is a terminal.
+    both = int((term & tout).sum())
+    tout &= ~term
+    # A trailing partial episode (neither flag on the last row) is dropped by d3rlpy's
+    # episode generator; say so rather than lose it silently.
+    trailing = 0 if (term[-1] or tout[-1]) else len(term) - 1 - int(np.flatnonzero(term | tout)[-1])
+    ds = MDPDataset(
+        observations=obs,
+        actions=act,
+        rewards=rew,
+        terminals=term.astype(np.float32),
+        timeouts=tout.astype(np.float32),
+    )
+    info = {
+        "transitions": int(len(rew)),
+        "episodes": int((term | tout).sum()),
+        "terminals": int(term.sum()),
+        "timeouts": int(tout.sum()),
+        "terminal_and_timeout": both,
+        "trailing_dropped": int(trailing),
+    }
+    return ds, info
+
+
+def evaluate(algo, env, target_return: float, episodes: int, seed: int, max_steps: int):
+    """Returns, lengths and per-action wall times of d3rlpy's stateful wrapper."""
+    wrapper = algo.as_stateful_wrapper(target_return=target_return)
+    low, high = env.action_space.low, env.action_space.high
+    returns, lengths, act_times = [], [], []
+    for i in range(episodes):
+        wrapper.reset()
+        obs, _ = env.reset(seed=1000 + 100 * seed + i)
+        reward, ret, length = 0.0, 0.0, 0
+        while True:
+            t0 = time.perf_counter()
+            action = wrapper.predict(np.asarray(obs, dtype=np.float32), reward)
+            act_times.append(time.perf_counter() - t0)
+            obs, reward, term, trunc, _ = env.step(np.clip(action, low, high))
+            reward = float(reward)
+            ret += reward
+            length += 1
+            if term or trunc or length >= max_steps:
+                break
+        returns.append(ret)
+        lengths.append(length)
+    return returns, lengths, act_times
+
+
+def summarize(returns: list[float]) -> dict:
+    r = np.asarray(returns, dtype=float)
+    n = np.array([normalized(x) for x in r])
+    return {
+        "return_mean": float(r.mean()),
+        "return_std": float(r.std()),
+        "normalized_mean": float(n.mean()),
+        "normalized_std": float(n.std()),
+    }
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A plain `kill` (SIGTERM) should still remove the temporary directory below.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    workdir = Path(tempfile.mkdtemp(prefix="d3rlpy_dt_"))
+    # d3rlpy's logs and MuJoCo's MUJOCO_LOG.TXT land in the cwd: keep both out of the repo.
+    os.chdir(workdir)
+    try:
+        return run(args, workdir)
+    finally:
+        os.chdir("/")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> int:
+    import d3rlpy
+    import gymnasium as gym
+    import torch
+    from d3rlpy.logging import FileAdapterFactory
+
+    torch.set_num_threads(args.threads)
+    d3rlpy.seed(args.seed)
+
+    dataset, data_info = load_d4rl(args.dataset)
+    print(f"[d3rlpy-dt] {args.dataset.name}: {data_info}", flush=True)
+
+    config = d3rlpy.algos.DecisionTransformerConfig(
+        batch_size=args.batch_size,
+        learning_rate=1e-4,
+        optim_factory=d3rlpy.optimizers.AdamWFactory(
+            weight_decay=1e-4,
+            clip_grad_norm=0.25,
+            lr_scheduler_factory=d3rlpy.optimizers.WarmupSchedulerFactory(warmup_steps=args.warmup),
+        ),
+        encoder_factory=d3rlpy.models.VectorEncoderFactory([128], exclude_last_activation=True),
+        observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
+        reward_scaler=d3rlpy.preprocessing.MultiplyRewardScaler(0.001),
+        position_encoding_type=d3rlpy.PositionEncodingType.SIMPLE,
+        context_size=args.context,
+        num_heads=1,
+        num_layers=3,
+        attn_dropout=0.1,
+        resid_dropout=0.1,
+        embed_dropout=0.1,
+        activation_type="relu",
+        max_timestep=args.max_episode_steps,
+    )
+    dt = config.create(device="cpu:0")
+
+    env = gym.make(args.env)
+    curve: list[dict] = []
+    step_times: list[float] = []
+    eval_seconds = 0.0
+    final: dict = {}
+    clock = {"last": None, "t_start": time.perf_counter(), "loss": []}
+    points = set(args.eval_points)
+
+    def callback(algo, epoch: int, total_step: int) -> None:
+        nonlocal eval_seconds, final
+        now = time.perf_counter()
+        if clock["last"] is not None:  # step 1 also pays for building the model: not timed
+            step_times.append(now - clock["last"])
+        if args.log_every and total_step % args.log_every == 0:
+            med = float(np.median(step_times)) if step_times else math.nan
+            print(f"[d3rlpy-dt] step {total_step}/{args.steps}  median {med:.3f} s/step  "
+                  f"elapsed {now - clock['t_start']:.0f} s", flush=True)
+        if total_step in points:
+            last = total_step == args.steps
+            episodes = args.eval_episodes if last else args.curve_episodes
+            t0 = time.perf_counter()
+            rets, lens, acts = evaluate(algo, env, args.target_return, episodes, args.seed,
+                                        args.max_episode_steps)
+            eval_seconds += time.perf_counter() - t0
+            s = summarize(rets)
+            curve.append({"step": total_step, "episodes": episodes, **s,
+                          "act_ms_median": 1000 * float(np.median(acts))})
+            print(f"[d3rlpy-dt] eval @ {total_step}: return {s['return_mean']:.1f} ± "
+                  f"{s['return_std']:.1f}, normalised {s['normalized_mean']:.1f} ± "
+                  f"{s['normalized_std']:.1f} over {episodes} episodes "
+                  f"(lengths {lens}); {1000 * np.median(acts):.2f} ms/action", flush=True)
+            if last:
+                final = {"returns": rets, "lengths": lens, "act_times": acts, **s}
+        clock["last"] = time.perf_counter()  # evaluation time excluded from the next step
+
+    # One fit call; evaluation happens in the per-step callback at the --eval-at points.
+    # Epoch length = the gcd of the evaluation points (d3rlpy commits its logs per epoch).
+    per_epoch = 0
+    for s in args.eval_points:
+        per_epoch = math.gcd(per_epoch, s)
+    n_epochs = args.steps // per_epoch
+    t_fit = time.perf_counter()
+    dt.fit(
+        dataset,
+        n_steps=args.steps,
+        n_steps_per_epoch=per_epoch,
+        experiment_name=f"dt_{args.dataset.stem}_s{args.seed}",
+        with_timestamp=True,
+        logger_adapter=FileAdapterFactory(root_dir=str(workdir / "d3rlpy_logs")),
+        show_progress=False,
+        save_interval=n_epochs + 1,  # never write model snapshots
+        callback=callback,
+    )
+    fit_seconds = time.perf_counter() - t_fit
+    env.close()
+    if not final:
+        raise RuntimeError("final evaluation did not run")
+
+    n_params = sum(p.numel() for p in dt.impl.modules.transformer.parameters())
+    record = {
+        "dataset": args.dataset.stem,
+        "dataset_spec": f"d4rl:{args.dataset}",
+        "backbone": "d3rlpy-dt",
+        "recipe": "window",
+        "mode": "window",
+        "seed": args.seed,
+        "steps": args.steps,
+        "returns": final["returns"],
+        "lengths": final["lengths"],
+        "return_mean": final["return_mean"],
+        "return_std": final["return_std"],
+        "normalized_mean": final["normalized_mean"],
+        "normalized_std": final["normalized_std"],
+        "train_seconds_per_step": float(np.median(step_times)) if step_times else None,
+        "train_seconds_per_step_mean": float(np.mean(step_times)) if step_times else None,
+        "act_ms_median": 1000 * float(np.median(final["act_times"])),
+        "act_us_per_call": 1e6 * float(np.mean(final["act_times"])),
+        "curve": [{k: c[k] for k in ("step", "episodes", "return_mean", "normalized_mean",
+                                      "normalized_std", "act_ms_median")} for c in curve],
+        "d3rlpy_version": d3rlpy.__version__,
+        "wall_seconds": {"fit_total": fit_seconds, "evaluation": eval_seconds},
+        "settings": {
+            "env": args.env,
+            "dim": 128,
+            "num_layers": 3,
+            "num_heads": 1,
+            "context_length": args.context,
+            "batch_size": args.batch_size,
+            "learning_rate": 1e-4,
+            "optimizer": "AdamW (d3rlpy AdamWFactory)",
+            "weight_decay": 1e-4,
+            "warmup_steps": args.warmup,
+            "grad_clip": 0.25,
+            "dropout": {"attn": 0.1, "resid": 0.1, "embed": 0.1},
+            "activation": "relu",
+            "observation_encoder": "VectorEncoderFactory([128], exclude_last_activation=True)",
+            "position_encoding": "SIMPLE (learned timestep embedding, max_timestep 1000)",
+            "reward_scaler": "MultiplyRewardScaler(0.001)",
+            "observation_scaler": "StandardObservationScaler",
+            "target_return": args.target_return,
+            "max_episode_steps": args.max_episode_steps,
+            "threads": args.threads,
+            "device": "cpu",
+            "eval_seeds": f"1000 + 100 * seed + i, i < {args.eval_episodes}",
+            "curve_episodes": args.curve_episodes,
+            "action_clip": "np.clip to the env's action space",
+            "parameters": int(n_params),
+            "dataset_info": data_info,
+            "versions": {
+                "d3rlpy": d3rlpy.__version__,
+                "torch": torch.__version__,
+                "gymnasium": gym.__version__,
+                "mujoco": __import__("mujoco").__version__,
+                "python": sys.version.split()[0],
+            },
+        },
+    }
+    write_json_atomic(args.out, record)
+    print(f"[d3rlpy-dt] wrote {args.out}: normalised {record['normalized_mean']:.1f} ± "
+          f"{record['normalized_std']:.1f}, {record['train_seconds_per_step']:.3f} s/step, "
+          f"{record['act_ms_median']:.2f} ms/action", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
