@@ -52,14 +52,22 @@ def normalized(ret: float) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", required=True, type=Path, help="D4RL-format HDF5 file")
     p.add_argument("--steps", type=int, required=True, help="gradient steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes at the final step")
-    p.add_argument("--eval-at", type=str, default="", help="comma-separated step counts to score at")
-    p.add_argument("--curve-episodes", type=int, default=None,
-                   help="episodes at intermediate --eval-at points (default: eval-episodes // 2, min 1)")
+    p.add_argument(
+        "--eval-at", type=str, default="", help="comma-separated step counts to score at"
+    )
+    p.add_argument(
+        "--curve-episodes",
+        type=int,
+        default=None,
+        help="episodes at intermediate --eval-at points (default: eval-episodes // 2, min 1)",
+    )
     p.add_argument("--out", type=Path, required=True, help="JSON to write (atomically)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
@@ -97,7 +105,9 @@ def load_d4rl(path: Path):
     from d3rlpy.dataset import MDPDataset
 
     with h5py.File(path, "r") as f:
-        missing = [k for k in ("observations", "actions", "rewards", "terminals", "timeouts") if k not in f]
+        missing = [
+            k for k in ("observations", "actions", "rewards", "terminals", "timeouts") if k not in f
+        ]
         if missing:
             raise SystemExit(f"{path}: missing D4RL keys {missing}")
         obs = np.asarray(f["observations"][:], dtype=np.float32)
@@ -244,22 +254,35 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             step_times.append(now - clock["last"])
         if args.log_every and total_step % args.log_every == 0:
             med = float(np.median(step_times)) if step_times else math.nan
-            print(f"[d3rlpy-dt] step {total_step}/{args.steps}  median {med:.3f} s/step  "
-                  f"elapsed {now - clock['t_start']:.0f} s", flush=True)
+            print(
+                f"[d3rlpy-dt] step {total_step}/{args.steps}  median {med:.3f} s/step  "
+                f"elapsed {now - clock['t_start']:.0f} s",
+                flush=True,
+            )
         if total_step in points:
             last = total_step == args.steps
             episodes = args.eval_episodes if last else args.curve_episodes
             t0 = time.perf_counter()
-            rets, lens, acts = evaluate(algo, env, args.target_return, episodes, args.seed,
-                                        args.max_episode_steps)
+            rets, lens, acts = evaluate(
+                algo, env, args.target_return, episodes, args.seed, args.max_episode_steps
+            )
             eval_seconds += time.perf_counter() - t0
             s = summarize(rets)
-            curve.append({"step": total_step, "episodes": episodes, **s,
-                          "act_ms_median": 1000 * float(np.median(acts))})
-            print(f"[d3rlpy-dt] eval @ {total_step}: return {s['return_mean']:.1f} ± "
-                  f"{s['return_std']:.1f}, normalised {s['normalized_mean']:.1f} ± "
-                  f"{s['normalized_std']:.1f} over {episodes} episodes "
-                  f"(lengths {lens}); {1000 * np.median(acts):.2f} ms/action", flush=True)
+            curve.append(
+                {
+                    "step": total_step,
+                    "episodes": episodes,
+                    **s,
+                    "act_ms_median": 1000 * float(np.median(acts)),
+                }
+            )
+            print(
+                f"[d3rlpy-dt] eval @ {total_step}: return {s['return_mean']:.1f} ± "
+                f"{s['return_std']:.1f}, normalised {s['normalized_mean']:.1f} ± "
+                f"{s['normalized_std']:.1f} over {episodes} episodes "
+                f"(lengths {lens}); {1000 * np.median(acts):.2f} ms/action",
+                flush=True,
+            )
             if last:
                 final = {"returns": rets, "lengths": lens, "act_times": acts, **s}
         clock["last"] = time.perf_counter()  # evaluation time excluded from the next step
@@ -306,8 +329,20 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         "train_seconds_per_step_mean": float(np.mean(step_times)) if step_times else None,
         "act_ms_median": 1000 * float(np.median(final["act_times"])),
         "act_us_per_call": 1e6 * float(np.mean(final["act_times"])),
-        "curve": [{k: c[k] for k in ("step", "episodes", "return_mean", "normalized_mean",
-                                      "normalized_std", "act_ms_median")} for c in curve],
+        "curve": [
+            {
+                k: c[k]
+                for k in (
+                    "step",
+                    "episodes",
+                    "return_mean",
+                    "normalized_mean",
+                    "normalized_std",
+                    "act_ms_median",
+                )
+            }
+            for c in curve
+        ],
         "d3rlpy_version": d3rlpy.__version__,
         "wall_seconds": {"fit_total": fit_seconds, "evaluation": eval_seconds},
         "settings": {
@@ -347,9 +382,12 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         },
     }
     write_json_atomic(args.out, record)
-    print(f"[d3rlpy-dt] wrote {args.out}: normalised {record['normalized_mean']:.1f} ± "
-          f"{record['normalized_std']:.1f}, {record['train_seconds_per_step']:.3f} s/step, "
-          f"{record['act_ms_median']:.2f} ms/action", flush=True)
+    print(
+        f"[d3rlpy-dt] wrote {args.out}: normalised {record['normalized_mean']:.1f} ± "
+        f"{record['normalized_std']:.1f}, {record['train_seconds_per_step']:.3f} s/step, "
+        f"{record['act_ms_median']:.2f} ms/action",
+        flush=True,
+    )
     return 0
 
 
