@@ -4,6 +4,8 @@
 #
 #   bash bench/peer/setup_d3rlpy.sh            # creates /work/main/.venv-d3rlpy (repo root/.venv-d3rlpy)
 #   VENV=/some/path bash bench/peer/setup_d3rlpy.sh
+#   TORCH_INDEX_URL=<a CPU-only torch wheel index> bash bench/peer/setup_d3rlpy.sh
+#       (on a machine without a local torch 2.13.0+cpu wheel; pip's find-links here has one)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,7 +23,11 @@ PIP=("$VENV/bin/python" -m pip)
 # 1. torch FIRST, pinned: a CPU build (a local wheel here, or PyTorch's CPU wheel elsewhere).
 #    An unpinned torch pulled in by d3rlpy would resolve to the multi-GB CUDA build.
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" 2>/dev/null; then
-  "${PIP[@]}" install "torch==$TORCH_VERSION"
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    "${PIP[@]}" install --extra-index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"
+  else
+    "${PIP[@]}" install "torch==$TORCH_VERSION"
+  fi
 fi
 
 # 2. d3rlpy (pins gymnasium==1.0.0), h5py, and MuJoCo for Hopper-v5 via gymnasium's extra.
@@ -34,6 +40,10 @@ if "${PIP[@]}" list --format=freeze 2>/dev/null | grep -i -E '^(nvidia-|triton)'
   exit 1
 fi
 
+# Smoke check, run in a temporary directory so that MuJoCo's MUJOCO_LOG.TXT stays out of the repo.
+SMOKE_DIR="$(mktemp -d)"
+trap 'rm -rf "$SMOKE_DIR"' EXIT
+cd "$SMOKE_DIR"
 "$VENV/bin/python" - <<'PY'
 import d3rlpy, gymnasium, mujoco, torch, h5py
 print(f"d3rlpy {d3rlpy.__version__}  torch {torch.__version__}  gymnasium {gymnasium.__version__}  "
