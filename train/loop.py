@@ -287,7 +287,14 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     def run_eval(step: int) -> dict[str, Any]:
         agent = _make_agent(model, cfg, dataset, env_spec, target)
-        result = _evaluate(agent, cfg, env_spec.gym_id)
+        # Acting is a chain of tiny ops: one thread is fastest, and extra threads that spin
+        # on a busy machine can slow each action down a hundredfold.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            result = _evaluate(agent, cfg, env_spec.gym_id)
+        finally:
+            torch.set_num_threads(threads)
         model.train()
         eval_metrics = {
             f"eval/{k}": v
