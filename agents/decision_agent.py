@@ -93,11 +93,12 @@ class DecisionAgent:
         self.context_length = int(context_length)
         self.env_id = env_id
         self.metadata = dict(metadata or {})
-        self._mean_t = torch.as_tensor(self.state_mean, device=self.device)
-        self._std_t = torch.as_tensor(self.state_std, device=self.device)
         self.num_envs = 0
         self.fused = fused and mode == "recurrent" and model.config.backbone == "aaren"
         self._fused: FusedAarenPolicy | None = None
+        # Parameters are updated in place (optimiser, load_state_dict); a module whose
+        # Parameter objects are replaced needs a new agent.
+        self._parameters = list(self.model.parameters())
         self._fused_version: tuple[int, ...] = ()
 
     @property
@@ -186,24 +187,29 @@ class DecisionAgent:
             (N, act_dim) float32 actions in [-1, 1].
         """
         obs, reward, start = self._check_inputs(obs, reward, episode_start)
-        cont = ~start
-        self.rtg[cont] -= reward[cont]
-        self.timestep[cont] += 1
-        self.rtg[start] = self.target_return
-        self.timestep[start] = 0
-        self._started[:] = True
+        if start.any():
+            cont = ~start
+            self.rtg[cont] -= reward[cont]
+            self.timestep[cont] += 1
+            self.rtg[start] = self.target_return
+            self.timestep[start] = 0
+            self._started[:] = True
+        else:  # the common case: no boolean-mask writes
+            self.rtg -= reward
+            self.timestep += 1
 
+        # Small tensors: numpy arithmetic + from_numpy is cheaper than torch ops here.
         dev = self.device
-        obs_t = (torch.as_tensor(obs, device=dev) - self._mean_t) / self._std_t
-        rtg_t = torch.as_tensor(self.rtg / self.return_scale, dtype=torch.float32, device=dev)
-        time_t = torch.as_tensor(self.timestep, device=dev)
+        obs_t = torch.from_numpy((obs - self.state_mean) / self.state_std).to(dev)
+        rtg_t = torch.from_numpy((self.rtg / self.return_scale).astype(np.float32)).to(dev)
+        time_t = torch.from_numpy(self.timestep.copy()).to(dev)  # the state keeps its own t
         if self.fused:
             action = self._predict_fused(obs_t, rtg_t.unsqueeze(-1), time_t, start)
         elif self.mode == "recurrent":
             action = self._predict_recurrent(obs_t, rtg_t.unsqueeze(-1), time_t, start)
         else:
             action = self._predict_window(obs_t, rtg_t, time_t, start)
-        return action.cpu().numpy().astype(np.float32)
+        return action.cpu().numpy().astype(np.float32)  # a copy: the state keeps the action
 
     def _predict_recurrent(
         self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
@@ -217,8 +223,9 @@ class DecisionAgent:
 
     def _fused_policy(self) -> FusedAarenPolicy:
         # The fused policy copies the weights: rebuild it when they change (an optimiser
-        # step or load_state_dict bumps the tensors' version counters).
-        version = tuple(p._version for p in self.model.parameters())
+        # step or load_state_dict bumps the tensors' version counters). The parameter list
+        # is cached: walking model.parameters() costs ~90 us per call at d = 128.
+        version = tuple(p._version for p in self._parameters)
         if self._fused is None or version != self._fused_version:
             self._fused = FusedAarenPolicy(self.model)
             self._fused_version = version

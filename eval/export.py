@@ -7,18 +7,21 @@ feeds observations and rewards and carries the state tensors it gets back:
     obs          (B, obs_dim) float32 raw      action         (B, act_dim) float32
     prev_reward  (B,) float64                  rtg_next       (B,) float64
     rtg          (B,) float64  } state         timestep_next  (B,) int64
-    timestep     (B,) int64    }               m_next, u_next, w_next
+    timestep     (B,) int64    }               attn_next      (B, L, H, 1 + dh) float32
     prev_action  (B, act_dim)  }   (its next value is ``action``)
-    m, u (B, L, H); w (B, L, H, dh) float32
+    attn         (B, L, H, 1 + dh) float32
 
 Inside: ``start = timestep < 0``; ``rtg' = rtg if start else rtg - prev_reward``;
-``t = timestep + 1``; observation normalised ``(obs - mean) / std``; return-to-go scaled
-``rtg' / return_scale``; then ``FusedAarenPolicy`` (tokens ``a_{t-1}, R_t, s_t``). An episode
+``t = timestep + 1``; then the fused step (tokens ``a_{t-1}, R_t, s_t``) of ``DeployStep``,
+with the observation normalisation and the return scale folded into its embedding weights.
+``attn`` holds, per layer and head, the attention state ``[c, o]`` with ``c = m + log u`` and
+``o = w / u`` (the ``(m, u, w)`` of ``FusedAarenPolicy`` in normalised form). An episode
 starts when the runtime passes the *initial rows*: rtg = target return, timestep = -1,
-prev_action = 0, m = -inf, u = 0, w = 0 (prev_reward is then ignored). The batch axis is
-dynamic. The contract, the initial values and the agent's metadata (env id, sizes, target
-return, package version) are written into the file's ``metadata_props``; ``eval.onnx_agent``
-reads them, so the .onnx file is all a deployment needs.
+prev_action = 0, attn = 0 (where timestep < 0 the graph ignores prev_reward, prev_action and
+attn). The batch axis is dynamic. The contract, the initial values and the agent's metadata
+(env id, sizes, target return, package version) are written into the file's
+``metadata_props``; ``eval.onnx_agent`` reads them, so the .onnx file is all a deployment
+needs.
 
 A Transformer checkpoint is refused: its state is a KV cache that grows by three slots per
 environment step, so no constant-shape step graph exists (a K-step window graph would be
@@ -38,10 +41,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aaren_policy import DecisionModel, __version__
-from aaren_policy.fused import FusedAarenPolicy, FusedState, trace_policy
+from aaren_policy.fused import MASKED, FusedAarenPolicy, FusedState, trace_policy
 from agents import DecisionAgent
 from agents.checkpoint import CheckpointError, load_model
 from eval.onnx_agent import OnnxAgent
@@ -60,18 +64,17 @@ __all__ = [
     "onnx_bench_agent",
 ]
 
-INPUT_NAMES = ["obs", "prev_reward", "rtg", "timestep", "prev_action", "m", "u", "w"]
-OUTPUT_NAMES = ["action", "rtg_next", "timestep_next", "m_next", "u_next", "w_next"]
+INPUT_NAMES = ["obs", "prev_reward", "rtg", "timestep", "prev_action", "attn"]
+OUTPUT_NAMES = ["action", "rtg_next", "timestep_next", "attn_next"]
 # state input -> the output that is its value at the next call
 STATE_NEXT = {
     "rtg": "rtg_next",
     "timestep": "timestep_next",
     "prev_action": "action",
-    "m": "m_next",
-    "u": "u_next",
-    "w": "w_next",
+    "attn": "attn_next",
 }
-ONNX_FORMAT = 1
+# 2: attention state (c, o) in one tensor `attn`; 1: (m, u, w) in three tensors.
+ONNX_FORMAT = 2
 
 
 class ExportError(ValueError):
@@ -79,7 +82,35 @@ class ExportError(ValueError):
 
 
 class DeployStep(nn.Module):
-    """``DecisionAgent.predict`` (recurrent mode) as one tensor function; see the module doc.
+    """``DecisionAgent.predict`` (recurrent mode, Aaren) as one tensor function, for export.
+
+    The mathematics of ``FusedAarenPolicy`` (whose folded weights it starts from), written with
+    few ONNX nodes: in onnxruntime each node costs ~0.5-1 us at this size whatever it
+    computes, so glue (Transpose, Slice, Reshape...) costs as much as a matmul.
+
+    - **The attention state is a pseudo-token.** Per layer and head the carried state is
+      ``(c, o) = (m + log u, w / u)``: the log-normaliser and the normalised output of the
+      prefix seen so far. It weighs in exactly like one token with score ``c`` and value
+      ``o``, since ``e^c = u e^m`` is the prefix's total softmax weight. So each layer's
+      causal combine over ``[state, a_{t-1}, R_t, s_t]`` is one constant causal mask, one
+      Softmax and one MatMul, and the new ``c`` is the logsumexp of the last row; the new
+      ``o`` is that row's output (DESIGN.md §3 allows any equivalent stable form). A layer's
+      state ``[c, o]`` has the layout of a row of its ``[score | value]`` projection, so it
+      is concatenated to the 3 new tokens as a 4th.
+    - **out_proj folded into the values.** Softmax weights sum to 1, so
+      ``W_o (sum_i p_i v_i) + b_o = sum_i p_i (W_o v_i + b_o)``: head ``h``'s values are
+      projected by its slice of ``W_o`` (and carry ``b_o / H``) inside the score/value
+      matmul, and ``o`` is stored after out_proj (d wide per head). One Gemm less per layer.
+    - **Stable without -inf arithmetic.** Softmax and logsumexp subtract the row maximum and
+      every row has a finite entry: absent tokens get the finite ``MASKED``, only future
+      tokens ``-inf``. Where ``timestep < 0`` (an episode starts) both the state pseudo-token
+      and ``a_{t-1}`` get ``MASKED`` (weight exactly 0), so a fresh ``attn`` and
+      ``prev_action`` only need to be finite: zeros.
+    - **Normalisation folded into weights.** ``W (obs - mean) / std + b`` is
+      ``(W / std) obs + (b - W mean / std)``, and ``W (rtg / scale)`` is ``(W / scale) rtg``
+      (folded in float64).
+    - **Rows kept 2-D**, (B * 3 tokens, d): each linear is one Gemm, and with one head the
+      head axis is a Reshape, not a Transpose.
 
     Args:
         model: an Aaren ``DecisionModel``.
@@ -95,10 +126,58 @@ class DeployStep(nn.Module):
         return_scale: float,
     ) -> None:
         super().__init__()
-        self.policy = FusedAarenPolicy(model)
-        self.register_buffer("mean", torch.as_tensor(np.asarray(state_mean, dtype=np.float32)))
-        self.register_buffer("std", torch.as_tensor(np.asarray(state_std, dtype=np.float32)))
-        self.return_scale = float(return_scale)
+        fused = FusedAarenPolicy(model)
+        self.obs_dim, self.act_dim = fused.obs_dim, fused.act_dim
+        self.dim, self.num_layers, self.num_heads = fused.dim, fused.num_layers, fused.num_heads
+        self.max_timestep = fused.max_timestep
+        self.eps, self.layer_eps, self.lnf_eps = fused.eps, fused.layer_eps, fused.lnf_eps
+        dtype = fused.emb_w.dtype
+        h, dh, a_dim = self.num_heads, fused.head_dim, self.act_dim
+
+        def keep(name: str, t: torch.Tensor) -> None:
+            self.register_buffer(name, t.detach().to(dtype).contiguous())
+
+        def f64(name: str) -> torch.Tensor:
+            return getattr(fused, name).detach().double()
+
+        with torch.no_grad():
+            mean = torch.as_tensor(np.asarray(state_mean, dtype=np.float64))
+            std = torch.as_tensor(np.asarray(state_std, dtype=np.float64))
+            emb_w, emb_b = f64("emb_w").clone(), f64("emb_b")
+            w_obs = emb_w[:, a_dim + 1 :]
+            keep("emb_b", emb_b - w_obs @ (mean / std))
+            emb_w[:, a_dim + 1 :] = w_obs / std
+            emb_w[:, a_dim] /= float(return_scale)
+            keep("emb_w", emb_w)
+            for name in ("time_emb", "emb_ln_w", "emb_ln_b", "lnf_w", "lnf_b", "head_w", "head_b"):
+                keep(name, getattr(fused, name))
+            self._keys = ("ln1_w", "ln1_b", "sv_w", "sv_b", "ln2_w", "ln2_b")
+            self._keys += ("fc1_w", "fc1_b", "fc2_w", "fc2_b")
+            for i in range(self.num_layers):
+                sv_w, sv_b = f64(f"l{i}_sv_w"), f64(f"l{i}_sv_b")  # rows [s_1..s_H | v]
+                out_w, out_b = f64(f"l{i}_out_w"), f64(f"l{i}_out_b")
+                rows, bias = [], []
+                for j in range(h):  # head j: [s_j, W_o[:, j] v_j + b_o / H], 1 + d rows
+                    vj = slice(h + j * dh, h + (j + 1) * dh)
+                    ow = out_w[:, j * dh : (j + 1) * dh]  # (d, dh)
+                    rows += [sv_w[j : j + 1], ow @ sv_w[vj]]
+                    bias += [sv_b[j : j + 1], ow @ sv_b[vj] + out_b / h]
+                keep(f"l{i}_sv_w", torch.cat(rows))  # (H (1 + d), d)
+                keep(f"l{i}_sv_b", torch.cat(bias))
+                for k in self._keys:
+                    if not k.startswith("sv"):
+                        keep(f"l{i}_{k}", getattr(fused, f"l{i}_{k}"))
+            # Score bias (1, 1, prefix k, 4) over columns [state, a_{t-1}, R_t, s_t]: prefix
+            # k sees columns <= k + 1; at an episode's start the first two are absent.
+            run = torch.zeros(3, 4, dtype=torch.float64)
+            run[0, 2:] = run[1, 3] = -math.inf
+            start = run.clone()
+            start[:, :2] = MASKED
+            keep("bias_run", run.view(1, 1, 3, 4))
+            keep("bias_start", start.view(1, 1, 3, 4))
+        # Timestep of each token: a_{t-1} at the previous t, R_t and s_t at t.
+        self.register_buffer("time_offsets", torch.tensor([0, 1, 1]))
+        self.eval()
 
     def forward(
         self,
@@ -107,30 +186,74 @@ class DeployStep(nn.Module):
         rtg: torch.Tensor,
         timestep: torch.Tensor,
         prev_action: torch.Tensor,
-        m: torch.Tensor,
-        u: torch.Tensor,
-        w: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
+        attn: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One environment step on raw inputs (the graph's contract, see the module doc).
+
+        Args:
+            obs: (B, obs_dim) raw observation.
+            prev_reward, rtg: (B,) float64.
+            timestep: (B,) int64, the previous call's ``t`` (-1: the episode starts now).
+            prev_action: (B, act_dim) the previous action.
+            attn: (B, L, H, 1 + d) attention state ``[c, o]`` per layer and head.
+
+        Returns:
+            ``(action, rtg_next, timestep_next, attn_next)``.
+        """
+        # -1 for the batch axis everywhere: the graph then needs no Shape arithmetic.
+        d, h = self.dim, self.num_heads
         start = timestep < 0
         # DecisionAgent: rtg -= previous reward (float64), except at an episode's start.
         rtg_next = torch.where(start, rtg, rtg - prev_reward)
         t = timestep + 1
-        obs_n = (obs - self.mean) / self.std
-        rtg_s = (rtg_next / self.return_scale).to(obs.dtype).unsqueeze(-1)
-        action, st = self.policy(obs_n, rtg_s, t, FusedState(m, u, w, prev_action, timestep))
-        return action, rtg_next, t, st.m, st.u, st.w
+        # Tokens [a_{t-1}, R_t, s_t] as rows b * 3 + k of a (B * 3, d) matrix.
+        z = torch.cat([prev_action, rtg_next.to(obs.dtype).unsqueeze(-1), obs], dim=1)
+        times = (timestep.unsqueeze(-1) + self.time_offsets).clamp(0, self.max_timestep - 1)
+        x = F.linear(z, self.emb_w, self.emb_b).view(-1, d)
+        x = x + F.embedding(times.view(-1), self.time_emb)
+        x = F.layer_norm(x, (d,), self.emb_ln_w, self.emb_ln_b, self.eps)
+        bias = torch.where(start.view(-1, 1, 1, 1), self.bias_start, self.bias_run)  # (B,1,3,4)
+        # Per-layer states, heads first: (B, H, 1, 1 + d). With one head, no Transpose.
+        states = attn.split(1, dim=1) if h == 1 else attn.transpose(1, 2).split(1, dim=2)
+        new_states = []
+        last = self.num_layers - 1
+        for i in range(self.num_layers):
+            ln1_w, ln1_b, sv_w, sv_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b = (
+                getattr(self, f"l{i}_{k}") for k in self._keys
+            )
+            eps = self.layer_eps[i]
+            sv = F.linear(F.layer_norm(x, (d,), ln1_w, ln1_b, eps), sv_w, sv_b)  # (B*3, H(1+d))
+            sv = sv.view(-1, 1, 3, 1 + d) if h == 1 else sv.view(-1, 3, h, 1 + d).transpose(1, 2)
+            tokens = torch.cat([states[i], sv], dim=2)  # (B, H, 4, 1 + d): [state, a, R, s]
+            s, v = tokens.split([1, d], dim=-1)  # (B, H, 4, 1), (B, H, 4, d)
+            # The last layer only needs prefix 3 (the state token's output).
+            logits = s.reshape(-1, h, 1, 4) + (bias[:, :, 2:] if i == last else bias)
+            o = torch.softmax(logits, dim=-1) @ v  # (B, H, K, d): output after each prefix
+            c = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, K, 1)
+            new = torch.cat([c, o], dim=-1)  # (B, H, K, 1 + d)
+            new_states.append(new if i == last else new[:, :, 2:])
+            if i == last:
+                x = x[2::3]  # the state tokens' rows: one Slice node
+            x = x + (o.reshape(-1, d) if h == 1 else o.sum(1).reshape(-1, d))
+            hdn = F.gelu(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, eps), fc1_w, fc1_b))
+            x = x + F.linear(hdn, fc2_w, fc2_b)
+        y = F.layer_norm(x, (d,), self.lnf_w, self.lnf_b, self.lnf_eps)
+        action = torch.tanh(F.linear(y, self.head_w, self.head_b))
+        if h == 1:
+            attn_next = torch.cat(new_states, dim=1)
+        else:
+            attn_next = torch.cat(new_states, dim=2).transpose(1, 2)
+        return action, rtg_next, t, attn_next
 
 
-def initial_state(policy: FusedAarenPolicy, batch: int, target_return: float) -> dict[str, Any]:
+def initial_state(step: DeployStep, batch: int, target_return: float) -> dict[str, Any]:
     """The initial state rows as numpy arrays, keyed by input name."""
-    n, h, dh = policy.num_layers, policy.num_heads, policy.head_dim
+    n, h, d = step.num_layers, step.num_heads, step.dim
     return {
         "rtg": np.full(batch, target_return, dtype=np.float64),
         "timestep": np.full(batch, -1, dtype=np.int64),
-        "prev_action": np.zeros((batch, policy.act_dim), dtype=np.float32),
-        "m": np.full((batch, n, h), -np.inf, dtype=np.float32),
-        "u": np.zeros((batch, n, h), dtype=np.float32),
-        "w": np.zeros((batch, n, h, dh), dtype=np.float32),
+        "prev_action": np.zeros((batch, step.act_dim), dtype=np.float32),
+        "attn": np.zeros((batch, n, h, 1 + d), dtype=np.float32),
     }
 
 
@@ -152,28 +275,23 @@ class ExportConfig:
 
 def _metadata(meta: dict[str, Any], model: DecisionModel, target_return: float) -> dict[str, str]:
     cfg = model.config
+    net = cfg.net
     state_shapes = {
         "rtg": ["B"],
         "timestep": ["B"],
         "prev_action": ["B", cfg.act_dim],
-        "m": ["B", cfg.net.num_layers, cfg.net.num_heads],
-        "u": ["B", cfg.net.num_layers, cfg.net.num_heads],
-        "w": ["B", cfg.net.num_layers, cfg.net.num_heads, cfg.net.dim // cfg.net.num_heads],
+        "attn": ["B", net.num_layers, net.num_heads, 1 + net.dim],
     }
     contract = {
         "inputs": INPUT_NAMES,
         "outputs": OUTPUT_NAMES,
         "state_next": STATE_NEXT,
         "state_shapes": state_shapes,
-        "initial_state": {
-            "rtg": "target_return",
-            "timestep": -1,
-            "prev_action": 0.0,
-            "m": "-inf",
-            "u": 0.0,
-            "w": 0.0,
-        },
-        "episode_start": "pass the initial state rows; prev_reward is then ignored",
+        "initial_state": {"rtg": "target_return", "timestep": -1, "prev_action": 0.0, "attn": 0.0},
+        "attn": "per layer and head [c, o]: c = m + log u (the log-normaliser), o = the "
+        "head's slice of out_proj applied to w / u, plus out_proj.bias / H",
+        "episode_start": "pass the initial state rows (timestep -1 and rtg = target_return "
+        "suffice: prev_action, attn and prev_reward are then ignored)",
         "reward": "prev_reward is the reward the env returned for the previous action",
     }
     return {
@@ -245,11 +363,11 @@ def export_onnx(config: ExportConfig) -> Path:
 
 def _example_inputs(step: DeployStep, batch: int, target: float) -> dict[str, np.ndarray]:
     gen = np.random.default_rng(0)
-    obs_dim = step.policy.obs_dim
+    obs_dim = step.obs_dim
     return {
         "obs": gen.standard_normal((batch, obs_dim)).astype(np.float32),
         "prev_reward": np.zeros(batch, dtype=np.float64),
-        **initial_state(step.policy, batch, target),
+        **initial_state(step, batch, target),
     }
 
 

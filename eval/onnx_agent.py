@@ -55,6 +55,8 @@ class OnnxAgent:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # With one intra-op thread the caller's thread runs every kernel; no pool to spin.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), opts, providers=["CPUExecutionProvider"]
@@ -72,6 +74,9 @@ class OnnxAgent:
         self.output_names: list[str] = contract["outputs"]
         self.state_next: dict[str, str] = contract["state_next"]
         self.state_shapes: dict[str, list[Any]] = contract["state_shapes"]
+        self._initial: dict[str, Any] = contract["initial_state"]
+        # the state input that carries the action to the next call (the deferred token)
+        self._action_key = next(k for k, v in self.state_next.items() if v == "action")
         self.obs_dim = int(meta["aaren.obs_dim"])
         self.act_dim = int(meta["aaren.act_dim"])
         self.env_id = meta.get("aaren.env_id") or None
@@ -82,6 +87,7 @@ class OnnxAgent:
         self._dtypes = {
             i.name: _NP_TYPES[i.type] for i in self.session.get_inputs() if i.type in _NP_TYPES
         }
+        self._ort = ort
         self.num_envs = 0
         self.state: dict[str, np.ndarray] = {}
 
@@ -97,10 +103,9 @@ class OnnxAgent:
         out = {}
         for name, shape in self.state_shapes.items():
             dims = [num_envs if d == "B" else int(d) for d in shape]
-            out[name] = np.zeros(dims, dtype=self._dtypes[name])
-        out["rtg"][:] = self.target_return
-        out["timestep"][:] = -1
-        out["m"][:] = -np.inf
+            value = self._initial[name]
+            value = self.target_return if value == "target_return" else float(value)
+            out[name] = np.full(dims, value, dtype=self._dtypes[name])
         return out
 
     def reset(self, num_envs: int = 1) -> None:
@@ -108,8 +113,37 @@ class OnnxAgent:
         if num_envs < 1:
             raise OnnxAgentError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = num_envs
-        self.state = self.initial_state(num_envs)
+        self._fresh = self.initial_state(num_envs)
         self._started = np.zeros(num_envs, dtype=bool)
+        self._bind(num_envs)
+
+    def _bind(self, n: int) -> None:
+        # I/O binding to preallocated buffers (~10 us less per call than session.run with a
+        # dict): two state sets, A -> B and B -> A, so a call never reads what it writes.
+        # OrtValues made from numpy arrays share their memory, so the inputs are refreshed
+        # with np.copyto and the outputs land directly in the next call's state arrays.
+        wrap = self._ort.OrtValue.ortvalue_from_numpy
+        self._obs = np.zeros((n, self.obs_dim), dtype=np.float32)
+        self._reward = np.zeros(n, dtype=np.float64)
+        self._sets = [self.initial_state(n), self.initial_state(n)]
+        self._values = []  # keeps the OrtValues alive as long as the bindings
+        self._bindings = []
+        for src, dst in ((0, 1), (1, 0)):
+            binding = self.session.io_binding()
+            values = [wrap(self._obs), wrap(self._reward)]
+            binding.bind_ortvalue_input("obs", values[0])
+            binding.bind_ortvalue_input("prev_reward", values[1])
+            for name, out in self.state_next.items():
+                values += [wrap(self._sets[src][name]), wrap(self._sets[dst][name])]
+                binding.bind_ortvalue_input(name, values[-2])
+                binding.bind_ortvalue_output(out, values[-1])
+            for out in self.output_names:  # outputs that are not state (none at present)
+                if out not in self.state_next.values():
+                    binding.bind_output(out)
+            self._values.append(values)
+            self._bindings.append(binding)
+        self._current = 0
+        self.state = self._sets[0]
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         """Replace the carried state (e.g. restored from a log); shapes are checked."""
@@ -129,7 +163,8 @@ class OnnxAgent:
                     f"{want}; call reset(num_envs) for a fresh state"
                 )
             checked[name] = arr
-        self.state = checked
+        for name, arr in checked.items():  # into the bound buffers
+            np.copyto(self.state[name], arr)
 
     def state_nbytes(self) -> int:
         """Bytes of the carried state (all envs)."""
@@ -175,14 +210,16 @@ class OnnxAgent:
         if reward.shape != (n,) or start.shape != (n,):
             raise OnnxAgentError(f"reward and episode_start must have shape ({n},)")
         if start.any():  # the initial rows start an episode (the graph's contract)
-            fresh = self.initial_state(n)
             for name, arr in self.state.items():
-                arr[start] = fresh[name][start]
-        self._started[:] = True
-        feeds = {"obs": obs, "prev_reward": reward, **self.state}
-        outs = dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
-        self.state = {k: outs[v] for k, v in self.state_next.items()}
-        return outs["action"].copy()  # the state keeps its own (deferred action token)
+                arr[start] = self._fresh[name][start]
+            self._started[:] = True
+        np.copyto(self._obs, obs)
+        np.copyto(self._reward, reward)
+        cur = self._current
+        self.session.run_with_iobinding(self._bindings[cur])
+        self._current = 1 - cur
+        self.state = self._sets[1 - cur]
+        return self.state[self._action_key].copy()  # the state keeps its own (deferred token)
 
     def __repr__(self) -> str:
         return (
