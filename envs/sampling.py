@@ -43,6 +43,8 @@ class Batch:
         actions: (B, K, act_dim) float32.
         timesteps: (B, K) int64, the step index within the episode.
         mask: (B, K) bool, True at real tokens; ``mask[b]`` is a prefix of Trues.
+
+    K is the longest real window in the batch (at most the sampler's ``context_length``).
     """
 
     returns_to_go: torch.Tensor
@@ -109,7 +111,10 @@ class _SamplerBase:
         traj_idx = self.rng.choice(len(self.lengths), size=self.batch_size, p=self._p)
         start = self._starts(traj_idx)  # (B,) start within each trajectory
         real = np.minimum(self.context_length, self.lengths[traj_idx] - start)  # (B,) >= 1
-        k = np.arange(self.context_length)
+        # Only as long as the longest real window: right padding beyond it would be pure
+        # waste (a causal model's real outputs never depend on it). Episode windows of up
+        # to 1000 steps over ~400-step episodes would otherwise be half padding.
+        k = np.arange(int(real.max()))
         mask = k[None, :] < real[:, None]  # (B, K), right padding
         flat = np.where(mask, (self.offsets[traj_idx] + start)[:, None] + k[None, :], -1)
         return Batch(

@@ -45,6 +45,7 @@ def test_window_batch_shapes_types_and_right_padding(ds):
     n_real = m.sum(1)
     # right padding: every row is a prefix of Trues
     assert (m == (np.arange(6)[None] < n_real[:, None])).all()
+    assert n_real.max() == 6  # K is the longest real window: some windows are full
     assert n_real.min() >= 1 and (n_real < 6).any()
     assert (batch.observations.numpy()[~m] == 0).all() and (batch.timesteps.numpy()[~m] == 0).all()
 
@@ -82,7 +83,9 @@ def test_trajectories_drawn_in_proportion_to_length(ds):
 
 def test_episode_sampler_starts_at_zero(ds):
     batch = EpisodeSampler(ds, **_kw(ds, context_length=1000, batch_size=16)).sample()
-    assert batch.observations.shape == (16, 1000, 11)
+    # K is trimmed to the longest real window in the batch (the rest would be padding).
+    assert batch.observations.shape == (16, int(batch.mask.sum(1).max()), 11)
+    assert batch.observations.shape[1] <= 40
     assert (batch.timesteps[:, 0] == 0).all()
     lengths = sorted(set(batch.mask.sum(1).tolist()))
     assert set(lengths) <= {3, 5, 7, 40}
