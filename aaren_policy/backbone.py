@@ -225,7 +225,16 @@ class TransformerBackbone(Backbone):
         return CausalSelfAttention(config.dim, config.num_heads)
 
     def reset_state(self, state: tuple, done: torch.Tensor) -> tuple:
-        return tuple(KVCache(s.k, s.v, s.valid & ~done.unsqueeze(1)) for s in state)
+        """Mask the finished rows' slots, then drop the leading slots no row still uses.
+
+        Rows share one cache tensor, so a row that restarts mid-batch keeps its old slots
+        (masked) until every row has moved past them; when all rows restart together the
+        cache is emptied. The cache thus holds at most the longest running episode.
+        """
+        valid = state[0].valid & ~done.unsqueeze(1)  # (B, L), the same for every layer
+        live = valid.any(0)  # (L,) slots some row still attends to
+        first = int(live.nonzero()[0]) if bool(live.any()) else valid.shape[1]
+        return tuple(KVCache(s.k[:, :, first:], s.v[:, :, first:], valid[:, first:]) for s in state)
 
 
 BACKBONES: dict[str, type[Backbone]] = {"aaren": AarenBackbone, "transformer": TransformerBackbone}

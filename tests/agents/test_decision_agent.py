@@ -113,3 +113,23 @@ def test_bad_input() -> None:
         make_agent(mode="cache")
     with pytest.raises(ValueError, match="context_length"):
         make_agent(k=0)
+
+
+def test_kv_cache_holds_only_the_running_episodes() -> None:
+    agent = make_agent("transformer")
+    agent.reset(1)
+    sizes = []
+    for episode in range(3):
+        for t in range(5):
+            agent.predict(np.zeros((1, 4)), np.zeros(1), np.array([t == 0]))
+        sizes.append(agent.state_nbytes())
+    assert sizes[0] == sizes[1] == sizes[2]  # not growing across episodes
+    assert agent.state[0].k.shape[2] == 15  # 5 steps x 3 tokens
+
+    agent.reset(2)  # env 1 restarts at step 4: its old slots go once env 0 restarts too
+    for t in range(10):
+        agent.predict(np.zeros((2, 4)), np.zeros(2), np.array([t in (0, 8), t in (0, 4)]))
+    # env 1's episode (steps 4..9) is the oldest still running: 6 steps x 3 tokens
+    assert agent.state[0].k.shape[2] == 3 * 6
+    valid = agent.state[0].valid
+    assert valid[0].sum() == 3 * 2 and valid[1].sum() == 3 * 6
