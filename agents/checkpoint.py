@@ -32,6 +32,7 @@ __all__ = [
     "CheckpointError",
     "atomic_directory",
     "atomic_write_text",
+    "recover_directory",
     "load_model",
     "read_metadata",
     "save_model",
@@ -63,18 +64,50 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def _fsync_tree(directory: Path) -> None:
+    for f in directory.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover_directory(path: str | Path) -> None:
+    """Finish a swap that a crash interrupted (see ``atomic_directory``).
+
+    The swap renames ``path`` to ``.path.old`` and then the new version to ``path``; a crash
+    between the two renames leaves only ``.path.old``, which is complete: move it back.
+    """
+    path = Path(path)
+    old = path.parent / f".{path.name}.old"
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``path``.
 
-    The old directory is moved aside before the new one is renamed into place and removed
-    only afterwards, so at every moment one complete version exists on disk.
+    The files are fsynced, the old directory is moved aside, the new one renamed into place,
+    and only then is the old one removed. At every moment one complete version exists on
+    disk: ``path``, or (between the two renames) ``.path.old``, which ``recover_directory``
+    (called by every reader here) moves back.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         yield tmp
+        _fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -83,6 +116,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -104,6 +138,7 @@ def save_model(directory: Path, model: DecisionModel, metadata: dict[str, Any]) 
 def read_metadata(directory: str | Path) -> dict[str, Any]:
     """Read and check ``agent.json`` of a checkpoint directory."""
     directory = Path(directory)
+    recover_directory(directory)
     meta_path = directory / METADATA
     if not directory.is_dir():
         raise CheckpointError(

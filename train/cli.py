@@ -28,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     from envs import DatasetError, EnvError
     from train.loop import TrainError, train
 
+    args = sys.argv[1:] if argv is None else argv
+    explicit = {
+        a[2:].split("=", 1)[0].replace("-", "_").removeprefix("no_")
+        for a in map(str, args)
+        if a.startswith("--")
+    }
     try:
-        result = train(cfg)
+        result = train(cfg, explicit)
     except (TrainError, DatasetError, EnvError, CheckpointError, ValueError) as e:
         print(f"aaren-train: error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,13 @@ from torch import nn
 
 from aaren_policy import DecisionModel, DecisionModelConfig, __version__
 from agents import DecisionAgent
-from agents.checkpoint import atomic_directory, atomic_write_text, load_model, save_model
+from agents.checkpoint import (
+    atomic_directory,
+    atomic_write_text,
+    load_model,
+    recover_directory,
+    save_model,
+)
 from envs import get_env_spec, load_dataset, make_sampler
 from envs.datasets import check_dataset_matches_env
 from train.config import TrainConfig, config_differences
@@ -77,16 +83,18 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _resume_config(cfg: TrainConfig) -> TrainConfig:
-    """On --resume, the run's saved config, with flags left at their defaults filled from it.
+def _resume_config(cfg: TrainConfig, explicit: set[str] | None = None) -> TrainConfig:
+    """On --resume, the run's saved config, with the flags not given filled from it.
 
-    A flag given with a value different from the run's is an error: the run would not be
-    the same run any more.
+    ``explicit`` names the fields given on the command line; without it, a field counts as
+    given when it differs from its default. A flag given with a value different from the
+    run's is an error: the run would not be the same run any more.
     """
     if cfg.run_dir is None:
         raise TrainError("--resume needs --run-dir DIR: the run to continue")
     run_dir = cfg.run_dir
     config_path = run_dir / "config.json"
+    recover_directory(run_dir / "checkpoint")
     if not config_path.exists() or not (run_dir / "checkpoint" / TRAINER_STATE).exists():
         raise TrainError(
             f"nothing to resume in {run_dir}: no config.json or checkpoint/{TRAINER_STATE}. "
@@ -96,7 +104,8 @@ def _resume_config(cfg: TrainConfig) -> TrainConfig:
     defaults = TrainConfig().to_dict()
     merged = cfg.to_dict()
     for key, value in saved.items():
-        if key in merged and merged[key] == defaults.get(key):
+        given = key in explicit if explicit is not None else merged.get(key) != defaults.get(key)
+        if key in merged and not given:
             merged[key] = value
     merged_cfg = TrainConfig(**{**merged, "resume": True, "run_dir": run_dir})
     diffs = config_differences(saved, merged_cfg)
@@ -163,8 +172,13 @@ def _evaluate(agent: DecisionAgent, cfg: TrainConfig, env_id: str) -> dict[str, 
     return result.to_dict()
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) training as configured; returns a summary."""
+def train(cfg: TrainConfig, explicit: set[str] | None = None) -> TrainResult:
+    """Run (or resume) training as configured; returns a summary.
+
+    Args:
+        cfg: the configuration.
+        explicit: field names given on the command line (for --resume's consistency check).
+    """
     device = _resolve_device(cfg.device)
     ctx = DistContext.from_env(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -173,7 +187,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         torch.set_num_threads(cfg.threads)
 
     if cfg.resume:
-        cfg = _resume_config(cfg)
+        cfg = _resume_config(cfg, explicit)
     dataset = load_dataset(cfg.dataset)
     env_name = cfg.env or dataset.env_id
     if env_name is None:
@@ -231,6 +245,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         rank_state = trainer["ranks"][ctx.rank]
         sampler.load_state_dict(rank_state["sampler"])
         torch.set_rng_state(rank_state["torch_rng"])
+        if rank_state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(rank_state["cuda_rng"], device)
         start_step, wandb_id = trainer["step"], trainer.get("wandb_id")
         if ctx.is_main:
             metrics_log.truncate_after(start_step)
@@ -360,7 +376,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         ):
             if ctx.is_main:
                 eval_result = run_eval(step)
-                last_eval = eval_result.get("normalized_mean") or eval_result.get("return_mean")
+                last_eval = eval_result.get("normalized_mean")
+                if last_eval is None:
+                    last_eval = eval_result.get("return_mean")
             ctx.barrier()
         if step % cfg.checkpoint_every == 0 and step != cfg.steps:
             save_checkpoint(step)

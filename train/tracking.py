@@ -77,8 +77,9 @@ class WandbTracker:
         try:
             import wandb
         except ImportError as e:
-            raise RuntimeError(
-                "--track needs Weights & Biases: pip install 'aaren-rl[track]' (or wandb)"
+            raise ValueError(
+                "--track needs Weights & Biases: pip install 'aaren-rl[track]' (or wandb), "
+                "or train without --track"
             ) from e
         online, why = wandb_online_possible()
         mode = "online" if online else "offline"

@@ -82,3 +82,15 @@ def test_atomic_directory_keeps_the_old_version_on_failure(tmp_path: Path) -> No
         raise RuntimeError("crash while writing")
     assert (target / "a.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp left behind
+
+
+def test_a_swap_cut_between_its_two_renames_is_recovered(
+    agent: DecisionAgent, tmp_path: Path
+) -> None:
+    path = agent.save(tmp_path / "ckpt")
+    # The state a crash between "path -> .path.old" and "tmp -> path" leaves behind.
+    path.rename(tmp_path / ".ckpt.old")
+    loaded = DecisionAgent.load(path)
+    obs = np.zeros((1, 4))
+    np.testing.assert_array_equal(agent.predict(obs), loaded.predict(obs))
+    assert path.is_dir() and not (tmp_path / ".ckpt.old").exists()

@@ -109,6 +109,17 @@ def test_resume_with_a_different_config_is_refused(
     assert (run_dir / "checkpoint" / "model.safetensors").read_bytes() == before
 
 
+def test_resume_refuses_a_default_valued_flag_that_contradicts_the_run(
+    tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    args = _train_args(tiny_hopper_dataset, run_dir, 20) + ["--backbone", "transformer"]
+    assert run_cli(args) == 0
+    # "aaren" is the default value, but it was given explicitly: not the same run.
+    assert run_cli(["--run-dir", run_dir, "--resume", "--backbone", "aaren"]) == 2
+    assert "backbone" in capsys.readouterr().err
+
+
 def test_existing_run_is_not_overwritten(
     tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
