@@ -1,8 +1,11 @@
 """Environments, offline datasets, sampling and collection for aaren-rl.
 
 Imports stay light: stable_baselines3 and minari are imported lazily inside the functions
-that need them.
+that need them, and the samplers (which need torch) on first use, so that evaluating an
+ONNX policy (``aaren-eval --onnx``) never imports torch.
 """
+
+from typing import Any
 
 from envs.datasets import (
     OfflineDataset,
@@ -12,7 +15,6 @@ from envs.datasets import (
 )
 from envs.errors import DatasetError, EnvError
 from envs.registry import EnvSpec, get_env_spec, make_env, make_vec_env
-from envs.sampling import Batch, EpisodeSampler, WindowSampler, make_sampler
 from envs.scores import REFERENCE_SCORES, normalized_score
 
 __all__ = [
@@ -33,3 +35,14 @@ __all__ = [
     "make_vec_env",
     "normalized_score",
 ]
+
+
+_LAZY = {"Batch", "EpisodeSampler", "WindowSampler", "make_sampler"}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: torch is imported with the samplers only
+    if name in _LAZY:
+        from envs import sampling
+
+        return getattr(sampling, name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class Args:
     levels: tuple[Level, ...] = LEVELS
     """which datasets to write"""
     seed: int = 0
+    """seeds the behaviour policy's training, its environments and the dataset rollouts"""
     num_envs: int = 4
     """training envs (PPO); SAC/TD3 use 1"""
     ppo_n_steps: int = 512
@@ -77,7 +79,9 @@ class Args:
     minari: bool = True
     """write Minari datasets (under MINARI_DATASETS_PATH or ~/.minari/datasets)"""
     namespace: str = "aaren"
+    """Minari dataset ids are {namespace}/{env}-{level}-v{version}"""
     version: int = 0
+    """version suffix of the Minari dataset ids"""
     hdf5_dir: Path | None = None
     """also write D4RL HDF5 files {env}-{level}.hdf5 here"""
     overwrite: bool = False
@@ -561,6 +565,9 @@ def main() -> None:
     args = tyro.cli(Args)
     try:
         collect(args)
+    except ValueError as e:  # EnvError, DatasetError and bad arguments: say what, no traceback
+        print(f"aaren-collect: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(f"\n[aaren-collect] interrupted; rerun the same command to resume ({args.run_dir}).")
         raise SystemExit(130) from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -27,8 +26,11 @@ __all__ = ["EvalArgs", "main", "run"]
 class EvalArgs:
     """Evaluate a saved agent (either backbone) over N episodes."""
 
-    checkpoint: Path
+    checkpoint: Path | None = None
     """Checkpoint directory written by aaren-train (agent.json + model.safetensors)."""
+    onnx: Path | None = None
+    """Evaluate an exported ONNX policy (aaren-export) with onnxruntime instead of a
+    checkpoint: no PyTorch is imported. Acts recurrently; --mode and --device are ignored."""
     episodes: int = 10
     """Episodes per target return (episode i is seeded seed + i)."""
     num_envs: int = 1
@@ -55,7 +57,7 @@ class EvalArgs:
     """W&B project."""
     threads: int = 1
     """torch threads (small batches act fastest on one)."""
-    device: str = "cpu"
+    device: Literal["cpu", "cuda"] = "cpu"
     """torch device."""
     progress: bool = True
     """Show a progress bar."""
@@ -80,19 +82,14 @@ def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
     return args.env
 
 
-def _wandb_reachable(timeout: float = 2.0) -> bool:
-    try:
-        socket.create_connection(("api.wandb.ai", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _track(args: EvalArgs, payload: dict) -> None:
     """Log the results to W&B; falls back to offline mode, never blocks for long."""
-    if "WANDB_MODE" not in os.environ and not _wandb_reachable():
+    from train.tracking import wandb_online_possible
+
+    online, why = wandb_online_possible(timeout=2.0)
+    if not online and os.environ.get("WANDB_MODE") != "disabled":
         os.environ["WANDB_MODE"] = "offline"
-        print("W&B server unreachable: logging offline (wandb sync later)", file=sys.stderr)
+        print(f"W&B: {why}; logging offline (wandb sync later)", file=sys.stderr)
     try:
         import wandb
     except ImportError as e:
@@ -171,14 +168,23 @@ def run(args: EvalArgs) -> dict:
     if args.video is not None:
         check_video_dir(args.video)  # fail before a long evaluation, not after
 
-    import torch
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise EvalError("pass exactly one of --checkpoint DIR and --onnx FILE")
+    if args.onnx is not None:
+        from eval.onnx_agent import OnnxAgent
 
-    from agents import DecisionAgent
+        agent = OnnxAgent(args.onnx, threads=args.threads)
+    else:
+        import torch
 
-    torch.set_num_threads(args.threads)
-    agent = DecisionAgent.load(
-        args.checkpoint, mode=args.mode, device=args.device, context_length=args.context_length
-    )
+        from agents import DecisionAgent
+
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise EvalError("--device cuda was asked for, but torch sees no CUDA device")
+        torch.set_num_threads(args.threads)
+        agent = DecisionAgent.load(
+            args.checkpoint, mode=args.mode, device=args.device, context_length=args.context_length
+        )
     env = _check_env(args, agent.env_id)
     targets = list(args.target_return) or [agent.target_return]
     results = []
@@ -194,7 +200,8 @@ def run(args: EvalArgs) -> dict:
             progress=args.progress,
         )
         results.append(res.to_dict())
-    payload = {**results[0], "checkpoint": str(args.checkpoint), "results": results}
+    source = args.onnx if args.onnx is not None else args.checkpoint
+    payload = {**results[0], "checkpoint": str(source), "results": results}
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(format_table(results))
     if args.video is not None:

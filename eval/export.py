@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -326,7 +328,7 @@ def export_onnx(config: ExportConfig) -> Path:
         CheckpointError: the checkpoint cannot be read.
     """
     try:
-        import onnx
+        import onnx  # noqa: F401  (fail early with the extra to install)
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ExportError("aaren-export needs onnx: pip install 'aaren-rl[onnx]'") from e
     directory = Path(config.checkpoint)
@@ -336,7 +338,35 @@ def export_onnx(config: ExportConfig) -> Path:
     step = DeployStep(model, meta["state_mean"], meta["state_std"], meta["return_scale"]).eval()
     example = _example_inputs(step, 2, target)
     out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise ExportError(f"cannot write {out}: {e}") from e
+    tmp = Path(tmp_name)
+    try:
+        _export_to(step, example, tmp, config, meta, model, target, directory)
+        if config.verify:
+            _verify(step, tmp, target)
+        os.replace(tmp, out)  # only a complete, verified file takes the name
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _export_to(
+    step: DeployStep,
+    example: dict[str, np.ndarray],
+    out: Path,
+    config: ExportConfig,
+    meta: dict,
+    model: torch.nn.Module,
+    target: float,
+    directory: Path,
+) -> None:
+    import onnx
+
     batch = {0: "batch"}
     with torch.no_grad():
         torch.onnx.export(
@@ -356,9 +386,6 @@ def export_onnx(config: ExportConfig) -> Path:
     proto.doc_string = f"aaren-rl {__version__} step graph of {directory}"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
-    if config.verify:
-        _verify(step, out, target)
-    return out
 
 
 def _example_inputs(step: DeployStep, batch: int, target: float) -> dict[str, np.ndarray]:
@@ -467,7 +494,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         out = export_onnx(config)
     except (ExportError, CheckpointError) as e:
-        raise SystemExit(f"aaren-export: {e}") from None
+        raise SystemExit(f"aaren-export: error: {e}") from None
+    except ImportError as e:
+        raise SystemExit(
+            f"aaren-export: error: {e.name or e} is missing: pip install 'aaren-rl[onnx]'"
+        ) from None
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,31 @@ def test_onnx_agent_does_not_import_torch() -> None:
     code = "import sys, eval.onnx_agent; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_aaren_eval_onnx_matches_the_checkpoint_without_importing_torch(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ckpt, onnx_path = exported
+    out_onnx, out_ckpt = tmp_path / "onnx.json", tmp_path / "ckpt.json"
+    common = ["--episodes", "2", "--num-envs", "2", "--max-episode-steps", "60", "--no-progress"]
+    code = (
+        "import sys; from eval.cli import main; "
+        f"rc = main(['--onnx', {str(onnx_path)!r}, '--json', {str(out_onnx)!r}, *{common!r}]); "
+        "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+    from eval.cli import main as eval_main
+
+    assert eval_main(["--checkpoint", str(ckpt), "--json", str(out_ckpt), *common]) == 0
+    a, b = json.loads(out_onnx.read_text()), json.loads(out_ckpt.read_text())
+    assert a["lengths"] == b["lengths"]
+    np.testing.assert_allclose(a["returns"], b["returns"], rtol=1e-4)
+
+
+def test_aaren_eval_needs_exactly_one_source(exported: tuple[Path, Path], capsys) -> None:
+    from eval.cli import main as eval_main
+
+    assert eval_main(["--episodes", "1"]) == 2
+    assert "exactly one of --checkpoint" in capsys.readouterr().err
