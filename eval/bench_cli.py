@@ -2,6 +2,7 @@
 
     aaren-bench act     per-action time and state memory vs episode step t
     aaren-bench train   training step time and activation memory vs context length K
+    aaren-bench returns Aaren-DT vs Transformer-DT scores on the same data, seeds and budget
 
 Each subcommand writes a JSON list of records (``--json``) and a PNG (``--png``), by default
 under ``docs/results/bench/``, and prints a markdown table with the issue's targets.
@@ -24,6 +25,7 @@ import torch
 
 from eval.bench_act import ActBenchConfig, act_targets, run_act_bench, summarize
 from eval.bench_act import records_to_json as act_json
+from eval.bench_returns import ReturnsConfig, run_returns_bench
 from eval.bench_train import TrainBenchConfig, run_train_bench, train_targets
 from eval.bench_train import records_to_json as train_json
 
@@ -145,10 +147,16 @@ def run_train(cmd: TrainCommand) -> None:
     print(f"wrote {cmd.json} and {cmd.png}")
 
 
-# name -> (config class parsed by tyro, runner). Add subcommands (e.g. "returns") here.
+def run_returns(cmd: ReturnsConfig) -> None:
+    print(f"machine: {machine()}", flush=True)
+    run_returns_bench(cmd)
+
+
+# name -> (config class parsed by tyro, runner).
 BENCHMARKS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "act": (ActCommand, run_act),
     "train": (TrainCommand, run_train),
+    "returns": (ReturnsConfig, run_returns),
 }
 
 
@@ -166,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"aaren-bench: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # e.g. runs of `returns` that failed (the others are kept)
+        print(f"aaren-bench: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -42,9 +42,9 @@ class ReturnsConfig:
     """backbone:recipe pairs to train."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Training seeds (evaluation episodes use seeds 1000 + 100 * seed + i)."""
-    steps: int = 1200
+    steps: int = 1000
     """Gradient steps per run."""
-    eval_at: tuple[int, ...] = (400, 800)
+    eval_at: tuple[int, ...] = (250, 500, 750)
     """Extra step counts at which the main mode is scored (the final step is always)."""
     eval_episodes: int = 10
     """Episodes per final evaluation (5 at the intermediate points)."""
@@ -118,6 +118,11 @@ def _run_one(spec: RunSpec, cfg: ReturnsConfig) -> str:
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_dir = cfg.work_dir / spec.name
+    if run_dir.exists() and not (run_dir / "checkpoint" / "trainer.pt").exists():
+        # Interrupted before its first checkpoint: nothing to resume, start it again.
+        import shutil
+
+        shutil.rmtree(run_dir)
     progress_path = run_dir / "bench-progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"curve": []}
     stages = sorted({s for s in cfg.eval_at if 0 < s < cfg.steps} | {cfg.steps})
@@ -231,9 +236,15 @@ def run_returns_bench(cfg: ReturnsConfig) -> list[dict[str, Any]]:
         )
         if pending:
             ctx = mp.get_context("spawn")
+            failed = []
             with ctx.Pool(cfg.jobs, maxtasksperchild=1) as pool:
                 for msg in pool.imap_unordered(_worker, [(s, cfg) for s in pending]):
                     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+                    if msg.startswith("FAILED"):
+                        failed.append(msg)
+            if failed:
+                summarize_returns(cfg.out_dir)
+                raise RuntimeError(f"{len(failed)} run(s) failed:\n" + "\n".join(failed))
     return summarize_returns(cfg.out_dir)
 
 
@@ -319,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     cfg = tyro.cli(ReturnsConfig, args=argv)
-    run_returns_bench(cfg)
+    try:
+        run_returns_bench(cfg)
+    except RuntimeError as e:
+        print(f"aaren-bench returns: {e}")
+        return 1
     return 0
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 __all__ = ["DemoConfig", "main"]
 
@@ -26,8 +27,8 @@ class DemoConfig:
     """Where the run goes; an existing run there is moved aside with a timestamp suffix."""
     seed: int = 0
     """Seed for the model, sampler and evaluation episodes."""
-    backbone: str = "aaren"
-    """aaren or transformer."""
+    backbone: Literal["aaren", "transformer"] = "aaren"
+    """Sequence backbone."""
     eval_episodes: int = 10
     """Evaluation episodes in Hopper-v5."""
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(previous demo run kept at {moved})")
     cfg = TrainConfig(
         dataset="demo:hopper",
-        backbone=demo.backbone,  # type: ignore[arg-type]
+        backbone=demo.backbone,
         steps=demo.steps,
         seed=demo.seed,
         run_dir=run_dir,
@@ -62,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.steps} steps on {cfg.dataset}"
     )
     t0 = time.perf_counter()
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except ValueError as e:  # dataset, env or run-directory problems: say what, no traceback
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
     print(
         f"\ntrained in {time.perf_counter() - t0:.0f} s; checkpoint: {result.run_dir / 'checkpoint'}"
     )
