@@ -119,7 +119,7 @@ def test_kv_cache_holds_only_the_running_episodes() -> None:
     agent = make_agent("transformer")
     agent.reset(1)
     sizes = []
-    for episode in range(3):
+    for _episode in range(3):
         for t in range(5):
             agent.predict(np.zeros((1, 4)), np.zeros(1), np.array([t == 0]))
         sizes.append(agent.state_nbytes())
