@@ -129,6 +129,16 @@ class ActRecord:
     time_us_p90: float
     state_bytes: int
     params: int
+    model_bytes: int
+
+
+def model_bytes(agent: BenchAgent) -> int:
+    """Bytes of the policy file: the ONNX file, or the weights a checkpoint stores."""
+    size = getattr(agent, "model_bytes", None)
+    if size is not None:
+        return int(size)
+    state = agent.model.state_dict()  # type: ignore[attr-defined]
+    return sum(t.numel() * t.element_size() for t in state.values())
 
 
 def _episode(agent: BenchAgent, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,10 +194,13 @@ def run_act_bench(cfg: ActBenchConfig, log: Callable[[str], None] = print) -> li
         )
     records = []
     for n in names:
+        size = model_bytes(agents[n])
         med = np.median(times[n], axis=0)
         p90 = np.percentile(times[n], 90, axis=0)
         records += [
-            ActRecord(n, t + 1, float(med[t]), float(p90[t]), int(nbytes[n][t]), agents[n].params)
+            ActRecord(
+                n, t + 1, float(med[t]), float(p90[t]), int(nbytes[n][t]), agents[n].params, size
+            )
             for t in range(cfg.steps)
         ]
     return records
@@ -217,6 +230,7 @@ def summarize(
                     "time_us_p90": float(np.median([w.time_us_p90 for w in window])),
                     "state_bytes": recs[t].state_bytes,
                     "params": recs[t].params,
+                    "model_bytes": recs[t].model_bytes,
                 }
             )
     return rows

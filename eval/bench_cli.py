@@ -71,7 +71,7 @@ class ActCommand(ActBenchConfig):
     """Per-action time and agent state memory vs episode step t."""
 
     json: Path = RESULTS / "act.json"
-    """Records {agent, t, time_us_median, time_us_p90, state_bytes, params}."""
+    """Records {agent, t, time_us_median, time_us_p90, state_bytes, params, model_bytes}."""
     png: Path = RESULTS / "act.png"
     """Plot: time vs t and state bytes vs t."""
 
@@ -110,6 +110,7 @@ def run_act(cmd: ActCommand) -> None:
     ]
     cols = [("agent", "agent"), ("t", "t"), ("median µs", "time_us_median")]
     cols += [("p90 µs", "time_us_p90"), ("state bytes", "state_bytes"), ("params", "params")]
+    cols += [("model bytes", "model_bytes")]
     print(_table(rows, cols))
     print()
     print(_targets_table(act_targets(records)))

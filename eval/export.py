@@ -455,6 +455,11 @@ class TracedAgent(DecisionAgent):
 
 class _BenchOnnxAgent(OnnxAgent):
     params = 0
+    file_bytes = 0
+
+    @property
+    def model_bytes(self) -> int:  # the file itself is gone (a temporary export)
+        return self.file_bytes
 
 
 def _bench_model(cfg: Any) -> tuple[DecisionModel, dict[str, Any]]:
@@ -475,13 +480,17 @@ def compiled_bench_agent(cfg: Any) -> TracedAgent:
 
 def onnx_bench_agent(cfg: Any) -> OnnxAgent:
     """``aaren-onnx``: the exported step graph in onnxruntime, 1 thread."""
-    import tempfile
+    import shutil
 
     model, kw = _bench_model(cfg)
     directory = Path(tempfile.mkdtemp(prefix="aaren-bench-onnx-"))
-    ckpt = DecisionAgent(model, **kw, env_id="bench").save(directory / "ckpt")
-    path = export_onnx(ExportConfig(ckpt, directory / "policy.onnx", verify=False))
-    agent = _BenchOnnxAgent(path, threads=cfg.threads)
+    try:
+        ckpt = DecisionAgent(model, **kw, env_id="bench").save(directory / "ckpt")
+        path = export_onnx(ExportConfig(ckpt, directory / "policy.onnx", verify=False))
+        agent = _BenchOnnxAgent(path, threads=cfg.threads)  # the session holds the graph
+        agent.file_bytes = path.stat().st_size
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     agent.params = model.num_parameters()
     return agent
 
