@@ -337,7 +337,7 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
             raise DatasetError(
                 f"{spec}: Minari dataset {dataset_id!r} not found locally. {listing} "
                 "Make one with: aaren-collect --env hopper (writes aaren/hopper-medium-v0 etc.), "
-                "or download it with load_dataset(spec, download=True) when online."
+                "or download it when online (aaren-train --download, or load_dataset(spec, download=True))."
             )
         if not _hub_reachable():
             raise DatasetError(

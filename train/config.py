@@ -37,6 +37,9 @@ class TrainConfig:
     dataset: str = "demo:hopper"
     """Dataset spec: d4rl:PATH (D4RL HDF5 file), minari:ID (local Minari dataset), or
     demo:hopper (the small Hopper-v5 dataset shipped with aaren-rl)."""
+    download: bool = False
+    """For minari:ID datasets not found locally: download them (needs network; off by default
+    so that an offline machine fails fast with the list of local datasets)."""
     env: str | None = None
     """Environment for evaluation (short name like hopper, or a Gymnasium id). Default: the
     environment recorded in the dataset."""

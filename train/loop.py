@@ -188,7 +188,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> TrainResult:
 
     if cfg.resume:
         cfg = _resume_config(cfg, explicit)
-    dataset = load_dataset(cfg.dataset)
+    dataset = load_dataset(cfg.dataset, download=cfg.download)
     env_name = cfg.env or dataset.env_id
     if env_name is None:
         raise TrainError(f"{cfg.dataset} does not record its environment: pass --env (e.g. hopper)")
