@@ -251,6 +251,7 @@ def run_returns_bench(cfg: ReturnsConfig) -> list[dict[str, Any]]:
 def summarize_returns(out_dir: Path) -> list[dict[str, Any]]:
     """Mean ± std over seeds per (dataset, backbone, recipe, mode); writes summary.md/json/png."""
     records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*__*.json"))]
+    records = _at_common_budget(records)
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["dataset"], r["backbone"], r["recipe"], r["mode"]), []).append(r)
@@ -289,6 +290,27 @@ def summarize_returns(out_dir: Path) -> list[dict[str, Any]]:
     print(table)
     _plot(records, out_dir / "returns.png")
     return rows
+
+
+def _at_common_budget(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Score every run at the same step budget: a run trained longer (a peer's) is read at
+    the budget's point of its curve, when that point was scored with as many episodes."""
+    steps = [r["steps"] for r in records]
+    if not steps:
+        return records
+    budget = max(set(steps), key=steps.count)
+    out = []
+    for r in records:
+        point = next((c for c in r.get("curve", []) if c["step"] == budget), None)
+        if r["steps"] != budget and point is not None:
+            r = {
+                **r,
+                "steps": budget,
+                "normalized_mean": point["normalized_mean"],
+                "note": f"read at step {budget} of a {r['steps']}-step run",
+            }
+        out.append(r)
+    return out
 
 
 def _plot(records: list[dict[str, Any]], path: Path) -> None:
