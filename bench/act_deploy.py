@@ -1,6 +1,7 @@
 """Per-action cost of the deployment paths (issue 7): batch 1, one thread, d 128, 3 layers.
 
     python bench/act_deploy.py            # writes docs/results/deploy.json and deploy.png
+    python bench/act_deploy.py --help
 
 Two levels per path, at t = 10 and t = 1000 (median over steps t-9..t of ``repeats`` 1000-step
 episodes, interleaved so background load hits all paths alike):
@@ -12,10 +13,12 @@ to preallocated buffers instead (~10 us less per call), so it can be cheaper tha
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -32,10 +35,29 @@ from agents import DecisionAgent  # noqa: E402
 from eval.export import ExportConfig, TracedAgent, export_onnx  # noqa: E402
 from eval.onnx_agent import OnnxAgent  # noqa: E402
 
-STEPS, REPEATS, OUT = 1000, 3, Path("docs/results")
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--steps", type=int, default=1000, help="episode length timed (t = 1..steps)")
+    p.add_argument("--repeats", type=int, default=3, help="episodes per path (interleaved)")
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("docs/results"), help="deploy.json/.png go here"
+    )
+    p.add_argument(
+        "--d3rlpy-json",
+        type=Path,
+        default=None,
+        help="a JSON with 'act_ms_median' measured for d3rlpy's DT on this machine "
+        "(bench/peer/d3rlpy_dt.py); its line is drawn and the speed-ups are computed against it",
+    )
+    return p.parse_args(argv)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    STEPS, REPEATS, out_dir = args.steps, args.repeats, args.out_dir  # noqa: N806
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = DecisionModel(DecisionModelConfig(11, 3)).eval()  # d 128, 3 layers, 1 head
@@ -151,7 +173,7 @@ def main() -> None:
         "params": model.num_parameters(),
     }
     result = {
-        "command": "python bench/act_deploy.py",
+        "command": "python bench/act_deploy.py " + " ".join(sys.argv[1:]),
         "setting": "batch 1, 1 thread, d 128, 3 layers, 1 head, obs 11, act 3",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"load avg {os.getloadavg()[0]:.1f} at the end",
@@ -159,9 +181,20 @@ def main() -> None:
         "rows": rows,
         "sizes": sizes,
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "deploy.json").write_text(json.dumps(result, indent=2))
-    _plot(times, OUT / "deploy.png")
+    peer_ms = None
+    if args.d3rlpy_json is not None:
+        peer_ms = float(json.loads(args.d3rlpy_json.read_text())["act_ms_median"])
+        result["d3rlpy_act_ms_median_measured"] = peer_ms
+        result["speedup_vs_d3rlpy_measured"] = {
+            f"{r['path']} [{r['level']}]": peer_ms * 1e3 / r["us_t1000"] for r in rows
+        }
+    result["speedup_vs_d3rlpy_5.7ms_design"] = {
+        f"{r['path']} [{r['level']}]": 5700.0 / r["us_t1000"] for r in rows
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "deploy.json").write_text(json.dumps(result, indent=2))
+    _plot(times, out_dir / "deploy.png", peer_ms)
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 
@@ -183,7 +216,7 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def _plot(times: dict, path: Path) -> None:
+def _plot(times: dict, path: Path, peer_ms: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,6 +233,14 @@ def _plot(times: dict, path: Path) -> None:
             ls="-" if level == "agent" else "--",
         )
     ax.axhline(5700, color="k", lw=0.8, ls=":", label="d3rlpy DT (5.7 ms, DESIGN.md)")
+    if peer_ms is not None:
+        ax.axhline(
+            peer_ms * 1e3,
+            color="r",
+            lw=0.8,
+            ls=":",
+            label=f"d3rlpy DT measured here ({peer_ms:.2f} ms)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("episode step t")
     ax.set_ylabel("time per action (us, median of repeats, 25-step mean)")
