@@ -113,6 +113,16 @@ class OfflineDataset:
             "median": float(np.median(r)),
         }
 
+    @property
+    def reference_scores(self) -> tuple[float, float] | None:
+        """``(random, expert)`` returns the dataset carries (Minari ``ref_min_score`` /
+        ``ref_max_score``, or the same HDF5 attrs); None when it carries none."""
+        lo, hi = self.metadata.get("ref_min_score"), self.metadata.get("ref_max_score")
+        try:
+            return None if lo is None or hi is None else (float(lo), float(hi))
+        except (TypeError, ValueError):
+            return None
+
     def summary(self) -> str:
         s = self.return_stats
         lengths = np.array([len(t) for t in self.trajectories])

@@ -154,6 +154,8 @@ def _make_agent(
             "dataset": cfg.dataset,
             "target_returns": list(env_spec.target_returns),
             "train_recipe": cfg.resolved_recipe,
+            # DESIGN.md §5: normalise with the dataset's own reference returns when it has them.
+            "reference_scores": dataset.reference_scores,
         },
     )
 

@@ -125,3 +125,16 @@ def test_unknown_env():
 
     with pytest.raises(EnvError):
         evaluate(RandomAgent(), "no-such-env", 1)
+
+
+def test_the_agents_own_reference_scores_win() -> None:
+    """DESIGN.md §5: a dataset that carries (random, expert) returns is normalised with them."""
+    from eval.rollout import RandomAgent, evaluate
+
+    agent = RandomAgent.for_env("hopper", seed=0)
+    plain = evaluate(agent, "hopper", episodes=2, max_episode_steps=20)
+    agent.metadata = {"reference_scores": [0.0, 100.0]}
+    own = evaluate(agent, "hopper", episodes=2, max_episode_steps=20)
+    assert own.returns == plain.returns
+    np.testing.assert_allclose(own.normalized, np.array(own.returns))  # 100 * r / 100
+    assert not np.allclose(plain.normalized, own.normalized)
