@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.registry import EnvSpec, get_env_spec
+from envs.registry import _KNOWN, EnvSpec, get_env_spec
 
 # env short name -> (random return, expert return)
+# One source of truth: the registry's specs (D4RL's REF_MIN_SCORE / REF_MAX_SCORE).
 REFERENCE_SCORES: dict[str, tuple[float, float]] = {
-    "hopper": (-20.272305, 3234.3),
-    "halfcheetah": (-280.178953, 12135.0),
-    "walker2d": (1.629008, 4592.3),
-    "ant": (-325.6, 3879.7),
+    name: (spec.random_score, spec.expert_score)
+    for name, spec in _KNOWN.items()
+    if spec.random_score is not None and spec.expert_score is not None
 }
 
 

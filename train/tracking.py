@@ -34,7 +34,9 @@ class MetricsLog:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-        self.path.write_text("".join(k + "\n" for k in kept))
+        from agents.checkpoint import atomic_write_text
+
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         with self.path.open("a") as f:
