@@ -323,6 +323,10 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
     if not datasets:
         return
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
+    labels = sorted(
+        {f"{r['backbone']} / {r['recipe']} / {r['mode']}" for r in records if r.get("curve")}
+    )
+    colors = {label: f"C{i}" for i, label in enumerate(labels)}  # one colour per row, all panels
     for ax, ds in zip(axes[0], datasets):
         curves: dict[str, list[list[tuple[int, float]]]] = {}
         for r in records:
@@ -336,7 +340,13 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
             mean = [np.mean([v for run in runs for s, v in run if s == st]) for st in steps]
             std = [np.std([v for run in runs for s, v in run if s == st]) for st in steps]
             ax.errorbar(
-                steps, mean, yerr=std, marker="o", capsize=3, label=f"{label} (n={len(runs)})"
+                steps,
+                mean,
+                yerr=std,
+                marker="o",
+                capsize=3,
+                color=colors[label],
+                label=f"{label} (n={len(runs)})",
             )
         ax.set_title(ds)
         ax.set_xlabel("gradient steps")

@@ -17,6 +17,8 @@ _STYLE = {
     "aaren-window": {"color": "tab:cyan", "ls": "--"},
     "transformer-window": {"color": "tab:orange", "ls": "--"},
     "transformer-kv": {"color": "tab:red", "ls": "-"},
+    "aaren-compiled": {"color": "tab:green", "ls": "-"},
+    "aaren-onnx": {"color": "tab:purple", "ls": "-"},
 }
 
 
