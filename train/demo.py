@@ -1,10 +1,9 @@
 """``make demo``: train an Aaren agent on the shipped Hopper dataset and act in Hopper-v5.
 
 Sized for a laptop CPU (4 minutes on 2 cores, measured from a fresh clone): the DT model at
-its default size,
-the episode-aligned recipe (Aaren's default), a short budget of gradient steps, then 10
-evaluation episodes in the real MuJoCo environment with recurrent (O(1)) acting. Prints the
-normalised score and the agent's time per action.
+its default size, the episode-aligned recipe (Aaren's default), a short budget of gradient
+steps, then 10 evaluation episodes in the real MuJoCo environment with recurrent (O(1))
+acting. Prints the normalised score and the agent's time per action.
 """
 
 from __future__ import annotations
