@@ -11,7 +11,9 @@ parameter count, 3,152,896 vs 3,152,384 for the Transformer at d = 512, is exact
 extra d-vector per layer). Since ``q`` is fixed, keys only matter through ``q_h . k_h``, so
 the scores are computed with the folded vector ``W_k_h^T q_h`` (H x d) instead of the
 whole key projection (d x d): the same function of the same parameters, T*d*H instead of
-T*d^2 multiply-adds.
+T*d^2 multiply-adds. (The key bias only adds ``q_h . b_k`` to every score of head h, a
+constant that cancels in the softmax: it is kept so the parameter set matches the
+Transformer's; its gradient is zero up to rounding.)
 """
 
 from __future__ import annotations

@@ -196,12 +196,25 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> TrainResult:
         raise TrainError(f"{cfg.dataset} does not record its environment: pass --env (e.g. hopper)")
     env_spec = get_env_spec(env_name)
     check_dataset_matches_env(dataset, env_spec)
+    longest = max(len(t) for t in dataset.trajectories)
+    if cfg.resolved_recipe == "episode" and longest > cfg.episode_length and ctx.is_main:
+        print(
+            f"[aaren-rl] warning: episodes up to {longest} steps, --episode-length "
+            f"{cfg.episode_length}: the episode recipe trains only on their first "
+            f"{cfg.episode_length} steps"
+        )
     target = cfg.target_return if cfg.target_return is not None else env_spec.target_returns[0]
 
     run_dir = ctx.broadcast(cfg.run_dir or cfg.default_run_dir(env_spec.name))
+    problem = None
     if ctx.is_main and not cfg.resume:
-        _prepare_new_run_dir(run_dir)
-    ctx.barrier()
+        try:
+            _prepare_new_run_dir(run_dir)
+        except TrainError as e:
+            problem = str(e)
+    problem = ctx.broadcast(problem)  # every rank stops, none waits at a barrier for rank 0
+    if problem is not None:
+        raise TrainError(problem)
     ckpt_dir = run_dir / "checkpoint"
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
