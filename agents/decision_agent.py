@@ -32,13 +32,14 @@ import torch
 from aaren_policy import DecisionModel, __version__
 from aaren_policy.fused import FusedAarenPolicy
 from agents.checkpoint import CheckpointError, atomic_directory, load_model, save_model
+from agents.step_inputs import StepInputs
 
 __all__ = ["MODES", "DecisionAgent"]
 
 MODES = ("recurrent", "window")
 
 
-class DecisionAgent:
+class DecisionAgent(StepInputs):
     """A decision model with everything needed to act in an environment.
 
     Args:
@@ -139,32 +140,6 @@ class DecisionAgent:
             return self.model.backbone.state_nbytes(self.state)
         bufs = (self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t)
         return sum(b.numel() * b.element_size() for b in bufs)
-
-    def _check_inputs(
-        self, obs: np.ndarray, reward: np.ndarray | None, episode_start: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        obs = np.asarray(obs, dtype=np.float32)
-        if obs.ndim == 1:
-            obs = obs[None]
-        if self.num_envs == 0:
-            self.reset(obs.shape[0])
-        n = self.num_envs
-        if obs.shape != (n, self.obs_dim):
-            raise ValueError(
-                f"obs has shape {obs.shape}, expected ({n}, {self.obs_dim}); call reset(num_envs) "
-                "when the number of environments changes"
-            )
-        reward = np.zeros(n) if reward is None else np.asarray(reward, dtype=np.float64).reshape(-1)
-        start = (
-            ~self._started
-            if episode_start is None
-            else np.asarray(episode_start, dtype=bool).reshape(-1) | ~self._started
-        )
-        if reward.shape != (n,) or start.shape != (n,):
-            raise ValueError(f"reward and episode_start must have shape ({n},)")
-        if not np.isfinite(obs).all():
-            raise ValueError("obs contains NaN or Inf")
-        return obs, reward, start
 
     # ---- acting -------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.step_inputs import StepInputs
+
 __all__ = ["OnnxAgent", "OnnxAgentError"]
 
 
@@ -29,7 +31,7 @@ class OnnxAgentError(ValueError):
     """The ONNX file is not an aaren-export step graph, or an input does not fit it."""
 
 
-class OnnxAgent:
+class OnnxAgent(StepInputs):
     """Act with an ``aaren-export`` ONNX file.
 
     Args:
@@ -39,6 +41,7 @@ class OnnxAgent:
     """
 
     mode = "recurrent"
+    input_error = OnnxAgentError
 
     def __init__(
         self, path: str | Path, target_return: float | None = None, threads: int = 1
@@ -189,26 +192,7 @@ class OnnxAgent:
         Returns:
             (N, act_dim) float32 actions in [-1, 1].
         """
-        obs = np.asarray(obs, dtype=np.float32)
-        if obs.ndim == 1:
-            obs = obs[None]
-        if self.num_envs == 0:
-            self.reset(obs.shape[0])
-        n = self.num_envs
-        if obs.shape != (n, self.obs_dim):
-            raise OnnxAgentError(
-                f"obs has shape {obs.shape}, expected ({n}, {self.obs_dim}) for this policy "
-                f"({self.env_id or 'unknown env'}); call reset(num_envs) when the number of "
-                "environments changes"
-            )
-        if not np.isfinite(obs).all():
-            raise OnnxAgentError("obs contains NaN or Inf")
-        reward = np.zeros(n) if reward is None else np.asarray(reward, dtype=np.float64).reshape(-1)
-        start = ~self._started
-        if episode_start is not None:
-            start = start | np.asarray(episode_start, dtype=bool).reshape(-1)
-        if reward.shape != (n,) or start.shape != (n,):
-            raise OnnxAgentError(f"reward and episode_start must have shape ({n},)")
+        obs, reward, start = self._check_inputs(obs, reward, episode_start)
         if start.any():  # the initial rows start an episode (the graph's contract)
             for name, arr in self.state.items():
                 arr[start] = self._fresh[name][start]

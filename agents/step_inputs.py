@@ -1,0 +1,54 @@
+"""Checks of the SB3-style step inputs, shared by every agent (numpy only: no torch).
+
+``DecisionAgent`` (PyTorch) and ``eval.onnx_agent.OnnxAgent`` (onnxruntime, which must not
+import torch) both take ``predict(obs, reward, episode_start)`` and validate it the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["StepInputs"]
+
+
+class StepInputs:
+    """Mixin: ``_check_inputs`` for agents with ``num_envs``, ``obs_dim``, ``_started`` and
+    ``reset(num_envs)``. ``input_error`` is the exception class raised on bad input."""
+
+    input_error: type[ValueError] = ValueError
+    num_envs: int
+    obs_dim: int
+    _started: np.ndarray
+
+    def _policy_name(self) -> str:
+        env = getattr(self, "env_id", None)
+        return f" for this policy ({env})" if env else ""
+
+    def _check_inputs(
+        self, obs: np.ndarray, reward: np.ndarray | None, episode_start: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validated ``(obs (N, obs_dim) float32, reward (N,) float64, start (N,) bool)``.
+
+        The first call after ``reset`` treats every env as starting; a first call without
+        ``reset`` resets for as many envs as ``obs`` has rows.
+        """
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.ndim == 1:
+            obs = obs[None]
+        if self.num_envs == 0:
+            self.reset(obs.shape[0])  # type: ignore[attr-defined]
+        n = self.num_envs
+        if obs.shape != (n, self.obs_dim):
+            raise self.input_error(
+                f"obs has shape {obs.shape}, expected ({n}, {self.obs_dim}){self._policy_name()}; "
+                "call reset(num_envs) when the number of environments changes"
+            )
+        if not np.isfinite(obs).all():
+            raise self.input_error("obs contains NaN or Inf")
+        reward = np.zeros(n) if reward is None else np.asarray(reward, dtype=np.float64).reshape(-1)
+        start = ~self._started
+        if episode_start is not None:
+            start = start | np.asarray(episode_start, dtype=bool).reshape(-1)
+        if reward.shape != (n,) or start.shape != (n,):
+            raise self.input_error(f"reward and episode_start must have shape ({n},)")
+        return obs, reward, start
