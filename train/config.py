@@ -192,10 +192,13 @@ class TrainConfig:
 def config_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     """Fields (other than the resumable ones) whose values differ from a saved config."""
     now = current.to_dict()
+    defaults = TrainConfig().to_dict()
     diffs = []
     for key in sorted(set(saved) | set(now)):
         if key in RESUMABLE_FIELDS or key == "run_dir":
             continue
+        if key not in saved and now.get(key) == defaults.get(key):
+            continue  # a field newer than the run, left at its default: the same run
         if saved.get(key) != now.get(key):
             diffs.append(f"{key}: run has {saved.get(key)!r}, command line gives {now.get(key)!r}")
     return diffs

@@ -120,6 +120,17 @@ def test_resume_refuses_a_default_valued_flag_that_contradicts_the_run(
     assert "backbone" in capsys.readouterr().err
 
 
+def test_a_run_saved_before_a_new_field_existed_still_resumes(
+    tiny_hopper_dataset: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli(_train_args(tiny_hopper_dataset, run_dir, 10)) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["download"]  # as written by an older aaren-rl
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert run_cli(["--run-dir", run_dir, "--resume", "--steps", "20", "--no-progress"]) == 0
+
+
 def test_existing_run_is_not_overwritten(
     tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
