@@ -66,6 +66,17 @@ def _targets_table(targets: list[dict]) -> str:
     return _table(rows, [("target", "target"), ("measured", "measured"), ("met", "met")])
 
 
+def _report(
+    rows: list[dict], cols: list[tuple[str, str]], targets: list[dict], json_path: Path, png: Path
+) -> None:
+    """The closing lines every benchmark prints: its table, its targets, where it wrote."""
+    print(_table(rows, cols))
+    print()
+    print(_targets_table(targets))
+    print(f"\nmachine after the run: {machine()}")
+    print(f"wrote {json_path} and {png}")
+
+
 @dataclass
 class ActCommand(ActBenchConfig):
     """Per-action time and agent state memory vs episode step t."""
@@ -111,11 +122,7 @@ def run_act(cmd: ActCommand) -> None:
     cols = [("agent", "agent"), ("t", "t"), ("median µs", "time_us_median")]
     cols += [("p90 µs", "time_us_p90"), ("state bytes", "state_bytes"), ("params", "params")]
     cols += [("model bytes", "model_bytes")]
-    print(_table(rows, cols))
-    print()
-    print(_targets_table(act_targets(records)))
-    print(f"\nmachine after the run: {machine()}")
-    print(f"wrote {cmd.json} and {cmd.png}")
+    _report(rows, cols, act_targets(records), cmd.json, cmd.png)
 
 
 def run_train(cmd: TrainCommand) -> None:
@@ -141,11 +148,7 @@ def run_train(cmd: TrainCommand) -> None:
     cols = [("backbone", "backbone"), ("K", "context_length"), ("batch", "batch_size")]
     cols += [("tokens", "tokens"), ("ms / step (median)", "ms"), ("saved MiB", "mib")]
     cols += [("params", "params")]
-    print(_table(rows, cols))
-    print()
-    print(_targets_table(train_targets(records)))
-    print(f"\nmachine after the run: {machine()}")
-    print(f"wrote {cmd.json} and {cmd.png}")
+    _report(rows, cols, train_targets(records), cmd.json, cmd.png)
 
 
 def run_returns(cmd: ReturnsConfig) -> None:
