@@ -34,7 +34,7 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
 
 demo: setup
-	$(PY) -m train.demo --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR)
+	$(PY) -m aaren_rl.train.demo --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

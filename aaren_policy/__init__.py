@@ -1,15 +1,15 @@
 """aaren_policy: attention as an RNN (Aaren), a Transformer baseline, and the decision model."""
 
-from aaren_policy.aaren import Aaren
-from aaren_policy.backbone import (
+from aaren_rl.aaren_policy.aaren import Aaren
+from aaren_rl.aaren_policy.backbone import (
     AarenBackbone,
     Backbone,
     BackboneConfig,
     TransformerBackbone,
     make_backbone,
 )
-from aaren_policy.decision import DecisionModel, DecisionModelConfig
-from aaren_policy.scan import (
+from aaren_rl.aaren_policy.decision import DecisionModel, DecisionModelConfig
+from aaren_rl.aaren_policy.scan import (
     AttentionState,
     attention_step,
     combine,
@@ -18,9 +18,9 @@ from aaren_policy.scan import (
     prefix_attention,
     sequential_prefix_attention,
 )
-from aaren_policy.transformer import CausalSelfAttention, KVCache
+from aaren_rl.aaren_policy.transformer import CausalSelfAttention, KVCache
 
-__version__ = "0.1.0"
+from aaren_rl import __version__
 
 __all__ = [
     "Aaren",

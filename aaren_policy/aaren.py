@@ -21,15 +21,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
-from aaren_policy.scan import (
+from aaren_rl.aaren_policy.scan import (
     DEFAULT_CHUNK,
     AttentionState,
     attention_step,
     empty_state,
     prefix_attention,
 )
+from torch import nn
 
 __all__ = ["Aaren"]
 

@@ -43,10 +43,9 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from aaren_rl.aaren_policy.aaren import Aaren
+from aaren_rl.aaren_policy.decision import DecisionModel
 from torch import nn
-
-from aaren_policy.aaren import Aaren
-from aaren_policy.decision import DecisionModel
 
 __all__ = ["MASKED", "FusedAarenPolicy", "FusedState", "trace_policy"]
 
@@ -87,7 +86,7 @@ class FusedAarenPolicy(nn.Module):
         model: a ``DecisionModel`` whose backbone is ``"aaren"``.
 
     Example:
-        >>> from aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+        >>> from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
         >>> model = DecisionModel(DecisionModelConfig(11, 3, net=BackboneConfig(dim=32)))
         >>> policy = FusedAarenPolicy(model)
         >>> state = policy.init_state(2)

@@ -11,11 +11,11 @@ __all__ = ["MODES", "CheckpointError", "DecisionAgent"]
 
 def __getattr__(name: str) -> Any:
     if name == "CheckpointError":
-        from agents.checkpoint import CheckpointError
+        from aaren_rl.agents.checkpoint import CheckpointError
 
         return CheckpointError
     if name in ("MODES", "DecisionAgent"):
-        from agents import decision_agent
+        from aaren_rl.agents import decision_agent
 
         return getattr(decision_agent, name)
     raise AttributeError(f"module 'agents' has no attribute {name!r}")

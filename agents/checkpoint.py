@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from aaren_policy import DecisionModel, DecisionModelConfig, __version__
+from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
 
 __all__ = [
     "CHECKPOINT_FORMAT",

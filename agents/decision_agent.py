@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from aaren_policy import DecisionModel, __version__
-from aaren_policy.fused import FusedAarenPolicy
-from agents.checkpoint import CheckpointError, atomic_directory, load_model, save_model
-from agents.step_inputs import StepInputs
+from aaren_rl.aaren_policy import DecisionModel, __version__
+from aaren_rl.aaren_policy.fused import FusedAarenPolicy
+from aaren_rl.agents.checkpoint import CheckpointError, atomic_directory, load_model, save_model
+from aaren_rl.agents.step_inputs import StepInputs
 
 __all__ = ["MODES", "DecisionAgent"]
 

@@ -1,6 +1,6 @@
 """Checks of the SB3-style step inputs, shared by every agent (numpy only: no torch).
 
-``DecisionAgent`` (PyTorch) and ``eval.onnx_agent.OnnxAgent`` (onnxruntime, which must not
+``DecisionAgent`` (PyTorch) and ``aaren_rl.agents.onnx_agent.OnnxAgent`` (onnxruntime, which must not
 import torch) both take ``predict(obs, reward, episode_start)`` and validate it the same way.
 """
 

@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aaren_policy import DecisionModel, DecisionModelConfig  # noqa: E402
-from aaren_policy.fused import FusedAarenPolicy, trace_policy  # noqa: E402
-from agents import DecisionAgent  # noqa: E402
-from eval.export import ExportConfig, TracedAgent, export_onnx  # noqa: E402
-from eval.onnx_agent import OnnxAgent  # noqa: E402
+from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig  # noqa: E402
+from aaren_rl.aaren_policy.fused import FusedAarenPolicy, trace_policy  # noqa: E402
+from aaren_rl.agents import DecisionAgent  # noqa: E402
+from aaren_rl.agents.onnx_agent import OnnxAgent  # noqa: E402
+from aaren_rl.deploy.export import ExportConfig, TracedAgent, export_onnx  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -23,10 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from envs import load_dataset, normalized_score  # noqa: E402
+from aaren_rl.envs import load_dataset, normalized_score
 
 # shared/datasets/README.md: transitions, episodes, return mean, std, normalised, terminals
 README = {
@@ -70,8 +67,7 @@ def time_big(medium: Path) -> None:
     import tempfile
 
     import h5py
-
-    from envs.writers import write_d4rl_hdf5
+    from aaren_rl.envs.writers import write_d4rl_hdf5
 
     with h5py.File(medium) as f:
         arrays = {k: np.concatenate([f[k][()]] * 5) for k in f}

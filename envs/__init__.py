@@ -7,15 +7,15 @@ ONNX policy (``aaren-eval --onnx``) never imports torch.
 
 from typing import Any
 
-from envs.datasets import (
+from aaren_rl.envs.datasets import (
     OfflineDataset,
     Trajectory,
     check_dataset_matches_env,
     load_dataset,
 )
-from envs.errors import DatasetError, EnvError
-from envs.registry import EnvSpec, get_env_spec, make_env, make_vec_env
-from envs.scores import REFERENCE_SCORES, normalized_score
+from aaren_rl.envs.errors import DatasetError, EnvError
+from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env, make_vec_env
+from aaren_rl.envs.scores import REFERENCE_SCORES, normalized_score
 
 __all__ = [
     "REFERENCE_SCORES",
@@ -42,7 +42,7 @@ _LAZY = {"Batch", "EpisodeSampler", "WindowSampler", "make_sampler"}
 
 def __getattr__(name: str) -> Any:  # PEP 562: torch is imported with the samplers only
     if name in _LAZY:
-        from envs import sampling
+        from aaren_rl.envs import sampling
 
         return getattr(sampling, name)
     raise AttributeError(f"module 'envs' has no attribute {name!r}")

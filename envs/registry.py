@@ -6,7 +6,7 @@ observation and action spaces are ``Box`` works too; it gets a spec without refe
 (so a normalised score is reported as unavailable, never invented).
 
 Example:
-    >>> from envs import get_env_spec, make_env
+    >>> from aaren_rl.envs import get_env_spec, make_env
     >>> spec = get_env_spec("hopper")
     >>> spec.gym_id, spec.target_returns[0]
     ('Hopper-v5', 3600.0)
@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gymnasium as gym
-
-from envs.errors import EnvError
+from aaren_rl.envs.errors import EnvError
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from envs.datasets import OfflineDataset
-from envs.errors import DatasetError
+from aaren_rl.envs.datasets import OfflineDataset
+from aaren_rl.envs.errors import DatasetError
 
 
 @dataclass

@@ -4,7 +4,7 @@ Reference returns are D4RL's (d4rl/infos.py), as listed in DESIGN.md §5. Enviro
 reference returns get ``None``: the score is reported as unavailable, never invented.
 
 Example:
-    >>> from envs.scores import normalized_score
+    >>> from aaren_rl.envs.scores import normalized_score
     >>> float(normalized_score("hopper", 3234.3))
     100.0
 """
@@ -12,8 +12,7 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-
-from envs.registry import _KNOWN, EnvSpec, get_env_spec
+from aaren_rl.envs.registry import _KNOWN, EnvSpec, get_env_spec
 
 # env short name -> (random return, expert return)
 # One source of truth: the registry's specs (D4RL's REF_MIN_SCORE / REF_MAX_SCORE).

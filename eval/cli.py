@@ -64,8 +64,8 @@ class EvalArgs:
 
 
 def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
-    from envs import get_env_spec
-    from eval.rollout import EvalError
+    from aaren_rl.envs import get_env_spec
+    from aaren_rl.eval.rollout import EvalError
 
     if args.env is None:
         if checkpoint_env is None:
@@ -84,7 +84,7 @@ def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
 
 def _track(args: EvalArgs, payload: dict) -> None:
     """Log the results to W&B; falls back to offline mode, never blocks for long."""
-    from train.tracking import wandb_online_possible
+    from aaren_rl.tracking import wandb_online_possible
 
     online, why = wandb_online_possible(timeout=2.0)
     if not online and os.environ.get("WANDB_MODE") != "disabled":
@@ -93,7 +93,7 @@ def _track(args: EvalArgs, payload: dict) -> None:
     try:
         import wandb
     except ImportError as e:
-        from eval.rollout import EvalError
+        from aaren_rl.eval.rollout import EvalError
 
         raise EvalError("--track needs wandb: pip install 'aaren-rl[track]'") from e
     name = f"{payload['env']}__eval__{args.seed}__{int(time.time())}"
@@ -156,10 +156,10 @@ def format_table(results: list[dict]) -> str:
 def run(args: EvalArgs) -> dict:
     """Everything ``aaren-eval`` does; returns the JSON payload."""
     if args.video is not None:
-        from eval.video import check_video_dir, use_headless_gl
+        from aaren_rl.eval.video import check_video_dir, use_headless_gl
 
         use_headless_gl()  # before anything imports mujoco
-    from eval.rollout import EvalError, evaluate
+    from aaren_rl.eval.rollout import EvalError, evaluate
 
     if args.episodes < 1:
         raise EvalError(f"--episodes must be >= 1, got {args.episodes}")
@@ -171,13 +171,12 @@ def run(args: EvalArgs) -> dict:
     if (args.checkpoint is None) == (args.onnx is None):
         raise EvalError("pass exactly one of --checkpoint DIR and --onnx FILE")
     if args.onnx is not None:
-        from eval.onnx_agent import OnnxAgent
+        from aaren_rl.agents.onnx_agent import OnnxAgent
 
         agent = OnnxAgent(args.onnx, threads=args.threads)
     else:
         import torch
-
-        from agents import DecisionAgent
+        from aaren_rl.agents import DecisionAgent
 
         if args.device == "cuda" and not torch.cuda.is_available():
             raise EvalError("--device cuda was asked for, but torch sees no CUDA device")
@@ -205,7 +204,7 @@ def run(args: EvalArgs) -> dict:
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(format_table(results))
     if args.video is not None:
-        from eval.video import record_video
+        from aaren_rl.eval.video import record_video
 
         agent.target_return = targets[0]
         files = record_video(agent, env, args.video, args.seed, 1, args.max_episode_steps)

@@ -17,7 +17,7 @@ receiving its last observation with ``episode_start=True`` so the agent holds no
 history for it.
 
 Example:
-    >>> from eval.rollout import RandomAgent, evaluate
+    >>> from aaren_rl.eval.rollout import RandomAgent, evaluate
     >>> result = evaluate(RandomAgent(seed=0), "hopper", episodes=2, max_episode_steps=10)
     >>> result.lengths
     [10, 10]
@@ -31,8 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
-
-from envs import get_env_spec, make_env, normalized_score
+from aaren_rl.envs import get_env_spec, make_env, normalized_score
 
 __all__ = ["Agent", "EvalError", "EvalResult", "RandomAgent", "evaluate", "run_episodes"]
 

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from eval.rollout import Agent, EvalError, run_episodes
+from aaren_rl.eval.rollout import Agent, EvalError, run_episodes
 
 __all__ = ["check_video_dir", "record_video", "use_headless_gl"]
 
@@ -62,8 +62,7 @@ def record_video(
         The video files written.
     """
     import gymnasium as gym
-
-    from envs import make_env
+    from aaren_rl.envs import make_env
 
     directory = check_video_dir(directory)
     before = set(directory.glob("*.mp4"))

@@ -4,7 +4,7 @@ Examples:
     aaren-train                                   # the shipped Hopper demo dataset, Aaren
     aaren-train --dataset d4rl:hopper-medium.hdf5 --backbone transformer --steps 20000
     aaren-train --run-dir runs/exp1 --resume      # continue an interrupted run
-    torchrun --nproc-per-node 2 -m train.cli --steps 1000   # DDP (gloo on CPU)
+    torchrun --nproc-per-node 2 -m aaren_rl.train.cli --steps 1000   # DDP (gloo on CPU)
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     import tyro
-
-    from train.config import TrainConfig
+    from aaren_rl.train.config import TrainConfig
 
     try:
         cfg = tyro.cli(TrainConfig, args=argv, description=TrainConfig.__doc__)
     except ValueError as e:  # raised by TrainConfig validation
         print(f"aaren-train: error: {e}", file=sys.stderr)
         return 2
-    from agents.checkpoint import CheckpointError
-    from envs import DatasetError, EnvError
-    from train.loop import TrainError, train
+    from aaren_rl.agents.checkpoint import CheckpointError
+    from aaren_rl.envs import DatasetError, EnvError
+    from aaren_rl.train.loop import TrainError, train
 
     args = sys.argv[1:] if argv is None else argv
     explicit = {

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from aaren_policy import BackboneConfig
+from aaren_rl.aaren_policy import BackboneConfig
 
 __all__ = ["TrainConfig", "config_differences"]
 

@@ -35,10 +35,9 @@ class DemoConfig:
 
 def main(argv: list[str] | None = None) -> int:
     import tyro
-
-    from train.cli import _print_eval
-    from train.config import TrainConfig
-    from train.loop import train
+    from aaren_rl.train.cli import _print_eval
+    from aaren_rl.train.config import TrainConfig
+    from aaren_rl.train.loop import train
 
     demo = tyro.cli(DemoConfig, args=argv)
     run_dir = demo.run_dir

@@ -1,6 +1,6 @@
 """Process-group set-up for ``torchrun`` (DistributedDataParallel), a no-op for one process.
 
-``torchrun --nproc-per-node N -m train.cli ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; each
+``torchrun --nproc-per-node N -m aaren_rl.train.cli ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; each
 process trains on its own batches (its sampler seeded by rank), gradients are averaged by
 DDP, and only rank 0 logs, evaluates and writes checkpoints. The backend is nccl on CUDA and
 gloo on CPU (so a 2-process run can be tested on a laptop).

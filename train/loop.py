@@ -25,22 +25,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-from aaren_policy import DecisionModel, DecisionModelConfig, __version__
-from agents import DecisionAgent
-from agents.checkpoint import (
+from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
+from aaren_rl.agents import DecisionAgent
+from aaren_rl.agents.checkpoint import (
     atomic_directory,
     atomic_write_text,
     load_model,
     recover_directory,
     save_model,
 )
-from envs import get_env_spec, load_dataset, make_sampler
-from envs.datasets import check_dataset_matches_env
-from train.config import TrainConfig, config_differences
-from train.distributed import DistContext
-from train.tracking import MetricsLog, WandbTracker
+from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
+from aaren_rl.envs.datasets import check_dataset_matches_env
+from aaren_rl.train.config import TrainConfig, config_differences
+from aaren_rl.train.distributed import DistContext
+from torch import nn
+
+from aaren_rl.tracking import MetricsLog, WandbTracker
 
 __all__ = ["TrainError", "TrainResult", "masked_action_loss", "train"]
 
@@ -161,7 +161,7 @@ def _make_agent(
 
 
 def _evaluate(agent: DecisionAgent, cfg: TrainConfig, env_id: str) -> dict[str, Any]:
-    from eval.rollout import evaluate
+    from aaren_rl.eval.rollout import evaluate
 
     result = evaluate(
         agent,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from aaren_policy.backbone import (
+from aaren_rl.aaren_policy.backbone import (
     AarenBackbone,
     BackboneConfig,
     TransformerBackbone,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
-from aaren_policy.fused import FusedAarenPolicy
-from agents import DecisionAgent
+from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+from aaren_rl.aaren_policy.fused import FusedAarenPolicy
+from aaren_rl.agents import DecisionAgent
 
 OBS, ACT = 5, 2
 

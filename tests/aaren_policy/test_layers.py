@@ -11,10 +11,9 @@ import math
 
 import pytest
 import torch
-
-from aaren_policy.aaren import Aaren
-from aaren_policy.scan import METHODS, AttentionState, empty_state
-from aaren_policy.transformer import CausalSelfAttention, KVCache
+from aaren_rl.aaren_policy.aaren import Aaren
+from aaren_rl.aaren_policy.scan import METHODS, AttentionState, empty_state
+from aaren_rl.aaren_policy.transformer import CausalSelfAttention, KVCache
 
 F64 = torch.float64
 TOL = {"rtol": 1e-10, "atol": 1e-12}

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig, __version__
-from agents import CheckpointError, DecisionAgent
-from agents.checkpoint import atomic_directory
+from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig, __version__
+from aaren_rl.agents import CheckpointError, DecisionAgent
+from aaren_rl.agents.checkpoint import atomic_directory
 
 
 @pytest.fixture(params=["aaren", "transformer"])

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-
-from aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
-from agents import DecisionAgent
+from aaren_rl.agents import DecisionAgent
 
 
-def make_agent(backbone: str = "aaren", mode: str = "recurrent", k: int = 64) -> DecisionAgent:
-    torch.manual_seed(0)
-    cfg = DecisionModelConfig(
-        obs_dim=4, act_dim=2, backbone=backbone, net=BackboneConfig(dim=16, num_layers=2)
-    )
-    model = DecisionModel(cfg)
-    mean, std = np.linspace(-1, 1, 4), np.linspace(0.5, 2, 4)
-    return DecisionAgent(
-        model, mean, std, return_scale=10.0, target_return=30.0, mode=mode, context_length=k
-    )
+@pytest.fixture
+def make(make_agent):
+    """Agents with obs_dim 4, act_dim 2 and non-trivial normalisation."""
+
+    def _make(backbone: str = "aaren", mode: str = "recurrent", k: int = 64) -> DecisionAgent:
+        return make_agent(
+            backbone,
+            mode,
+            context_length=k,
+            obs_dim=4,
+            act_dim=2,
+            init_std=None,
+            state_mean=np.linspace(-1, 1, 4),
+            state_std=np.linspace(0.5, 2, 4),
+            return_scale=10.0,
+            target_return=30.0,
+        )
+
+    return _make
 
 
 def rollout(agent: DecisionAgent, steps: int, starts: dict[int, list[int]], n: int = 3):
@@ -34,44 +40,44 @@ def rollout(agent: DecisionAgent, steps: int, starts: dict[int, list[int]], n: i
 
 
 @pytest.mark.parametrize("backbone", ["aaren", "transformer"])
-def test_recurrent_equals_window_when_the_window_holds_the_history(backbone: str) -> None:
+def test_recurrent_equals_window_when_the_window_holds_the_history(backbone: str, make) -> None:
     # Envs restart at different times; no episode is longer than the window (64).
     starts = {0: [0, 1, 2], 11: [1], 25: [0, 2], 40: [1]}
-    rec = rollout(make_agent(backbone, "recurrent"), 50, starts)
-    win = rollout(make_agent(backbone, "window"), 50, starts)
+    rec = rollout(make(backbone, "recurrent"), 50, starts)
+    win = rollout(make(backbone, "window"), 50, starts)
     np.testing.assert_allclose(rec, win, atol=2e-6)
 
 
-def test_window_mode_differs_once_the_history_outgrows_the_window() -> None:
-    rec = rollout(make_agent("aaren", "recurrent"), 30, {0: [0, 1, 2]})
-    win = rollout(make_agent("aaren", "window", k=5), 30, {0: [0, 1, 2]})
+def test_window_mode_differs_once_the_history_outgrows_the_window(make) -> None:
+    rec = rollout(make("aaren", "recurrent"), 30, {0: [0, 1, 2]})
+    win = rollout(make("aaren", "window", k=5), 30, {0: [0, 1, 2]})
     np.testing.assert_allclose(rec[:5], win[:5], atol=2e-6)
     assert np.abs(rec[10:] - win[10:]).max() > 1e-4
 
 
-def test_a_reset_restarts_only_its_own_env() -> None:
-    a = rollout(make_agent(), 20, {0: [0, 1, 2]})
-    b = rollout(make_agent(), 20, {0: [0, 1, 2], 12: [1]})
+def test_a_reset_restarts_only_its_own_env(make) -> None:
+    a = rollout(make(), 20, {0: [0, 1, 2]})
+    b = rollout(make(), 20, {0: [0, 1, 2], 12: [1]})
     np.testing.assert_array_equal(a[:, [0, 2]], b[:, [0, 2]])
     assert not np.allclose(a[12:, 1], b[12:, 1])
 
 
-def test_a_restarted_env_acts_like_a_fresh_agent() -> None:
+def test_a_restarted_env_acts_like_a_fresh_agent(make) -> None:
     rng = np.random.default_rng(1)
     obs, rew = rng.normal(size=(30, 1, 4)), rng.normal(size=(30, 1))
-    agent = make_agent()
+    agent = make()
     agent.reset(1)
     for t in range(10):
         agent.predict(obs[t], rew[t], np.array([t == 0]))
     replay = [agent.predict(obs[t], rew[t], np.array([t == 10])) for t in range(10, 30)]
-    fresh = make_agent()
+    fresh = make()
     fresh.reset(1)
     first = [fresh.predict(obs[t], rew[t], np.array([t == 10])) for t in range(10, 30)]
     np.testing.assert_allclose(np.stack(replay), np.stack(first), atol=1e-6)
 
 
-def test_return_to_go_bookkeeping() -> None:
-    agent = make_agent()
+def test_return_to_go_bookkeeping(make) -> None:
+    agent = make()
     agent.reset(2)
     obs = np.zeros((2, 4))
     agent.predict(obs, np.array([5.0, 5.0]), np.array([True, True]))  # reward ignored at start
@@ -84,9 +90,9 @@ def test_return_to_go_bookkeeping() -> None:
     np.testing.assert_array_equal(agent.timestep, [2, 0])
 
 
-def test_aaren_state_bytes_do_not_grow_the_kv_cache_does() -> None:
+def test_aaren_state_bytes_do_not_grow_the_kv_cache_does(make) -> None:
     for backbone, grows in (("aaren", False), ("transformer", True)):
-        agent = make_agent(backbone)
+        agent = make(backbone)
         agent.reset(1)
         agent.predict(np.zeros((1, 4)))
         first = agent.state_nbytes()
@@ -95,28 +101,28 @@ def test_aaren_state_bytes_do_not_grow_the_kv_cache_does() -> None:
         assert (agent.state_nbytes() > first) is grows
 
 
-def test_actions_are_in_range_and_typed() -> None:
-    agent = make_agent()
+def test_actions_are_in_range_and_typed(make) -> None:
+    agent = make()
     act = agent.predict(np.random.default_rng(0).normal(size=(3, 4)) * 100)
     assert act.shape == (3, 2) and act.dtype == np.float32
     assert np.all(np.abs(act) <= 1.0)
 
 
-def test_bad_input() -> None:
-    agent = make_agent()
+def test_bad_input(make) -> None:
+    agent = make()
     agent.reset(2)
     with pytest.raises(ValueError, match="obs has shape"):
         agent.predict(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="NaN"):
         agent.predict(np.full((2, 4), np.nan))
     with pytest.raises(ValueError, match="mode"):
-        make_agent(mode="cache")
+        make(mode="cache")
     with pytest.raises(ValueError, match="context_length"):
-        make_agent(k=0)
+        make(k=0)
 
 
-def test_kv_cache_holds_only_the_running_episodes() -> None:
-    agent = make_agent("transformer")
+def test_kv_cache_holds_only_the_running_episodes(make) -> None:
+    agent = make("transformer")
     agent.reset(1)
     sizes = []
     for _episode in range(3):

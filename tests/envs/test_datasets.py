@@ -5,9 +5,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from envs import DatasetError, check_dataset_matches_env, get_env_spec, load_dataset
-from envs.datasets import STD_FLOOR, split_episodes
+from aaren_rl.envs import DatasetError, check_dataset_matches_env, get_env_spec, load_dataset
+from aaren_rl.envs.datasets import STD_FLOOR, split_episodes
 
 
 def test_split_at_terminals_and_timeouts(h5_file: Path):

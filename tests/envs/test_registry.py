@@ -3,9 +3,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from envs import EnvError, get_env_spec, make_env, make_vec_env, normalized_score
-from envs.scores import REFERENCE_SCORES
+from aaren_rl.envs import EnvError, get_env_spec, make_env, make_vec_env, normalized_score
+from aaren_rl.envs.scores import REFERENCE_SCORES
 
 
 def test_short_names_and_ids_share_a_spec():

@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from envs import Batch, EpisodeSampler, WindowSampler, make_sampler
-from envs.datasets import split_episodes
+from aaren_rl.envs import Batch, EpisodeSampler, WindowSampler, make_sampler
+from aaren_rl.envs.datasets import split_episodes
 
 KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 

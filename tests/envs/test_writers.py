@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from envs import DatasetError, load_dataset
-from envs.writers import write_d4rl_hdf5, write_minari
+from aaren_rl.envs import DatasetError, load_dataset
+from aaren_rl.envs.writers import write_d4rl_hdf5, write_minari
 
 
 def _flat(ds, key: str) -> np.ndarray:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from eval.rollout import evaluate
+from aaren_rl.eval.rollout import evaluate
 
 T = 15
 

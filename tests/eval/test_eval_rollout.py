@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from eval.rollout import Agent, EvalError, RandomAgent, _split, evaluate
+from aaren_rl.eval.rollout import Agent, EvalError, RandomAgent, _split, evaluate
 
 STEPS = 30  # short episodes keep these tests fast
 
@@ -121,7 +120,7 @@ def test_target_return_on_agent_without_one():
 
 
 def test_unknown_env():
-    from envs import EnvError
+    from aaren_rl.envs import EnvError
 
     with pytest.raises(EnvError):
         evaluate(RandomAgent(), "no-such-env", 1)
@@ -129,7 +128,7 @@ def test_unknown_env():
 
 def test_the_agents_own_reference_scores_win() -> None:
     """DESIGN.md §5: a dataset that carries (random, expert) returns is normalised with them."""
-    from eval.rollout import RandomAgent, evaluate
+    from aaren_rl.eval.rollout import RandomAgent, evaluate
 
     agent = RandomAgent.for_env("hopper", seed=0)
     plain = evaluate(agent, "hopper", episodes=2, max_episode_steps=20)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from aaren_rl.train.cli import main
 from safetensors.torch import load_file
-
-from train.cli import main
 
 TINY = ["--dim", "16", "--num-layers", "1", "--threads", "1", "--no-progress"]
 
@@ -72,7 +71,12 @@ def test_kill_and_resume_is_bit_identical(tiny_hopper_dataset: Path, tmp_path: P
     assert run_cli(_train_args(tiny_hopper_dataset, straight, steps)) == 0
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "train.cli", *_train_args(tiny_hopper_dataset, killed, steps)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aaren_rl.train.cli",
+        *_train_args(tiny_hopper_dataset, killed, steps),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trainer = killed / "checkpoint" / "trainer.pt"
     deadline = time.time() + 120
@@ -184,7 +188,7 @@ def test_torchrun_two_processes_gloo(tiny_hopper_dataset: Path, tmp_path: Path) 
     run_dir = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "train.cli", *_train_args(tiny_hopper_dataset, run_dir, 30), "--device", "cpu",
+        "-m", "aaren_rl.train.cli", *_train_args(tiny_hopper_dataset, run_dir, 30), "--device", "cpu",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

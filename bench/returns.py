@@ -92,14 +92,14 @@ def _result_path(out_dir: Path, spec: RunSpec, mode: str) -> Path:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from agents.checkpoint import atomic_write_text
+    from aaren_rl.agents.checkpoint import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def _evaluate(ckpt: Path, spec: RunSpec, mode: str, episodes: int) -> dict[str, Any]:
-    from agents import DecisionAgent
-    from eval.rollout import evaluate
+    from aaren_rl.agents import DecisionAgent
+    from aaren_rl.eval.rollout import evaluate
 
     agent = DecisionAgent.load(ckpt, mode=mode)
     result = evaluate(
@@ -111,9 +111,8 @@ def _evaluate(ckpt: Path, spec: RunSpec, mode: str, episodes: int) -> dict[str, 
 def _run_one(spec: RunSpec, cfg: ReturnsConfig) -> str:
     """Train (resuming where possible) and evaluate one run; writes its JSON files."""
     import torch
-
-    from train.config import TrainConfig
-    from train.loop import train
+    from aaren_rl.train.config import TrainConfig
+    from aaren_rl.train.loop import train
 
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

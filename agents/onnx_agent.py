@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.step_inputs import StepInputs
+from aaren_rl.agents.step_inputs import StepInputs
 
 __all__ = ["OnnxAgent", "OnnxAgentError"]
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.bench_act import ACT_AGENTS, ActBenchConfig, act_targets, run_act_bench, summarize
-from eval.bench_cli import main
-from eval.bench_train import TrainBenchConfig, run_train_bench, saved_tensor_bytes, train_targets
+from aaren_rl.bench.act import ACT_AGENTS, ActBenchConfig, act_targets, run_act_bench, summarize
+from aaren_rl.bench.cli import main
+from aaren_rl.bench.train import (
+    TrainBenchConfig,
+    run_train_bench,
+    saved_tensor_bytes,
+    train_targets,
+)
 
 TINY = dict(dim=16, num_layers=1, num_heads=1)
 FOUR = ("aaren-recurrent", "aaren-window", "transformer-window", "transformer-kv")

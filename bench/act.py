@@ -31,10 +31,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
-
-from aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
-from agents import DecisionAgent
-from eval.export import compiled_bench_agent, onnx_bench_agent
+from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+from aaren_rl.agents import DecisionAgent
+from aaren_rl.deploy.export import compiled_bench_agent, onnx_bench_agent
 
 __all__ = ["ACT_AGENTS", "ActBenchConfig", "ActRecord", "BenchAgent", "run_act_bench"]
 

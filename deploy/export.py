@@ -20,7 +20,7 @@ starts when the runtime passes the *initial rows*: rtg = target return, timestep
 prev_action = 0, attn = 0 (where timestep < 0 the graph ignores prev_reward, prev_action and
 attn). The batch axis is dynamic. The contract, the initial values and the agent's metadata
 (env id, sizes, target return, package version) are written into the file's
-``metadata_props``; ``eval.onnx_agent`` reads them, so the .onnx file is all a deployment
+``metadata_props``; ``aaren_rl.agents.onnx_agent`` reads them, so the .onnx file is all a deployment
 needs.
 
 A Transformer checkpoint is refused: its state is a KV cache that grows by three slots per
@@ -44,13 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from aaren_rl.aaren_policy import DecisionModel, __version__
+from aaren_rl.aaren_policy.fused import MASKED, FusedAarenPolicy, FusedState, trace_policy
+from aaren_rl.agents import DecisionAgent
+from aaren_rl.agents.checkpoint import CheckpointError, load_model
+from aaren_rl.agents.onnx_agent import OnnxAgent
 from torch import nn
-
-from aaren_policy import DecisionModel, __version__
-from aaren_policy.fused import MASKED, FusedAarenPolicy, FusedState, trace_policy
-from agents import DecisionAgent
-from agents.checkpoint import CheckpointError, load_model
-from eval.onnx_agent import OnnxAgent
 
 __all__ = [
     "INPUT_NAMES",
@@ -463,7 +462,7 @@ class _BenchOnnxAgent(OnnxAgent):
 
 
 def _bench_model(cfg: Any) -> tuple[DecisionModel, dict[str, Any]]:
-    from aaren_policy import BackboneConfig, DecisionModelConfig
+    from aaren_rl.aaren_policy import BackboneConfig, DecisionModelConfig
 
     torch.manual_seed(cfg.seed)
     net = BackboneConfig(dim=cfg.dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads)

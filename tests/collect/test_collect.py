@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tyro
-
-from envs import load_dataset
-from envs.collect import LEVELS, Args, collect
+from aaren_rl.collect.collect import LEVELS, Args, collect
+from aaren_rl.envs import load_dataset
 
 
 def test_cli_parses_defaults():

@@ -36,10 +36,9 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
+from aaren_rl.envs.errors import EnvError
+from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 from tqdm.auto import tqdm
-
-from envs.errors import EnvError
-from envs.registry import EnvSpec, get_env_spec, make_env
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
@@ -162,7 +161,7 @@ def _episode_returns(d: dict[str, np.ndarray]) -> np.ndarray:
     The up-to-``rollout_envs`` episodes cut by the transition budget are included (they end in
     a timeout, as in D4RL), so these stats match ``OfflineDataset.episode_returns``.
     """
-    from envs.datasets import split_episodes
+    from aaren_rl.envs.datasets import split_episodes
 
     ds = split_episodes(
         d["observations"], d["actions"], d["rewards"], d["terminals"], d["timeouts"]
@@ -463,7 +462,7 @@ class Collector:
         return data, {"policy_step": step}
 
     def metadata(self, level: str, data: dict[str, np.ndarray], extra: dict) -> dict[str, Any]:
-        from envs.scores import normalized_score
+        from aaren_rl.envs.scores import normalized_score
 
         rets = _episode_returns(data)
         norm = normalized_score(self.spec, rets)
@@ -503,7 +502,7 @@ class Collector:
         }
 
     def write(self) -> dict[str, dict]:
-        from envs.writers import write_d4rl_hdf5, write_minari
+        from aaren_rl.envs.writers import write_d4rl_hdf5, write_minari
 
         a, results = self.args, {}
         for level in a.levels:

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from eval.bench_act import ActBenchConfig, act_targets, run_act_bench, summarize
-from eval.bench_act import records_to_json as act_json
-from eval.bench_returns import ReturnsConfig, run_returns_bench
-from eval.bench_train import TrainBenchConfig, run_train_bench, train_targets
-from eval.bench_train import records_to_json as train_json
+from aaren_rl.bench.act import ActBenchConfig, act_targets, run_act_bench, summarize
+from aaren_rl.bench.act import records_to_json as act_json
+from aaren_rl.bench.returns import ReturnsConfig, run_returns_bench
+from aaren_rl.bench.train import TrainBenchConfig, run_train_bench, train_targets
+from aaren_rl.bench.train import records_to_json as train_json
 
 __all__ = ["BENCHMARKS", "ActCommand", "TrainCommand", "machine", "main"]
 
@@ -98,7 +97,7 @@ class TrainCommand(TrainBenchConfig):
 
 
 def run_act(cmd: ActCommand) -> None:
-    from eval.plots import plot_act
+    from aaren_rl.bench.plots import plot_act
 
     where = machine()
     print(f"machine: {where}", flush=True)
@@ -126,7 +125,7 @@ def run_act(cmd: ActCommand) -> None:
 
 
 def run_train(cmd: TrainCommand) -> None:
-    from eval.plots import plot_train
+    from aaren_rl.bench.plots import plot_train
 
     where = machine()
     print(f"machine: {where}", flush=True)

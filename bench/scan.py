@@ -31,10 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from aaren_policy.scan import DEFAULT_CHUNK, prefix_attention  # noqa: E402
+from aaren_rl.aaren_policy.scan import DEFAULT_CHUNK, prefix_attention
 
 DEFAULT_SEQUENCES = {60: 64, 600: 4, 3000: 4}
 """B*H sequences per length: a Decision-Transformer batch (64 sequences of K=20 timesteps,

@@ -34,7 +34,7 @@ class MetricsLog:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-        from agents.checkpoint import atomic_write_text
+        from aaren_rl.agents.checkpoint import atomic_write_text
 
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 

@@ -11,12 +11,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig, __version__
-from agents import DecisionAgent
-from envs import make_env
-from eval.export import DeployStep, ExportConfig, ExportError, export_onnx, initial_state, main
-from eval.onnx_agent import OnnxAgent, OnnxAgentError
+from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig, __version__
+from aaren_rl.agents import DecisionAgent
+from aaren_rl.agents.onnx_agent import OnnxAgent, OnnxAgentError
+from aaren_rl.deploy.export import (
+    DeployStep,
+    ExportConfig,
+    ExportError,
+    export_onnx,
+    initial_state,
+    main,
+)
+from aaren_rl.envs import make_env
 
 OBS, ACT = 11, 3  # Hopper-v5
 
@@ -180,7 +186,7 @@ def test_cli_writes_a_file(exported: tuple[Path, Path], tmp_path: Path) -> None:
 
 
 def test_onnx_agent_does_not_import_torch() -> None:
-    code = "import sys, eval.onnx_agent; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, aaren_rl.agents.onnx_agent; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
@@ -192,13 +198,13 @@ def test_aaren_eval_onnx_matches_the_checkpoint_without_importing_torch(
     out_onnx, out_ckpt = tmp_path / "onnx.json", tmp_path / "ckpt.json"
     common = ["--episodes", "2", "--num-envs", "2", "--max-episode-steps", "60", "--no-progress"]
     code = (
-        "import sys; from eval.cli import main; "
+        "import sys; from aaren_rl.eval.cli import main; "
         f"rc = main(['--onnx', {str(onnx_path)!r}, '--json', {str(out_onnx)!r}, *{common!r}]); "
         "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch imported'"
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
-    from eval.cli import main as eval_main
+    from aaren_rl.eval.cli import main as eval_main
 
     assert eval_main(["--checkpoint", str(ckpt), "--json", str(out_ckpt), *common]) == 0
     a, b = json.loads(out_onnx.read_text()), json.loads(out_ckpt.read_text())
@@ -207,7 +213,7 @@ def test_aaren_eval_onnx_matches_the_checkpoint_without_importing_torch(
 
 
 def test_aaren_eval_needs_exactly_one_source(exported: tuple[Path, Path], capsys) -> None:
-    from eval.cli import main as eval_main
+    from aaren_rl.eval.cli import main as eval_main
 
     assert eval_main(["--episodes", "1"]) == 2
     assert "exactly one of --checkpoint" in capsys.readouterr().err
