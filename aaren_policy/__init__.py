@@ -1,5 +1,6 @@
 """aaren_policy: attention as an RNN (Aaren), a Transformer baseline, and the decision model."""
 
+from aaren_rl import __version__
 from aaren_rl.aaren_policy.aaren import Aaren
 from aaren_rl.aaren_policy.backbone import (
     AarenBackbone,
@@ -19,8 +20,6 @@ from aaren_rl.aaren_policy.scan import (
     sequential_prefix_attention,
 )
 from aaren_rl.aaren_policy.transformer import CausalSelfAttention, KVCache
-
-from aaren_rl import __version__
 
 __all__ = [
     "Aaren",

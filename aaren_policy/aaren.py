@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+
 from aaren_rl.aaren_policy.scan import (
     DEFAULT_CHUNK,
     AttentionState,
@@ -28,7 +30,6 @@ from aaren_rl.aaren_policy.scan import (
     empty_state,
     prefix_attention,
 )
-from torch import nn
 
 __all__ = ["Aaren"]
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
 from aaren_rl.aaren_policy.aaren import Aaren
 from aaren_rl.aaren_policy.scan import DEFAULT_CHUNK, METHODS, AttentionState
 from aaren_rl.aaren_policy.transformer import CausalSelfAttention, KVCache
-from torch import nn
 
 __all__ = ["AarenBackbone", "Backbone", "BackboneConfig", "TransformerBackbone", "make_backbone"]
 

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from aaren_rl.aaren_policy.backbone import BACKBONES, Backbone, BackboneConfig, make_backbone
 from torch import nn
+
+from aaren_rl.aaren_policy.backbone import BACKBONES, Backbone, BackboneConfig, make_backbone
 
 __all__ = ["DecisionModel", "DecisionModelConfig"]
 

@@ -43,9 +43,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from aaren_rl.aaren_policy.aaren import Aaren
 from aaren_rl.aaren_policy.decision import DecisionModel
-from torch import nn
 
 __all__ = ["MASKED", "FusedAarenPolicy", "FusedState", "trace_policy"]
 

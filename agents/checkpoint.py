@@ -14,17 +14,15 @@ crash) sees either the old checkpoint or the new one, never a mix.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
 from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
+from aaren_rl.errors import CheckpointError
+from aaren_rl.fileio import atomic_directory, atomic_write_text, recover_directory
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -40,83 +38,6 @@ __all__ = [
 CHECKPOINT_FORMAT = 1
 WEIGHTS = "model.safetensors"
 METADATA = "agent.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or incompatible with this version of the package."""
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_tree(directory: Path) -> None:
-    for f in directory.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def recover_directory(path: str | Path) -> None:
-    """Finish a swap that a crash interrupted (see ``atomic_directory``).
-
-    The swap renames ``path`` to ``.path.old`` and then the new version to ``path``; a crash
-    between the two renames leaves only ``.path.old``, which is complete: move it back.
-    """
-    path = Path(path)
-    old = path.parent / f".{path.name}.old"
-    if not path.exists() and old.is_dir():
-        os.replace(old, path)
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``path``.
-
-    The files are fsynced, the old directory is moved aside, the new one renamed into place,
-    and only then is the old one removed. At every moment one complete version exists on
-    disk: ``path``, or (between the two renames) ``.path.old``, which ``recover_directory``
-    (called by every reader here) moves back.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recover_directory(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.parent / f".{path.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model(directory: Path, model: DecisionModel, metadata: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from aaren_rl.aaren_policy import DecisionModel, __version__
 from aaren_rl.aaren_policy.fused import FusedAarenPolicy
 from aaren_rl.agents.checkpoint import CheckpointError, atomic_directory, load_model, save_model

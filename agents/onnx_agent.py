@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from aaren_rl.agents.step_inputs import StepInputs
+from aaren_rl.errors import OnnxAgentError
 
 __all__ = ["OnnxAgent", "OnnxAgentError"]
-
-
-class OnnxAgentError(ValueError):
-    """The ONNX file is not an aaren-export step graph, or an input does not fit it."""
 
 
 class OnnxAgent(StepInputs):

@@ -31,6 +31,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.deploy.export import compiled_bench_agent, onnx_bench_agent

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from aaren_rl.bench.act import ActBenchConfig, act_targets, run_act_bench, summarize
 from aaren_rl.bench.act import records_to_json as act_json
 from aaren_rl.bench.returns import ReturnsConfig, run_returns_bench

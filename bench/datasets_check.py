@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from aaren_rl.envs import load_dataset, normalized_score
 
 # shared/datasets/README.md: transitions, episodes, return mean, std, normalised, terminals
@@ -67,6 +68,7 @@ def time_big(medium: Path) -> None:
     import tempfile
 
     import h5py
+
     from aaren_rl.envs.writers import write_d4rl_hdf5
 
     with h5py.File(medium) as f:

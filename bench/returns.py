@@ -111,6 +111,7 @@ def _evaluate(ckpt: Path, spec: RunSpec, mode: str, episodes: int) -> dict[str, 
 def _run_one(spec: RunSpec, cfg: ReturnsConfig) -> str:
     """Train (resuming where possible) and evaluate one run; writes its JSON files."""
     import torch
+
     from aaren_rl.train.config import TrainConfig
     from aaren_rl.train.loop import train
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 from aaren_rl.aaren_policy.scan import DEFAULT_CHUNK, prefix_attention
 
 DEFAULT_SEQUENCES = {60: 64, 600: 4, 3000: 4}

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
 from torch import nn
+
+from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
 
 __all__ = ["TrainBenchConfig", "TrainRecord", "run_train_bench", "train_targets"]
 

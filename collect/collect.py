@@ -36,9 +36,10 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
-from aaren_rl.envs.errors import EnvError
-from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 from tqdm.auto import tqdm
+
+from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
+from aaren_rl.errors import EnvError
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]

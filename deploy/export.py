@@ -44,12 +44,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from aaren_rl.aaren_policy import DecisionModel, __version__
 from aaren_rl.aaren_policy.fused import MASKED, FusedAarenPolicy, FusedState, trace_policy
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import CheckpointError, load_model
 from aaren_rl.agents.onnx_agent import OnnxAgent
-from torch import nn
+from aaren_rl.errors import ExportError
 
 __all__ = [
     "INPUT_NAMES",
@@ -76,10 +78,6 @@ STATE_NEXT = {
 }
 # 2: attention state (c, o) in one tensor `attn`; 1: (m, u, w) in three tensors.
 ONNX_FORMAT = 2
-
-
-class ExportError(ValueError):
-    """The checkpoint cannot be exported as asked (wrong backbone, missing dependency...)."""
 
 
 class DeployStep(nn.Module):

@@ -13,9 +13,9 @@ from aaren_rl.envs.datasets import (
     check_dataset_matches_env,
     load_dataset,
 )
-from aaren_rl.envs.errors import DatasetError, EnvError
 from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env, make_vec_env
 from aaren_rl.envs.scores import REFERENCE_SCORES, normalized_score
+from aaren_rl.errors import DatasetError, EnvError
 
 __all__ = [
     "REFERENCE_SCORES",

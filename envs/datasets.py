@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aaren_rl.envs.errors import DatasetError, EnvError
+
+from aaren_rl.errors import DatasetError, EnvError
 
 STD_FLOOR = 1e-6  # added to the state std so constant features do not divide by zero
 DEMO_DIR = Path(__file__).parent / "data"
@@ -471,6 +472,7 @@ def check_dataset_matches_env(dataset: OfflineDataset, env_spec_or_env: Any) -> 
         env_spec_or_env: an :class:`envs.EnvSpec`, a short name / Gymnasium id, or a ``gym.Env``.
     """
     import gymnasium as gym
+
     from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 
     if isinstance(env_spec_or_env, gym.Env):

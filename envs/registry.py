@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gymnasium as gym
-from aaren_rl.envs.errors import EnvError
+
+from aaren_rl.errors import EnvError
 
 
 @dataclass(frozen=True)

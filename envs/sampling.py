@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from aaren_rl.envs.datasets import OfflineDataset
-from aaren_rl.envs.errors import DatasetError
+from aaren_rl.errors import DatasetError
 
 
 @dataclass

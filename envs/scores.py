@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+
 from aaren_rl.envs.registry import _KNOWN, EnvSpec, get_env_spec
 
 # env short name -> (random return, expert return)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aaren_rl.envs.errors import DatasetError
+
+from aaren_rl.errors import DatasetError
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 

@@ -176,6 +176,7 @@ def run(args: EvalArgs) -> dict:
         agent = OnnxAgent(args.onnx, threads=args.threads)
     else:
         import torch
+
         from aaren_rl.agents import DecisionAgent
 
         if args.device == "cuda" and not torch.cuda.is_available():

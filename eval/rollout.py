@@ -31,13 +31,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+
 from aaren_rl.envs import get_env_spec, make_env, normalized_score
+from aaren_rl.errors import EvalError
 
 __all__ = ["Agent", "EvalError", "EvalResult", "RandomAgent", "evaluate", "run_episodes"]
-
-
-class EvalError(ValueError):
-    """Evaluation was asked for something impossible (bad episode count, env mismatch...)."""
 
 
 @runtime_checkable

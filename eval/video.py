@@ -62,6 +62,7 @@ def record_video(
         The video files written.
     """
     import gymnasium as gym
+
     from aaren_rl.envs import make_env
 
     directory = check_video_dir(directory)

@@ -16,6 +16,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     import tyro
+
     from aaren_rl.train.config import TrainConfig
 
     try:

@@ -35,6 +35,7 @@ class DemoConfig:
 
 def main(argv: list[str] | None = None) -> int:
     import tyro
+
     from aaren_rl.train.cli import _print_eval
     from aaren_rl.train.config import TrainConfig
     from aaren_rl.train.loop import train

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import (
@@ -36,19 +38,14 @@ from aaren_rl.agents.checkpoint import (
 )
 from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
 from aaren_rl.envs.datasets import check_dataset_matches_env
+from aaren_rl.errors import TrainError
+from aaren_rl.tracking import MetricsLog, WandbTracker
 from aaren_rl.train.config import TrainConfig, config_differences
 from aaren_rl.train.distributed import DistContext
-from torch import nn
-
-from aaren_rl.tracking import MetricsLog, WandbTracker
 
 __all__ = ["TrainError", "TrainResult", "masked_action_loss", "train"]
 
 TRAINER_STATE = "trainer.pt"
-
-
-class TrainError(ValueError):
-    """A problem with the user's training command (bad run directory, resume mismatch...)."""
 
 
 @dataclass

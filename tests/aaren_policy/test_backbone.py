@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from aaren_rl.aaren_policy.backbone import (
     AarenBackbone,
     BackboneConfig,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
 
 BACKBONES = ["aaren", "transformer"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
 from aaren_rl.aaren_policy.fused import FusedAarenPolicy
 from aaren_rl.agents import DecisionAgent

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+
 from aaren_rl.aaren_policy.aaren import Aaren
 from aaren_rl.aaren_policy.scan import METHODS, AttentionState, empty_state
 from aaren_rl.aaren_policy.transformer import CausalSelfAttention, KVCache

@@ -17,6 +17,7 @@ import math
 
 import pytest
 import torch
+
 from aaren_rl.aaren_policy.scan import (
     METHODS,
     AttentionState,

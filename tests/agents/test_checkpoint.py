@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig, __version__
 from aaren_rl.agents import CheckpointError, DecisionAgent
 from aaren_rl.agents.checkpoint import atomic_directory

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tyro
+
 from aaren_rl.collect.collect import LEVELS, Args, collect
 from aaren_rl.envs import load_dataset
 

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig, __version__
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.onnx_agent import OnnxAgent, OnnxAgentError

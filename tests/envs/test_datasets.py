@@ -5,6 +5,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from aaren_rl.envs import DatasetError, check_dataset_matches_env, get_env_spec, load_dataset
 from aaren_rl.envs.datasets import STD_FLOOR, split_episodes
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from aaren_rl.envs import EnvError, get_env_spec, make_env, make_vec_env, normalized_score
 from aaren_rl.envs.scores import REFERENCE_SCORES
 

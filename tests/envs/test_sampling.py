@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from aaren_rl.envs import Batch, EpisodeSampler, WindowSampler, make_sampler
 from aaren_rl.envs.datasets import split_episodes
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from aaren_rl.envs import DatasetError, load_dataset
 from aaren_rl.envs.writers import write_d4rl_hdf5, write_minari
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from aaren_rl.eval.cli import main
 
 FAST = ["--max-episode-steps", "10", "--no-progress"]

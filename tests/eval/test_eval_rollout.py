@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from aaren_rl.eval.rollout import Agent, EvalError, RandomAgent, _split, evaluate
 
 STEPS = 30  # short episodes keep these tests fast

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from aaren_rl.train.cli import main
 from safetensors.torch import load_file
+
+from aaren_rl.train.cli import main
 
 TINY = ["--dim", "16", "--num-layers", "1", "--threads", "1", "--no-progress"]
 

@@ -1,0 +1,58 @@
+"""The one place where errors become messages and exit codes (see ``aaren_rl/errors.py``).
+
+Every console script is ``run_cli(name, body)``: ``body`` parses its flags and does the work;
+``run_cli`` turns what it raises into one line on stderr and the toolkit's exit code:
+
+- :class:`~aaren_rl.errors.AarenError`: ``"{name}: error: {message}"``, exit 2;
+- ``OSError`` (disk full, permission denied, a path that is a directory...): the path and what
+  to do, exit 1 (the work failed; what was written before is intact: writes are atomic);
+- ``KeyboardInterrupt``: ``"{name}: interrupted"`` plus ``resume_hint`` if given, exit 130;
+- ``SystemExit`` (tyro's ``--help`` and usage errors) passes through unchanged;
+- anything else is a bug: the traceback is printed, exit 1.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Callable
+
+from aaren_rl.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, AarenError
+
+__all__ = ["describe_os_error", "run_cli"]
+
+_OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space and run the command again",
+    errno.EDQUOT: "the disk quota is exceeded: free some space and run the command again",
+    errno.EFBIG: "the file grew past the size limit (ulimit -f): raise it and run again",
+    errno.EACCES: "permission denied: choose a path you can write to",
+    errno.EPERM: "permission denied: choose a path you can write to",
+    errno.EISDIR: "that path is a directory: give a file path",
+    errno.ENOTDIR: "a part of that path is a file, not a directory: choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.ENOENT: "no such file or directory: check the path",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an OSError: the path(s) involved, what happened and what to do."""
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    advice = _OS_ADVICE.get(e.errno or -1, e.strerror or str(e))
+    return f"{paths}: {advice}" if paths else f"{advice} ({e})"
+
+
+def run_cli(name: str, body: Callable[[], int | None], resume_hint: str | None = None) -> int:
+    """Run a console script's ``body`` and map its outcome to an exit code."""
+    try:
+        code = body()
+    except AarenError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        hint = f"; {resume_hint}" if resume_hint else ""
+        print(f"\n{name}: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        print(f"{name}: error: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK if code is None else int(code)
