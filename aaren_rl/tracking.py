@@ -14,6 +14,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from aaren_rl.errors import DependencyNotInstalled
+from aaren_rl.fileio import atomic_write_text
+
 __all__ = ["MetricsLog", "WandbTracker", "wandb_online_possible"]
 
 
@@ -34,8 +37,6 @@ class MetricsLog:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-        from aaren_rl.agents.checkpoint import atomic_write_text
-
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -79,7 +80,7 @@ class WandbTracker:
         try:
             import wandb
         except ImportError as e:
-            raise ValueError(
+            raise DependencyNotInstalled(
                 "--track needs Weights & Biases: pip install 'aaren-rl[track]' (or wandb), "
                 "or train without --track"
             ) from e
