@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "fsync_dir",
+    "fsync_tree",
     "recover_directory",
     "remove_stale_temporaries",
 ]
@@ -38,12 +39,20 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(directory: Path) -> None:
+def fsync_tree(directory: str | Path) -> None:
+    """fsync every file under ``directory``, then the directory itself."""
+    directory = Path(directory)
     for f in directory.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
     fsync_dir(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -58,6 +67,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the usual file mode
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -133,7 +143,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

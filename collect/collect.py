@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 from aaren_rl.errors import EnvError
+from aaren_rl.fileio import atomic_path, atomic_write_text
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
@@ -98,15 +99,12 @@ class Args:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
 def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: no ".npz" appended
+        np.savez(f, **arrays)
 
 
 class _Recorder(gym.Wrapper):

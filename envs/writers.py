@@ -1,7 +1,8 @@
 """Write flat D4RL-style arrays as a D4RL HDF5 file or a Minari dataset, atomically.
 
-Both writers build the output under a temporary path next to the destination and move it into
-place with ``os.replace``, so an interrupted write never leaves a half-written dataset.
+Both writers build the output under a temporary path next to the destination, fsync it and
+move it into place (``aaren_rl.fileio``), so an interrupted write never leaves a half-written
+dataset.
 
 Arrays follow D4RL: ``observations (N, obs_dim)``, ``actions (N, act_dim)``, ``rewards (N,)``,
 ``terminals (N,)``, ``timeouts (N,)``, ``next_observations (N, obs_dim)``; episodes end at
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from aaren_rl.errors import DatasetError
+from aaren_rl.fileio import atomic_directory, atomic_path
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
@@ -46,30 +47,16 @@ def write_d4rl_hdf5(
     missing = [k for k in D4RL_KEYS[:5] if k not in arrays]
     if missing:
         raise DatasetError(f"write_d4rl_hdf5({path}): missing arrays {missing}.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k in D4RL_KEYS:
-                if k not in arrays:
-                    continue
-                a = np.asarray(arrays[k])
-                a = a.astype(bool) if k in ("terminals", "timeouts") else a.astype(np.float32)
-                f.create_dataset(k, data=a, compression=compression)
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = _attr(v)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for k in D4RL_KEYS:
+            if k not in arrays:
+                continue
+            a = np.asarray(arrays[k])
+            a = a.astype(bool) if k in ("terminals", "timeouts") else a.astype(np.float32)
+            f.create_dataset(k, data=a, compression=compression)
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = _attr(v)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _episode_slices(terminals: np.ndarray, timeouts: np.ndarray) -> list[tuple[int, int]]:
@@ -150,40 +137,41 @@ def write_minari(
                 truncations=trunc,
             )
         )
-    tmp_root = Path(tempfile.mkdtemp(prefix=".aaren-tmp-", dir=root))
     old_env = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(tmp_root)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # author/email/permalink nags
-            ds = minari.create_dataset_from_buffers(
-                dataset_id=dataset_id,
-                buffer=buffers,
-                env=env_id,
-                algorithm_name=algorithm_name,
-                author="aaren-rl aaren-collect",
-                author_email="n/a",
-                code_permalink="envs/collect.py (aaren-rl)",
-                description=description,
-                ref_min_score=ref_min_score,
-                ref_max_score=ref_max_score,
-                data_format="hdf5",
-            )
-            ds.storage.update_metadata({"aaren": json.dumps(extra_metadata or {}, default=float)})
-        del ds
-        os.environ["MINARI_DATASETS_PATH"] = str(root)
-        namespace = parse_dataset_id(dataset_id)[0]
-        if namespace is not None and namespace not in list_local_namespaces():
-            create_namespace(namespace, description="Datasets made by aaren-collect (aaren-rl).")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # overwrite: move the old one aside first, then drop it
-            trash = tmp_root / "old"
-            os.replace(final, trash)
-        os.replace(tmp_root / dataset_id, final)
+        with atomic_directory(final) as tmp:
+            # Minari writes {root}/{dataset_id}/...; build under a hidden root inside the
+            # temporary directory, then lift the dataset's files up into it.
+            build = tmp / ".build"
+            os.environ["MINARI_DATASETS_PATH"] = str(build)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # author/email/permalink nags
+                ds = minari.create_dataset_from_buffers(
+                    dataset_id=dataset_id,
+                    buffer=buffers,
+                    env=env_id,
+                    algorithm_name=algorithm_name,
+                    author="aaren-rl aaren-collect",
+                    author_email="n/a",
+                    code_permalink="collect/collect.py (aaren-rl)",
+                    description=description,
+                    ref_min_score=ref_min_score,
+                    ref_max_score=ref_max_score,
+                    data_format="hdf5",
+                )
+                meta = {"aaren": json.dumps(extra_metadata or {}, default=float)}
+                ds.storage.update_metadata(meta)
+            del ds
+            for item in (build / dataset_id).iterdir():
+                os.replace(item, tmp / item.name)
+            shutil.rmtree(build)
+            os.environ["MINARI_DATASETS_PATH"] = str(root)
+            namespace = parse_dataset_id(dataset_id)[0]
+            if namespace is not None and namespace not in list_local_namespaces():
+                create_namespace(namespace, description="Datasets made by aaren-collect.")
     finally:
         if old_env is None:
             os.environ.pop("MINARI_DATASETS_PATH", None)
         else:
             os.environ["MINARI_DATASETS_PATH"] = old_env
-        shutil.rmtree(tmp_root, ignore_errors=True)
     return final
