@@ -7,7 +7,9 @@ Spec strings:
   ``infos/*`` optional, ignored), read with h5py;
 - ``minari:ID``: a local Minari dataset (``minari.load_dataset``); a remote download only with
   ``load_dataset(spec, download=True)``;
-- ``demo:hopper``: the small demo file shipped in ``envs/data/hopper-demo.hdf5``.
+- ``demo:hopper``: the small demo file shipped in ``envs/data/hopper-demo.hdf5``;
+- ``d4rl:NAME`` (``d4rl:hopper-medium-v2``): D4RL's own file, read from its download cache
+  (``envs/d4rl_names.py``) and evaluated in the matching v5 env with D4RL's reference returns.
 
 Episodes are split on ``terminals | timeouts`` (D4RL convention). A trailing run of steps with
 neither flag (a recording cut mid-episode) is **kept** as a truncated trajectory
@@ -448,6 +450,11 @@ def load_dataset(spec: str, *, download: bool = False) -> OfflineDataset:
     spec = spec.strip()
     scheme, sep, rest = spec.partition(":")
     if sep and scheme == "d4rl":
+        if not Path(rest).expanduser().exists():
+            from aaren_rl.envs.d4rl_names import is_d4rl_name
+
+            if is_d4rl_name(rest):  # d4rl:hopper-medium-v2, a name in D4RL's download cache
+                return _load_d4rl_name(rest, spec)
         return load_d4rl_hdf5(rest, spec=spec)
     if sep and scheme == "minari":
         return load_minari(rest, download=download, spec=spec)
@@ -459,6 +466,19 @@ def load_dataset(spec: str, *, download: bool = False) -> OfflineDataset:
         f"Unknown dataset spec {spec!r}. Use 'd4rl:PATH' (D4RL HDF5 file), 'minari:ID' "
         "(local Minari dataset, e.g. minari:aaren/hopper-medium-v0) or 'demo:hopper'."
     )
+
+
+def _load_d4rl_name(name: str, spec: str) -> OfflineDataset:
+    """A D4RL name: its cached file, evaluated in the v5 env with D4RL's reference returns."""
+    from aaren_rl.envs.d4rl_names import parse_d4rl_name, resolve_d4rl_name
+    from aaren_rl.envs.registry import get_env_spec
+
+    ds = load_d4rl_hdf5(resolve_d4rl_name(name), spec=spec)
+    env = get_env_spec(parse_d4rl_name(name).env)
+    ds.env_id = env.gym_id  # D4RL's files do not name their (mujoco-py) env
+    ds.metadata.update(ref_min_score=env.random_score, ref_max_score=env.expert_score)
+    _check_against_recorded_env(ds)
+    return ds
 
 
 # ----------------------------------------------------------------------------- env checks
