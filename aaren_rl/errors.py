@@ -47,6 +47,10 @@ class RunDirError(AarenError):
     """A run directory (or output path) cannot be used as asked (resume mismatch, a file...)."""
 
 
+class OutputPathError(AarenError):
+    """An output path cannot be written (a directory where a file is expected, no permission...)."""
+
+
 class TrainError(AarenError):
     """A training command cannot run as asked (bad run directory, resume mismatch...)."""
 
@@ -57,6 +61,10 @@ class EvalError(AarenError):
 
 class ExportError(AarenError):
     """A checkpoint cannot be exported as asked (unsupported backbone, bad opset...)."""
+
+
+class AgentInputError(AarenError):
+    """An agent was fed observations/rewards of the wrong shape or with NaN/Inf."""
 
 
 class OnnxAgentError(AarenError):

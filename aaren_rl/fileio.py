@@ -17,8 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aaren_rl.errors import OutputPathError
+
 __all__ = [
     "atomic_directory",
+    "check_output_dir",
+    "check_output_file",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -154,3 +158,68 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
     fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- checking output paths before any work starts ----------------------------------------
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_can_create_in(directory: Path, flag: str, path: Path) -> None:
+    """``directory`` exists: it must be a directory we can create a file in (tried, not guessed:
+    ``os.access`` says yes to root on a read-only or special file system)."""
+    if not directory.is_dir():
+        raise OutputPathError(
+            f"{flag} {path}: {directory} is a file, not a directory; choose another path"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".aaren-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputPathError(
+            f"{flag} {path}: cannot write into {directory} ({e.strerror or e}); choose a "
+            "path you can write to"
+        ) from e
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Check, before any work starts, that ``path`` can be written as a file; return it.
+
+    Nothing is created. ``flag`` names the option in messages (e.g. ``"--json"``).
+
+    Raises:
+        OutputPathError: ``path`` is a directory, a part of it is a file, or its folder
+            cannot be written.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputPathError(
+            f"{flag} {path}: that is a directory; give a file path (e.g. {path / 'out.json'})"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{flag} {path}: the file is read-only; choose another path")
+    _check_can_create_in(_existing_ancestor(path.parent), flag, path)
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str) -> Path:
+    """Check, before any work starts, that ``path`` is (or can become) a writable directory.
+
+    Nothing is created. ``flag`` names the option in messages (e.g. ``"--run-dir"``).
+
+    Raises:
+        OutputPathError: ``path`` is a file, a part of it is a file, or it cannot be written.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(
+            f"{flag} {path}: that is a file, not a directory; choose a directory path"
+        )
+    _check_can_create_in(_existing_ancestor(path), flag, path)
+    return path

@@ -5,7 +5,7 @@ A checkpoint is a directory:
     model.safetensors   the decision model's weights
     agent.json          what is needed to act: model config, state mean/std, return scale,
                         target returns, env id, dataset spec, training step, package and
-                        format versions (STYLE.md §6)
+                        format versions (docs/style.md, "What that means for us" 6)
     trainer.pt          (training runs only) optimiser, scheduler, RNG and sampler state
 
 It is written into a temporary sibling directory and swapped into place, so a reader (or a
@@ -24,6 +24,9 @@ from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version_
 from aaren_rl.errors import CheckpointError
 from aaren_rl.fileio import atomic_directory, atomic_write_text, recover_directory
 
+# CheckpointError lives in aaren_rl.errors and is re-exported here (its public home since the
+# first release). The fileio names below are re-exported for older callers only: new code
+# imports them from aaren_rl.fileio.
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
@@ -52,6 +55,7 @@ def save_model(directory: Path, model: DecisionModel, metadata: dict[str, Any]) 
         "model_config": model.config.to_dict(),
         **metadata,
     }
+    # Inside the temporary directory of ``atomic_directory``, which fsyncs and swaps it whole.
     (directory / METADATA).write_text(json.dumps(meta, indent=2))
 
 
@@ -115,5 +119,12 @@ def load_model(
         raise CheckpointError(
             f"{directory}: weights do not match the model config (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
+        )
+    bad = [k for k, w in weights.items() if w.is_floating_point() and not torch.isfinite(w).all()]
+    if bad:
+        raise CheckpointError(
+            f"{directory / WEIGHTS}: {len(bad)} weight tensor(s) hold NaN or Inf (first: "
+            f"{bad[0]}): the training diverged. Use an earlier checkpoint, or retrain with a "
+            "lower learning rate / gradient clipping"
         )
     return model.to(device).eval(), meta

@@ -1,6 +1,6 @@
 """The acting agent: normalisation, return-to-go bookkeeping and per-env state around a model.
 
-SB3-style step API over a batch of environments::
+SB3-style step API over a batch of environments (the contract of ``aaren_rl.agents.base.Agent``)::
 
     agent.reset(num_envs)
     action = agent.predict(obs, reward, episode_start)
@@ -23,6 +23,7 @@ Modes:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,11 @@ import torch
 
 from aaren_rl.aaren_policy import DecisionModel, __version__
 from aaren_rl.aaren_policy.fused import FusedAarenPolicy
-from aaren_rl.agents.checkpoint import CheckpointError, atomic_directory, load_model, save_model
+from aaren_rl.agents.base import check_context_length, check_target_return
+from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.agents.step_inputs import StepInputs
+from aaren_rl.errors import AgentInputError, CheckpointError, ConfigError
+from aaren_rl.fileio import atomic_directory
 
 __all__ = ["MODES", "DecisionAgent"]
 
@@ -41,6 +45,8 @@ MODES = ("recurrent", "window")
 
 class DecisionAgent(StepInputs):
     """A decision model with everything needed to act in an environment.
+
+    Implements :class:`aaren_rl.agents.base.Agent` (``reset`` / ``predict``).
 
     Args:
         model: the decision model (put in eval mode by the agent).
@@ -56,7 +62,11 @@ class DecisionAgent(StepInputs):
         fused: recurrent mode with an Aaren backbone acts with ``FusedAarenPolicy`` (a
             snapshot of the weights, rebuilt whenever they change); False uses the
             unfused ``model.act`` / ``observe_action`` path. Ignored otherwise.
+        sample: discrete actions are sampled from the policy's logits instead of taken by
+            argmax (acts on the unfused path). Ignored for continuous actions.
     """
+
+    input_error = AgentInputError
 
     def __init__(
         self,
@@ -71,18 +81,19 @@ class DecisionAgent(StepInputs):
         metadata: dict[str, Any] | None = None,
         device: torch.device | str = "cpu",
         fused: bool = True,
+        sample: bool = False,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
-        if context_length < 1:
-            raise ValueError(f"context_length must be >= 1, got {context_length}")
-        if return_scale <= 0:
-            raise ValueError(f"return_scale must be positive, got {return_scale}")
+            raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
+        check_context_length(context_length)
+        if not return_scale > 0 or not math.isfinite(return_scale):
+            raise ConfigError(f"return_scale must be a positive number, got {return_scale}")
+        check_target_return(target_return)
         obs_dim = model.config.obs_dim
         self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
         self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
         if self.state_mean.shape != (obs_dim,) or self.state_std.shape != (obs_dim,):
-            raise ValueError(
+            raise ConfigError(
                 f"state_mean/std must have shape ({obs_dim},), got {self.state_mean.shape} "
                 f"and {self.state_std.shape}"
             )
@@ -95,12 +106,16 @@ class DecisionAgent(StepInputs):
         self.env_id = env_id
         self.metadata = dict(metadata or {})
         self.num_envs = 0
+        # ``fused``: whether this agent acts with the fused step; the step object itself is
+        # built lazily (``_fused_policy``) and cached in ``_fused_cache``.
+        self.model.sample_actions = bool(sample and model.config.discrete)
         self.fused = fused and mode == "recurrent" and model.config.backbone == "aaren"
-        self._fused: FusedAarenPolicy | None = None
+        self.fused = self.fused and not self.model.sample_actions
+        self._fused_cache: FusedAarenPolicy | None = None
         # Parameters are updated in place (optimiser, load_state_dict); a module whose
         # Parameter objects are replaced needs a new agent.
         self._parameters = list(self.model.parameters())
-        self._fused_version: tuple[int, ...] = ()
+        self._fused_cache_version: tuple[int, ...] = ()
 
     @property
     def obs_dim(self) -> int:
@@ -115,7 +130,7 @@ class DecisionAgent(StepInputs):
     def reset(self, num_envs: int = 1) -> None:
         """Forget everything; prepare for ``num_envs`` parallel environments."""
         if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         n, k, dev = num_envs, self.context_length, self.device
         self.num_envs = n
         self.rtg = np.full(n, self.target_return, dtype=np.float64)
@@ -201,10 +216,10 @@ class DecisionAgent(StepInputs):
         # step or load_state_dict bumps the tensors' version counters). The parameter list
         # is cached: walking model.parameters() costs ~90 us per call at d = 128.
         version = tuple(p._version for p in self._parameters)
-        if self._fused is None or version != self._fused_version:
-            self._fused = FusedAarenPolicy(self.model)
-            self._fused_version = version
-        return self._fused
+        if self._fused_cache is None or version != self._fused_cache_version:
+            self._fused_cache = FusedAarenPolicy(self.model)
+            self._fused_cache_version = version
+        return self._fused_cache
 
     def _predict_fused(
         self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
@@ -236,7 +251,7 @@ class DecisionAgent(StepInputs):
         # Right-padded windows: positions after each env's length hold stale data that, the
         # model being causal, cannot reach the output read at pos.
         preds, _ = self.model(self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t)
-        action = preds[rows, pos]
+        action = self.model.to_action(preds[rows, pos])  # logits -> one-hot when discrete
         self._buf_act[rows, pos] = action
         return action
 
@@ -269,8 +284,23 @@ class DecisionAgent(StepInputs):
         device: torch.device | str = "cpu",
         target_return: float | None = None,
         context_length: int | None = None,
+        sample: bool = False,
     ) -> DecisionAgent:
-        """Load an agent saved by ``save`` (or by aaren-train)."""
+        """Load an agent saved by ``save`` (or by aaren-train).
+
+        ``target_return`` and ``context_length`` override the checkpoint's values (None keeps
+        them); they are checked before the checkpoint is read.
+
+        Raises:
+            ConfigError: a bad ``mode``, ``target_return`` or ``context_length``.
+            CheckpointError: the checkpoint is missing, corrupt, or its weights are not finite.
+        """
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
+        if target_return is not None:
+            check_target_return(target_return)
+        if context_length is not None:
+            check_context_length(context_length)
         model, meta = load_model(directory, device)
         try:
             return cls(
@@ -280,7 +310,9 @@ class DecisionAgent(StepInputs):
                 return_scale=meta["return_scale"],
                 target_return=meta["target_return"] if target_return is None else target_return,
                 mode=mode,
-                context_length=context_length or meta.get("context_length", 20),
+                context_length=(
+                    meta.get("context_length", 20) if context_length is None else context_length
+                ),
                 env_id=meta.get("env_id"),
                 metadata={
                     k: v
@@ -288,6 +320,7 @@ class DecisionAgent(StepInputs):
                     if k not in ("state_mean", "state_std", "model_config", "format")
                 },
                 device=device,
+                sample=sample,
             )
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{directory}: inconsistent checkpoint metadata: {e}") from e

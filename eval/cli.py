@@ -11,7 +11,7 @@ plus ``results``, the list of every target's result, and ``checkpoint``.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import sys
 import time
@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["EvalArgs", "main", "run"]
+from aaren_rl.cli import run_cli
+from aaren_rl.errors import DependencyNotInstalled, EvalError
+from aaren_rl.fileio import atomic_write_json
+
+__all__ = ["EvalArgs", "check_args", "main", "run"]
 
 
 @dataclass
@@ -65,7 +69,6 @@ class EvalArgs:
 
 def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
     from aaren_rl.envs import get_env_spec
-    from aaren_rl.eval.rollout import EvalError
 
     if args.env is None:
         if checkpoint_env is None:
@@ -93,9 +96,7 @@ def _track(args: EvalArgs, payload: dict) -> None:
     try:
         import wandb
     except ImportError as e:
-        from aaren_rl.eval.rollout import EvalError
-
-        raise EvalError("--track needs wandb: pip install 'aaren-rl[track]'") from e
+        raise DependencyNotInstalled("--track needs wandb: pip install 'aaren-rl[track]'") from e
     name = f"{payload['env']}__eval__{args.seed}__{int(time.time())}"
     run = wandb.init(
         project=args.wandb_project,
@@ -153,38 +154,80 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_args(args: EvalArgs) -> None:
+    """Every flag and output path checked before anything is loaded or run.
+
+    Raises:
+        EvalError: a flag out of range or contradicting another one.
+        ConfigError: a target return or context length that is not usable.
+        OutputPathError: --json or --video cannot be written.
+    """
+    from aaren_rl.agents.base import check_context_length, check_target_return
+    from aaren_rl.fileio import check_output_dir, check_output_file
+
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise EvalError("pass exactly one of --checkpoint DIR and --onnx FILE")
+    for flag, value, low in (
+        ("--episodes", args.episodes, 1),
+        ("--num-envs", args.num_envs, 1),
+        ("--threads", args.threads, 1),
+        ("--seed", args.seed, 0),
+    ):
+        if value < low:
+            raise EvalError(f"{flag} must be >= {low}, got {value}")
+    if args.seed + args.episodes > 2**32:
+        raise EvalError(f"--seed {args.seed}: episode seeds must stay below 2**32")
+    if args.max_episode_steps is not None and args.max_episode_steps < 1:
+        raise EvalError(f"--max-episode-steps must be >= 1, got {args.max_episode_steps}")
+    for target in args.target_return:
+        check_target_return(target)
+    if args.context_length is not None:
+        check_context_length(args.context_length)
+        if args.mode != "window" or args.onnx is not None:
+            raise EvalError("--context-length is the window length of --mode window; drop it")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.video is not None:
+        check_output_dir(args.video, "--video")
+
+
+def _load_agent(args: EvalArgs):
+    if args.onnx is not None:
+        from aaren_rl.agents.onnx_agent import OnnxAgent
+
+        return OnnxAgent(args.onnx, threads=args.threads)
+    import torch
+
+    from aaren_rl.agents import DecisionAgent
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise EvalError("--device cuda was asked for, but torch sees no CUDA device")
+    torch.set_num_threads(args.threads)
+    return DecisionAgent.load(
+        args.checkpoint, mode=args.mode, device=args.device, context_length=args.context_length
+    )
+
+
+def _check_results(results: list[dict]) -> None:
+    for r in results:
+        if not all(math.isfinite(x) for x in r["returns"]):
+            raise EvalError(
+                f"target {r['target_return']}: episode returns are not finite "
+                f"({r['returns'][:3]}...): the environment or agent produced NaN"
+            )
+
+
 def run(args: EvalArgs) -> dict:
     """Everything ``aaren-eval`` does; returns the JSON payload."""
+    check_args(args)
     if args.video is not None:
         from aaren_rl.eval.video import check_video_dir, use_headless_gl
 
         use_headless_gl()  # before anything imports mujoco
-    from aaren_rl.eval.rollout import EvalError, evaluate
+        check_video_dir(args.video)  # moviepy installed? (fail before a long evaluation)
+    from aaren_rl.eval.rollout import evaluate
 
-    if args.episodes < 1:
-        raise EvalError(f"--episodes must be >= 1, got {args.episodes}")
-    if args.num_envs < 1:
-        raise EvalError(f"--num-envs must be >= 1, got {args.num_envs}")
-    if args.video is not None:
-        check_video_dir(args.video)  # fail before a long evaluation, not after
-
-    if (args.checkpoint is None) == (args.onnx is None):
-        raise EvalError("pass exactly one of --checkpoint DIR and --onnx FILE")
-    if args.onnx is not None:
-        from aaren_rl.agents.onnx_agent import OnnxAgent
-
-        agent = OnnxAgent(args.onnx, threads=args.threads)
-    else:
-        import torch
-
-        from aaren_rl.agents import DecisionAgent
-
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise EvalError("--device cuda was asked for, but torch sees no CUDA device")
-        torch.set_num_threads(args.threads)
-        agent = DecisionAgent.load(
-            args.checkpoint, mode=args.mode, device=args.device, context_length=args.context_length
-        )
+    agent = _load_agent(args)
     env = _check_env(args, agent.env_id)
     targets = list(args.target_return) or [agent.target_return]
     results = []
@@ -200,10 +243,14 @@ def run(args: EvalArgs) -> dict:
             progress=args.progress,
         )
         results.append(res.to_dict())
+    _check_results(results)
     source = args.onnx if args.onnx is not None else args.checkpoint
     payload = {**results[0], "checkpoint": str(source), "results": results}
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(format_table(results))
+    if args.json is not None:  # before the video: the results are never lost to a later step
+        atomic_write_json(args.json, payload, indent=1)
+        print(f"wrote {args.json}")
     if args.video is not None:
         from aaren_rl.eval.video import record_video
 
@@ -211,25 +258,21 @@ def run(args: EvalArgs) -> dict:
         files = record_video(agent, env, args.video, args.seed, 1, args.max_episode_steps)
         payload["videos"] = [str(f) for f in files]
         print("video: " + ", ".join(payload["videos"]))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=1))
-        print(f"wrote {args.json}")
+        if args.json is not None:
+            atomic_write_json(args.json, payload, indent=1)
     if args.track:
         _track(args, payload)
     return payload
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``aaren-eval`` (exit codes: aaren_rl.errors)."""
     import tyro
 
-    args = tyro.cli(EvalArgs, args=argv, description=__doc__)
-    try:
-        run(args)
-    except ValueError as e:  # CheckpointError, EnvError, EvalError are ValueErrors
-        print(f"aaren-eval: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    def body() -> None:
+        run(tyro.cli(EvalArgs, args=argv, description=__doc__))
+
+    return run_cli("aaren-eval", body)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Roll out an agent for N episodes and report returns, lengths and normalised scores.
 
-The one evaluation loop of the toolkit (STYLE.md §7): the training loop, ``aaren-eval`` and
-the benchmarks all call :func:`evaluate`.
+The one episode loop of the toolkit (docs/style.md, "What that means for us" 7): the training
+loop, ``aaren-eval``, ``aaren-collect`` (its SB3 checkpoints, through an adapter) and the
+benchmarks all call :func:`evaluate` (or :func:`run_episodes`). Agents follow the one
+``predict`` contract, :class:`aaren_rl.agents.base.Agent` (re-exported here as ``Agent``).
 
 Seeding. Episode ``i`` (0-based) always starts from ``env.reset(seed=seed + i)``, whichever
 environment slot runs it, so evaluating over 1 or over 4 environments gives the same
 per-episode results for an agent whose action in one slot depends only on that slot's
-history (true for :class:`agents.DecisionAgent`). Gymnasium's vector envs cannot do this:
+history (true for :class:`aaren_rl.agents.DecisionAgent`). Gymnasium's vector envs cannot do this:
 with autoreset the seed of an automatic reset cannot be chosen. So ``num_envs`` plain
 environments are stepped here in lockstep and batched through the agent.
 
@@ -27,34 +29,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from aaren_rl.agents.base import Agent
 from aaren_rl.envs import get_env_spec, make_env, normalized_score
 from aaren_rl.errors import EvalError
 
 __all__ = ["Agent", "EvalError", "EvalResult", "RandomAgent", "evaluate", "run_episodes"]
-
-
-@runtime_checkable
-class Agent(Protocol):
-    """What :func:`evaluate` needs from an agent (a DecisionAgent, a random agent, ONNX...).
-
-    Optional extras, used when present:
-
-    - ``target_return`` (float attribute): set from ``evaluate(target_return=...)``.
-    - ``mode`` (str attribute): recorded in the result.
-    - ``begin_episode(slot: int, seed: int)``: called when slot ``slot`` starts the episode
-      seeded ``seed``; lets a stochastic agent reseed itself per episode.
-    """
-
-    def reset(self, num_envs: int) -> None: ...
-
-    def predict(
-        self, obs: np.ndarray, reward: np.ndarray, episode_start: np.ndarray
-    ) -> np.ndarray: ...
 
 
 class RandomAgent:
@@ -87,13 +71,18 @@ class RandomAgent:
         e.close()
         return cls(space.low, space.high, int(np.prod(space.shape)), seed)
 
-    def reset(self, num_envs: int) -> None:
+    def reset(self, num_envs: int = 1) -> None:
         self._rngs = [np.random.default_rng([self.seed, j]) for j in range(num_envs)]
 
     def begin_episode(self, slot: int, seed: int) -> None:
         self._rngs[slot] = np.random.default_rng([self.seed, seed])
 
-    def predict(self, obs: np.ndarray, reward: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+    def predict(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray | None = None,
+        episode_start: np.ndarray | None = None,
+    ) -> np.ndarray:
         dim = self.act_dim if self.act_dim is not None else np.size(self.low)
         return np.stack([rng.uniform(self.low, self.high, size=dim) for rng in self._rngs])
 
@@ -219,6 +208,11 @@ def run_episodes(
                 f"the agent returned actions of shape {actions.shape}, expected "
                 f"({n}, {', '.join(map(str, space.shape))}) for {n} environments"
             )
+        if not np.isfinite(actions).all():
+            raise EvalError(
+                "the agent returned NaN or Inf actions: its weights or inputs are not finite "
+                "(a diverged training run?); evaluate an earlier checkpoint"
+            )
         actions = np.clip(actions, space.low, space.high)
         for j in np.flatnonzero(active):
             i = current[j]
@@ -282,6 +276,8 @@ def evaluate(
         raise EvalError(f"num_envs must be >= 1, got {num_envs}")
     if max_episode_steps is not None and max_episode_steps < 1:
         raise EvalError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    if target_return is not None and not np.isfinite(target_return):
+        raise EvalError(f"target return must be a finite number, got {target_return}")
     if target_return is not None and not hasattr(agent, "target_return"):
         raise EvalError(f"{type(agent).__name__} has no target_return to set")
     spec = get_env_spec(env)
@@ -308,7 +304,9 @@ def evaluate(
             e.close()
     seconds = time.perf_counter() - started
     ref = (getattr(agent, "metadata", None) or {}).get("reference_scores")
-    if ref is not None:  # the training dataset's own (random, expert) returns win (DESIGN §5)
+    if (
+        ref is not None
+    ):  # the training dataset's own (random, expert) returns win (docs/design.md §5)
         lo, hi = map(float, ref)
         norm = 100.0 * (eps.returns - lo) / (hi - lo)
     else:

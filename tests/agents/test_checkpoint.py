@@ -11,7 +11,7 @@ import torch
 
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig, __version__
 from aaren_rl.agents import CheckpointError, DecisionAgent
-from aaren_rl.agents.checkpoint import atomic_directory
+from aaren_rl.fileio import atomic_directory
 
 
 @pytest.fixture(params=["aaren", "transformer"])
@@ -94,3 +94,11 @@ def test_a_swap_cut_between_its_two_renames_is_recovered(
     obs = np.zeros((1, 4))
     np.testing.assert_array_equal(agent.predict(obs), loaded.predict(obs))
     assert path.is_dir() and not (tmp_path / ".ckpt.old").exists()
+
+
+def test_non_finite_weights_are_refused(agent: DecisionAgent, tmp_path: Path) -> None:
+    with torch.no_grad():
+        next(agent.model.parameters()).fill_(float("nan"))  # a diverged run
+    path = agent.save(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="NaN or Inf .* the training diverged"):
+        DecisionAgent.load(path)

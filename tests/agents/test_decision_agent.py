@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aaren_rl.agents import DecisionAgent
+from aaren_rl.agents import CheckpointError, DecisionAgent
+from aaren_rl.agents.base import Agent
+from aaren_rl.errors import ConfigError
 
 
 @pytest.fixture
@@ -118,8 +120,28 @@ def test_bad_input(make) -> None:
         agent.predict(np.full((2, 4), np.nan))
     with pytest.raises(ValueError, match="mode"):
         make(mode="cache")
-    with pytest.raises(ValueError, match="context_length"):
+    with pytest.raises(ConfigError, match="context length"):
         make(k=0)
+
+
+@pytest.mark.parametrize("target", [float("nan"), float("inf"), "x"])
+def test_a_target_return_that_is_not_a_number_is_refused(make_agent, target) -> None:
+    with pytest.raises(ConfigError, match="target return must be a finite number"):
+        make_agent("aaren", "recurrent", target_return=target)
+
+
+def test_load_checks_overrides_before_reading(tmp_path) -> None:
+    missing = tmp_path / "nothing-here"  # the flag is blamed, not the (missing) checkpoint
+    with pytest.raises(ConfigError, match="context length"):
+        DecisionAgent.load(missing, mode="window", context_length=0)
+    with pytest.raises(ConfigError, match="target return"):
+        DecisionAgent.load(missing, target_return=float("nan"))
+    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+        DecisionAgent.load(missing)
+
+
+def test_follows_the_agent_contract(make) -> None:
+    assert isinstance(make(), Agent)
 
 
 def test_kv_cache_holds_only_the_running_episodes(make) -> None:

@@ -83,7 +83,7 @@ def test_video_dir_not_writable(aaren_checkpoint: Path, tmp_path: Path, capsys):
     blocker.write_text("")
     rc = main(["--checkpoint", str(aaren_checkpoint), "--video", str(blocker / "videos"), *FAST])
     assert rc == 2
-    assert "cannot write videos" in _err(capsys)
+    assert "a-file is a file, not a directory" in _err(capsys)
 
 
 def test_video_needs_moviepy(aaren_checkpoint: Path, tmp_path: Path, capsys):
