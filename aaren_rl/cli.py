@@ -6,8 +6,11 @@ Every console script is ``run_cli(name, body)``: ``body`` parses its flags and d
 - :class:`~aaren_rl.errors.AarenError`: ``"{name}: error: {message}"``, exit 2;
 - ``OSError`` (disk full, permission denied, a path that is a directory...): the path and what
   to do, exit 1 (the work failed; what was written before is intact: writes are atomic);
-- ``KeyboardInterrupt``: ``"{name}: interrupted"`` plus ``resume_hint`` if given, exit 130;
+- ``KeyboardInterrupt``: ``"{name}: interrupted"`` plus the exception's notes, or else
+  ``resume_hint`` if given, exit 130;
 - ``SystemExit`` (tyro's ``--help`` and usage errors) passes through unchanged;
+- notes added to an exception (``e.add_note``, e.g. "continue with --resume ...") are
+  appended to its message on the same line;
 - anything else is a bug: the traceback is printed, exit 1.
 """
 
@@ -41,18 +44,24 @@ def describe_os_error(e: OSError) -> str:
     return f"{paths}: {advice}" if paths else f"{advice} ({e})"
 
 
+def _with_notes(message: str, e: BaseException) -> str:
+    """The message plus the exception's notes (``e.add_note``: what to do next), one line."""
+    return "; ".join([message, *getattr(e, "__notes__", ())])
+
+
 def run_cli(name: str, body: Callable[[], int | None], resume_hint: str | None = None) -> int:
     """Run a console script's ``body`` and map its outcome to an exit code."""
     try:
         code = body()
     except AarenError as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {_with_notes(str(e), e)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        hint = f"; {resume_hint}" if resume_hint else ""
-        print(f"\n{name}: interrupted{hint}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # An interrupt may carry its own hint as a note (e.g. the run directory to resume).
+        hint = "; ".join(getattr(e, "__notes__", ())) or resume_hint
+        print(f"\n{name}: interrupted{f'; {hint}' if hint else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as e:
-        print(f"{name}: error: {describe_os_error(e)}", file=sys.stderr)
+        print(f"{name}: error: {_with_notes(describe_os_error(e), e)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK if code is None else int(code)
