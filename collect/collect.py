@@ -26,8 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import sys
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,9 +37,12 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from aaren_rl.cli import run_cli
+from aaren_rl.envs.datasets import close_open_episode, split_episodes
 from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
-from aaren_rl.errors import EnvError
-from aaren_rl.fileio import atomic_path, atomic_write_text
+from aaren_rl.errors import ConfigError, RunDirError
+from aaren_rl.eval.rollout import evaluate
+from aaren_rl.fileio import atomic_path, atomic_write_text, check_output_dir
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
@@ -95,6 +97,72 @@ class Args:
         return self.work_dir or Path("runs/collect") / f"{self.env}-{self.algo}-s{self.seed}"
 
 
+def check_args(args: Args) -> None:
+    """Every flag and output path checked before anything is created or trained.
+
+    Raises:
+        ConfigError: a flag out of range, or nothing to write.
+        OutputPathError: --work-dir or --hdf5-dir cannot be written.
+    """
+    for flag, value, low in (
+        ("--total-timesteps", args.total_timesteps, 1),
+        ("--eval-every", args.eval_every, 1),
+        ("--eval-episodes", args.eval_episodes, 1),
+        ("--transitions", args.transitions, 1),
+        ("--seed", args.seed, 0),
+        ("--num-envs", args.num_envs, 1),
+        ("--ppo-n-steps", args.ppo_n_steps, 2),
+        ("--rollout-envs", args.rollout_envs, 1),
+        ("--version", args.version, 0),
+        ("--threads", args.threads, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    if args.seed >= 2**31:
+        raise ConfigError(f"--seed must be below 2**31, got {args.seed}")
+    if not (math.isfinite(args.medium_fraction) and 0 < args.medium_fraction <= 1):
+        raise ConfigError(f"--medium-fraction must be in (0, 1], got {args.medium_fraction}")
+    if not args.levels:
+        raise ConfigError(f"--levels is empty: name at least one of {', '.join(LEVELS)}")
+    if not args.minari and args.hdf5_dir is None:
+        raise ConfigError("nothing to write: --no-minari without --hdf5-dir DIR")
+    if not args.namespace or "/" in args.namespace or args.namespace.startswith("."):
+        raise ConfigError(f"--namespace {args.namespace!r}: give a plain name such as 'aaren'")
+    check_output_dir(args.run_dir, "--work-dir")
+    if args.hdf5_dir is not None:
+        check_output_dir(args.hdf5_dir, "--hdf5-dir")
+
+
+def sb3_class(algo: str) -> type:
+    """The stable-baselines3 class of ``--algo`` (the one map of names to algorithms)."""
+    import stable_baselines3 as sb3
+
+    return {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3}[algo]
+
+
+class PolicyAgent:
+    """A batched policy function as an agent of the one episode loop (``aaren_rl.eval``).
+
+    ``predict`` ignores rewards and episode starts: an SB3 MLP policy is memoryless.
+    """
+
+    mode = "sb3"
+
+    def __init__(self, policy: PolicyFn) -> None:
+        self.policy = policy
+
+    def reset(self, num_envs: int = 1) -> None:
+        pass
+
+    def predict(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray | None = None,
+        episode_start: np.ndarray | None = None,
+    ) -> np.ndarray:
+        return np.asarray(self.policy(np.asarray(obs)), dtype=np.float32)
+
+
 # ----------------------------------------------------------------------------- small helpers
 
 
@@ -137,12 +205,7 @@ class _Recorder(gym.Wrapper):
 def _to_d4rl(streams: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Concatenate per-env streams; each stream's last step becomes a timeout if open."""
     streams = [s for s in streams if len(s["rew"])]
-    timeouts = []
-    for s in streams:
-        t = s["trunc"].astype(bool).copy()
-        if not (t[-1] or s["term"][-1]):
-            t[-1] = True  # recording cut mid-episode (D4RL marks these as timeouts)
-        timeouts.append(t)
+    timeouts = [close_open_episode(s["term"], s["trunc"]) for s in streams]
     cat = lambda k, dt: np.concatenate([s[k] for s in streams]).astype(dt)  # noqa: E731
     return {
         "observations": cat("obs", np.float32),
@@ -160,71 +223,47 @@ def _episode_returns(d: dict[str, np.ndarray]) -> np.ndarray:
     The up-to-``rollout_envs`` episodes cut by the transition budget are included (they end in
     a timeout, as in D4RL), so these stats match ``OfflineDataset.episode_returns``.
     """
-    from aaren_rl.envs.datasets import split_episodes
-
     ds = split_episodes(
         d["observations"], d["actions"], d["rewards"], d["terminals"], d["timeouts"]
     )
     return ds.episode_returns
 
 
-def rollout(
+def record(
     gym_id: str,
     policy: PolicyFn,
     *,
     num_envs: int,
     seed: int,
-    transitions: int | None = None,
-    episodes: int | None = None,
+    transitions: int,
     desc: str | None = None,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Roll ``policy`` out in ``num_envs`` envs, batched, until a step or episode budget.
+) -> dict[str, np.ndarray]:
+    """Record ``transitions`` steps of ``policy`` in ``num_envs`` envs, batched (a dataset).
 
-    With ``transitions``, each env runs ``ceil(transitions / num_envs)`` steps and the result is
-    cut to exactly ``transitions`` (cut episodes end in a timeout). With ``episodes``, the
-    episodes are split evenly over the envs (SB3 ``evaluate_policy``'s fix for short-episode bias).
+    Each env runs ``ceil(transitions / num_envs)`` steps; the result is cut to exactly
+    ``transitions`` (cut episodes end in a timeout, as in D4RL). Episodes are not counted or
+    scored here: evaluation goes through ``aaren_rl.eval.rollout.evaluate``.
 
     Returns:
-        (D4RL arrays, returns of the completed episodes).
+        D4RL arrays.
     """
-    assert (transitions is None) != (episodes is None)
     envs = [_Recorder(make_env(gym_id)) for _ in range(num_envs)]
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
-    if transitions is not None:
-        steps_left = np.full(num_envs, -(-transitions // num_envs))
-        eps_left = np.full(num_envs, np.iinfo(np.int64).max)
-        total = int(steps_left.sum())
-    else:
-        eps_left = np.array([(episodes + i) // num_envs for i in range(num_envs)])
-        steps_left = np.full(num_envs, np.iinfo(np.int64).max)
-        total = episodes
-    active = (eps_left > 0) & (steps_left > 0)
-    returns, ep_ret = [], np.zeros(num_envs)
-    with tqdm(total=total, desc=desc, disable=desc is None, leave=False) as bar:
-        while active.any():
-            idx = np.flatnonzero(active)
-            actions = policy(obs[idx])
-            for j, i in enumerate(idx):
-                o, r, term, trunc, _ = envs[i].step(actions[j])
-                ep_ret[i] += r
-                steps_left[i] -= 1
-                if term or trunc:
-                    returns.append(ep_ret[i])
-                    ep_ret[i] = 0.0
-                    eps_left[i] -= 1
-                    o, _ = envs[i].reset()
-                    bar.update(0 if transitions else 1)
-                obs[i] = o
-                active[i] = eps_left[i] > 0 and steps_left[i] > 0
-            bar.update(len(idx) if transitions else 0)
-    data = _to_d4rl([e.flush() for e in envs])
-    for e in envs:
-        e.close()
-    if transitions is not None and len(data["rewards"]) > transitions:
+    steps = -(-transitions // num_envs)
+    try:
+        for _ in tqdm(range(steps), desc=desc, disable=desc is None, leave=False):
+            actions = policy(obs)
+            for i, env in enumerate(envs):
+                o, _, term, trunc, _ = env.step(actions[i])
+                obs[i] = env.reset()[0] if term or trunc else o
+        data = _to_d4rl([e.flush() for e in envs])
+    finally:
+        for e in envs:
+            e.close()
+    if len(data["rewards"]) > transitions:
         data = {k: v[:transitions] for k, v in data.items()}
-        if not data["terminals"][-1]:
-            data["timeouts"][-1] = True
-    return data, np.asarray(returns, dtype=np.float64)
+        data["timeouts"] = close_open_episode(data["terminals"], data["timeouts"])
+    return data
 
 
 # ----------------------------------------------------------------------------- collector
@@ -243,9 +282,16 @@ class Collector:
         self.state_path = self.dir / "state.json"
         key = {k: getattr(args, k) for k in ("env", "algo", "seed", "num_envs", "ppo_n_steps")}
         if self.state_path.exists():
-            self.state = json.loads(self.state_path.read_text())
-            if self.state["key"] != key:
-                raise EnvError(
+            try:
+                self.state = json.loads(self.state_path.read_text())
+                old_key = self.state["key"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise RunDirError(
+                    f"{self.state_path} is corrupt ({e}); delete {self.dir} to start over, "
+                    "or use another --work-dir"
+                ) from e
+            if old_key != key:
+                raise RunDirError(
                     f"{self.dir} holds a collection with {self.state['key']}, not {key}. "
                     "Use another --work-dir, or delete that folder to start over."
                 )
@@ -283,24 +329,15 @@ class Collector:
         return venv
 
     def _new_model(self, venv):
-        import stable_baselines3 as sb3
-
         a = self.args
-        if a.algo == "ppo":
-            return sb3.PPO("MlpPolicy", venv, n_steps=a.ppo_n_steps, batch_size=64, seed=a.seed,
-                           verbose=0, device="cpu")  # fmt: skip
-        cls = {"sac": sb3.SAC, "td3": sb3.TD3}[a.algo]
-        return cls("MlpPolicy", venv, seed=a.seed, verbose=0, device="cpu")
+        extra = {"n_steps": a.ppo_n_steps, "batch_size": 64} if a.algo == "ppo" else {}
+        return sb3_class(a.algo)("MlpPolicy", venv, seed=a.seed, verbose=0, device="cpu", **extra)
 
     def policy_fn(self, ckpt: dict, deterministic: bool) -> PolicyFn:
         """The checkpoint's policy as a batched function of raw observations."""
         import pickle
 
-        import stable_baselines3 as sb3
-
-        model = {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3}[self.args.algo].load(
-            self.dir / ckpt["model"], device="cpu"
-        )
+        model = sb3_class(self.args.algo).load(self.dir / ckpt["model"], device="cpu")
         obs_rms = None
         if ckpt.get("vecnorm"):
             with open(self.dir / ckpt["vecnorm"], "rb") as f:
@@ -337,16 +374,18 @@ class Collector:
             self.dir / chunk,
             **{f"{i}_{k}": v for i, s in enumerate(streams) for k, v in s.items()},
         )
-        _, rets = rollout(self.spec.gym_id, self.policy_fn(ckpt, deterministic=True),
-                          num_envs=self.args.eval_episodes, seed=10_000 + step,
-                          episodes=self.args.eval_episodes)  # fmt: skip
-        ckpt.update(**{"return": float(rets.mean()), "std": float(rets.std())})
+        agent = PolicyAgent(self.policy_fn(ckpt, deterministic=True))
+        n = self.args.eval_episodes
+        res = evaluate(agent, self.spec.gym_id, n, num_envs=n, seed=10_000 + step)
+        ckpt.update(**{"return": res.return_mean, "std": res.return_std})
         self.state["checkpoints"].append(ckpt)
         self.state["chunks"].append({"file": chunk, "segment": seg, "step": step})
         self.save_state()  # the commit point: files above are only used once listed here
         for c in stale:
             (self.dir / c.pop("replay_buffer_stale")).unlink(missing_ok=True)
-        self.log(f"[aaren-collect] step {step}: eval return {rets.mean():.1f} ± {rets.std():.1f}")
+        self.log(
+            f"[aaren-collect] step {step}: eval return {res.return_mean:.1f} ± {res.return_std:.1f}"
+        )
 
     def train(self) -> None:
         from stable_baselines3.common.callbacks import BaseCallback
@@ -356,7 +395,6 @@ class Collector:
         done = ckpts[-1]["step"] if ckpts else 0
         if done >= a.total_timesteps:
             return
-        import stable_baselines3 as sb3
         import torch
 
         torch.set_num_threads(a.threads)
@@ -364,8 +402,7 @@ class Collector:
         self.save_state()
         venv = self._make_train_env()
         if ckpts:
-            cls = {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3}[a.algo]
-            model = cls.load(self.dir / ckpts[-1]["model"], env=venv, device="cpu")
+            model = sb3_class(a.algo).load(self.dir / ckpts[-1]["model"], env=venv, device="cpu")
             if ckpts[-1].get("replay_buffer"):
                 model.load_replay_buffer(self.dir / ckpts[-1]["replay_buffer"])
             self.log(f"[aaren-collect] resuming from step {done} ({self.dir})")
@@ -374,7 +411,6 @@ class Collector:
         model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-* temp folders
         collector, next_eval = self, (done // a.eval_every + 1) * a.eval_every
         bar = tqdm(total=a.total_timesteps, initial=done, desc=f"train {a.algo}", unit="step")
-        stop_after = int(os.environ.get("AAREN_COLLECT_STOP_AFTER", "0"))  # test hook
 
         class _Cb(BaseCallback):
             def _on_step(self) -> bool:
@@ -389,8 +425,6 @@ class Collector:
                 if self.num_timesteps >= next_eval and self.num_timesteps < a.total_timesteps:
                     collector.checkpoint(self.model, venv)
                     next_eval = (self.num_timesteps // a.eval_every + 1) * a.eval_every
-                    if stop_after and len(collector.state["checkpoints"]) >= stop_after:
-                        raise KeyboardInterrupt("AAREN_COLLECT_STOP_AFTER")
 
         t0 = time.perf_counter()
         try:
@@ -452,9 +486,9 @@ class Collector:
         else:
             policy = self.policy_fn(ckpt, deterministic=False)
         t0 = time.perf_counter()
-        data, _ = rollout(self.spec.gym_id, policy, num_envs=a.rollout_envs,
-                          seed=a.seed + 20_000 + max(step, 0), transitions=a.transitions,
-                          desc=f"rollout {level}")  # fmt: skip
+        data = record(self.spec.gym_id, policy, num_envs=a.rollout_envs,
+                      seed=a.seed + 20_000 + max(step, 0), transitions=a.transitions,
+                      desc=f"rollout {level}")  # fmt: skip
         self.state["timings"][f"rollout_{level}_{a.transitions}_s"] = time.perf_counter() - t0
         self.save_state()
         _atomic_npz(cache, **data)
@@ -534,9 +568,11 @@ class Collector:
 
 
 def collect(args: Args) -> dict[str, dict]:
-    """Run (or resume) a whole collection; returns per-level metadata."""
-    if args.medium_fraction <= 0 or args.transitions < 1 or args.eval_every < 1:
-        raise ValueError("--medium-fraction, --transitions and --eval-every must be positive.")
+    """Run (or resume) a whole collection; returns per-level metadata.
+
+    Every flag, output path and the env are checked before anything is created.
+    """
+    check_args(args)
     make_env(get_env_spec(args.env).gym_id).close()  # fail fast on a bad env
     t0 = time.perf_counter()
     c = Collector(args)
@@ -557,22 +593,21 @@ def collect(args: Args) -> dict[str, dict]:
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``aaren-collect`` (exit codes: aaren_rl.errors)."""
     import tyro
 
-    args = tyro.cli(Args)
-    try:
+    args = tyro.cli(Args, args=argv, description=__doc__)
+
+    def body() -> None:
         collect(args)
-    except ValueError as e:  # EnvError, DatasetError and bad arguments: say what, no traceback
-        print(f"aaren-collect: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print(f"\n[aaren-collect] interrupted; rerun the same command to resume ({args.run_dir}).")
-        raise SystemExit(130) from None
+
+    hint = f"rerun the same command to resume ({args.run_dir})"
+    return run_cli("aaren-collect", body, resume_hint=hint)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
 
 
-__all__ = ["Args", "Collector", "collect", "main", "rollout", "LEVELS"]
+__all__ = ["Args", "Collector", "PolicyAgent", "check_args", "collect", "main", "record", "LEVELS"]

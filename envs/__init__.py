@@ -11,9 +11,10 @@ from aaren_rl.envs.datasets import (
     OfflineDataset,
     Trajectory,
     check_dataset_matches_env,
+    close_open_episode,
     load_dataset,
 )
-from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env, make_vec_env
+from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 from aaren_rl.envs.scores import REFERENCE_SCORES, normalized_score
 from aaren_rl.errors import DatasetError, EnvError
 
@@ -28,11 +29,11 @@ __all__ = [
     "Trajectory",
     "WindowSampler",
     "check_dataset_matches_env",
+    "close_open_episode",
     "get_env_spec",
     "load_dataset",
     "make_env",
     "make_sampler",
-    "make_vec_env",
     "normalized_score",
 ]
 
@@ -45,4 +46,4 @@ def __getattr__(name: str) -> Any:  # PEP 562: torch is imported with the sample
         from aaren_rl.envs import sampling
 
         return getattr(sampling, name)
-    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+    raise AttributeError(f"module 'aaren_rl.envs' has no attribute {name!r}")

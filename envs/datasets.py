@@ -11,6 +11,12 @@ Spec strings:
 - ``d4rl:NAME`` (``d4rl:hopper-medium-v2``): D4RL's own file, read from its download cache
   (``envs/d4rl_names.py``) and evaluated in the matching v5 env with D4RL's reference returns.
 
+Discrete spaces: integer actions ((N,) or (N, 1) ids) make a discrete-action dataset: they
+are stored one-hot (``actions`` (T, n)) and ``OfflineDataset.num_actions`` is ``n`` (from the
+recorded env's ``Discrete(n)``, else the ``num_actions`` attr, else ``max id + 1``).
+Observations of a recorded ``Discrete`` / ``MultiDiscrete`` space (the env's, or the
+``observation_nvec`` attr) are one-hot encoded as in ``envs/spaces.py``. Box data is unchanged.
+
 Episodes are split on ``terminals | timeouts`` (D4RL convention). A trailing run of steps with
 neither flag (a recording cut mid-episode) is **kept** as a truncated trajectory
 (``terminated=False``), as D4RL's own ``sequence_dataset`` and CORL's DT do; the count is in
@@ -87,6 +93,12 @@ class OfflineDataset:
     spec: str
     env_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    num_actions: int | None = None
+    """Discrete actions: the number of choices (``actions`` are one-hot); None for Box."""
+
+    @property
+    def discrete_actions(self) -> bool:
+        return self.num_actions is not None
 
     @property
     def obs_dim(self) -> int:
@@ -137,6 +149,25 @@ class OfflineDataset:
 
 
 # ----------------------------------------------------------------------------- building
+
+
+def close_open_episode(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
+    """``timeouts`` (a bool copy) with its last step set when the data ends mid-episode.
+
+    A recording cut (a step budget, a checkpoint boundary, a stream that simply stops) is
+    marked as a time-out, as D4RL does, so that the last episode is closed and every reader
+    (``split_episodes``, Minari's truncations) sees where it ends. The one place that rule
+    lives: aaren-collect's streams and rollouts, the Minari writer and the Minari reader use it.
+
+    Args:
+        terminals: (T,) the MDP ended at this step.
+        timeouts: (T,) a time limit or a cut ended the episode at this step.
+    """
+    out = np.asarray(timeouts, dtype=bool).reshape(-1).copy()
+    term = np.asarray(terminals, dtype=bool).reshape(-1)
+    if len(out) and not (out[-1] or term[-1]):
+        out[-1] = True
+    return out
 
 
 def split_episodes(
@@ -278,6 +309,14 @@ def load_d4rl_hdf5(path: str | os.PathLike, spec: str | None = None) -> OfflineD
 
     path = Path(path).expanduser()
     spec = spec or f"d4rl:{path}"
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.glob("*.hdf5")) + sorted(
+            str(p) for p in path.glob("*.h5")
+        )
+        raise DatasetError(
+            f"{spec}: {path} is a directory, not an HDF5 file; pass a file path"
+            + (f" (HDF5 files in it: {', '.join(inside[:5])})." if inside else ".")
+        )
     if not path.is_file():
         near = _hdf5_files_near(path)
         raise DatasetError(
@@ -300,7 +339,9 @@ def load_d4rl_hdf5(path: str | os.PathLike, spec: str | None = None) -> OfflineD
         arrays = {k: f[k][()] for k in REQUIRED_KEYS}  # whole-array reads: seconds for 1M
         meta = {str(k): _decode_attr(v) for k, v in f.attrs.items()}
     env_id = meta.get("env_id") or meta.get("env") or meta.get("env_name")
+    num_actions = _encode_discrete(arrays, spec, meta, env_id)
     ds = split_episodes(**arrays, spec=spec, env_id=env_id, metadata=meta)
+    ds.num_actions = num_actions
     _check_against_recorded_env(ds)
     return ds
 
@@ -361,13 +402,16 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
     except Exception as exc:
         raise DatasetError(f"{spec}: Minari could not load {dataset_id!r}: {exc}") from exc
 
-    for what, space in (
-        ("observation", mds.spec.observation_space),
-        ("action", mds.spec.action_space),
+    from aaren_rl.envs.spaces import discrete_action_count, is_discrete
+
+    for what, space, ok in (
+        ("observation", mds.spec.observation_space, is_discrete(mds.spec.observation_space)),
+        ("action", mds.spec.action_space, discrete_action_count(mds.spec.action_space)),
     ):
-        if not isinstance(space, gym.spaces.Box):
+        if not isinstance(space, gym.spaces.Box) and not ok:
             raise DatasetError(
-                f"{spec}: {what} space is {type(space).__name__}; only Box spaces are supported."
+                f"{spec}: {what} space is {type(space).__name__}; supported: Box, Discrete "
+                "(and MultiDiscrete observations)."
             )
     obs, act, rew, term, trunc = [], [], [], [], []
     for ep in _minari_episodes(mds):
@@ -375,18 +419,20 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
         act.append(np.asarray(ep["actions"]))
         rew.append(np.asarray(ep["rewards"]))
         term.append(np.asarray(ep["terminations"], dtype=bool))
-        tr = np.asarray(ep["truncations"], dtype=bool).copy()
-        if len(tr) and not (tr[-1] or term[-1][-1]):
-            tr[-1] = True  # Minari episodes are complete by construction; mark the cut
-        trunc.append(tr)
+        # Minari episodes are complete by construction: an open end is a cut
+        trunc.append(close_open_episode(term[-1], ep["truncations"]))
     if not rew:
         raise DatasetError(f"{spec}: the Minari dataset has no episodes.")
     meta = {str(k): _decode_attr(v) for k, v in mds.storage.metadata.items()}
     env_spec = mds.spec.env_spec
     env_id = env_spec.id if env_spec is not None else meta.get("env_id")
+    arrays = {"observations": np.concatenate(obs), "actions": np.concatenate(act)}
+    num_actions = _encode_discrete(
+        arrays, spec, meta, None, mds.spec.action_space, mds.spec.observation_space
+    )
     ds = split_episodes(
-        np.concatenate(obs),
-        np.concatenate(act),
+        arrays["observations"],
+        arrays["actions"],
         np.concatenate(rew),
         np.concatenate(term),
         np.concatenate(trunc),
@@ -394,6 +440,7 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
         env_id=env_id,
         metadata=meta,
     )
+    ds.num_actions = num_actions
     _check_against_recorded_env(ds)
     return ds
 
@@ -425,6 +472,99 @@ def _minari_episodes(mds: Any):
         return
     for ep in mds.iterate_episodes():
         yield vars(ep)
+
+
+# ----------------------------------------------------------------------------- discrete
+
+
+def _recorded_spaces(env_id: str | None) -> tuple[Any, Any]:
+    """The raw (action, observation) spaces of a recorded env that is installed here."""
+    if not env_id:
+        return None, None
+    import gymnasium as gym
+
+    from aaren_rl.envs.registry import get_env_spec
+
+    try:
+        env = gym.make(get_env_spec(env_id).gym_id)
+    except Exception:  # not installed / unknown here: nothing to read the spaces from
+        return None, None
+    try:
+        return env.action_space, env.observation_space
+    finally:
+        env.close()
+
+
+def _encode_discrete(
+    arrays: dict[str, np.ndarray],
+    spec: str,
+    meta: dict[str, Any],
+    env_id: str | None,
+    action_space: Any = None,
+    obs_space: Any = None,
+) -> int | None:
+    """One-hot integer actions and discrete observations in place (module docstring).
+
+    Returns the number of actions for a discrete-action dataset, None for Box actions.
+
+    Raises:
+        DatasetError: action ids out of range or not integral for a Discrete space, float
+            actions for a Discrete space, observation ids out of range.
+    """
+    from aaren_rl.envs.spaces import discrete_action_count, encode_observations, is_discrete
+
+    if action_space is None and obs_space is None:
+        action_space, obs_space = _recorded_spaces(env_id)
+    act = np.asarray(arrays["actions"])
+    n = discrete_action_count(action_space) if action_space is not None else None
+    integral = np.issubdtype(act.dtype, np.integer) and (act.ndim == 1 or act.shape[1:] == (1,))
+    if n is None and integral and not isinstance(action_space, _box_type()):
+        n = int(meta.get("num_actions") or (int(act.max()) + 1 if act.size else 1))
+    if n is not None:
+        if not integral:
+            raise DatasetError(
+                f"{spec}: the action space is Discrete({n}) but 'actions' are {act.dtype} of "
+                f"shape {act.shape}; a discrete dataset stores integer action ids, shape (N,). "
+                "Re-collect it with aaren-collect, or use the env it was collected on."
+            )
+        ids = act.reshape(-1).astype(np.int64)
+        bad = (ids < 0) | (ids >= n)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DatasetError(
+                f"{spec}: action ids must be in 0..{n - 1} (Discrete({n})); {int(bad.sum())} "
+                f"are not, the first at index {i} (id {int(ids[i])})."
+            )
+        from aaren_rl.envs.spaces import one_hot
+
+        arrays["actions"] = one_hot(ids, n)
+    nvec = meta.get("observation_nvec")
+    if obs_space is None and nvec is not None:
+        import gymnasium as gym
+
+        nvec = np.asarray(nvec, dtype=np.int64).reshape(-1)
+        one = nvec.size == 1
+        obs_space = gym.spaces.Discrete(int(nvec[0])) if one else gym.spaces.MultiDiscrete(nvec)
+    if obs_space is not None and is_discrete(obs_space):
+        obs = np.asarray(arrays["observations"])
+        if not np.issubdtype(obs.dtype, np.integer) and not np.all(obs == np.round(obs)):
+            raise DatasetError(
+                f"{spec}: observations must be integer ids of {obs_space}, got {obs.dtype} "
+                f"values like {obs.reshape(len(obs), -1)[0].tolist()}."
+            )
+        lo = np.asarray(getattr(obs_space, "start", 0))
+        hi = lo + np.asarray(getattr(obs_space, "n", getattr(obs_space, "nvec", 1)))
+        ids = obs.reshape((len(obs),) + obs_space.shape).astype(np.int64)
+        if (ids < lo).any() or (ids >= hi).any():
+            raise DatasetError(f"{spec}: observation ids out of the range of {obs_space}.")
+        arrays["observations"] = encode_observations(ids, obs_space)
+    return n
+
+
+def _box_type() -> type:
+    import gymnasium as gym
+
+    return gym.spaces.Box
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -505,12 +645,23 @@ def check_dataset_matches_env(dataset: OfflineDataset, env_spec_or_env: Any) -> 
         )
         name = spec.gym_id
         env, owned = make_env(name), True
+    from aaren_rl.envs.spaces import VectorSpaces, vector_spaces
+
     try:
-        obs_shape = env.observation_space.shape
-        act_shape = env.action_space.shape
+        view = env if isinstance(env, VectorSpaces) else vector_spaces(env)  # what models see
+        obs_shape = view.observation_space.shape
+        act_shape = view.action_space.shape
+        env_n = view.num_actions if isinstance(view, VectorSpaces) else None
     finally:
         if owned:
             env.close()
+    if dataset.num_actions != env_n:
+        have = "float (Box)" if dataset.num_actions is None else f"Discrete({dataset.num_actions})"
+        want = "float (Box)" if env_n is None else f"Discrete({env_n})"
+        raise DatasetError(
+            f"{dataset.spec}: the dataset has {have} actions but {name} takes {want} actions. "
+            f"Use a dataset collected on {name} (recorded env: {dataset.env_id})."
+        )
     for what, got, want in (
         ("observations", dataset.obs_dim, obs_shape),
         ("actions", dataset.act_dim, act_shape),

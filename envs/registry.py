@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
+from aaren_rl.envs.popgym_envs import resolve_popgym_id
+from aaren_rl.envs.spaces import discrete_action_count, is_discrete, vector_spaces
+from aaren_rl.envs.tmaze import resolve_tmaze_id
 from aaren_rl.errors import EnvError
 
 
@@ -42,12 +45,8 @@ class EnvSpec:
     target_returns: tuple[float, ...]
     max_episode_steps: int
 
-    @property
-    def has_reference_scores(self) -> bool:
-        return self.random_score is not None and self.expert_score is not None
 
-
-# D4RL reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE; DESIGN.md §5).
+# D4RL reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE; docs/design.md §5).
 # Targets: DT paper (Chen et al., 2021) values; the first one is the default.
 _KNOWN: dict[str, EnvSpec] = {
     "hopper": EnvSpec("hopper", "Hopper-v5", -20.272305, 3234.3, (3600.0, 1800.0), 1000),
@@ -83,6 +82,7 @@ def get_env_spec(name_or_id: str) -> EnvSpec:
     if not isinstance(name_or_id, str) or not name_or_id:
         raise EnvError(f"Expected an env name or Gymnasium id, got {name_or_id!r}.")
     key = name_or_id.strip()
+    key = resolve_tmaze_id(key) or resolve_popgym_id(key) or key  # memory tasks, registered
     if key.lower() in _KNOWN:
         return _KNOWN[key.lower()]
     if key.lower() in _BY_GYM_ID:
@@ -106,12 +106,21 @@ def get_env_spec(name_or_id: str) -> EnvSpec:
 
 
 def _check_box_spaces(env: gym.Env, gym_id: str) -> None:
-    for what, space in (("observation", env.observation_space), ("action", env.action_space)):
-        if not isinstance(space, gym.spaces.Box):
+    # Discrete / MultiDiscrete observations and Discrete actions are seen as vectors
+    # (envs/spaces.py); anything else (Tuple, Dict, MultiBinary...) is not supported.
+    obs_ok = isinstance(env.observation_space, gym.spaces.Box) or is_discrete(env.observation_space)
+    act_ok = isinstance(env.action_space, gym.spaces.Box) or (
+        discrete_action_count(env.action_space) is not None
+    )
+    for what, space, ok in (
+        ("observation", env.observation_space, obs_ok),
+        ("action", env.action_space, act_ok),
+    ):
+        if not ok:
             env.close()
             raise EnvError(
-                f"{gym_id} has a {type(space).__name__} {what} space; aaren-rl needs Box "
-                "(continuous) observations and actions."
+                f"{gym_id} has a {type(space).__name__} {what} space; aaren-rl needs Box, "
+                "Discrete or MultiDiscrete observations and Box or Discrete actions."
             )
 
 
@@ -132,32 +141,8 @@ def make_env(name_or_id: str, seed: int | None = None, render_mode: str | None =
     except Exception as exc:
         raise EnvError(f"Could not create {spec.gym_id}: {exc}") from exc
     _check_box_spaces(env, spec.gym_id)
+    env = vector_spaces(env)  # discrete spaces as one-hot / argmax vectors
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
-
-
-def make_vec_env(name_or_id: str, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
-    """Create ``num_envs`` copies in a ``SyncVectorEnv`` with SAME_STEP autoreset.
-
-    Autoreset mode: ``gym.vector.AutoresetMode.SAME_STEP``. When sub-env ``i`` ends at a step
-    (``terminated[i] or truncated[i]``), the returned ``obs[i]`` is already the first
-    observation of the next episode, and the final observation of the finished episode is in
-    ``info["final_obs"][i]`` (with ``info["_final_obs"][i]`` True). No step is wasted on a
-    reset, unlike Gymnasium 1.x's default NEXT_STEP mode.
-
-    Sub-env ``i`` is seeded with ``seed + i`` on the first ``reset(seed=seed)``; the vector env
-    is returned un-reset, so call ``venv.reset(seed=seed)`` yourself.
-    """
-    if num_envs < 1:
-        raise EnvError(f"num_envs must be >= 1, got {num_envs}.")
-    spec = get_env_spec(name_or_id)
-    make_env(spec.gym_id).close()  # validate id and spaces once, with a clear error
-    venv = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(spec.gym_id) for _ in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-    if seed is not None:
-        venv.action_space.seed(seed)
-    return venv

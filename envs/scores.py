@@ -1,6 +1,6 @@
 """D4RL normalised score: 100 x (return - random) / (expert - random).
 
-Reference returns are D4RL's (d4rl/infos.py), as listed in DESIGN.md §5. Environments without
+Reference returns are D4RL's (d4rl/infos.py), as listed in docs/design.md §5. Environments without
 reference returns get ``None``: the score is reported as unavailable, never invented.
 
 Example:

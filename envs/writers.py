@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from aaren_rl.envs.datasets import close_open_episode
 from aaren_rl.errors import DatasetError
 from aaren_rl.fileio import atomic_directory, atomic_path
 
@@ -124,9 +125,7 @@ def write_minari(
     tout = np.asarray(arrays["timeouts"], bool)
     buffers = []
     for i, (s, e) in enumerate(_episode_slices(term, tout)):
-        trunc = tout[s:e].copy()
-        if not (term[e - 1] or trunc[-1]):
-            trunc[-1] = True  # a recording cut is a truncation in Minari's terms
+        trunc = close_open_episode(term[s:e], tout[s:e])  # a cut is a truncation in Minari
         buffers.append(
             EpisodeBuffer(
                 id=i,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tyro
 
-from aaren_rl.collect.collect import LEVELS, Args, collect
+from aaren_rl.collect.collect import LEVELS, Args, Collector, PolicyAgent, collect, main, record
 from aaren_rl.envs import load_dataset
 
 
@@ -31,14 +31,20 @@ def test_real_collection_interrupt_resume_and_outputs(tmp_path: Path, monkeypatc
                 transitions=1500, num_envs=2, ppo_n_steps=512, rollout_envs=4,
                 work_dir=tmp_path / "work", hdf5_dir=tmp_path / "h5")  # fmt: skip
 
-    monkeypatch.setenv("AAREN_COLLECT_STOP_AFTER", "1")  # simulate Ctrl-C after 1st checkpoint
-    with pytest.raises(KeyboardInterrupt):
-        collect(args)
+    real_checkpoint = Collector.checkpoint
+
+    def checkpoint_then_ctrl_c(self, model, venv):  # Ctrl-C right after the 1st checkpoint
+        real_checkpoint(self, model, venv)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Collector, "checkpoint", checkpoint_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            collect(args)
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     assert [c["step"] for c in state["checkpoints"]] == [2048]
     assert not (tmp_path / "h5").exists() and not list(_offline_minari.glob("aaren/*-v0"))
 
-    monkeypatch.delenv("AAREN_COLLECT_STOP_AFTER")
     results = collect(args)  # resumes from step 2048, does not start over
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     assert [c["step"] for c in state["checkpoints"]] == [2048, 4096]
@@ -64,3 +70,39 @@ def test_real_collection_interrupt_resume_and_outputs(tmp_path: Path, monkeypatc
 
     again = collect(args)  # a finished collection reruns as a no-op (cached, skipped)
     assert again["medium"]["episode_return_mean"] == results["medium"]["episode_return_mean"]
+
+
+def test_policy_agent_follows_the_agent_contract():
+    from aaren_rl.agents.base import Agent
+
+    agent = PolicyAgent(lambda obs: np.zeros((len(obs), 3)))
+    assert isinstance(agent, Agent)
+    out = agent.predict(np.zeros((2, 11)))
+    assert out.shape == (2, 3) and out.dtype == np.float32
+
+
+def test_record_cuts_to_the_budget_and_closes_the_last_episode():
+    rng = np.random.default_rng(0)
+    policy = lambda o: rng.uniform(-1, 1, (len(o), 3))  # noqa: E731
+    data = record("Hopper-v5", policy, num_envs=2, seed=0, transitions=25)
+    assert len(data["rewards"]) == 25
+    assert data["timeouts"][-1] or data["terminals"][-1]
+    ends = data["terminals"] | data["timeouts"]
+    assert ends.sum() >= 2  # each env's stream is closed (env 0's cut, then the final cut)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--total-timesteps", "0"], "--total-timesteps must be >= 1, got 0"),
+        (["--medium-fraction", "nan"], "--medium-fraction must be in (0, 1]"),
+        (["--levels"], "--levels is empty"),
+        (["--no-minari"], "nothing to write"),
+    ],
+)
+def test_bad_flags_fail_before_a_work_dir_exists(tmp_path: Path, capsys, flags, message):
+    work = tmp_path / "work"
+    assert main(["--work-dir", str(work), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not work.exists()

@@ -158,3 +158,27 @@ def test_h5_attrs_are_decoded(tmp_path: Path, synth):
     assert ds.metadata["checkpoints"] == [{"step": 1}]
     with h5py.File(p) as f:
         assert "next_observations" in f  # optional keys are tolerated
+
+
+def test_a_directory_is_named_as_such(tmp_path: Path, synth):
+    synth.write(tmp_path / "inside.hdf5", synth.arrays())
+    with pytest.raises(DatasetError, match="is a directory, not an HDF5 file.*inside.hdf5"):
+        load_dataset(f"d4rl:{tmp_path}")
+
+
+@pytest.mark.parametrize(
+    ("terminals", "timeouts", "expected"),
+    [
+        ([0, 0, 0], [0, 0, 0], [0, 0, 1]),  # cut mid-episode: closed as a timeout
+        ([0, 0, 1], [0, 0, 0], [0, 0, 0]),  # ends in a terminal: left alone
+        ([0, 1, 0], [0, 0, 1], [0, 0, 1]),  # already closed
+        ([], [], []),
+    ],
+)
+def test_close_open_episode(terminals, timeouts, expected):
+    from aaren_rl.envs import close_open_episode
+
+    t = np.array(timeouts, dtype=bool)
+    out = close_open_episode(np.array(terminals, dtype=bool), t)
+    np.testing.assert_array_equal(out, np.array(expected, dtype=bool))
+    assert out is not t  # a copy: the caller's array is not changed
