@@ -9,7 +9,7 @@ from aaren_rl.aaren_policy.backbone import (
     TransformerBackbone,
     make_backbone,
 )
-from aaren_rl.aaren_policy.decision import DecisionModel, DecisionModelConfig
+from aaren_rl.aaren_policy.decision import DecisionModel, DecisionModelConfig, to_left_padding
 from aaren_rl.aaren_policy.scan import (
     AttentionState,
     attention_step,
@@ -39,5 +39,6 @@ __all__ = [
     "naive_prefix_attention",
     "prefix_attention",
     "sequential_prefix_attention",
+    "to_left_padding",
     "__version__",
 ]

@@ -25,6 +25,7 @@ from torch import nn
 
 from aaren_rl.aaren_policy.scan import (
     DEFAULT_CHUNK,
+    MASKED,
     AttentionState,
     attention_step,
     empty_state,
@@ -96,13 +97,20 @@ class Aaren(nn.Module):
             )
 
     def _scores_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w, b = self.score_projection()
-        scores = nn.functional.linear(x, w, b)  # (..., H)
-        values = self.v_proj(x)  # (..., dim)
+        # Scores in the layer's own precision even under autocast: they enter exp(), where a
+        # bf16 score (3 significant digits) of size 10 would move a weight by ~4%; with the
+        # folded query they cost only H columns. Values follow autocast (the big matmul).
+        with torch.autocast(x.device.type, enabled=False):
+            w, b = self.score_projection()
+            scores = nn.functional.linear(x.to(w.dtype), w, b)  # (..., H)
+        values = self.v_proj(x).to(scores.dtype)  # (..., dim); the scan runs in float32
         return scores, values.view(*x.shape[:-1], self.num_heads, self.head_dim)
 
     def forward(
-        self, x: torch.Tensor, state: AttentionState | None = None
+        self,
+        x: torch.Tensor,
+        state: AttentionState | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, AttentionState]:
         """Parallel path over a sequence.
 
@@ -110,6 +118,9 @@ class Aaren(nn.Module):
             x: (B, T, dim) input tokens.
             state: optional ``AttentionState`` with m, u (B, H) and w (B, H, dh) from
                 earlier tokens.
+            mask: optional (B, T) bool, True at real tokens; the others (left padding) get
+                the score ``MASKED`` and so weight exactly 0 in every prefix that holds a
+                real token (DESIGN: padded tokens must never enter a real prefix).
 
         Returns:
             ``(y, state)``: y (B, T, dim); the state after the T tokens.
@@ -119,6 +130,8 @@ class Aaren(nn.Module):
         self._check_dtype(x)
         bsz, t, _ = x.shape
         scores, values = self._scores_values(x)  # (B, T, H), (B, T, H, dh)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.unsqueeze(-1), MASKED)
         out, state = prefix_attention(
             scores.transpose(1, 2),  # (B, H, T)
             values.transpose(1, 2),  # (B, H, T, dh)

@@ -1,6 +1,6 @@
 """Stacks of pre-LN residual blocks around a sequence mixer: Aaren or causal self-attention.
 
-Both stacks share one interface (STYLE.md §2):
+Both stacks share one interface (docs/style.md, "What that means for us" 2):
 
     y, state = backbone(x, state=None)        # x (B, T, dim), parallel
     y_t, state = backbone.step(x_t, state)    # x_t (B, dim), one token
@@ -14,8 +14,9 @@ size); the Transformer's is a tuple of ``KVCache`` (grows by one slot per token)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -24,7 +25,36 @@ from aaren_rl.aaren_policy.aaren import Aaren
 from aaren_rl.aaren_policy.scan import DEFAULT_CHUNK, METHODS, AttentionState
 from aaren_rl.aaren_policy.transformer import CausalSelfAttention, KVCache
 
-__all__ = ["AarenBackbone", "Backbone", "BackboneConfig", "TransformerBackbone", "make_backbone"]
+__all__ = [
+    "ACTIVATIONS",
+    "AarenBackbone",
+    "Backbone",
+    "BackboneConfig",
+    "TransformerBackbone",
+    "activation_fn",
+    "make_backbone",
+]
+
+# The feed-forward block's non-linearity. "gelu" is GPT-2's exact erf form (official DT);
+# "gelu_tanh" its tanh approximation (cheaper on CPU); "relu" is d3rlpy's DT choice.
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+
+
+def activation_fn(name: str) -> Any:
+    """The functional form of an activation of ``ACTIVATIONS`` (for fused / exported steps)."""
+    if name == "gelu":
+        return nn.functional.gelu
+    if name == "gelu_tanh":
+        return functools.partial(nn.functional.gelu, approximate="tanh")
+    if name == "relu":
+        return nn.functional.relu
+    raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
+
+
+def _activation_module(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    return nn.GELU(approximate="tanh" if name == "gelu_tanh" else "none")
 
 
 @dataclass
@@ -45,6 +75,9 @@ class BackboneConfig:
     """Aaren only: parallel scan implementation (see bench/scan_bench.py for the choice)."""
     chunk_size: int = DEFAULT_CHUNK
     """Aaren only: chunk length of the chunked scan (64: fastest measured, docs/core.md)."""
+    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
+    """Feed-forward non-linearity: gelu (exact erf, GPT-2 / official DT), gelu_tanh (its tanh
+    approximation, cheaper on CPU) or relu (d3rlpy's DT)."""
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.num_layers <= 0 or self.num_heads <= 0:
@@ -60,6 +93,8 @@ class BackboneConfig:
             raise ValueError(f"scan_method must be one of {METHODS}, got {self.scan_method!r}")
         if self.ffn_dim is not None and self.ffn_dim <= 0:
             raise ValueError(f"ffn_dim must be positive, got {self.ffn_dim}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
     @property
     def ffn_size(self) -> int:
@@ -76,13 +111,15 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.dim)
         self.mlp = nn.Sequential(
             nn.Linear(config.dim, config.ffn_size),
-            nn.GELU(),
+            _activation_module(config.activation),
             nn.Linear(config.ffn_size, config.dim),
         )
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-        h, state = self.mixer(self.ln1(x), state)
+    def forward(
+        self, x: torch.Tensor, state: Any = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        h, state = self.mixer(self.ln1(x), state, mask)
         x = x + self.drop(h)
         return x + self.drop(self.mlp(self.ln2(x))), state
 
@@ -129,22 +166,32 @@ class Backbone(nn.Module):
                 "cast the input (or the model, e.g. model.double())"
             )
 
-    def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+    def forward(
+        self, x: torch.Tensor, state: tuple | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple]:
         """Parallel path.
 
         Args:
             x: (B, T, dim) tokens (right padding is safe: outputs at real positions never
                 depend on later positions).
             state: per-layer states from an earlier call, or None.
+            mask: optional (B, T) bool, True at real tokens. Tokens where it is False (left
+                padding) are excluded from every position's attention (DESIGN: a padded
+                position must never change a real one); None means all real.
 
         Returns:
             ``(y, state)``: y (B, T, dim), and the per-layer states after these tokens.
         """
         self._check_input(x, "(B, T, dim)")
         self._check_state(state)
+        if mask is not None and (mask.shape != x.shape[:2] or mask.dtype != torch.bool):
+            raise ValueError(
+                f"mask must be a (B, T) = {tuple(x.shape[:2])} bool tensor, got "
+                f"{tuple(mask.shape)} {mask.dtype}"
+            )
         new_state = []
         for i, block in enumerate(self.blocks):
-            x, s = block(x, None if state is None else state[i])
+            x, s = block(x, None if state is None else state[i], mask)
             new_state.append(s)
         return self.ln_f(x), tuple(new_state)
 

@@ -6,6 +6,11 @@ all three tokens of a step, then LayerNorm (as the official DT ``embed_ln``) and
 The action for step t is read (tanh head) from the backbone output at the state token
 ``s_t``: it sees ``R_<=t, s_<=t, a_<t``. Loss: MSE on actions at real positions.
 
+Discrete actions (``discrete=True``, ``act_dim`` = the number of choices): actions are one-hot
+vectors (so the action token is the same linear embedding, of a one-hot), the head gives
+logits, the loss is cross-entropy, and acting takes the argmax (or samples, with
+``sample_actions``). :meth:`DecisionModel.action_loss` picks the loss; trainers only call it.
+
 Nothing but the backbone differs between ``backbone="aaren"`` and ``"transformer"``.
 
 Acting, one environment step at a time (recurrent mode):
@@ -20,14 +25,20 @@ the Transformer).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from aaren_rl.aaren_policy.backbone import BACKBONES, Backbone, BackboneConfig, make_backbone
 
-__all__ = ["DecisionModel", "DecisionModelConfig"]
+__all__ = ["DecisionModel", "DecisionModelConfig", "to_left_padding"]
+
+
+def greedy_one_hot(logits: torch.Tensor) -> torch.Tensor:
+    """(B, n) logits -> (B, n) one-hot of the argmax (as an equality with the max: the same
+    graph in PyTorch and ONNX; exact float ties, which argmax would break, do not occur)."""
+    return (logits == logits.amax(dim=-1, keepdim=True)).to(logits.dtype)
 
 
 @dataclass
@@ -44,6 +55,14 @@ class DecisionModelConfig:
     """Backbone size (dim, layers, heads, ffn, dropout)."""
     max_timestep: int = 1000
     """Rows of the timestep embedding; later timesteps reuse the last row."""
+    state_encoder: Literal["linear", "mlp"] = "linear"
+    """Observation embedding: linear (DT) or mlp (Linear, ReLU, Linear with
+    ``state_encoder_hidden`` hidden units: d3rlpy's default VectorEncoder shape)."""
+    state_encoder_hidden: int = 128
+    """Hidden width of the mlp state encoder."""
+    discrete: bool = False
+    """Discrete actions: act_dim choices, one-hot action tokens, a categorical head (logits,
+    cross-entropy loss, argmax acting). False: continuous actions in [-1, 1] (tanh, MSE)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.net, dict):
@@ -58,6 +77,12 @@ class DecisionModelConfig:
             )
         if self.max_timestep <= 0:
             raise ValueError(f"max_timestep must be positive, got {self.max_timestep}")
+        if self.state_encoder not in ("linear", "mlp"):
+            raise ValueError(f"state_encoder must be linear or mlp, got {self.state_encoder!r}")
+        if self.state_encoder_hidden <= 0:
+            raise ValueError(
+                f"state_encoder_hidden must be positive, got {self.state_encoder_hidden}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,12 +111,21 @@ class DecisionModel(nn.Module):
         d = config.net.dim
         self.embed_timestep = nn.Embedding(config.max_timestep, d)
         self.embed_return = nn.Linear(1, d)
-        self.embed_state = nn.Linear(config.obs_dim, d)
+        self.embed_state: nn.Module
+        if config.state_encoder == "mlp":
+            hid = config.state_encoder_hidden
+            self.embed_state = nn.Sequential(
+                nn.Linear(config.obs_dim, hid), nn.ReLU(), nn.Linear(hid, d)
+            )
+        else:
+            self.embed_state = nn.Linear(config.obs_dim, d)
         self.embed_action = nn.Linear(config.act_dim, d)
         self.embed_ln = nn.LayerNorm(d)
         self.embed_drop = nn.Dropout(config.net.dropout)
         self.backbone: Backbone = make_backbone(config.backbone, config.net)
-        self.action_head = nn.Sequential(nn.Linear(d, config.act_dim), nn.Tanh())
+        head: list[nn.Module] = [nn.Linear(d, config.act_dim)]
+        self.action_head = nn.Sequential(*(head if config.discrete else head + [nn.Tanh()]))
+        self.sample_actions = False  # discrete acting: sample from the logits, not argmax
         self.apply(self._init_weights)
 
     @staticmethod
@@ -118,6 +152,7 @@ class DecisionModel(nn.Module):
         actions: torch.Tensor,
         timesteps: torch.Tensor,
         state: tuple | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple]:
         """Parallel path over K timesteps (3K tokens).
 
@@ -127,6 +162,9 @@ class DecisionModel(nn.Module):
             actions: (B, K, act_dim).
             timesteps: (B, K) int64.
             state: backbone state of earlier tokens (continuation), or None.
+            mask: optional (B, K) bool, True at real timesteps. Needed only for left
+                padding: the padded timesteps' tokens are then kept out of every real
+                position's attention. Right padding needs none (the backbones are causal).
 
         Returns:
             ``(action_preds, state)``: (B, K, act_dim) predictions read at the state tokens,
@@ -147,9 +185,47 @@ class DecisionModel(nn.Module):
         s = self.embed_state(observations) + time
         a = self.embed_action(actions) + time
         x = torch.stack([r, s, a], dim=2).reshape(b, 3 * k, -1)  # (B, 3K, d): R1 s1 a1 R2 ...
-        y, state = self.backbone(self._token(x), state)
+        token_mask = None if mask is None else mask.repeat_interleave(3, dim=1)  # (B, 3K)
+        y, state = self.backbone(self._token(x), state, token_mask)
         y = y.view(b, k, 3, -1)
-        return self.action_head(y[:, :, 1]), state  # read at s_t
+        return self.action_head(y[:, :, 1]), state  # read at s_t (logits when discrete)
+
+    def action_loss(
+        self,
+        preds: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The training loss over real positions: MSE, or cross-entropy when ``discrete``.
+
+        Args:
+            preds: (B, K, act_dim) from :meth:`forward`.
+            actions: (B, K, act_dim) dataset actions (one-hot when ``discrete``).
+            mask: (B, K) bool, True at real positions.
+            weights: (B, K) optional per-position weights (e.g. a decision step weighted
+                up); the loss is the weighted mean over real positions.
+        """
+        if self.config.discrete:
+            logp = torch.log_softmax(preds.float(), dim=-1)
+            per_pos = -(logp * actions.to(logp.dtype)).sum(-1)  # (B, K) cross-entropy
+        else:
+            per_pos = ((preds - actions) ** 2).mean(-1)  # (B, K)
+        m = mask.to(per_pos.dtype)
+        if weights is not None:
+            m = m * weights.to(per_pos.dtype)
+        return (per_pos * m).sum() / m.sum().clamp_min(1e-8)
+
+    def to_action(self, head_out: torch.Tensor) -> torch.Tensor:
+        """Head output (B, act_dim) -> the action the agent takes and feeds back as a token:
+        unchanged (tanh) for continuous actions; one-hot of the argmax (or of a sample when
+        ``sample_actions``) for discrete ones."""
+        if not self.config.discrete:
+            return head_out
+        if self.sample_actions:
+            ids = torch.multinomial(torch.softmax(head_out.float(), dim=-1), 1).squeeze(-1)
+            return nn.functional.one_hot(ids, self.config.act_dim).to(head_out.dtype)
+        return greedy_one_hot(head_out)
 
     # ---- acting, one environment step at a time ------------------------------------------
 
@@ -169,12 +245,12 @@ class DecisionModel(nn.Module):
             state: backbone state (None or ``init_state`` at an episode's start).
 
         Returns:
-            ``(action, state)``: action (B, act_dim) in [-1, 1].
+            ``(action, state)``: action (B, act_dim) in [-1, 1] (one-hot when ``discrete``).
         """
         time = self._time(timestep)
         _, state = self.backbone.step(self._token(self.embed_return(returns_to_go) + time), state)
         y, state = self.backbone.step(self._token(self.embed_state(observation) + time), state)
-        return self.action_head(y), state
+        return self.to_action(self.action_head(y)), state
 
     def observe_action(self, action: torch.Tensor, timestep: torch.Tensor, state: tuple) -> tuple:
         """Feed ``a_t`` (B, act_dim) after acting; returns the state."""
@@ -187,3 +263,30 @@ class DecisionModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def to_left_padding(
+    mask: torch.Tensor, *tensors: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Turn a right-padded batch into a left-padded one (DT's and d3rlpy's layout).
+
+    Each row's real prefix is rotated to the end of the window, so padding comes first.
+    The model must then get the returned mask (``DecisionModel.forward(..., mask=)``) so
+    the padded tokens stay out of every real position's attention.
+
+    Args:
+        mask: (B, K) bool, True at real positions, each row a prefix of Trues.
+        tensors: (B, K, ...) tensors laid out like ``mask``.
+
+    Returns:
+        ``(mask, tensors)`` rotated: ``mask[b]`` a suffix of Trues.
+    """
+    b, k = mask.shape
+    shift = k - mask.sum(1, keepdim=True)  # (B, 1) padded positions per row
+    pos = torch.arange(k, device=mask.device).unsqueeze(0)  # (1, K)
+    src = (pos - shift) % k  # (B, K): new position j takes old position j - shift
+    out = []
+    for t in tensors:
+        idx = src.view(b, k, *([1] * (t.dim() - 2))).expand_as(t)
+        out.append(torch.gather(t, 1, idx))
+    return pos >= shift, tuple(out)

@@ -4,7 +4,7 @@
 ``Backbone.step`` one at a time: about 50 small PyTorch operations per token (validation,
 folding the score vector again, NamedTuple states), i.e. three sequential passes over the
 layers per action. Since PyTorch's per-operation cost (~5-10 us on one CPU thread) dominates
-at d = 128 (DESIGN.md §6, note on acting cost), this module removes operations, not FLOPs:
+at d = 128 (docs/design.md §6, note on acting cost), this module removes operations, not FLOPs:
 
 1. **Constants folded once.** The learned query never depends on the input, so each layer's
    score vectors ``W_k_h^T q_h / sqrt(dh)`` (``Aaren.score_projection``) are computed at
@@ -19,7 +19,7 @@ at d = 128 (DESIGN.md §6, note on acting cost), this module removes operations,
    is absorbed moves (to the next call). At an episode's start there is no previous action:
    its score is set to ``MASKED`` so its weight ``exp(MASKED - m)`` is exactly 0.
 3. **An exact causal combine over the 3 new tokens** with the carried ``(m, u, w)``
-   (DESIGN.md §3): each prefix ``k`` gets its own maximum ``M_k = max(m, s_1..s_k)`` (a
+   (docs/design.md §3): each prefix ``k`` gets its own maximum ``M_k = max(m, s_1..s_k)`` (a
    masked reduction, not ``cummax`` + ``cumsum``), then
 
        u_k = u e^{m - M_k} + sum_{i<=k} e^{s_i - M_k}
@@ -46,14 +46,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from aaren_rl.aaren_policy.aaren import Aaren
-from aaren_rl.aaren_policy.decision import DecisionModel
+from aaren_rl.aaren_policy.backbone import activation_fn
+from aaren_rl.aaren_policy.decision import DecisionModel, greedy_one_hot
+from aaren_rl.aaren_policy.scan import MASKED
 
 __all__ = ["MASKED", "FusedAarenPolicy", "FusedState", "trace_policy"]
 
-# Score given to an absent token (no previous action at t = 0). Finite on purpose: with
-# -inf, an empty state (m = -inf) would give exp(-inf - -inf) = NaN in that token's own row,
-# and the NaN would reach the other rows' values at the next layer. exp(-1e30 - M) is 0.
-MASKED = -1.0e30
+# MASKED (scan.py): the score of an absent token (no previous action at t = 0). Finite on
+# purpose: with -inf, an empty state (m = -inf) would give exp(-inf - -inf) = NaN in that
+# token's own row, and the NaN would reach the other rows' values at the next layer.
 
 
 class FusedState(NamedTuple):
@@ -108,27 +109,35 @@ class FusedAarenPolicy(nn.Module):
             )
         net = cfg.net
         self.obs_dim, self.act_dim = cfg.obs_dim, cfg.act_dim
+        self.discrete = cfg.discrete  # one-hot argmax actions (sampling: the unfused path)
         self.dim, self.num_layers, self.num_heads = net.dim, net.num_layers, net.num_heads
         self.head_dim = net.dim // net.num_heads
         self.max_timestep = cfg.max_timestep
         self.eps = model.embed_ln.eps
         d, a_dim, o_dim = net.dim, cfg.act_dim, cfg.obs_dim
         p = next(model.parameters())
+        self.activation = activation_fn(net.activation)
+        self.state_mlp = cfg.state_encoder == "mlp"
+        # An mlp state encoder: its first layer (and ReLU) runs on the observation, its
+        # second layer takes the linear encoder's place in the block-diagonal embedding.
+        state_in = cfg.state_encoder_hidden if self.state_mlp else o_dim
+        state_out = model.embed_state[-1] if self.state_mlp else model.embed_state
 
         def keep(name: str, t: torch.Tensor) -> None:
             self.register_buffer(name, t.detach().clone().contiguous())
 
         with torch.no_grad():
             # Embeddings as one block-diagonal linear map: [a | R | s] (B, A+1+O) -> (B, 3, d).
-            emb_w = torch.zeros(3 * d, a_dim + 1 + o_dim, dtype=p.dtype, device=p.device)
+            emb_w = torch.zeros(3 * d, a_dim + 1 + state_in, dtype=p.dtype, device=p.device)
             emb_w[:d, :a_dim] = model.embed_action.weight
             emb_w[d : 2 * d, a_dim : a_dim + 1] = model.embed_return.weight
-            emb_w[2 * d :, a_dim + 1 :] = model.embed_state.weight
-            emb_b = torch.cat(
-                [model.embed_action.bias, model.embed_return.bias, model.embed_state.bias]
-            )
+            emb_w[2 * d :, a_dim + 1 :] = state_out.weight
+            emb_b = torch.cat([model.embed_action.bias, model.embed_return.bias, state_out.bias])
             keep("emb_w", emb_w)
             keep("emb_b", emb_b)
+            if self.state_mlp:
+                keep("state_fc_w", model.embed_state[0].weight)
+                keep("state_fc_b", model.embed_state[0].bias)
             keep("time_emb", model.embed_timestep.weight)
             keep("emb_ln_w", model.embed_ln.weight)
             keep("emb_ln_b", model.embed_ln.bias)
@@ -271,6 +280,8 @@ class FusedAarenPolicy(nn.Module):
         d, h, dh = self.dim, self.num_heads, self.head_dim
         tmax = self.max_timestep - 1
         # Token embeddings [a_{t-1}, R_t, s_t] (B, 3, d), plus their timestep embeddings.
+        if self.state_mlp:
+            observation = F.relu(F.linear(observation, self.state_fc_w, self.state_fc_b))
         z = torch.cat([prev_action, returns_to_go, observation], dim=1)
         times = torch.stack([prev_t, timestep, timestep], dim=1).clamp(0, tmax)  # (B, 3)
         x = F.linear(z, self.emb_w, self.emb_b).view(-1, 3, d) + F.embedding(times, self.time_emb)
@@ -311,10 +322,11 @@ class FusedAarenPolicy(nn.Module):
             else:
                 o = o.transpose(1, 2).reshape(-1, 3, d)
             x = x + F.linear(o, out_w, out_b)
-            hdn = F.gelu(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, eps), fc1_w, fc1_b))
+            hdn = self.activation(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, eps), fc1_w, fc1_b))
             x = x + F.linear(hdn, fc2_w, fc2_b)
         y = F.layer_norm(x, (d,), self.lnf_w, self.lnf_b, self.lnf_eps)
-        action = torch.tanh(F.linear(y, self.head_w, self.head_b))
+        z = F.linear(y, self.head_w, self.head_b)
+        action = greedy_one_hot(z) if self.discrete else torch.tanh(z)
         new_state = FusedState(
             torch.cat(ms, dim=2).squeeze(-1).transpose(1, 2),  # (B, L, H)
             torch.cat(us, dim=2).squeeze(-1).transpose(1, 2),

@@ -30,6 +30,12 @@ Implementations (``method=``):
   O(T log T) memory for autograd; kept as the plain parallel-scan reference.
 - ``"sequential"``: the RNN form, one token at a time (reference; also what ``step`` does).
 - ``"naive"``: O(T^2) masked softmax (reference).
+
+Mixed precision: under ``torch.autocast`` (bf16 / fp16) ``prefix_attention`` and
+``attention_step`` switch autocast off and upcast lower-precision scores and values to
+float32, so the running maximum, the denominators and the accumulations (including the
+``p @ v`` products autocast would otherwise run in bf16) are exact float32 whatever the
+surrounding precision; the output and the state come back in float32.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
+    "MASKED",
     "AttentionState",
     "attention_step",
     "combine",
@@ -51,6 +58,11 @@ __all__ = [
 ]
 
 METHODS = ("chunked", "hillis_steele", "sequential", "naive")
+# Score given to a token that must not count (left padding, an absent previous action).
+# Finite on purpose: with -inf, a prefix of only such tokens would give exp(-inf - -inf) =
+# NaN, and the NaN would reach the real rows' values at the next layer. Once any real token
+# (score s) is in the prefix, exp(MASKED - s) is exactly 0 in float32.
+MASKED = -1.0e30
 DEFAULT_CHUNK = 64  # bench/scan_bench.py, docs/core.md: 64 ties 32 at T >= 600 and makes the
 # DT context (K = 20 timesteps = 60 tokens) one chunk, ~2x faster forward+backward there
 
@@ -89,6 +101,15 @@ def empty_state(
     return AttentionState(m, u, w)
 
 
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors; float32 and float64 pass unchanged."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+
+
+def _autocasting(t: torch.Tensor) -> bool:
+    return isinstance(t, torch.Tensor) and torch.is_autocast_enabled(t.device.type)
+
+
 def _rescale(m_from: torch.Tensor, m_to: torch.Tensor) -> torch.Tensor:
     """exp(m_from - m_to), with exp(-inf - -inf) := 0 (an empty set contributes nothing)."""
     diff = m_from - m_to
@@ -98,7 +119,7 @@ def _rescale(m_from: torch.Tensor, m_to: torch.Tensor) -> torch.Tensor:
 
 
 def combine(a: AttentionState, b: AttentionState) -> AttentionState:
-    """The associative operator: the summary of set A followed by set B (DESIGN.md §3).
+    """The associative operator: the summary of set A followed by set B (docs/design.md §3).
 
     m = max(m_A, m_B); u = u_A e^{m_A-m} + u_B e^{m_B-m}; w = w_A e^{m_A-m} + w_B e^{m_B-m}
     """
@@ -317,6 +338,9 @@ def prefix_attention(
         >>> torch.allclose(out[:, 2:], out2, atol=1e-6)
         True
     """
+    if _autocasting(scores):  # mixed precision: the scan itself stays float32 (module doc)
+        with torch.autocast(scores.device.type, enabled=False):
+            return prefix_attention(_upcast(scores), _upcast(values), state, method, chunk_size)
     if method == "naive":
         return naive_prefix_attention(scores, values, state)
     if method == "sequential":
@@ -337,7 +361,7 @@ def prefix_attention(
 def attention_step(
     score: torch.Tensor, value: torch.Tensor, state: AttentionState | None = None
 ) -> tuple[torch.Tensor, AttentionState]:
-    """One token of the recurrence, O(1) time and memory (DESIGN.md §3, many-to-one).
+    """One token of the recurrence, O(1) time and memory (docs/design.md §3, many-to-one).
 
         m_k = max(m_{k-1}, s_k)
         c_k = c_{k-1} exp(m_{k-1} - m_k) + exp(s_k - m_k)
@@ -353,6 +377,9 @@ def attention_step(
     """
     if not isinstance(score, torch.Tensor) or not isinstance(value, torch.Tensor):
         raise ValueError("score and value must be torch tensors")
+    if _autocasting(score):  # mixed precision: the recurrence stays float32 (module doc)
+        with torch.autocast(score.device.type, enabled=False):
+            return attention_step(_upcast(score), _upcast(value), state)
     if value.dim() != score.dim() + 1 or value.shape[:-1] != score.shape:
         raise ValueError(
             f"expected score (...,) and value (..., D); got {tuple(score.shape)} and "

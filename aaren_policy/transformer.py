@@ -92,9 +92,14 @@ class CausalSelfAttention(nn.Module):
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, dh)
 
     def forward(
-        self, x: torch.Tensor, state: KVCache | None = None
+        self, x: torch.Tensor, state: KVCache | None = None, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, KVCache]:
-        """Attention over ``x`` (B, T, dim) after the cached tokens; returns (y, cache)."""
+        """Attention over ``x`` (B, T, dim) after the cached tokens; returns (y, cache).
+
+        ``mask`` (B, T) bool, True at real tokens: the others (left padding) are excluded as
+        keys of every other position and marked invalid in the cache. A padded query still
+        attends to itself (a row with no key at all would be NaN); its output is unused.
+        """
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape (B, T, {self.dim}), got {tuple(x.shape)}")
         if x.dtype != self.q_proj.weight.dtype:
@@ -112,18 +117,25 @@ class CausalSelfAttention(nn.Module):
             self._heads(self.k_proj(x)),
             self._heads(self.v_proj(x)),
         )
-        new_valid = torch.ones(b, t, dtype=torch.bool, device=x.device)
-        if state is None or state.k.shape[2] == 0:
+        new_valid = torch.ones(b, t, dtype=torch.bool, device=x.device) if mask is None else mask
+        if (state is None or state.k.shape[2] == 0) and mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             cache = KVCache(k, v, new_valid)
         else:
-            k = torch.cat([state.k, k], dim=2)
-            v = torch.cat([state.v, v], dim=2)
-            valid = torch.cat([state.valid, new_valid], dim=1)  # (B, L + T)
-            past = state.k.shape[2]
+            past = 0 if state is None else state.k.shape[2]
+            if past:
+                k = torch.cat([state.k, k], dim=2)
+                v = torch.cat([state.v, v], dim=2)
+                valid = torch.cat([state.valid, new_valid], dim=1)  # (B, L + T)
+            else:
+                valid = new_valid
             causal = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
-            mask = causal.unsqueeze(0) & valid.unsqueeze(1)  # (B, T, L + T)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+            allowed = causal.unsqueeze(0) & valid.unsqueeze(1)  # (B, T, L + T)
+            if mask is not None:  # every query keeps its own key (see the docstring)
+                keys = torch.arange(past + t, device=x.device)
+                own = keys.unsqueeze(0) == keys[past:].unsqueeze(1)  # (T, L + T) diagonal
+                allowed = allowed | own
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))
             cache = KVCache(k, v, valid)
         y = self.out_proj(out.transpose(1, 2).reshape(b, t, self.dim))
         return y, cache

@@ -1,0 +1,168 @@
+"""Ablation knobs of the model: activation, state encoder, left padding with a mask.
+
+Each knob must give finite outputs and gradients, keep the fused step equal to the
+unfused one, and (padding) never let a padded position change a real one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aaren_rl.aaren_policy import (
+    BackboneConfig,
+    DecisionModel,
+    DecisionModelConfig,
+    to_left_padding,
+)
+from aaren_rl.aaren_policy.backbone import ACTIVATIONS, activation_fn
+from aaren_rl.aaren_policy.fused import FusedAarenPolicy
+
+OBS, ACT = 5, 2
+F64 = torch.float64
+KINDS = ("aaren", "transformer")
+
+
+def _model(backbone: str = "aaren", dtype=F64, activation: str = "gelu", **kw) -> DecisionModel:
+    torch.manual_seed(0)
+    net = BackboneConfig(dim=16, num_layers=2, num_heads=2, dropout=0.0, activation=activation)
+    model = DecisionModel(DecisionModelConfig(OBS, ACT, backbone, net, **kw)).eval().to(dtype)
+    with torch.no_grad():  # away from the init, so every weight matters
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def _batch(b: int = 3, k: int = 7, dtype=F64, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    rtg = torch.randn(b, k, 1, generator=gen, dtype=dtype)
+    obs = torch.randn(b, k, OBS, generator=gen, dtype=dtype)
+    act = torch.rand(b, k, ACT, generator=gen, dtype=dtype) * 2 - 1
+    ts = torch.arange(k).expand(b, k).clone()
+    return rtg, obs, act, ts
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("encoder", ["linear", "mlp"])
+def test_knobs_give_finite_outputs_and_gradients(kind: str, activation: str, encoder: str) -> None:
+    model = _model(kind, torch.float32, activation, state_encoder=encoder).train()
+    rtg, obs, act, ts = _batch(dtype=torch.float32)
+    pred, _ = model(rtg, obs, act, ts)
+    ((pred - act) ** 2).mean().backward()
+    assert pred.shape == act.shape and torch.isfinite(pred).all()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.embed_state.parameters())
+
+
+def test_activation_changes_the_function() -> None:
+    x = torch.linspace(-3, 3, 61, dtype=F64)
+    gelu, tanh, relu = (activation_fn(a)(x) for a in ("gelu", "gelu_tanh", "relu"))
+    assert 0 < float((gelu - tanh).abs().max()) < 1e-3  # the approximation, not the same op
+    torch.testing.assert_close(relu, x.clamp_min(0))
+    outs = [_model(activation=a)(*_batch())[0] for a in ACTIVATIONS]
+    assert not torch.allclose(outs[0], outs[2])
+    with pytest.raises(ValueError, match="activation"):
+        BackboneConfig(activation="swish")  # type: ignore[arg-type]
+
+
+def test_mlp_state_encoder_shape_and_config() -> None:
+    lin, mlp = _model(), _model(state_encoder="mlp", state_encoder_hidden=24)
+    extra = (OBS * 24 + 24 + 24 * 16 + 16) - (OBS * 16 + 16)
+    assert mlp.num_parameters() - lin.num_parameters() == extra
+    assert isinstance(mlp.embed_state[1], torch.nn.ReLU)
+    cfg = DecisionModelConfig.from_dict(mlp.config.to_dict())
+    assert cfg.state_encoder == "mlp" and cfg.state_encoder_hidden == 24
+    with pytest.raises(ValueError, match="state_encoder"):
+        DecisionModelConfig(OBS, ACT, state_encoder="cnn")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("encoder", ["linear", "mlp"])
+def test_fused_step_follows_the_knobs(activation: str, encoder: str) -> None:
+    model = _model(activation=activation, state_encoder=encoder)
+    policy = FusedAarenPolicy(model)
+    b = 2
+    ref, st = model.init_state(b), policy.init_state(b)
+    ref = tuple(type(s)(*(t.to(F64) for t in s)) for s in ref)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in range(6):
+            obs = torch.randn(b, OBS, generator=gen, dtype=F64)
+            rtg = torch.randn(b, 1, generator=gen, dtype=F64)
+            time = torch.full((b,), t)
+            a_ref, after = model.act(rtg, obs, time, ref)
+            ref = model.observe_action(a_ref, time, after)
+            a, st = policy(obs, rtg, time, st)
+            torch.testing.assert_close(a, a_ref, atol=1e-10, rtol=0)
+
+
+def test_to_left_padding() -> None:
+    mask = torch.tensor(
+        [[True, True, False, False], [True, True, True, True], [True, False, False, False]]
+    )
+    x = torch.arange(12).view(3, 4)
+    y = torch.arange(24).view(3, 4, 2)
+    new_mask, (x2, y2) = to_left_padding(mask, x, y)
+    assert new_mask.tolist() == [
+        [False, False, True, True],
+        [True, True, True, True],
+        [False, False, False, True],
+    ]
+    assert x2[new_mask].tolist() == x[mask].tolist()  # real values kept, in order
+    assert y2[new_mask].tolist() == y[mask].tolist()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_left_padding_never_changes_real_positions(kind: str) -> None:
+    """A row left-padded with garbage gives, at its real positions, exactly what the real
+    tokens alone give; and no gradient flows into the padded inputs."""
+    model = _model(kind)
+    k, pad = 7, 3
+    rtg, obs, act, ts = _batch(b=1, k=k)
+    alone, _ = model(rtg[:, pad:], obs[:, pad:], act[:, pad:], ts[:, pad:])
+    mask = torch.arange(k).unsqueeze(0) >= pad
+    for seed in (1, 2):  # two different paddings, both ignored
+        g_rtg, g_obs, g_act, _ = _batch(b=1, k=k, seed=seed)
+        p_obs = torch.where(mask.unsqueeze(-1), obs, g_obs * 50).requires_grad_()
+        p_rtg = torch.where(mask.unsqueeze(-1), rtg, g_rtg * 50)
+        p_act = torch.where(mask.unsqueeze(-1), act, g_act)
+        out, _ = model(p_rtg, p_obs, p_act, ts, mask=mask)
+        torch.testing.assert_close(out[:, pad:], alone, atol=1e-10, rtol=1e-10)
+        out[:, pad:].sum().backward()
+        assert float(p_obs.grad[:, :pad].abs().max()) == 0.0
+        assert float(p_obs.grad[:, pad:].abs().max()) > 0.0
+    # Without the mask the padding does leak in (the test can fail).
+    leaked, _ = model(p_rtg, p_obs.detach(), p_act, ts)
+    assert not torch.allclose(leaked[:, pad:], alone)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_left_padded_batch_equals_right_padded(kind: str) -> None:
+    """A right-padded batch and its left-padded rotation give the same real predictions."""
+    model = _model(kind)
+    rtg, obs, act, ts = _batch(b=3, k=6)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 1 + [0] * 5], dtype=torch.bool)
+    right, _ = model(rtg, obs, act, ts)
+    lmask, (l_rtg, l_obs, l_act, l_ts) = to_left_padding(mask, rtg, obs, act, ts)
+    left, _ = model(l_rtg, l_obs, l_act, l_ts, mask=lmask)
+    torch.testing.assert_close(left[lmask], right[mask], atol=1e-10, rtol=1e-10)
+
+
+def test_transformer_mask_with_a_cache() -> None:
+    """The mask also applies after a cached prefix (continuation)."""
+    model = _model("transformer")
+    rtg, obs, act, ts = _batch(b=2, k=6)
+    y, _ = model(rtg, obs, act, ts)
+    _, state = model(rtg[:, :2], obs[:, :2], act[:, :2], ts[:, :2])
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    y2, _ = model(rtg[:, 2:], obs[:, 2:], act[:, 2:], ts[:, 2:], state, mask=mask)
+    torch.testing.assert_close(y2, y[:, 2:], atol=1e-10, rtol=1e-10)
+
+
+def test_mask_shape_is_checked() -> None:
+    model = _model()
+    rtg, obs, act, ts = _batch()
+    with pytest.raises(ValueError, match="mask"):
+        model(rtg, obs, act, ts, mask=torch.ones(3, 5, dtype=torch.bool))
