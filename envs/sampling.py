@@ -1,12 +1,12 @@
 """Training batches from an :class:`~envs.datasets.OfflineDataset`.
 
-Two recipes (DESIGN.md §4):
+Two recipes (docs/design.md §4):
 
 - ``window`` (:class:`WindowSampler`): DT's K-step windows. A trajectory is drawn with
   probability proportional to its length, the start uniformly in ``[0, T-1]`` (official DT
   ``experiment.py`` ``get_batch``); a window that runs past the end is shorter and
   **right-padded**. Deviation from DT: DT left-pads; we right-pad because our backbones are
-  causal, so right padding can never change a real position's output (DESIGN.md §4).
+  causal, so right padding can never change a real position's output (docs/design.md §4).
 - ``episode`` (:class:`EpisodeSampler`): episode-aligned windows starting at ``t = 0`` and
   covering up to ``context_length`` steps (e.g. 1000 = a whole MuJoCo episode), for training
   the recurrent mode on the contexts it will act with.

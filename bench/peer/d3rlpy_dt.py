@@ -6,7 +6,7 @@ imports nothing from aaren-rl. Writes one JSON in the schema of ``aaren-bench re
 (which reads every ``*__*.json`` there) picks it up beside Aaren-DT and Transformer-DT.
 
     .venv-d3rlpy/bin/python bench/peer/d3rlpy_dt.py \\
-        --dataset /work/shared/datasets/hopper-medium.hdf5 --steps 1200 --seed 0 \\
+        --dataset data/hopper-medium.hdf5 --steps 1200 --seed 0 \\
         --eval-at 400,800,1200 --eval-episodes 10 --threads 1 \\
         --out docs/results/returns/hopper-medium__d3rlpy-dt__window__window__s0.json
 

@@ -1,4 +1,4 @@
-"""The prefix-scan contract of ``aaren_policy.scan`` (issue 2, "Must show").
+"""The prefix-scan contract of ``aaren_policy.scan`` (docs/design.md §3, §6: exactness).
 
 Every parallel method (chunked, Hillis-Steele) is checked against the two references kept
 next to it (sequential RNN form, O(T^2) naive masked softmax) in float64: outputs, final state

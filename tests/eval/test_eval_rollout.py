@@ -128,7 +128,7 @@ def test_unknown_env():
 
 
 def test_the_agents_own_reference_scores_win() -> None:
-    """DESIGN.md §5: a dataset that carries (random, expert) returns is normalised with them."""
+    """docs/design.md §5: a dataset that carries (random, expert) returns is normalised with them."""
     from aaren_rl.eval.rollout import RandomAgent, evaluate
 
     agent = RandomAgent.for_env("hopper", seed=0)
