@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast lint demo bench clean
+.PHONY: setup test test-fast lint demo clean
 
 setup: $(STAMP)
 
