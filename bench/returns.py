@@ -1,374 +1,513 @@
-"""``aaren-bench returns``: Aaren-DT vs Transformer-DT on the same data, seeds and budget.
+"""``aaren-bench returns``: the results grid, Aaren-DT vs Transformer-DT on the same data.
 
-For every dataset x (backbone, recipe) x seed it trains with identical settings (the DT
-reference model: d = 128, 3 layers, 1 head, K = 20), evaluates at several step counts
-(to show whether the score has converged), and at the end evaluates every acting mode:
-``recurrent`` (Aaren: O(1) state; Transformer: KV cache over the whole episode) and
-``window`` (re-run the last K steps, as DT). One JSON per (run, mode) goes to
-``docs/results/returns/``; ``--summary-only`` rebuilds the table (mean ± std over seeds)
-and the plot from those files, together with any peer results (d3rlpy) found there.
+For every dataset x (backbone, recipe) x seed, one *run* trains with the DT reference model
+(d = 128, 3 layers, 1 head, K = 20) for ``--steps`` gradient steps and is scored every
+``--eval-every`` steps in each of its acting modes:
 
-Runs execute ``--jobs`` at a time (one torch thread each), skip finished runs, and continue
-interrupted ones from their checkpoints (aaren-train's --resume).
+- Aaren (default recipe: whole episodes from t = 0): ``recurrent`` (O(1) state; the main
+  mode) and ``window`` (re-run the last K steps, as DT);
+- Transformer (default recipe: random K-step windows): ``window`` (the main mode) and
+  ``kv-cache`` (the whole episode in a growing KV cache, for reference).
+
+Each run writes one JSON per acting mode to ``--out-dir`` (schema below); peers (d3rlpy's DT,
+``bench/peer/``) write the same schema there and appear in the summary beside ours.
+The summary (``summary.md``/``summary.json``, one curve PNG per dataset, optionally a section
+of ``docs/results.md``) is rebuilt from those files alone (``--summary-only``).
+
+The runs are Ray tasks (``bench/grid.py``): ``ray.init()`` on this machine by default,
+``--address`` for a cluster, a fraction of a GPU per run when there are GPUs; or
+``--executor local``, a process pool. A finished run is skipped; an interrupted one continues
+from its checkpoint (training resumes bit-identically, evaluation is seeded), so a grid
+stopped at any point and started again ends with the same JSON files (up to the ``timing``
+block).
+
+Record schema (one file per run and acting mode; every key is written by every run):
+
+    dataset, dataset_spec, dataset_sha256, env_id, behaviour_normalized_score
+    backbone, recipe, acting ("recurrent" | "window" | "kv-cache"), mode (the agent's), seed
+    steps, normalized_mean, normalized_std, return_mean, return_std, returns, lengths
+                          (the FINAL evaluation, at ``steps``: the main number)
+    best_normalized_mean, best_step, best_convention
+                          (the best evaluation during training: CORL's convention, optimistic)
+    curve                 [{step, episodes, normalized_mean, normalized_std, return_mean}]
+    precision, device, settings, versions
+    timing                {train_seconds, eval_seconds, wall_seconds, train_seconds_per_step,
+                           act_us_per_call}
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import multiprocessing as mp
 import os
+import platform
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["ReturnsConfig", "RunSpec", "run_returns_bench", "summarize_returns"]
+from aaren_rl.bench.grid import GridOptions, run_grid
+from aaren_rl.errors import ConfigError
+from aaren_rl.fileio import atomic_write_json
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+__all__ = ["ACTING", "ReturnsConfig", "RunSpec", "run_returns_bench", "run_one"]
+
+GRID_ENVS = ("hopper", "halfcheetah", "walker2d")
+GRID_LEVELS = ("medium", "medium-replay")
+DEFAULT_DATASETS = tuple(
+    f"d4rl:runs/datasets/{env}-{level}.hdf5" for env in GRID_ENVS for level in GRID_LEVELS
+)
+# backbone -> acting modes it is scored in (main first); acting mode -> the agent's mode.
+ACTING: dict[str, tuple[str, ...]] = {
+    "aaren": ("recurrent", "window"),
+    "transformer": ("window", "kv-cache"),
+}
+AGENT_MODE = {"recurrent": "recurrent", "window": "window", "kv-cache": "recurrent"}
+BEST_CONVENTION = (
+    "best of the evaluations every eval_every steps during training (CORL's convention); "
+    "optimistic: it selects on the evaluation episodes. The final score is the main number."
+)
 
 
 @dataclass
 class ReturnsConfig:
-    """Train and evaluate every (dataset, backbone, recipe, seed) with the same budget."""
+    """The results grid: train and score every (dataset, backbone, recipe, seed) alike."""
 
-    datasets: tuple[str, ...] = (
-        f"d4rl:{SHARED / 'hopper-medium.hdf5'}",
-        f"d4rl:{SHARED / 'hopper-medium_replay.hdf5'}",
-    )
-    """Dataset specs (d4rl:PATH or minari:ID)."""
-    runs: tuple[str, ...] = ("transformer:window", "aaren:window", "aaren:episode")
-    """backbone:recipe pairs to train."""
+    datasets: tuple[str, ...] = DEFAULT_DATASETS
+    """Dataset specs: d4rl:PATH, d4rl:NAME (D4RL's cache, e.g. d4rl:hopper-medium-v2),
+    minari:ID. Default: the datasets made by aaren-collect in runs/datasets (docs/data.md)."""
+    runs: tuple[str, ...] = ("aaren:auto", "transformer:auto")
+    """backbone:recipe pairs (auto: each backbone's default recipe, episode for aaren and
+    window for transformer)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Training seeds (evaluation episodes use seeds 1000 + 100 * seed + i)."""
-    steps: int = 1000
-    """Gradient steps per run."""
-    eval_at: tuple[int, ...] = (250, 500, 750)
-    """Extra step counts at which the main mode is scored (the final step is always)."""
+    steps: int = 10_000
+    """Gradient steps per run (DT's reference budget is 100k)."""
+    eval_every: int = 1000
+    """Score every acting mode every this many steps (and at the end)."""
     eval_episodes: int = 10
-    """Episodes per final evaluation (5 at the intermediate points)."""
-    warmup_steps: int = 200
-    """Learning-rate warm-up (explicit, so extending a run keeps the same schedule)."""
-    jobs: int = 2
-    """Runs at a time (each uses one torch thread)."""
-    out_dir: Path = Path("docs/results/returns")
-    """Where the per-run JSON files, the summary and the plot go."""
-    work_dir: Path = Path("runs/returns")
-    """Where the training runs (checkpoints) go."""
+    """Episodes per evaluation."""
+    eval_max_episode_steps: int | None = None
+    """Cut evaluation episodes earlier than the env's limit (tests; default: the env's 1000)."""
+    warmup_steps: int | None = None
+    """Linear learning-rate warm-up. Default: steps // 10 (DT's 10k at its 100k budget)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where runs train: auto uses a GPU when the task was given one."""
+    executor: Literal["ray", "local"] = "ray"
+    """ray: Ray tasks (pip install 'aaren-rl[ray]'); local: a process pool on this machine."""
+    address: str | None = None
+    """Ray cluster to join (e.g. auto); default: start Ray on this machine."""
+    num_cpus: int | None = None
+    """CPUs for the local Ray instance or processes of the local pool (default: all)."""
+    gpu_per_run: float = 1 / 16
+    """Fraction of a GPU each run asks for when there are GPUs (1/16: 16 runs per GPU)."""
+    checkpoint_every: int = 500
+    """Checkpoint interval of each run (an interrupted run loses at most this many steps)."""
+    dim: int = 128
+    """Model width (DT: 128)."""
+    num_layers: int = 3
+    """Residual blocks (DT: 3)."""
+    context_length: int = 20
+    """K, for the window recipe and window acting (DT: 20)."""
+    episode_length: int = 1000
+    """Longest training window of the episode recipe."""
+    precision: str | None = None
+    """Training precision passed to the trainer (fp32, bf16, auto); default: its own."""
+    out_dir: Path | None = None
+    """Per-run JSON, summary and curves. Default: docs/results/returns-{steps/1000}k."""
+    work_dir: Path | None = None
+    """Training runs (checkpoints). Default: runs/returns-{steps/1000}k."""
     summary_only: bool = False
-    """Only rebuild the summary table and plot from the JSON files."""
+    """Only rebuild the summary (tables, curves) from the JSON files."""
+    docs: Path | None = None
+    """Also rewrite the grid section of this markdown page (e.g. docs/results.md)."""
     track: bool = False
     """Log each training run to W&B (offline mode without network)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "eval_every", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        for run in self.runs:
+            backbone, _, recipe = run.partition(":")
+            if backbone not in ACTING or recipe not in ("auto", "window", "episode"):
+                raise ConfigError(
+                    f"--runs {run!r}: expected BACKBONE:RECIPE with BACKBONE in "
+                    f"{', '.join(ACTING)} and RECIPE in auto, window, episode"
+                )
+        self.grid_options  # noqa: B018  (validates the executor flags)
+
+    @property
+    def budget_tag(self) -> str:
+        return f"{self.steps // 1000}k" if self.steps % 1000 == 0 else str(self.steps)
+
+    @property
+    def resolved_out_dir(self) -> Path:
+        return self.out_dir or Path("docs/results") / f"returns-{self.budget_tag}"
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or Path("runs") / f"returns-{self.budget_tag}"
+
+    @property
+    def resolved_warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else self.steps // 10
+
+    @property
+    def stages(self) -> list[int]:
+        return [*range(self.eval_every, self.steps, self.eval_every), self.steps]
+
+    @property
+    def grid_options(self) -> GridOptions:
+        return GridOptions(
+            executor=self.executor,
+            address=self.address,
+            num_cpus=self.num_cpus,
+            gpu_per_task=self.gpu_per_run,
+            use_gpu=self.device != "cpu",
+        )
 
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One run of the grid (a task): what to train, and the grid it belongs to."""
+
     dataset: str
     backbone: str
     recipe: str
     seed: int
+    cfg: ReturnsConfig
+    root: str
+    """Directory the grid was launched from (relative paths are relative to it)."""
 
     @property
     def dataset_name(self) -> str:
-        return Path(self.dataset.split(":", 1)[-1]).stem
+        return Path(self.dataset.split(":", 1)[-1]).name.removesuffix(".hdf5").removesuffix(".h5")
+
+    @property
+    def resolved_recipe(self) -> str:
+        if self.recipe != "auto":
+            return self.recipe
+        return "episode" if self.backbone == "aaren" else "window"
 
     @property
     def name(self) -> str:
-        return f"{self.dataset_name}__{self.backbone}__{self.recipe}__s{self.seed}"
+        return f"{self.dataset_name}__{self.backbone}__{self.resolved_recipe}__s{self.seed}"
 
     @property
-    def main_mode(self) -> str:
-        # Aaren's point is recurrent acting; a Transformer acts the DT way.
-        return "recurrent" if self.backbone == "aaren" else "window"
+    def actings(self) -> tuple[str, ...]:
+        return ACTING[self.backbone]
+
+    def result_path(self, acting: str) -> Path:
+        return Path(self.root) / self.cfg.resolved_out_dir / f"{self.name}__{acting}.json"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.root) / self.cfg.resolved_work_dir / self.name
+
+    @property
+    def done(self) -> bool:
+        return all(self.result_path(a).exists() for a in self.actings)
 
 
-def _modes(backbone: str) -> tuple[str, ...]:
-    return ("recurrent", "window")
+def grid_specs(cfg: ReturnsConfig, root: str | None = None) -> list[RunSpec]:
+    root = root or os.getcwd()
+    return [
+        RunSpec(d, *run.split(":", 1), s, cfg, root)
+        for d in cfg.datasets
+        for run in cfg.runs
+        for s in cfg.seeds
+    ]
 
 
-def _result_path(out_dir: Path, spec: RunSpec, mode: str) -> Path:
-    return out_dir / f"{spec.name}__{mode}.json"
+# ----------------------------------------------------------------------------- one run
 
 
-def _write_json(path: Path, data: Any) -> None:
-    from aaren_rl.agents.checkpoint import atomic_write_text
+def dataset_file(spec: str) -> Path | None:
+    """The file behind a dataset spec (for its sha256); None when there is no single file."""
+    from aaren_rl.envs.d4rl_names import is_d4rl_name, resolve_d4rl_name
 
-    atomic_write_text(path, json.dumps(data, indent=1))
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme == "d4rl":
+        path = Path(rest).expanduser()
+        return path if path.exists() or not is_d4rl_name(rest) else resolve_d4rl_name(rest)
+    if sep and scheme == "demo":
+        from aaren_rl.envs.datasets import DEMO_DIR
+
+        return DEMO_DIR / f"{rest}-demo.hdf5"
+    if sep and scheme == "minari":
+        from minari.storage.datasets_root_dir import get_dataset_path
+
+        return get_dataset_path(rest) / "data" / "main_data.hdf5"
+    return Path(spec) if spec.endswith((".hdf5", ".h5")) else None
 
 
-def _evaluate(ckpt: Path, spec: RunSpec, mode: str, episodes: int) -> dict[str, Any]:
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_facts(spec: str) -> dict[str, Any]:
+    """sha256, env and the behaviour policy's normalised score (its episodes' mean)."""
+    from aaren_rl.envs import get_env_spec, load_dataset
+
+    ds = load_dataset(spec)
+    env = get_env_spec(ds.env_id) if ds.env_id else None
+    lo, hi = ds.reference_scores or ((env.random_score, env.expert_score) if env else (None, None))
+    behaviour = None
+    if lo is not None and hi is not None:
+        behaviour = float(np.mean(100.0 * (ds.episode_returns - lo) / (hi - lo)))
+    path = dataset_file(spec)
+    return {
+        "dataset_sha256": sha256_file(path) if path is not None and path.is_file() else None,
+        "env_id": ds.env_id,
+        "behaviour_normalized_score": behaviour,
+        "transitions": ds.num_transitions,
+        "episodes": len(ds.trajectories),
+    }
+
+
+def _model_kwargs(cfg: ReturnsConfig) -> dict[str, Any]:
+    """Model size (and precision) in the trainer's terms: a nested ``model`` BackboneConfig
+    where the TrainConfig has one, flat ``dim``/``num_layers`` fields otherwise."""
+    import dataclasses
+
+    from aaren_rl.train.config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    size = {"dim": cfg.dim, "num_layers": cfg.num_layers}
+    if "model" in names:
+        from aaren_rl.aaren_policy import BackboneConfig
+
+        out: dict[str, Any] = {"model": BackboneConfig(**size)}
+    else:
+        out = dict(size)
+    if cfg.precision is not None:
+        if "precision" not in names:
+            raise ConfigError("--precision: this version of the trainer has no precision setting")
+        out["precision"] = cfg.precision
+    return out
+
+
+def _train_config(spec: RunSpec, steps: int, resume: bool):
+    from aaren_rl.train.config import TrainConfig
+
+    cfg = spec.cfg
+    return TrainConfig(
+        dataset=spec.dataset,
+        backbone=spec.backbone,  # type: ignore[arg-type]
+        recipe=spec.resolved_recipe,  # type: ignore[arg-type]
+        **_model_kwargs(cfg),
+        context_length=cfg.context_length,
+        episode_length=cfg.episode_length,
+        steps=steps,
+        seed=spec.seed,
+        warmup_steps=cfg.resolved_warmup,  # explicit: every stage keeps one schedule
+        device=cfg.device,
+        eval_episodes=0,
+        checkpoint_every=cfg.checkpoint_every,
+        run_dir=spec.run_dir,
+        resume=resume,
+        threads=1,
+        progress=False,
+        track=cfg.track,
+        wandb_group=f"returns-{spec.dataset_name}",
+    )
+
+
+def _evaluate(spec: RunSpec, acting: str) -> dict[str, Any]:
     from aaren_rl.agents import DecisionAgent
     from aaren_rl.eval.rollout import evaluate
 
-    agent = DecisionAgent.load(ckpt, mode=mode)
+    agent = DecisionAgent.load(spec.run_dir / "checkpoint", mode=AGENT_MODE[acting])
     result = evaluate(
-        agent, agent.env_id, episodes=episodes, num_envs=1, seed=1000 + 100 * spec.seed
+        agent,
+        agent.env_id,
+        episodes=spec.cfg.eval_episodes,
+        num_envs=1,
+        seed=1000 + 100 * spec.seed,
+        max_episode_steps=spec.cfg.eval_max_episode_steps,
     )
     return result.to_dict()
 
 
-def _run_one(spec: RunSpec, cfg: ReturnsConfig) -> str:
-    """Train (resuming where possible) and evaluate one run; writes its JSON files."""
+def _train_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
+    """Train (or resume) up to ``stage`` steps; adds to the run's wall-clock."""
+    from aaren_rl.train.loop import TRAINER_STATE, train
+
+    ckpt = spec.run_dir / "checkpoint"
+    tc = _train_config(spec, stage, resume=(ckpt / TRAINER_STATE).exists())
+    if tc.resume and json.loads((ckpt / "agent.json").read_text()).get("step", 0) >= stage:
+        return  # trained this far already (stopped while scoring): train() refuses 0 new steps
+    t0 = time.perf_counter()
+    result = train(tc)
+    timing = progress["timing"]
+    timing["train_seconds"] += time.perf_counter() - t0
+    if result.steps and not np.isnan(result.seconds_per_step):
+        timing["seconds_per_step"].append(result.seconds_per_step)
+    precision = getattr(tc, "resolved_precision", None) or getattr(tc, "precision", None)
+    progress["precision"] = {None: "float32", "fp32": "float32", "bf16": "bfloat16 autocast"}.get(
+        precision, str(precision)
+    )
+
+
+def _score_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
+    t0 = time.perf_counter()
+    point: dict[str, Any] = {"step": stage}
+    for acting in spec.actings:
+        ev = _evaluate(spec, acting)
+        point[acting] = {
+            k: ev[k] for k in ("episodes", "normalized_mean", "normalized_std", "return_mean")
+        }
+        if stage == spec.cfg.steps:
+            progress["final"][acting] = ev
+    progress["timing"]["eval_seconds"] += time.perf_counter() - t0
+    progress["curve"].append(point)
+
+
+def run_one(spec: RunSpec) -> str:
+    """Train and score one run (resuming where it stopped); writes its JSON files."""
     import torch
 
-    from aaren_rl.train.config import TrainConfig
-    from aaren_rl.train.loop import train
-
-    torch.set_num_threads(1)
+    os.chdir(spec.root)
+    torch.set_num_threads(1)  # one thread per task; the grid runs tasks side by side
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run_dir = cfg.work_dir / spec.name
-    if run_dir.exists() and not (run_dir / "checkpoint" / "trainer.pt").exists():
-        # Interrupted before its first checkpoint: nothing to resume, start it again.
-        import shutil
-
-        shutil.rmtree(run_dir)
-    progress_path = run_dir / "bench-progress.json"
-    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"curve": []}
-    stages = sorted({s for s in cfg.eval_at if 0 < s < cfg.steps} | {cfg.steps})
-    train_seconds: list[float] = progress.get("train_seconds", [])
-    for stage in stages:
+    if spec.done:
+        return f"{spec.name}: already done"
+    run_dir = spec.run_dir
+    if run_dir.exists() and not (run_dir / "checkpoint").exists():
+        shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to resume
+    progress_path = run_dir / "grid-progress.json"
+    progress: dict[str, Any] = (
+        json.loads(progress_path.read_text())
+        if progress_path.exists()
+        else {
+            "curve": [],
+            "final": {},
+            "timing": {"train_seconds": 0.0, "eval_seconds": 0.0, "seconds_per_step": []},
+        }
+    )
+    facts = dataset_facts(spec.dataset)
+    for stage in spec.cfg.stages:
         if any(c["step"] == stage for c in progress["curve"]):
             continue
-        done = run_dir / "checkpoint" / "trainer.pt"
-        tc = TrainConfig(
-            dataset=spec.dataset,
-            backbone=spec.backbone,  # type: ignore[arg-type]
-            recipe=spec.recipe,  # type: ignore[arg-type]
-            steps=stage,
-            seed=spec.seed,
-            warmup_steps=cfg.warmup_steps,
-            eval_episodes=0,
-            checkpoint_every=100,
-            run_dir=run_dir,
-            resume=done.exists(),
-            threads=1,
-            progress=False,
-            track=cfg.track,
-            wandb_group=f"returns-{spec.dataset_name}",
-        )
-        t0 = time.perf_counter()
-        result = train(tc)
-        if result.steps and not np.isnan(result.seconds_per_step):
-            train_seconds.append(result.seconds_per_step)
-        episodes = cfg.eval_episodes if stage == cfg.steps else max(1, cfg.eval_episodes // 2)
-        ev = _evaluate(run_dir / "checkpoint", spec, spec.main_mode, episodes)
-        progress["curve"].append(
-            {
-                "step": stage,
-                "mode": spec.main_mode,
-                "episodes": episodes,
-                "return_mean": ev["return_mean"],
-                "normalized_mean": ev["normalized_mean"],
-                "normalized_std": ev["normalized_std"],
-                "wall_seconds": time.perf_counter() - t0,
-            }
-        )
-        progress["train_seconds"] = train_seconds
-        if stage == cfg.steps:
-            progress[f"final_{spec.main_mode}"] = ev
-        _write_json(progress_path, progress)
+        _train_stage(spec, stage, progress)
+        _score_stage(spec, stage, progress)
+        atomic_write_json(progress_path, progress, indent=1)
+    device = _device_name()
+    for acting in spec.actings:
+        atomic_write_json(spec.result_path(acting), _record(spec, acting, progress, facts, device))
+    final = progress["final"][spec.actings[0]]["normalized_mean"]
+    return f"{spec.name}: final {spec.actings[0]} score {final:.1f}"
 
-    for mode in _modes(spec.backbone):
-        ev = progress.get(f"final_{mode}") or _evaluate(
-            run_dir / "checkpoint", spec, mode, cfg.eval_episodes
-        )
-        record = {
-            "dataset": spec.dataset_name,
-            "dataset_spec": spec.dataset,
-            "backbone": spec.backbone,
-            "recipe": spec.recipe,
-            "mode": mode,
-            "seed": spec.seed,
-            "steps": cfg.steps,
-            "returns": ev["returns"],
-            "lengths": ev["lengths"],
-            "return_mean": ev["return_mean"],
-            "return_std": ev["return_std"],
-            "normalized_mean": ev["normalized_mean"],
-            "normalized_std": ev["normalized_std"],
+
+def _device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def _record(
+    spec: RunSpec, acting: str, progress: dict[str, Any], facts: dict[str, Any], device: str
+) -> dict[str, Any]:
+    import gymnasium
+    import torch
+
+    from aaren_rl import __version__
+
+    cfg, ev = spec.cfg, progress["final"][acting]
+    curve = [{"step": c["step"], **c[acting]} for c in progress["curve"]]
+    best = max(curve, key=lambda c: (c["normalized_mean"], -c["step"]))
+    timing = progress["timing"]
+    sps = timing["seconds_per_step"]
+    return {
+        "dataset": spec.dataset_name,
+        "dataset_spec": spec.dataset,
+        **facts,
+        "backbone": spec.backbone,
+        "recipe": spec.resolved_recipe,
+        "acting": acting,
+        "mode": AGENT_MODE[acting],
+        "seed": spec.seed,
+        "steps": cfg.steps,
+        **{k: ev[k] for k in ("normalized_mean", "normalized_std", "return_mean", "return_std")},
+        "returns": ev["returns"],
+        "lengths": ev["lengths"],
+        "best_normalized_mean": best["normalized_mean"],
+        "best_step": best["step"],
+        "best_convention": BEST_CONVENTION,
+        "curve": curve,
+        "precision": progress.get("precision", "float32"),
+        "device": device,
+        "settings": {
+            "dim": cfg.dim,
+            "num_layers": cfg.num_layers,
+            "num_heads": 1,
+            "context_length": cfg.context_length,
+            "episode_length": cfg.episode_length,
+            "batch_size": 4 if spec.resolved_recipe == "episode" else 64,
+            "warmup_steps": cfg.resolved_warmup,
+            "eval_every": cfg.eval_every,
+            "eval_episodes": cfg.eval_episodes,
+            "eval_seeds": f"1000 + 100 * seed + i, i < {cfg.eval_episodes}",
+            "threads": 1,
+        },
+        "versions": {
+            "aaren_rl": __version__,
+            "torch": torch.__version__,
+            "gymnasium": gymnasium.__version__,
+            "python": sys.version.split()[0],
+        },
+        "timing": {
+            "train_seconds": timing["train_seconds"],
+            "eval_seconds": timing["eval_seconds"],
+            "wall_seconds": timing["train_seconds"] + timing["eval_seconds"],
+            "train_seconds_per_step": float(np.median(sps)) if sps else None,
             "act_us_per_call": ev.get("act_us_per_call"),
-            "train_seconds_per_step": float(np.median(train_seconds)) if train_seconds else None,
-            "curve": progress["curve"] if mode == spec.main_mode else [],
-            "settings": {
-                "dim": 128,
-                "num_layers": 3,
-                "num_heads": 1,
-                "context_length": 20,
-                "episode_length": 1000,
-                "batch_size": 4 if spec.recipe == "episode" else 64,
-                "warmup_steps": cfg.warmup_steps,
-                "threads": 1,
-                "eval_seeds": f"1000 + 100 * seed + i, i < {cfg.eval_episodes}",
-            },
-        }
-        _write_json(_result_path(cfg.out_dir, spec, mode), record)
-    return spec.name
+        },
+    }
 
 
-def _pending(cfg: ReturnsConfig) -> list[RunSpec]:
-    specs = [
-        RunSpec(d, *r.split(":", 1), s) for d in cfg.datasets for r in cfg.runs for s in cfg.seeds
-    ]
-    return [
-        s
-        for s in specs
-        if not all(_result_path(cfg.out_dir, s, m).exists() for m in _modes(s.backbone))
-    ]
-
-
-def _worker(args: tuple[RunSpec, ReturnsConfig]) -> str:
-    spec, cfg = args
-    try:
-        return _run_one(spec, cfg)
-    except Exception as e:  # keep the other runs going; report at the end
-        return f"FAILED {spec.name}: {e!r}"
+# ----------------------------------------------------------------------------- the grid
 
 
 def run_returns_bench(cfg: ReturnsConfig) -> list[dict[str, Any]]:
-    """Run what is missing, then summarise; returns the summary rows."""
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    """Run what is missing of the grid, then summarise; returns the summary rows."""
+    from aaren_rl.bench.returns_report import summarize_returns
+
+    out_dir = cfg.resolved_out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.summary_only:
-        pending = _pending(cfg)
-        print(
-            f"{len(pending)} runs to do ({cfg.jobs} at a time): "
-            + ", ".join(s.name for s in pending)
-        )
-        if pending:
-            ctx = mp.get_context("spawn")
-            failed = []
-            with ctx.Pool(cfg.jobs, maxtasksperchild=1) as pool:
-                for msg in pool.imap_unordered(_worker, [(s, cfg) for s in pending]):
-                    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-                    if msg.startswith("FAILED"):
-                        failed.append(msg)
-            if failed:
-                summarize_returns(cfg.out_dir)
-                raise RuntimeError(f"{len(failed)} run(s) failed:\n" + "\n".join(failed))
-    return summarize_returns(cfg.out_dir)
+        _check_datasets(cfg)
+        pending = [s for s in grid_specs(cfg) if not s.done]
+        print(f"{len(pending)} runs to do: " + ", ".join(s.name for s in pending), flush=True)
+        failed = run_grid(run_one, pending, cfg.grid_options)
+        if failed:
+            summarize_returns(out_dir, docs=cfg.docs)
+            raise RuntimeError(f"{len(failed)} run(s) failed:\n" + "\n".join(failed))
+    return summarize_returns(out_dir, docs=cfg.docs)
 
 
-def summarize_returns(out_dir: Path) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (dataset, backbone, recipe, mode); writes summary.md/json/png."""
-    records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*__*.json"))]
-    records = _at_common_budget(records)
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["dataset"], r["backbone"], r["recipe"], r["mode"]), []).append(r)
-    rows = []
-    for (ds, bb, rec, mode), rs in sorted(groups.items()):
-        scores = np.array([r["normalized_mean"] for r in rs], dtype=float)
-        sps = [r["train_seconds_per_step"] for r in rs if r.get("train_seconds_per_step")]
-        rows.append(
-            {
-                "dataset": ds,
-                "backbone": bb,
-                "recipe": rec,
-                "mode": mode,
-                "seeds": len(rs),
-                "steps": rs[0]["steps"],
-                "normalized_mean": float(scores.mean()),
-                "normalized_std_over_seeds": float(scores.std(ddof=1)) if len(rs) > 1 else 0.0,
-                "per_seed": [round(float(s), 1) for s in scores],
-                "train_seconds_per_step": float(np.mean(sps)) if sps else None,
-            }
-        )
-    _write_json(out_dir / "summary.json", rows)
-    lines = [
-        "| dataset | backbone | training recipe | acting mode | seeds | steps | normalised score (mean ± std over seeds) | per seed | train s/step |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        sps = f"{r['train_seconds_per_step']:.2f}" if r["train_seconds_per_step"] else "-"
-        lines.append(
-            f"| {r['dataset']} | {r['backbone']} | {r['recipe']} | {r['mode']} | {r['seeds']} | "
-            f"{r['steps']} | {r['normalized_mean']:.1f} ± {r['normalized_std_over_seeds']:.1f} | "
-            f"{', '.join(map(str, r['per_seed']))} | {sps} |"
-        )
-    table = "\n".join(lines)
-    (out_dir / "summary.md").write_text(table + "\n")
-    print(table)
-    _plot(records, out_dir / "returns.png")
-    return rows
+def _check_datasets(cfg: ReturnsConfig) -> None:
+    """Fail before starting any task when a dataset file is missing (say how to make it)."""
+    from aaren_rl.errors import DatasetError
 
-
-def _at_common_budget(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Score every run at the same step budget: a run trained longer (a peer's) is read at
-    the budget's point of its curve, when that point was scored with as many episodes."""
-    steps = [r["steps"] for r in records]
-    if not steps:
-        return records
-    budget = max(set(steps), key=steps.count)
-    out = []
-    for r in records:
-        point = next((c for c in r.get("curve", []) if c["step"] == budget), None)
-        if r["steps"] != budget and point is not None:
-            r = {
-                **r,
-                "steps": budget,
-                "normalized_mean": point["normalized_mean"],
-                "note": f"read at step {budget} of a {r['steps']}-step run",
-            }
-        out.append(r)
-    return out
-
-
-def _plot(records: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = sorted({r["dataset"] for r in records})
-    if not datasets:
-        return
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
-    labels = sorted(
-        {f"{r['backbone']} / {r['recipe']} / {r['mode']}" for r in records if r.get("curve")}
-    )
-    colors = {label: f"C{i}" for i, label in enumerate(labels)}  # one colour per row, all panels
-    for ax, ds in zip(axes[0], datasets):
-        curves: dict[str, list[list[tuple[int, float]]]] = {}
-        for r in records:
-            if r["dataset"] == ds and r.get("curve"):
-                label = f"{r['backbone']} / {r['recipe']} / {r['mode']}"
-                curves.setdefault(label, []).append(
-                    [(c["step"], c["normalized_mean"]) for c in r["curve"]]
-                )
-        for label, runs in sorted(curves.items()):
-            steps = sorted({s for run in runs for s, _ in run})
-            mean = [np.mean([v for run in runs for s, v in run if s == st]) for st in steps]
-            std = [np.std([v for run in runs for s, v in run if s == st]) for st in steps]
-            ax.errorbar(
-                steps,
-                mean,
-                yerr=std,
-                marker="o",
-                capsize=3,
-                color=colors[label],
-                label=f"{label} (n={len(runs)})",
+    for spec in cfg.datasets:
+        path = dataset_file(spec)  # d4rl names raise their own message here
+        if path is not None and not path.is_file():
+            stem = path.name.removesuffix(".hdf5")
+            env, _, level = stem.partition("-")
+            raise DatasetError(
+                f"{spec}: {path} does not exist. Make it with: aaren-collect --env {env} "
+                f"--seed 0 --levels {level or 'medium'} --no-minari --hdf5-dir {path.parent} "
+                "(docs/data.md lists the commands and the sha256 of each file)"
             )
-        ax.set_title(ds)
-        ax.set_xlabel("gradient steps")
-        ax.set_ylabel("D4RL-normalised score")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import tyro
-
-    cfg = tyro.cli(ReturnsConfig, args=argv)
-    try:
-        run_returns_bench(cfg)
-    except RuntimeError as e:
-        print(f"aaren-bench returns: {e}")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

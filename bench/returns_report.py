@@ -1,0 +1,272 @@
+"""The results grid's report, rebuilt from its JSON files alone (``bench/returns.py``).
+
+For each task (dataset): one table (final score and best-during-training score, mean ± std
+over seeds, the behaviour policy's score beside), the targets (Aaren acting recurrently vs
+the Transformer acting through a window, vs d3rlpy's DT, vs the behaviour policy) with the
+paired per-seed differences behind them, and one PNG of learning curves. Peers' JSON files
+(``bench/peer/``, same schema) found in the folder become rows like ours.
+
+Writes ``summary.md``, ``summary.json`` and ``curves-{dataset}.png`` into the folder and, when
+asked, replaces the section between ``<!-- returns-grid:begin -->`` and
+``<!-- returns-grid:end -->`` of a markdown page (appending it when the markers are absent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aaren_rl.fileio import atomic_write_json, atomic_write_text
+
+__all__ = ["load_records", "summarize_returns"]
+
+BEGIN, END = "<!-- returns-grid:begin -->", "<!-- returns-grid:end -->"
+ROW_ORDER = ("aaren/recurrent", "aaren/window", "transformer/window", "transformer/kv-cache")
+MAIN = "aaren/recurrent"
+RIVALS = ("transformer/window", "d3rlpy-dt/window")
+
+
+def load_records(out_dir: Path) -> list[dict[str, Any]]:
+    """Every run record in the folder (ours and peers'), acting mode filled in for old files."""
+    records = []
+    for path in sorted(Path(out_dir).glob("*.json")):
+        if path.name.startswith("summary"):
+            continue
+        r = json.loads(path.read_text())
+        if not isinstance(r, dict) or "backbone" not in r or r.get("normalized_mean") is None:
+            continue
+        r.setdefault("acting", "kv-cache" if r["backbone"] == "transformer" and
+                     r.get("mode") == "recurrent" else r.get("mode", "window"))  # fmt: skip
+        records.append(r)
+    return records
+
+
+def _best(r: dict[str, Any]) -> float:
+    if r.get("best_normalized_mean") is not None:
+        return float(r["best_normalized_mean"])
+    points = [
+        c["normalized_mean"] for c in r.get("curve", []) if c.get("normalized_mean") is not None
+    ]
+    return float(max([*points, r["normalized_mean"]]))
+
+
+def _key(r: dict[str, Any]) -> str:
+    return f"{r['backbone']}/{r['acting']}"
+
+
+def _mean_std(x: list[float]) -> tuple[float, float]:
+    a = np.asarray(x, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        key = (r["dataset"], r["backbone"], r.get("recipe", "-"), r["acting"], r["steps"])
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (ds, bb, rec, acting, steps), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        final, best = [r["normalized_mean"] for r in rs], [_best(r) for r in rs]
+        wall = [(r.get("timing") or {}).get("wall_seconds") for r in rs]
+        sps = [(r.get("timing") or {}).get("train_seconds_per_step") or
+               r.get("train_seconds_per_step") for r in rs]  # fmt: skip
+        behaviour = [r.get("behaviour_normalized_score") for r in rs]
+        rows.append(
+            {
+                "dataset": ds,
+                "backbone": bb,
+                "recipe": rec,
+                "acting": acting,
+                "steps": steps,
+                "seeds": [r["seed"] for r in rs],
+                "final_mean": _mean_std(final)[0],
+                "final_std": _mean_std(final)[1],
+                "best_mean": _mean_std(best)[0],
+                "best_std": _mean_std(best)[1],
+                "final_per_seed": [round(float(v), 1) for v in final],
+                "wall_seconds_mean": float(np.mean(wall)) if all(wall) else None,
+                "train_seconds_per_step": float(np.mean(sps)) if all(sps) else None,
+                "behaviour": next((b for b in behaviour if b is not None), None),
+                "dataset_sha256": sorted({str(r.get("dataset_sha256")) for r in rs}),
+                "device": sorted({str(r.get("device", "cpu")) for r in rs}),
+                "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
+            }
+        )
+    order = {k: i for i, k in enumerate(ROW_ORDER)}
+    rows.sort(
+        key=lambda r: (r["dataset"], r["steps"], order.get(f"{r['backbone']}/{r['acting']}", 99))
+    )
+    return rows
+
+
+def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
+    """Aaren recurrent vs each rival (within one seed-std) and vs the behaviour policy."""
+    by = {f"{r['backbone']}/{r['acting']}": r for r in ds_rows}
+    main = by.get(MAIN)
+    if main is None:
+        return []
+    out = []
+    seeds_of = lambda k: {r["seed"]: r["normalized_mean"] for r in records if _key(r) == k}  # noqa: E731
+    for rival in RIVALS:
+        other = by.get(rival)
+        if other is None:
+            continue
+        a, b = seeds_of(MAIN), seeds_of(rival)
+        paired = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+        diff, diff_std = _mean_std(paired) if paired else (float("nan"), float("nan"))
+        slack = max(main["final_std"], other["final_std"])
+        out.append(
+            {
+                "target": f"Aaren recurrent >= {rival.replace('/', ' ')} (within one seed-std)",
+                "aaren": main["final_mean"],
+                "other": other["final_mean"],
+                "paired_difference": diff,
+                "paired_difference_std": diff_std,
+                "paired_seeds": len(paired),
+                "met": bool(main["final_mean"] >= other["final_mean"] - slack),
+                "margin": main["final_mean"] - other["final_mean"],
+            }
+        )
+    if main["behaviour"] is not None:
+        out.append(
+            {
+                "target": "Aaren recurrent > behaviour policy",
+                "aaren": main["final_mean"],
+                "other": main["behaviour"],
+                "met": bool(main["final_mean"] > main["behaviour"]),
+                "margin": main["final_mean"] - main["behaviour"],
+            }
+        )
+    return out
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[str]:
+    behaviour = next((r["behaviour"] for r in ds_rows if r["behaviour"] is not None), None)
+    sha = sorted({s for r in ds_rows for s in r["dataset_sha256"] if s != "None"})
+    lines = [
+        f"### {ds}",
+        "",
+        f"Behaviour policy (the dataset's episodes): **{_fmt(behaviour)}**. "
+        f"Dataset sha256: {', '.join(f'`{s[:16]}…`' for s in sha) or 'not recorded'}.",
+        "",
+        "| agent | recipe | acting | steps | seeds | **final** (mean ± std) | best during training† "
+        "(mean ± std) | final per seed | wall-clock per run (min) | train s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ds_rows:
+        wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60
+        lines.append(
+            f"| {r['backbone']} | {r['recipe']} | {r['acting']} | {r['steps']} | {len(r['seeds'])} | "
+            f"**{_fmt(r['final_mean'])} ± {_fmt(r['final_std'])}** | "
+            f"{_fmt(r['best_mean'])} ± {_fmt(r['best_std'])} | "
+            f"{', '.join(map(str, r['final_per_seed']))} | {_fmt(wall)} | "
+            f"{_fmt(r['train_seconds_per_step'], 3)} |"
+        )
+    lines.append(f"| behaviour policy | - | - | - | - | {_fmt(behaviour)} | - | - | - | - |")
+    if targets:
+        lines += ["", "| target | Aaren recurrent | other | margin | paired diff (mean ± std, n) | met |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for t in targets:
+            paired = (
+                f"{_fmt(t['paired_difference'])} ± {_fmt(t['paired_difference_std'])}, "
+                f"n={t['paired_seeds']}"
+                if "paired_seeds" in t
+                else "-"
+            )
+            lines.append(
+                f"| {t['target']} | {_fmt(t['aaren'])} | {_fmt(t['other'])} | "
+                f"{t['margin']:+.1f} | {paired} | {'yes' if t['met'] else '**no**'} |"
+            )
+    lines += ["", f"![learning curves, {ds}]({png})", ""]
+    return lines
+
+
+def summarize_returns(out_dir: Path, docs: Path | None = None) -> list[dict[str, Any]]:
+    """Tables, targets and curves from the JSON files in ``out_dir``; returns the rows."""
+    out_dir = Path(out_dir)
+    records = load_records(out_dir)
+    rows = _rows(records)
+    datasets = sorted({r["dataset"] for r in rows})
+    summary: dict[str, Any] = {"rows": rows, "targets": {}}
+    body = [
+        "Scores are D4RL-normalised (100 = D4RL's expert, 0 = random). **final** = the score "
+        "at the end of training (the main number); † best during training = the best of the "
+        "periodic evaluations (CORL's convention: optimistic, it selects on the evaluation "
+        "episodes). Mean ± std over training seeds; each seed's score is the mean over its "
+        "evaluation episodes. Targets: Aaren recurrent within one seed-std (the larger of the "
+        "two rows') of the rival or above it, and above the behaviour policy.",
+        "",
+    ]
+    for ds in datasets:
+        ds_rows = [r for r in rows if r["dataset"] == ds]
+        ds_records = [r for r in records if r["dataset"] == ds]
+        targets = _targets(ds_rows, ds_records)
+        summary["targets"][ds] = targets
+        png = out_dir / f"curves-{ds}.png"
+        _plot_curves(ds, ds_records, png)
+        body += _table(ds, ds_rows, targets, png.name)
+    atomic_write_json(out_dir / "summary.json", summary, indent=1)
+    atomic_write_text(out_dir / "summary.md", "\n".join(body) + "\n")
+    print("\n".join(body), flush=True)
+    if docs is not None:
+        rel = os.path.relpath(out_dir, Path(docs).parent)
+        text = "\n".join(body).replace("](curves-", f"]({rel}/curves-")
+        _write_section(Path(docs), text)
+    return rows
+
+
+def _write_section(page: Path, text: str) -> None:
+    """Replace the marked section of a markdown page (append it when there is none)."""
+    old = page.read_text() if page.exists() else ""
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
+    atomic_write_text(page, new)
+
+
+def _plot_curves(ds: str, records: list[dict[str, Any]], path: Path) -> None:
+    """Score vs gradient steps, mean over seeds with a ± std band, one line per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list[dict[int, float]]] = {}
+    for r in records:
+        points = {c["step"]: c["normalized_mean"] for c in r.get("curve", [])
+                  if c.get("normalized_mean") is not None}  # fmt: skip
+        if points:
+            label = f"{r['backbone']} ({r.get('recipe', '-')}) acting {r['acting']}"
+            curves.setdefault(label, []).append(points)
+    if not curves:
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (label, runs) in enumerate(sorted(curves.items())):
+        steps = sorted(set.intersection(*(set(p) for p in runs)))
+        vals = np.array([[p[s] for s in steps] for p in runs])
+        mean, std = vals.mean(0), vals.std(0)
+        ax.plot(steps, mean, marker="o", ms=3, color=f"C{i}", label=f"{label} (n={len(runs)})")
+        ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.15)
+    behaviour = next((r.get("behaviour_normalized_score") for r in records
+                      if r.get("behaviour_normalized_score") is not None), None)  # fmt: skip
+    if behaviour is not None:
+        ax.axhline(behaviour, color="grey", ls=":", label="behaviour policy (dataset)")
+    ax.set(title=ds, xlabel="gradient steps", ylabel="D4RL-normalised score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,212 @@
+"""The results grid (``aaren-bench returns``): runs, resume, the report, the missing-Ray hint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from aaren_rl.bench.returns import ReturnsConfig, grid_specs, run_one, sha256_file
+from aaren_rl.bench.returns_report import BEGIN, END, summarize_returns
+
+TINY = dict(
+    seeds=(0,),
+    steps=4,
+    eval_every=2,
+    eval_episodes=1,
+    eval_max_episode_steps=15,
+    dim=16,
+    num_layers=1,
+    context_length=4,
+    episode_length=40,
+    checkpoint_every=1,
+)
+
+
+def tiny_cfg(tmp: Path, dataset: Path, **kw) -> ReturnsConfig:
+    args = {**TINY, "runs": ("aaren:auto",), **kw}
+    return ReturnsConfig(
+        datasets=(f"d4rl:{dataset}",), out_dir=tmp / "out", work_dir=tmp / "work", **args
+    )
+
+
+def without_timing(path: Path) -> dict:
+    record = json.loads(path.read_text())
+    record.pop("timing")
+    return record
+
+
+def test_defaults_stay_in_the_repository():
+    cfg = ReturnsConfig()
+    assert len(cfg.datasets) == 6 and all(d.startswith("d4rl:runs/datasets/") for d in cfg.datasets)
+    assert {"d4rl:runs/datasets/walker2d-medium-replay.hdf5"} <= set(cfg.datasets)
+    assert cfg.steps == 10_000 and cfg.eval_every == 1000 and cfg.eval_episodes == 10
+    assert cfg.seeds == (0, 1, 2) and cfg.resolved_warmup == 1000
+    assert cfg.resolved_out_dir == Path("docs/results/returns-10k")
+    assert cfg.stages == list(range(1000, 10_001, 1000))
+    specs = grid_specs(cfg, root="/r")
+    assert len(specs) == 6 * 2 * 3
+    assert {s.name for s in specs} >= {"hopper-medium__aaren__episode__s0",
+                                       "halfcheetah-medium-replay__transformer__window__s2"}  # fmt: skip
+
+
+def test_bad_flags():
+    from aaren_rl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="BACKBONE:RECIPE"):
+        ReturnsConfig(runs=("lstm:auto",))
+    with pytest.raises(ConfigError, match="--address"):
+        ReturnsConfig(executor="local", address="auto")
+
+
+def test_run_writes_both_acting_modes(tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(tmp_path, tiny_hopper_dataset, runs=("transformer:auto",))
+    (spec,) = grid_specs(cfg)
+    assert run_one(spec).startswith("tiny-hopper__transformer__window__s0: final window")
+    out = {p.name: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")}
+    assert set(out) == {"tiny-hopper__transformer__window__s0__window.json",
+                        "tiny-hopper__transformer__window__s0__kv-cache.json"}  # fmt: skip
+    r = out["tiny-hopper__transformer__window__s0__kv-cache.json"]
+    assert r["acting"] == "kv-cache" and r["mode"] == "recurrent"
+    assert r["dataset_sha256"] == sha256_file(tiny_hopper_dataset)
+    assert [c["step"] for c in r["curve"]] == [2, 4]
+    assert r["normalized_mean"] == r["curve"][-1]["normalized_mean"]  # final = last point
+    assert r["best_normalized_mean"] == max(c["normalized_mean"] for c in r["curve"])
+    assert r["best_step"] in (2, 4) and "CORL" in r["best_convention"]
+    assert r["precision"] == "float32" and r["device"].startswith(("cpu", "cuda"))
+    assert r["behaviour_normalized_score"] is not None and r["episodes"] == 12
+    assert r["timing"]["wall_seconds"] > 0 and r["settings"]["warmup_steps"] == 0
+    assert run_one(spec).endswith("already done")
+
+
+@pytest.mark.parametrize("where, at", [("train", 3), ("eval", 2), ("eval", 3)])
+def test_interrupted_run_resumes_to_the_same_json(
+    tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch, where: str, at: int
+):
+    """Stopped mid-training (after the step-2 checkpoint) or mid-scoring, then started
+    again: the JSON files equal those of an uninterrupted run (up to the timing block)."""
+    import aaren_rl.bench.returns as returns
+    import aaren_rl.train.loop as loop
+
+    monkeypatch.chdir(tmp_path)
+    (ref,) = grid_specs(tiny_cfg(tmp_path / "ref", tiny_hopper_dataset))
+    run_one(ref)
+
+    (spec,) = grid_specs(tiny_cfg(tmp_path / "cut", tiny_hopper_dataset))
+    target = (loop, "masked_action_loss") if where == "train" else (returns, "_evaluate")
+    original, calls = getattr(*target), []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(*target, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(spec)
+    assert not spec.done
+    monkeypatch.setattr(*target, original)
+    run_one(spec)
+    for acting in ("recurrent", "window"):
+        assert without_timing(spec.result_path(acting)) == without_timing(ref.result_path(acting))
+
+
+def _record(ds: str, backbone: str, acting: str, seed: int, final: float, **kw) -> dict:
+    curve = [{"step": 1000, "normalized_mean": final + 5}, {"step": 2000, "normalized_mean": final}]
+    return {
+        "dataset": ds, "backbone": backbone, "recipe": "episode" if backbone == "aaren" else "window",
+        "acting": acting, "mode": acting, "seed": seed, "steps": 2000, "normalized_mean": final,
+        "curve": curve, "behaviour_normalized_score": 35.0, "dataset_sha256": "ab" * 32,
+        "timing": {"wall_seconds": 600.0, "train_seconds_per_step": 0.25}, **kw,
+    }  # fmt: skip
+
+
+def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
+    out = tmp_path / "grid"
+    out.mkdir()
+    scores = {"aaren/recurrent": (50, 52, 54), "transformer/window": (48, 50, 58)}
+    for key, vals in scores.items():
+        backbone, acting = key.split("/")
+        for seed, v in enumerate(vals):
+            path = out / f"hopper-medium__{backbone}__s{seed}__{acting}.json"
+            path.write_text(json.dumps(_record("hopper-medium", backbone, acting, seed, v)))
+    peer = {k: v for k, v in _record("hopper-medium", "d3rlpy-dt", "window", 0, 60.0).items()
+            if k not in ("acting", "timing", "behaviour_normalized_score")}  # fmt: skip
+    (out / "hopper-medium__d3rlpy-dt__window__window__s0.json").write_text(json.dumps(peer))
+    page = tmp_path / "results.md"
+    page.write_text(f"# Results\n\nintro\n\n{BEGIN}\nold\n{END}\n\ntail\n")
+
+    rows = summarize_returns(out, docs=page)
+    by = {f"{r['backbone']}/{r['acting']}": r for r in rows}
+    assert by["aaren/recurrent"]["final_mean"] == pytest.approx(52.0)
+    assert by["aaren/recurrent"]["final_std"] == pytest.approx(2.0)
+    assert by["aaren/recurrent"]["best_mean"] == pytest.approx(57.0)  # best of the curve
+    assert by["d3rlpy-dt/window"]["final_mean"] == 60.0 and by["d3rlpy-dt/window"]["seeds"] == [0]
+    targets = json.loads((out / "summary.json").read_text())["targets"]["hopper-medium"]
+    vs_tf, vs_d3, vs_behaviour = targets
+    assert vs_tf["met"] and vs_tf["paired_difference"] == pytest.approx(0.0)
+    assert vs_tf["paired_seeds"] == 3 and vs_tf["margin"] == pytest.approx(0.0)
+    assert not vs_d3["met"] and vs_d3["margin"] == pytest.approx(-8.0)  # std 2 (d3rlpy: 1 seed)
+    assert vs_behaviour["met"] and vs_behaviour["other"] == 35.0
+    assert (out / "curves-hopper-medium.png").stat().st_size > 0
+    text = page.read_text()
+    assert text.startswith("# Results\n\nintro") and text.rstrip().endswith("tail")
+    assert "old" not in text and "### hopper-medium" in text
+    assert "](grid/curves-hopper-medium.png)" in text
+    assert "**52.0 ± 2.0**" in text and "| behaviour policy |" in text
+    summarize_returns(out, docs=page)  # idempotent: the section is replaced, not appended
+    assert page.read_text() == text
+
+
+def test_without_ray_the_command_says_how_to_install_it(
+    tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch, capsys
+):
+    from aaren_rl.bench.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    rc = main(["returns", "--datasets", f"d4rl:{tiny_hopper_dataset}", "--steps", "2",
+               "--eval-every", "1", "--out-dir", str(tmp_path / "o"),
+               "--work-dir", str(tmp_path / "w")])  # fmt: skip
+    assert rc == 2
+    assert "pip install 'aaren-rl[ray]'" in capsys.readouterr().err
+
+
+def test_missing_dataset_says_how_to_make_it(tmp_path: Path, monkeypatch):
+    from aaren_rl.bench.returns import run_returns_bench
+    from aaren_rl.errors import DatasetError
+
+    monkeypatch.chdir(tmp_path)
+    cfg = ReturnsConfig(datasets=("d4rl:runs/datasets/walker2d-medium-replay.hdf5",), **TINY)
+    with pytest.raises(
+        DatasetError, match="aaren-collect --env walker2d --seed 0 --levels medium-replay"
+    ):
+        run_returns_bench(cfg)
+
+
+def test_grid_on_a_local_ray_instance(tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch):
+    """Two tiny runs as Ray tasks on a 2-CPU local instance; a second launch skips both."""
+    import ray  # a dev dependency: the grid really runs on Ray here
+
+    from aaren_rl.bench.returns import run_returns_bench
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(tmp_path, tiny_hopper_dataset, runs=("aaren:auto", "transformer:auto"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = run_returns_bench(cfg)
+    finally:
+        ray.shutdown()
+    assert {(r["backbone"], r["acting"]) for r in rows} == {
+        ("aaren", "recurrent"), ("aaren", "window"),
+        ("transformer", "window"), ("transformer", "kv-cache"),
+    }  # fmt: skip
+    files = sorted(p.name for p in (tmp_path / "out").glob("tiny-hopper__*.json"))
+    assert len(files) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("tiny-hopper__*.json")}
+    assert all(s.done for s in grid_specs(cfg))
+    run_returns_bench(cfg)  # nothing left to do: no task runs, no file is rewritten
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
