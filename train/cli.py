@@ -3,63 +3,77 @@
 Examples:
     aaren-train                                   # the shipped Hopper demo dataset, Aaren
     aaren-train --dataset d4rl:hopper-medium.hdf5 --backbone transformer --steps 20000
+    aaren-train --model.dim 256 --model.num-layers 4 --model.num-heads 4   # a larger model
     aaren-train --run-dir runs/exp1 --resume      # continue an interrupted run
     torchrun --nproc-per-node 2 -m aaren_rl.train.cli --steps 1000   # DDP (gloo on CPU)
+
+Exit codes (``aaren_rl.cli.run_cli``): 0 done, 2 bad input (one line naming the flag or
+file), 1 a failure during the work (e.g. disk full while saving: the previous checkpoint is
+intact), 130 interrupted (the message names the run directory to ``--resume``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-__all__ = ["main"]
+from aaren_rl.train.config import TrainConfig
+
+__all__ = ["main", "parse_config"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse and check the flags; with ``--resume``, the run's config fills the rest.
+
+    Which flags were given is never guessed from argv by hand: on ``--resume`` the same argv
+    is parsed a second time with the run's saved config.json as tyro's defaults, so a flag
+    left out takes the run's value and a flag given keeps the given one (even when it equals
+    the built-in default). ``train()`` then refuses any given value that differs from the
+    run's (except ``--steps`` and the W&B/progress flags).
+    """
     import tyro
 
-    from aaren_rl.train.config import TrainConfig
+    from aaren_rl.train.run_dir import check_resumable, saved_train_config
 
-    try:
-        cfg = tyro.cli(TrainConfig, args=argv, description=TrainConfig.__doc__)
-    except ValueError as e:  # raised by TrainConfig validation
-        print(f"aaren-train: error: {e}", file=sys.stderr)
-        return 2
-    from aaren_rl.agents.checkpoint import CheckpointError
-    from aaren_rl.envs import DatasetError, EnvError
-    from aaren_rl.train.loop import TrainError, train
+    args = None if argv is None else [str(a) for a in argv]
+    cfg = tyro.cli(TrainConfig, args=args, description=TrainConfig.__doc__)
+    cfg.validate()  # before any file is read or written
+    if cfg.resume:
+        assert cfg.run_dir is not None  # validate() requires it
+        check_resumable(cfg.run_dir)
+        saved = saved_train_config(cfg.run_dir)
+        cfg = tyro.cli(TrainConfig, args=args, default=saved, description=TrainConfig.__doc__)
+        cfg.validate()
+    return cfg
 
-    args = sys.argv[1:] if argv is None else argv
-    explicit = {
-        a[2:].split("=", 1)[0].replace("-", "_").removeprefix("no_")
-        for a in map(str, args)
-        if a.startswith("--")
-    }
-    try:
-        result = train(cfg, explicit)
-    except (TrainError, DatasetError, EnvError, CheckpointError, ValueError) as e:
-        print(f"aaren-train: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "\naaren-train: interrupted; continue with --resume --run-dir <run dir> "
-            "(from the last checkpoint)",
-            file=sys.stderr,
-        )
-        return 130
-    if result.metrics is not None and result.run_dir is not None:
-        print(f"run: {result.run_dir}")
-        print(
-            f"steps: {result.steps}, final loss {result.final_loss:.4f}, "
-            f"{result.seconds_per_step * 1000:.0f} ms per training step (median)"
-        )
-        if result.eval:
-            _print_eval(result.eval)
+
+def _train(argv: Sequence[str] | None) -> int:
+    from aaren_rl.train.loop import train
+
+    result = train(parse_config(argv))
+    print(f"run: {result.run_dir}")
+    print(
+        f"steps: {result.steps}, final loss {result.final_loss:.4f}, "
+        f"{result.seconds_per_step * 1000:.0f} ms per training step (median)"
+    )
+    if result.eval:
+        print_eval(result.eval)
     return 0
 
 
-def _print_eval(ev: dict) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    from aaren_rl.cli import run_cli
+
+    return run_cli("aaren-train", lambda: _train(argv))
+
+
+def print_eval(ev: dict) -> None:
+    """The evaluation summary: return (and normalised score), agent time per action."""
     norm = ev.get("normalized_mean")
-    line = f"eval ({ev.get('mode')}, {len(ev.get('returns', []))} episodes): return {ev['return_mean']:.1f} ± {ev['return_std']:.1f}"
+    line = (
+        f"eval ({ev.get('mode')}, {len(ev.get('returns', []))} episodes): "
+        f"return {ev['return_mean']:.1f} ± {ev['return_std']:.1f}"
+    )
     if norm is not None:
         line += f", normalized score {norm:.1f} ± {ev.get('normalized_std', 0.0):.1f}"
     print(line)

@@ -1,21 +1,30 @@
 """The training configuration: one typed dataclass, parsed by tyro into ``aaren-train --help``.
 
-Every field's docstring is its help text. Derived values (the recipe a backbone uses by
-default, the warm-up length, the run directory) are properties, never attributes set after
-parsing (STYLE.md §4).
+Every field's docstring is its help text. The model's size is the model library's own
+``BackboneConfig``, nested as ``model`` (flags ``--model.dim``, ``--model.num-layers``,
+``--model.num-heads``, ``--model.dropout``, ...), so it is declared once. Derived values (the
+recipe a backbone uses by default, the warm-up length, the run directory) are properties,
+never attributes set after parsing.
+
+Values are checked by :meth:`TrainConfig.validate` (one :class:`~aaren_rl.errors.ConfigError`
+naming the flag), which ``train()`` and ``aaren-train`` call before anything is read or
+written. It is a method rather than ``__post_init__`` so that tyro's parse checks types and
+our check, run after it, reports a bad value on one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from aaren_rl.aaren_policy import BackboneConfig
+from aaren_rl.errors import ConfigError
 
-__all__ = ["TrainConfig", "config_differences"]
+__all__ = ["MAX_SEED", "TrainConfig", "config_differences"]
 
 # Fields that may change between an interrupted run and its --resume (a larger --steps
 # extends a finished run; the warm-up then must be given explicitly to stay the same).
@@ -28,6 +37,10 @@ RESUMABLE_FIELDS = (
     "wandb_group",
     "progress",
 )
+
+# Seeds feed torch.manual_seed, numpy's generators and Gymnasium's reset (seed + rank, seed +
+# episode): 2**31 - 1 keeps every derived seed a valid non-negative 64-bit integer.
+MAX_SEED = 2**31 - 1
 
 
 @dataclass
@@ -46,15 +59,9 @@ class TrainConfig:
     backbone: Literal["aaren", "transformer"] = "aaren"
     """Sequence backbone. Nothing else in the model differs between the two."""
 
-    # ---- model size (DT defaults) ----
-    dim: int = 128
-    """Embedding width."""
-    num_layers: int = 3
-    """Residual blocks."""
-    num_heads: int = 1
-    """Attention heads per block."""
-    dropout: float = 0.1
-    """Dropout on embeddings and residual branches."""
+    # ---- model size (DT defaults: dim 128, 3 layers, 1 head, dropout 0.1) ----
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    """Size of the backbone stack (the model library's BackboneConfig)."""
     max_timestep: int = 1000
     """Rows of the timestep embedding (episode length; later steps reuse the last row)."""
 
@@ -78,11 +85,11 @@ class TrainConfig:
     warmup_steps: int | None = None
     """Linear learning-rate warm-up. Default: min(10000, steps // 10)."""
     grad_clip: float = 0.25
-    """Gradient norm clip."""
+    """Gradient norm clip (> 0)."""
     return_scale: float = 1000.0
     """Returns-to-go are divided by this (DT uses 1000 for MuJoCo)."""
     seed: int = 0
-    """Seeds the model, dropout and the batch sampler."""
+    """Seeds the model, dropout and the batch sampler (0 .. 2147483647)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto picks cuda when available."""
     threads: int | None = None
@@ -125,30 +132,48 @@ class TrainConfig:
     """W&B group, e.g. to gather seeds of one experiment."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "context_length": self.context_length,
-            "episode_length": self.episode_length,
-            "steps": self.steps,
-            "eval_num_envs": self.eval_num_envs,
-            "checkpoint_every": self.checkpoint_every,
-            "log_every": self.log_every,
-            "max_timestep": self.max_timestep,
+        if isinstance(self.model, dict):  # from a saved config.json
+            self.model = BackboneConfig(**self.model)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first flag whose value cannot work."""
+        at_least = {
+            "context_length": (self.context_length, 1),
+            "episode_length": (self.episode_length, 1),
+            "steps": (self.steps, 1),
+            "eval_num_envs": (self.eval_num_envs, 1),
+            "checkpoint_every": (self.checkpoint_every, 1),
+            "log_every": (self.log_every, 1),
+            "max_timestep": (self.max_timestep, 1),
+            "eval_episodes": (self.eval_episodes, 0),
+            "eval_every": (self.eval_every, 0),
+            "batch_size": (self.batch_size, 1),
+            "warmup_steps": (self.warmup_steps, 0),
+            "threads": (self.threads, 1),
+            "eval_max_episode_steps": (self.eval_max_episode_steps, 1),
+            "model.chunk_size": (self.model.chunk_size, 1),  # the rest BackboneConfig checks
         }
-        for name, value in checks.items():
-            if value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.eval_episodes < 0:
-            raise ValueError(f"--eval-episodes must be >= 0, got {self.eval_episodes}")
-        if self.eval_every < 0:
-            raise ValueError(f"--eval-every must be >= 0, got {self.eval_every}")
-        if self.return_scale <= 0 or self.learning_rate <= 0:
-            raise ValueError("--return-scale and --learning-rate must be positive")
-        if self.backbone not in ("aaren", "transformer"):
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose aaren or transformer")
-        # The model config validates the rest (dim divisible by heads, dropout range).
-        self.net_config  # noqa: B018
+        for name, (value, low) in at_least.items():
+            if value is not None and value < low:
+                raise ConfigError(f"{_flag(name)} must be >= {low}, got {value}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {self.seed}")
+        positive = {
+            "learning_rate": self.learning_rate,
+            "grad_clip": self.grad_clip,
+            "return_scale": self.return_scale,
+        }
+        for name, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{_flag(name)} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(
+                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"
+            )
+        if self.target_return is not None and not math.isfinite(self.target_return):
+            raise ConfigError(f"--target-return must be a finite number, got {self.target_return}")
+        if self.resume and self.run_dir is None:
+            raise ConfigError("--resume needs --run-dir DIR: the run to continue")
 
     # ---- derived values ----
 
@@ -173,12 +198,6 @@ class TrainConfig:
     def resolved_warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else min(10000, self.steps // 10)
 
-    @property
-    def net_config(self) -> BackboneConfig:
-        return BackboneConfig(
-            dim=self.dim, num_layers=self.num_layers, num_heads=self.num_heads, dropout=self.dropout
-        )
-
     def default_run_dir(self, env_name: str) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return Path("runs") / f"{env_name}__{self.backbone}__{self.seed}__{stamp}"
@@ -189,10 +208,18 @@ class TrainConfig:
         return d
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def config_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
-    """Fields (other than the resumable ones) whose values differ from a saved config."""
-    now = current.to_dict()
-    defaults = TrainConfig().to_dict()
+    """Fields (other than the resumable ones) whose values differ from a saved config.
+
+    Nested fields are compared one by one (``model.dim``), so a field added to the model
+    config after the run was saved, left at its default, is not a difference either.
+    """
+    now, defaults = _flatten(current.to_dict()), _flatten(TrainConfig().to_dict())
+    saved = _flatten(saved)
     diffs = []
     for key in sorted(set(saved) | set(now)):
         if key in RESUMABLE_FIELDS or key == "run_dir":
@@ -202,3 +229,13 @@ def config_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]
         if saved.get(key) != now.get(key):
             diffs.append(f"{key}: run has {saved.get(key)!r}, command line gives {now.get(key)!r}")
     return diffs
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

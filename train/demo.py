@@ -34,45 +34,48 @@ class DemoConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aaren_rl.cli import run_cli
+
+    return run_cli("aaren-demo", lambda: _demo(argv))
+
+
+def _demo(argv: list[str] | None) -> int:
     import tyro
 
-    from aaren_rl.train.cli import _print_eval
+    from aaren_rl.train.cli import print_eval
     from aaren_rl.train.config import TrainConfig
     from aaren_rl.train.loop import train
 
     demo = tyro.cli(DemoConfig, args=argv)
-    run_dir = demo.run_dir
-    if run_dir.exists():
-        moved = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(moved)
-        print(f"(previous demo run kept at {moved})")
     cfg = TrainConfig(
         dataset="demo:hopper",
         backbone=demo.backbone,
         steps=demo.steps,
         seed=demo.seed,
-        run_dir=run_dir,
+        run_dir=demo.run_dir,
         eval_episodes=demo.eval_episodes,
         eval_num_envs=2,
         checkpoint_every=200,
         threads=2,
     )
+    cfg.validate()  # a bad flag is refused before the previous demo run is moved
+    run_dir = demo.run_dir
+    if run_dir.exists():
+        moved = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(moved)
+        print(f"(previous demo run kept at {moved})")
     print(
         f"aaren-rl demo: {cfg.backbone} backbone, recipe {cfg.resolved_recipe} "
         f"(windows of up to {cfg.window_length} steps, batch {cfg.resolved_batch_size}), "
         f"{cfg.steps} steps on {cfg.dataset}"
     )
     t0 = time.perf_counter()
-    try:
-        result = train(cfg)
-    except ValueError as e:  # dataset, env or run-directory problems: say what, no traceback
-        print(f"demo: error: {e}", file=sys.stderr)
-        return 2
+    result = train(cfg)  # dataset, env or run-directory problems: one line, exit 2 (run_cli)
     print(
         f"\ntrained in {time.perf_counter() - t0:.0f} s; checkpoint: {result.run_dir / 'checkpoint'}"
     )
     if result.eval:
-        _print_eval(result.eval)
+        print_eval(result.eval)
     print(f"evaluate again: aaren-eval --checkpoint {result.run_dir / 'checkpoint'} --episodes 10")
     return 0
 

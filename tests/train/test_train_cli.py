@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from aaren_rl.train.cli import main
+from aaren_rl.train.trainer_state import load_trainer_state
 
-TINY = ["--dim", "16", "--num-layers", "1", "--threads", "1", "--no-progress"]
+TINY = ["--model.dim", "16", "--model.num-layers", "1", "--threads", "1", "--no-progress"]
 
 
 def run_cli(args: list[str]) -> int:
@@ -79,7 +80,7 @@ def test_kill_and_resume_is_bit_identical(tiny_hopper_dataset: Path, tmp_path: P
         *_train_args(tiny_hopper_dataset, killed, steps),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    trainer = killed / "checkpoint" / "trainer.pt"
+    trainer = killed / "checkpoint" / "trainer.json"
     deadline = time.time() + 120
     while not trainer.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -196,7 +197,7 @@ def test_torchrun_two_processes_gloo(tiny_hopper_dataset: Path, tmp_path: Path) 
     assert res.returncode == 0, res.stderr[-3000:]
     meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
     assert meta["step"] == 30
-    trainer = torch.load(run_dir / "checkpoint" / "trainer.pt", weights_only=False)
+    trainer = load_trainer_state(run_dir / "checkpoint")
     assert len(trainer["ranks"]) == 2  # both ranks' sampler and RNG state are kept
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [10, 20, 30]  # rank 0 alone logs

@@ -1,0 +1,69 @@
+"""Checks on the training data that the loaders cannot make: they need the model's view.
+
+- :func:`dataset_fingerprint`: a SHA-256 of the loaded arrays, recorded in the run's trainer
+  state so that ``--resume`` refuses a dataset that changed under the same path (new data
+  would also bring a new normalisation: the run would silently become another run).
+- :func:`check_action_range`: continuous actions must lie in [-1, 1], the range of the tanh
+  action head; actions outside it can never be predicted, so training on them is refused.
+- :func:`warn_long_episodes`: the episode recipe trains only on each episode's first
+  ``--episode-length`` steps; say so when the data holds longer episodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from aaren_rl.errors import DatasetError
+
+__all__ = ["check_action_range", "dataset_fingerprint", "warn_long_episodes"]
+
+# float32 rounding of data written as exactly +-1 may land a hair outside.
+ACTION_TOLERANCE = 1e-4
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """``sha256:HEX`` of every trajectory's observations, actions, rewards and end flag.
+
+    Computed on the loaded arrays (not the file), so it is the same for every source (D4RL
+    HDF5, Minari, demo) and blind to metadata that does not change what is trained on.
+    """
+    h = hashlib.sha256()
+    for t in dataset.trajectories:
+        for a in (t.observations, t.actions, t.rewards):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        h.update(b"T" if t.terminated else b"F")
+    return "sha256:" + h.hexdigest()
+
+
+def check_action_range(dataset: Any, discrete: bool = False) -> None:
+    """Refuse continuous actions outside [-1, 1] (the tanh head's range), naming the count."""
+    if discrete:
+        return
+    actions = np.concatenate([t.actions for t in dataset.trajectories])
+    outside = np.abs(actions) > 1.0 + ACTION_TOLERANCE
+    if not np.isfinite(actions).all():
+        raise DatasetError(f"{dataset.spec}: actions hold NaN or Inf; clean the dataset first")
+    if outside.any():
+        raise DatasetError(
+            f"{dataset.spec}: {int(outside.sum())} of {actions.size} action values lie outside "
+            f"[-1, 1] (range {actions.min():.3g} .. {actions.max():.3g}); the policy's tanh "
+            "head can never produce them. Rescale (or clip) the actions to [-1, 1], the "
+            "action space of the MuJoCo tasks, and save the dataset again"
+        )
+
+
+def warn_long_episodes(dataset: Any, recipe: str, episode_length: int) -> None:
+    longest = max(len(t) for t in dataset.trajectories)
+    if recipe == "episode" and longest > episode_length:
+        print(
+            f"[aaren-rl] warning: episodes up to {longest} steps, --episode-length "
+            f"{episode_length}: the episode recipe trains only on their first "
+            f"{episode_length} steps",
+            file=sys.stderr,
+        )

@@ -1,0 +1,147 @@
+"""The run directory: checked before any work starts, created only once everything else is.
+
+    config.json      the TrainConfig (``--resume`` takes the run's values from it)
+    metrics.jsonl    train/ and eval/ metrics, one JSON record per line
+    checkpoint/      the latest checkpoint, swapped in atomically (``aaren_rl.fileio``):
+                     model.safetensors + agent.json (the agent), trainer.json +
+                     trainer.safetensors (optimiser, scheduler, RNG and sampler state, the
+                     dataset fingerprint; see ``train/trainer_state.py``)
+
+Every problem raises :class:`~aaren_rl.errors.RunDirError` naming the path and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from aaren_rl.errors import RunDirError
+from aaren_rl.fileio import atomic_write_json, recover_directory, remove_stale_temporaries
+from aaren_rl.train.config import TrainConfig
+from aaren_rl.train.trainer_state import has_trainer_state
+
+__all__ = [
+    "CONFIG",
+    "check_new_run_dir",
+    "check_resumable",
+    "create_run_dir",
+    "read_saved_config",
+    "saved_train_config",
+]
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint"
+# Model-size fields that sat at the top level of config.json before they moved into `model`.
+_LEGACY_MODEL_FIELDS = ("dim", "num_layers", "num_heads", "dropout")
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a path that cannot hold a new run; creates nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a directory; choose another path")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise RunDirError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose a new "
+            "--run-dir (nothing was overwritten)"
+        )
+    existing = next(p for p in (run_dir, *run_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise RunDirError(
+            f"cannot write the run directory {run_dir}: {existing} is a file, not a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write the run directory {run_dir}: {existing} is not writable")
+
+
+def create_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
+    """Create the run directory and write its config.json (the run's first file)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / CONFIG, cfg.to_dict())
+    except OSError as e:
+        raise RunDirError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from e
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse a run directory with nothing to resume; finish an interrupted checkpoint swap and
+    remove the temporaries a killed checkpoint write left behind."""
+    if not run_dir.is_dir():
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise RunDirError(f"--run-dir {run_dir} {what}: there is no run to --resume there")
+    ckpt = run_dir / CHECKPOINT
+    recover_directory(ckpt)
+    remove_stale_temporaries(ckpt)
+    if not (run_dir / CONFIG).is_file() or not has_trainer_state(ckpt):
+        raise RunDirError(
+            f"nothing to resume in {run_dir}: no {CONFIG} or no checkpoint with trainer state "
+            "(the run stopped before its first checkpoint). Start it again without --resume "
+            "in a new --run-dir."
+        )
+
+
+def read_saved_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.json as a dict whose keys and value types fit :class:`TrainConfig`."""
+    path = run_dir / CONFIG
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(
+            f"{path} is unreadable or corrupt ({e}); restore it from a copy, or start a new run"
+        ) from e
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{path} is corrupt: expected a JSON object of training flags")
+    if "model" not in saved:  # written before the model size moved into `model`
+        legacy = {k: saved.pop(k) for k in _LEGACY_MODEL_FIELDS if k in saved}
+        if legacy:
+            saved["model"] = legacy
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in saved.items():
+        if key not in hints:
+            raise RunDirError(
+                f"{path} has the unknown field {key!r}: written by another aaren-rl version? "
+                "Resume it with that version, or start a new run"
+            )
+        if not _fits(value, hints[key]):
+            raise RunDirError(f"{path} is corrupt: {key} = {value!r} is not a valid value")
+    return saved
+
+
+def saved_train_config(run_dir: Path) -> TrainConfig:
+    """The run's TrainConfig (run_dir and resume set for this resume)."""
+    saved = read_saved_config(run_dir)
+    try:
+        cfg = TrainConfig(**{**saved, "run_dir": run_dir, "resume": True})
+        cfg.validate()
+    except ValueError as e:
+        raise RunDirError(f"{run_dir / CONFIG} holds an invalid configuration: {e}") from e
+    return cfg
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value can stand for a field of type ``hint``."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        return value in get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Path):
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(hint):
+        sub = typing.get_type_hints(hint)
+        return isinstance(value, dict) and all(
+            k in sub and _fits(v, sub[k]) for k, v in value.items()
+        )
+    return True

@@ -1,0 +1,450 @@
+"""``Trainer``: what one training run holds, and the five things done with it.
+
+``build`` (data, model, optimiser, scheduler, sampler: every check, nothing written),
+``start`` (a new run directory, or ``restore`` from the checkpoint of ``--resume``),
+``train_step`` (one gradient step), ``save`` (an atomic checkpoint) and ``evaluate``
+(``aaren_rl.eval.rollout``, the one episode loop). ``train()`` in ``train/loop.py`` strings them
+together.
+
+The recipe is the Decision Transformer's (Chen et al. 2021; official ``gym/experiment.py``):
+AdamW, linear warm-up, gradient-norm clip 0.25, MSE on actions at real (unpadded) positions.
+A resumed run restores everything the next step depends on (weights, AdamW moments, the
+scheduler, torch's, numpy's and Python's RNGs, the sampler's generator), so it ends
+bit-identical to an uninterrupted run with the same seed and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
+from aaren_rl.agents import DecisionAgent
+from aaren_rl.agents.checkpoint import load_model, save_model
+from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
+from aaren_rl.envs.datasets import check_dataset_matches_env
+from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetError, RunDirError
+from aaren_rl.fileio import atomic_directory
+from aaren_rl.tracking import MetricsLog, WandbTracker
+from aaren_rl.train.config import TrainConfig, config_differences
+from aaren_rl.train.data_checks import check_action_range, dataset_fingerprint, warn_long_episodes
+from aaren_rl.train.distributed import DistContext
+from aaren_rl.train.run_dir import (
+    CHECKPOINT,
+    check_new_run_dir,
+    check_resumable,
+    create_run_dir,
+    read_saved_config,
+)
+from aaren_rl.train.trainer_state import load_trainer_state, save_trainer_state
+
+__all__ = ["StepStats", "Trainer", "masked_action_loss"]
+
+
+def masked_action_loss(
+    preds: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared error over the real positions only.
+
+    Args:
+        preds, actions: (B, K, act_dim).
+        mask: (B, K) bool, True at real positions.
+    """
+    per_pos = ((preds - actions) ** 2).mean(-1)  # (B, K)
+    m = mask.to(per_pos.dtype)
+    return (per_pos * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _lr_lambda(warmup: int):
+    # DT: LambdaLR(lambda steps: min((steps + 1) / warmup_steps, 1))
+    return lambda step: min((step + 1) / max(warmup, 1), 1.0)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device; use cpu")
+    return torch.device(name)
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global MT19937 state, its 624-word key as a list (plain values only)."""
+    state = np.random.get_state(legacy=False)
+    state["state"] = {**state["state"], "key": state["state"]["key"].tolist()}
+    return state
+
+
+@dataclass
+class StepStats:
+    loss: float
+    grad_norm: float
+    seconds: float
+
+
+class Trainer:
+    """One training run: data, model, optimiser, sampler, run directory, logs."""
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> None:
+        self.cfg, self.ctx, self.device = cfg, ctx, device
+        self.start_step = 0  # the step the run starts from (> 0 after --resume)
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
+        self.wandb_id: str | None = None
+        self.tracker: WandbTracker | None = None
+        self.metrics_log: MetricsLog | None = None
+        self._window: list[float] = []  # losses since the last log line
+        self._window_start = time.perf_counter()
+        self.step_times: list[float] = []
+        self.last_loss = math.nan
+
+    # ---- build: every check and every object; nothing is written ----
+
+    @classmethod
+    def build(cls, cfg: TrainConfig) -> Trainer:
+        device = _resolve_device(cfg.device)
+        ctx = DistContext.from_env(device.type)
+        if ctx.enabled and device.type == "cuda":
+            device = torch.device("cuda", ctx.local_rank)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self = cls(cfg, ctx, device)
+        if cfg.resume:
+            self._check_resume_config()
+        self._load_data()
+        self.run_dir = ctx.broadcast(cfg.run_dir or cfg.default_run_dir(self.env_spec.name))
+        if not cfg.resume:
+            self._on_main(check_new_run_dir, self.run_dir)
+        self._build_model()
+        return self
+
+    def _check_resume_config(self) -> None:
+        assert self.cfg.run_dir is not None  # validate() refuses --resume without --run-dir
+        self._on_main(check_resumable, self.cfg.run_dir)
+        diffs = config_differences(read_saved_config(self.cfg.run_dir), self.cfg)
+        if diffs:
+            raise RunDirError(
+                "--resume with a different configuration (start a new --run-dir instead): "
+                + "; ".join(diffs)
+            )
+
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        self.dataset = load_dataset(cfg.dataset, download=cfg.download)
+        env_name = cfg.env or self.dataset.env_id
+        if env_name is None:
+            raise DatasetError(
+                f"{cfg.dataset} does not record its environment: pass --env (e.g. hopper)"
+            )
+        self.env_spec = get_env_spec(env_name)
+        check_dataset_matches_env(self.dataset, self.env_spec)
+        check_action_range(self.dataset)
+        if self.ctx.is_main:
+            warn_long_episodes(self.dataset, cfg.resolved_recipe, cfg.episode_length)
+        self.fingerprint = dataset_fingerprint(self.dataset)
+        self.target = (
+            cfg.target_return if cfg.target_return is not None else self.env_spec.target_returns[0]
+        )
+
+    def _build_model(self) -> None:
+        cfg, ds, rank_seed = self.cfg, self.dataset, self.cfg.seed + 7919 * self.ctx.rank
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        self.model_config = DecisionModelConfig(
+            obs_dim=ds.obs_dim,
+            act_dim=ds.act_dim,
+            backbone=cfg.backbone,
+            net=cfg.model,
+            max_timestep=cfg.max_timestep,
+        )
+        self.model = DecisionModel(self.model_config).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(cfg.resolved_warmup)
+        )
+        self.sampler = make_sampler(
+            cfg.resolved_recipe,
+            ds,
+            context_length=cfg.window_length,
+            batch_size=cfg.resolved_batch_size,
+            return_scale=cfg.return_scale,
+            state_mean=ds.state_mean,
+            state_std=ds.state_std,
+            seed=rank_seed,
+        )
+        torch.manual_seed(rank_seed)  # dropout differs across ranks
+        self.net: nn.Module = self.model
+        if self.ctx.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
+            )
+
+    def _on_main(self, fn: Any, *args: Any) -> None:
+        """Run ``fn`` on rank 0; if it raises, every rank raises (none waits at a barrier)."""
+        problem = None
+        if self.ctx.is_main:
+            try:
+                fn(*args)
+            except AarenError as e:
+                problem = e
+        problem = self.ctx.broadcast(problem)
+        if problem is not None:
+            raise problem
+
+    # ---- start: a new run directory, or restore the checkpoint ----
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    def start(self) -> None:
+        if self.cfg.resume:
+            self.restore()
+        else:
+            self._on_main(self._create_run_dir)
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        if self.cfg.resume and self.ctx.is_main:
+            self.metrics_log.truncate_after(self.start_step)
+        if self.cfg.track and self.ctx.is_main:
+            self.tracker = WandbTracker(
+                {
+                    **self.cfg.to_dict(),
+                    "model_params": self.model.num_parameters(),
+                    "dataset_spec": self.cfg.dataset,
+                    "dataset_fingerprint": self.fingerprint,
+                },
+                self.run_dir,
+                self.run_dir.name,
+                self.cfg.wandb_project,
+                self.cfg.wandb_entity,
+                self.cfg.wandb_group,
+                resume_id=self.wandb_id,
+            )
+
+    def _create_run_dir(self) -> None:
+        create_run_dir(self.run_dir, self.cfg)
+
+    def restore(self) -> None:
+        """Load weights and trainer state; refuse a checkpoint that does not fit this run."""
+        loaded, _ = load_model(self.ckpt_dir, self.device)
+        if loaded.config.to_dict() != self.model_config.to_dict():
+            raise CheckpointError(f"{self.ckpt_dir} holds a different model than the run's config")
+        state = load_trainer_state(self.ckpt_dir)
+        try:
+            step, ranks = int(state["step"]), state["ranks"]
+            recorded = state.get("dataset_fingerprint")
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{self.ckpt_dir}: trainer state lacks {e}") from None
+        self._check_resume_fits(step, len(ranks), recorded)
+        try:
+            self.model.load_state_dict(loaded.state_dict())
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self._set_rng_state(ranks[self.ctx.rank])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise CheckpointError(
+                f"{self.ckpt_dir}: the trainer state does not fit this run ({e}); start a new run"
+            ) from None
+        self.start_step = self.saved_step = step
+        self.wandb_id = state.get("wandb_id")
+
+    def _check_resume_fits(self, step: int, world: int, recorded: str | None) -> None:
+        if world != self.ctx.world_size:
+            raise RunDirError(
+                f"the run in {self.run_dir} was saved with {world} processes; resume it with "
+                "the same number"
+            )
+        if recorded is not None and recorded != self.fingerprint:
+            raise DatasetError(
+                f"--dataset {self.cfg.dataset} is not the data the run in {self.run_dir} was "
+                f"trained on (fingerprint {self.fingerprint[:19]}..., the run recorded "
+                f"{recorded[:19]}...): the file was replaced or changed. Restore the original "
+                "dataset, or start a new run"
+            )
+        if self.cfg.steps <= step:
+            raise ConfigError(
+                f"the run in {self.run_dir} has already trained {step} steps; --steps "
+                f"{self.cfg.steps} would add none. Pass --steps N with N > {step} to extend it"
+            )
+
+    def _rng_state(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        return {
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "numpy_rng": _numpy_rng_state(),
+            "python_rng": random.getstate(),
+        }
+
+    def _set_rng_state(self, rank_state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(rank_state["sampler"])
+        torch.set_rng_state(rank_state["torch_rng"])
+        if rank_state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rank_state["cuda_rng"], self.device)
+        if rank_state.get("numpy_rng") is not None:  # absent in runs saved before it was kept
+            np_state = rank_state["numpy_rng"]
+            key = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+            np.random.set_state({**np_state, "state": {**np_state["state"], "key": key}})
+        if rank_state.get("python_rng") is not None:
+            random.setstate(rank_state["python_rng"])
+
+    # ---- step, log, save, evaluate ----
+
+    def train_step(self) -> StepStats:
+        """One gradient step on one batch (DDP averages the gradients across ranks)."""
+        t0 = time.perf_counter()
+        batch = self.sampler.sample().to(self.device)
+        preds, _ = self.net(batch.returns_to_go, batch.observations, batch.actions, batch.timesteps)
+        loss = masked_action_loss(preds, batch.actions, batch.mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        stats = StepStats(float(loss.detach()), float(grad_norm), time.perf_counter() - t0)
+        self.step_times.append(stats.seconds)
+        self.last_loss = stats.loss
+        self._window.append(stats.loss)
+        return stats
+
+    def log_train(self, step: int, stats: StepStats) -> None:
+        """Log the mean loss since the last log line (averaged over ranks)."""
+        mean_loss = self.ctx.mean(float(np.mean(self._window)))
+        elapsed = time.perf_counter() - self._window_start
+        if self.ctx.is_main:
+            n = len(self._window)
+            self._log(
+                step,
+                {
+                    "train/loss": mean_loss,
+                    "train/grad_norm": stats.grad_norm,
+                    "train/lr": self.scheduler.get_last_lr()[0],
+                    "train/steps_per_second": n / max(elapsed, 1e-9),
+                    "train/seconds_per_step": float(np.median(self.step_times[-n:])),
+                },
+            )
+        self._window, self._window_start = [], time.perf_counter()
+
+    def _log(self, step: int, metrics: dict[str, Any]) -> None:
+        assert self.metrics_log is not None
+        self.metrics_log.write(step, metrics)
+        if self.tracker:
+            self.tracker.log(step, metrics)
+
+    def agent(self) -> DecisionAgent:
+        cfg, ds = self.cfg, self.dataset
+        return DecisionAgent(
+            self.model,
+            ds.state_mean,
+            ds.state_std,
+            return_scale=cfg.return_scale,
+            target_return=self.target,
+            mode=cfg.eval_mode,
+            context_length=cfg.context_length,
+            env_id=self.env_spec.gym_id,
+            metadata={
+                "dataset": cfg.dataset,
+                "dataset_fingerprint": self.fingerprint,
+                "target_returns": list(self.env_spec.target_returns),
+                "train_recipe": cfg.resolved_recipe,
+                # docs/design.md §5: normalise with the dataset's own reference returns.
+                "reference_scores": ds.reference_scores,
+            },
+        )
+
+    def save(self, step: int) -> None:
+        """Write the checkpoint of ``step`` atomically (rank 0; every rank must call it).
+
+        A failed write (disk full, ``ulimit -f``) leaves the previous checkpoint intact and
+        raises ``OSError`` naming the checkpoint and how to continue.
+        """
+        states = self.ctx.gather(self._rng_state())
+        if not self.ctx.is_main:
+            return
+        from safetensors import SafetensorError
+
+        trainer_state = {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ranks": states,
+            "wandb_id": self.tracker.id if self.tracker else self.wandb_id,
+            "dataset_fingerprint": self.fingerprint,
+            "package_version": __version__,
+        }
+        try:
+            with atomic_directory(self.ckpt_dir) as tmp:
+                save_model(tmp, self.model, {**self.agent().checkpoint_metadata(), "step": step})
+                save_trainer_state(tmp, trainer_state)
+        except (OSError, SafetensorError) as e:
+            raise self._write_failure(e) from None
+        self.saved_step = step
+        self.model.train()
+
+    def _write_failure(self, e: Exception) -> OSError:
+        code = e.errno if isinstance(e, OSError) else None
+        if code is None:  # safetensors reports the OS error in its message
+            found = re.search(r"os error (\d+)", str(e))
+            code = int(found.group(1)) if found else None
+        err = OSError(code, os.strerror(code) if code else str(e), str(self.ckpt_dir))
+        err.add_note(self.resume_hint())
+        return err
+
+    def resume_hint(self) -> str:
+        """What to do after an interruption or a failed write: resume, or start again."""
+        if self.saved_step is None:
+            return (
+                f"no checkpoint was written yet, so {self.run_dir} cannot be resumed: remove it "
+                "and start again"
+            )
+        return (
+            f"the checkpoint of step {self.saved_step} is intact; continue with: aaren-train "
+            f"--resume --run-dir {self.run_dir}"
+        )
+
+    def evaluate(self, step: int) -> dict[str, Any] | None:
+        """Evaluate in the env on rank 0 and log ``eval/`` metrics (every rank must call it)."""
+        result = None
+        if self.ctx.is_main:
+            from aaren_rl.eval.rollout import evaluate
+
+            # Acting is a chain of tiny ops: one thread is fastest, and extra threads that
+            # spin on a busy machine can slow each action down a hundredfold.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                result = evaluate(
+                    self.agent(),
+                    self.env_spec.gym_id,
+                    episodes=self.cfg.eval_episodes,
+                    num_envs=self.cfg.eval_num_envs,
+                    seed=self.cfg.seed,
+                    max_episode_steps=self.cfg.eval_max_episode_steps,
+                ).to_dict()
+            finally:
+                torch.set_num_threads(threads)
+            self.model.train()
+            numbers = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+            self._log(step, {f"eval/{k}": v for k, v in numbers.items()})
+        self.ctx.barrier()
+        return result
+
+    @property
+    def seconds_per_step(self) -> float:
+        return float(np.median(self.step_times)) if self.step_times else math.nan
+
+    def close(self) -> None:
+        if self.tracker:
+            self.tracker.finish()
+        self.ctx.close()
