@@ -26,7 +26,6 @@ from aaren_rl.aaren_policy.scan import (
     empty_state,
     naive_prefix_attention,
     prefix_attention,
-    sequential_prefix_attention,
 )
 
 F64 = torch.float64
@@ -363,9 +362,8 @@ def test_attention_step_bad_arguments() -> None:
         attention_step(s, v, empty_state((3,), D, F64))
 
 
-def test_reference_functions_are_the_methods() -> None:
-    """``method="naive"/"sequential"`` dispatch to the exported references."""
-    s, v = make((2,), 9)
-    assert torch.equal(run("naive", s, v)[0], naive_prefix_attention(s, v)[0])
-    assert torch.equal(run("sequential", s, v)[0], sequential_prefix_attention(s, v)[0])
-    assert math.isinf(empty_state((1,), 1).m.item())
+def test_the_empty_state_starts_from_minus_infinity() -> None:
+    """m_0 = -inf, not 0 (docs/design.md §3): with m_0 = 0, scores far below 0 lose precision."""
+    e = empty_state((1,), 1)
+    assert math.isinf(e.m.item()) and e.m.item() < 0
+    assert e.u.item() == 0.0 and e.w.abs().sum().item() == 0.0

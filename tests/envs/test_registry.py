@@ -13,10 +13,19 @@ def test_short_names_and_ids_share_a_spec():
     spec = get_env_spec("walker2d")
     assert spec.gym_id == "Walker2d-v5" and spec.max_episode_steps == 1000
     assert spec.target_returns[0] == 5000.0
+
+
+def test_reference_scores_are_d4rls():
+    """Pinned to D4RL's d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE (docs/design.md §5) and
+    the DT paper's default targets, written out here: an edit of the registry must edit this."""
+    assert REFERENCE_SCORES == {
+        "hopper": (-20.272305, 3234.3),
+        "halfcheetah": (-280.178953, 12135.0),
+        "walker2d": (1.629008, 4592.3),
+        "ant": (-325.6, 3879.7),
+    }
     targets = {n: get_env_spec(n).target_returns[0] for n in REFERENCE_SCORES}
     assert targets == {"hopper": 3600.0, "halfcheetah": 6000.0, "walker2d": 5000.0, "ant": 3600.0}
-    for name, (lo, hi) in REFERENCE_SCORES.items():
-        assert (get_env_spec(name).random_score, get_env_spec(name).expert_score) == (lo, hi)
 
 
 def test_other_box_env_has_no_reference_scores():
