@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,26 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto picks cuda when available."""
     threads: int | None = None
-    """torch CPU threads per process (default: torch's choice)."""
+    """torch CPU threads per process. Default: the cores available to the process
+    (os.sched_getaffinity); grids of runs side by side pass 1."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training precision. bf16: bfloat16 autocast around the forward pass (weights,
+    optimiser, loss, LayerNorm statistics and Aaren's scan stay float32; checkpoints are
+    float32). auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU computes it natively, else
+    fp32. See docs/training.md for the measured speed and loss curves."""
+    compile: bool = False
+    """torch.compile the model for training (off: measured slower on CPU, after a minutes-long
+    warm-up; see docs/training.md)."""
+
+    # ---- ablation knobs (docs/training.md, "Precision, speed and recipe") ----
+    state_encoder: Literal["linear", "mlp"] = "linear"
+    """Observation embedding: linear (DT) or mlp (Linear-ReLU-Linear, 128 hidden)."""
+    loss_reduction: Literal["mean", "sum"] = "mean"
+    """Squared action error over action dimensions: mean (DT) or sum (d3rlpy); either way
+    averaged over real positions. sum scales the gradient by act_dim before the 0.25 clip."""
+    padding: Literal["right", "left"] = "right"
+    """Where short training windows are padded. right: after the real steps (causal models
+    never see it). left: before them, as DT/d3rlpy, with the padded tokens masked out."""
 
     # ---- evaluation, checkpoints, logging ----
     target_return: float | None = None
@@ -193,6 +213,25 @@ class TrainConfig:
         if self.batch_size is not None:
             return self.batch_size
         return 4 if self.resolved_recipe == "episode" else 64
+
+    @property
+    def resolved_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+
+    @property
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16``: ``precision`` with auto decided for the training device."""
+        import torch
+
+        from aaren_rl.aaren_policy.precision import resolve_precision
+
+        cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+        return resolve_precision(self.precision, "cuda" if cuda else "cpu")
 
     @property
     def resolved_warmup(self) -> int:

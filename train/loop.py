@@ -32,6 +32,8 @@ class TrainResult:
     seconds_per_step: float
     eval: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"
+    """The training precision used (``fp32`` or ``bf16``; ``--precision auto`` resolved)."""
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -67,6 +69,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         seconds_per_step=trainer.seconds_per_step,
         eval=final_eval,
         metrics=trainer.metrics_log.read() if trainer.ctx.is_main and trainer.metrics_log else [],
+        precision=trainer.precision,
     )
 
 

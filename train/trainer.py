@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
+from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__, to_left_padding
+from aaren_rl.aaren_policy.precision import autocast, resolve_precision
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
@@ -52,15 +53,18 @@ __all__ = ["StepStats", "Trainer", "masked_action_loss"]
 
 
 def masked_action_loss(
-    preds: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
+    preds: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
-    """Mean squared error over the real positions only.
+    """Squared error over the real positions only, in float32 (whatever the autocast).
 
     Args:
         preds, actions: (B, K, act_dim).
         mask: (B, K) bool, True at real positions.
+        reduction: over action dimensions, "mean" (DT) or "sum" (d3rlpy); positions are
+            always averaged.
     """
-    per_pos = ((preds - actions) ** 2).mean(-1)  # (B, K)
+    err = (preds.float() - actions.float()) ** 2
+    per_pos = err.sum(-1) if reduction == "sum" else err.mean(-1)  # (B, K)
     m = mask.to(per_pos.dtype)
     return (per_pos * m).sum() / m.sum().clamp_min(1.0)
 
@@ -97,6 +101,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> None:
         self.cfg, self.ctx, self.device = cfg, ctx, device
+        self.precision = resolve_precision(cfg.precision, device)  # "fp32" or "bf16"
         self.start_step = 0  # the step the run starts from (> 0 after --resume)
         self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
         self.wandb_id: str | None = None
@@ -115,8 +120,7 @@ class Trainer:
         ctx = DistContext.from_env(device.type)
         if ctx.enabled and device.type == "cuda":
             device = torch.device("cuda", ctx.local_rank)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(cfg.resolved_threads)
         self = cls(cfg, ctx, device)
         if cfg.resume:
             self._check_resume_config()
@@ -164,8 +168,9 @@ class Trainer:
             backbone=cfg.backbone,
             net=cfg.model,
             max_timestep=cfg.max_timestep,
+            state_encoder=cfg.state_encoder,
         )
-        self.model = DecisionModel(self.model_config).to(self.device)
+        self.model = DecisionModel(self.model_config).to(self.device)  # float32 master weights
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
@@ -188,6 +193,7 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
             )
+        self.forward: nn.Module = torch.compile(self.net) if cfg.compile else self.net
 
     def _on_main(self, fn: Any, *args: Any) -> None:
         """Run ``fn`` on rank 0; if it raises, every rank raises (none waits at a barrier)."""
@@ -305,8 +311,20 @@ class Trainer:
         """One gradient step on one batch (DDP averages the gradients across ranks)."""
         t0 = time.perf_counter()
         batch = self.sampler.sample().to(self.device)
-        preds, _ = self.net(batch.returns_to_go, batch.observations, batch.actions, batch.timesteps)
-        loss = masked_action_loss(preds, batch.actions, batch.mask)
+        rtg, obs, act, ts, mask = (
+            batch.returns_to_go,
+            batch.observations,
+            batch.actions,
+            batch.timesteps,
+            batch.mask,
+        )
+        token_mask = None  # right padding needs none: the backbones are causal
+        if self.cfg.padding == "left":
+            mask, (rtg, obs, act, ts) = to_left_padding(mask, rtg, obs, act, ts)
+            token_mask = mask
+        with autocast(self.precision, self.device):  # bf16 matmuls; the scan stays float32
+            preds, _ = self.forward(rtg, obs, act, ts, mask=token_mask)
+        loss = masked_action_loss(preds, act, mask, self.cfg.loss_reduction)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -358,6 +376,7 @@ class Trainer:
                 "dataset_fingerprint": self.fingerprint,
                 "target_returns": list(self.env_spec.target_returns),
                 "train_recipe": cfg.resolved_recipe,
+                "train_precision": self.precision,
                 # docs/design.md §5: normalise with the dataset's own reference returns.
                 "reference_scores": ds.reference_scores,
             },
