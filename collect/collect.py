@@ -38,6 +38,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from aaren_rl.cli import run_cli
+from aaren_rl.collect.workdir import (
+    Manifest,
+    check_state,
+    load_npz,
+    load_replay_buffer,
+    load_sb3_model,
+    load_vecnormalize,
+    obs_normalizer,
+    save_replay_buffer,
+    save_vecnormalize,
+)
 from aaren_rl.envs.datasets import close_open_episode, split_episodes
 from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 from aaren_rl.errors import ConfigError, RunDirError
@@ -54,7 +65,9 @@ class Args:
     """Collect D4RL-style datasets (random/medium/medium-replay/expert/medium-expert)."""
 
     env: str = "hopper"
-    """short name (hopper, halfcheetah, walker2d, ant) or a Gymnasium id with Box spaces"""
+    """short name (hopper, halfcheetah, walker2d, ant) or a Gymnasium id with Box spaces;
+    memory tasks (tmaze-L, popgym-RepeatFirstEasy, ...) use scripted policies instead of SB3
+    (collect/scripted.py: levels expert, medium = the mix, random)"""
     algo: Literal["ppo", "sac", "td3"] = "ppo"
     """behaviour algorithm (stable-baselines3); PPO is ~20x faster per step on CPU"""
     total_timesteps: int = 500_000
@@ -281,6 +294,8 @@ class Collector:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.json"
         key = {k: getattr(args, k) for k in ("env", "algo", "seed", "num_envs", "ppo_n_steps")}
+        # every file loaded from the work dir is checked against it (collect/workdir.py)
+        self.manifest = Manifest(self.dir)
         if self.state_path.exists():
             try:
                 self.state = json.loads(self.state_path.read_text())
@@ -290,6 +305,14 @@ class Collector:
                     f"{self.state_path} is corrupt ({e}); delete {self.dir} to start over, "
                     "or use another --work-dir"
                 ) from e
+            check_state(self.state, self.state_path)  # types, before any value is used
+            if self.state["checkpoints"] and not self.manifest.exists():
+                raise RunDirError(
+                    f"{self.dir} was written by an older aaren-collect: its policies are pickle "
+                    "files (which can run code when loaded) and no manifest records that this "
+                    "tool wrote them, so they are not loaded. Use a fresh --work-dir (datasets "
+                    "it already wrote stay usable; see docs/security.md)."
+                )
             if old_key != key:
                 raise RunDirError(
                     f"{self.dir} holds a collection with {self.state['key']}, not {key}. "
@@ -322,8 +345,7 @@ class Collector:
         if self.args.algo == "ppo":
             last = self.state["checkpoints"][-1] if self.state["checkpoints"] else None
             if last is not None:
-                venv = VecNormalize.load(str(self.dir / last["vecnorm"]), venv)
-                venv.training = True
+                venv = load_vecnormalize(self.manifest.verified(last["vecnorm"]), venv)
             else:
                 venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
         return venv
@@ -333,20 +355,29 @@ class Collector:
         extra = {"n_steps": a.ppo_n_steps, "batch_size": 64} if a.algo == "ppo" else {}
         return sb3_class(a.algo)("MlpPolicy", venv, seed=a.seed, verbose=0, device="cpu", **extra)
 
+    def load_model(self, rel: str, env=None):
+        """The SB3 model ``rel`` of the work dir: manifest-verified, loaded without unpickling."""
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        path = self.manifest.verified(rel)
+        n = self.args.num_envs if self.args.algo == "ppo" else 1
+        spare = DummyVecEnv([lambda: make_env(self.spec.gym_id) for _ in range(n)])
+        try:  # a fresh model supplies every object the zip would have unpickled
+            return load_sb3_model(sb3_class(self.args.algo), path, self._new_model(spare), env)
+        finally:
+            spare.close()
+
     def policy_fn(self, ckpt: dict, deterministic: bool) -> PolicyFn:
         """The checkpoint's policy as a batched function of raw observations."""
-        import pickle
-
-        model = sb3_class(self.args.algo).load(self.dir / ckpt["model"], device="cpu")
-        obs_rms = None
-        if ckpt.get("vecnorm"):
-            with open(self.dir / ckpt["vecnorm"], "rb") as f:
-                vn = pickle.load(f)
-            obs_rms, clip, eps = vn.obs_rms, vn.clip_obs, vn.epsilon
+        model = self.load_model(ckpt["model"])
+        normalize = None
+        if ckpt.get("vecnorm"):  # VecNormalize's observation transform, from its arrays
+            obs_dim = model.observation_space.shape[0]
+            normalize = obs_normalizer(self.manifest.verified(ckpt["vecnorm"]), obs_dim)
 
         def act(obs: np.ndarray) -> np.ndarray:
-            if obs_rms is not None:
-                obs = np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + eps), -clip, clip)
+            if normalize is not None:
+                obs = normalize(obs)
             return model.predict(obs.astype(np.float32), deterministic=deterministic)[0]
 
         return act
@@ -357,14 +388,16 @@ class Collector:
         seg = self.state["segment"]
         name = f"step_{step:09d}"
         model.save(self.dir / "ckpt" / f"{name}.zip")
+        self.manifest.record(f"ckpt/{name}.zip")  # every file hashed as soon as it is written
         ckpt: dict[str, Any] = {"step": step, "model": f"ckpt/{name}.zip", "vecnorm": None}
-        if self.args.algo == "ppo":
-            venv.save(str(self.dir / "ckpt" / f"{name}_vecnorm.pkl"))
-            ckpt["vecnorm"] = f"ckpt/{name}_vecnorm.pkl"
+        if self.args.algo == "ppo":  # statistics as arrays, not VecNormalize.save's pickle
+            ckpt["vecnorm"] = f"ckpt/{name}_vecnorm.npz"
+            save_vecnormalize(venv, self.dir / ckpt["vecnorm"])
+            self.manifest.record(ckpt["vecnorm"])
         else:  # off-policy: keep the replay buffer so a resumed run trains on the same data
-            buf = self.dir / "ckpt" / f"{name}_replay_buffer.pkl"
-            model.save_replay_buffer(buf)
-            ckpt["replay_buffer"] = f"ckpt/{name}_replay_buffer.pkl"
+            ckpt["replay_buffer"] = f"ckpt/{name}_replay_buffer.npz"  # arrays, not a pickle
+            save_replay_buffer(model, self.dir / ckpt["replay_buffer"])
+            self.manifest.record(ckpt["replay_buffer"])
         stale = [c for c in self.state["checkpoints"] if c.get("replay_buffer")]
         for c in stale:  # only the latest buffer is kept (deleted once state.json is saved)
             c["replay_buffer_stale"], c["replay_buffer"] = c["replay_buffer"], None
@@ -374,6 +407,7 @@ class Collector:
             self.dir / chunk,
             **{f"{i}_{k}": v for i, s in enumerate(streams) for k, v in s.items()},
         )
+        self.manifest.record(chunk)
         agent = PolicyAgent(self.policy_fn(ckpt, deterministic=True))
         n = self.args.eval_episodes
         res = evaluate(agent, self.spec.gym_id, n, num_envs=n, seed=10_000 + step)
@@ -382,7 +416,9 @@ class Collector:
         self.state["chunks"].append({"file": chunk, "segment": seg, "step": step})
         self.save_state()  # the commit point: files above are only used once listed here
         for c in stale:
-            (self.dir / c.pop("replay_buffer_stale")).unlink(missing_ok=True)
+            rel = c.pop("replay_buffer_stale")
+            (self.dir / rel).unlink(missing_ok=True)
+            self.manifest.forget(rel)
         self.log(
             f"[aaren-collect] step {step}: eval return {res.return_mean:.1f} ± {res.return_std:.1f}"
         )
@@ -402,9 +438,9 @@ class Collector:
         self.save_state()
         venv = self._make_train_env()
         if ckpts:
-            model = sb3_class(a.algo).load(self.dir / ckpts[-1]["model"], env=venv, device="cpu")
+            model = self.load_model(ckpts[-1]["model"], env=venv)
             if ckpts[-1].get("replay_buffer"):
-                model.load_replay_buffer(self.dir / ckpts[-1]["replay_buffer"])
+                load_replay_buffer(model, self.manifest.verified(ckpts[-1]["replay_buffer"]))
             self.log(f"[aaren-collect] resuming from step {done} ({self.dir})")
         else:
             model = self._new_model(venv)
@@ -451,8 +487,9 @@ class Collector:
         chunks = [c for c in self.state["chunks"] if c["step"] <= step]
         streams = []
         for seg in sorted({c["segment"] for c in chunks}):
-            loaded = [np.load(self.dir / c["file"]) for c in chunks if c["segment"] == seg]
-            n_env = len({k.split("_")[0] for k in loaded[0].files})
+            files = [c["file"] for c in chunks if c["segment"] == seg]
+            loaded = [load_npz(self.manifest.verified(f)) for f in files]
+            n_env = len({k.split("_")[0] for k in loaded[0]})
             for i in range(n_env):
                 streams.append(
                     {
@@ -474,9 +511,9 @@ class Collector:
             return self.replay_until(med["step"]), {"policy_step": med["step"]}
         ckpt = {"random": None, "medium": med, "expert": exp}[level]
         step = -1 if ckpt is None else ckpt["step"]
-        cache = self.dir / "rollouts" / f"{level}_step{step}_n{a.transitions}.npz"
-        if cache.exists():
-            return dict(np.load(cache)), {"policy_step": step}
+        cache = f"rollouts/{level}_step{step}_n{a.transitions}.npz"
+        if self.manifest.has(cache):
+            return load_npz(self.manifest.verified(cache)), {"policy_step": step}
         if ckpt is None:
             space = make_env(self.spec.gym_id).action_space
             rng = np.random.default_rng(a.seed)
@@ -491,7 +528,8 @@ class Collector:
                       desc=f"rollout {level}")  # fmt: skip
         self.state["timings"][f"rollout_{level}_{a.transitions}_s"] = time.perf_counter() - t0
         self.save_state()
-        _atomic_npz(cache, **data)
+        _atomic_npz(self.dir / cache, **data)
+        self.manifest.record(cache)
         return data, {"policy_step": step}
 
     def metadata(self, level: str, data: dict[str, np.ndarray], extra: dict) -> dict[str, Any]:
@@ -574,6 +612,10 @@ def collect(args: Args) -> dict[str, dict]:
     """
     check_args(args)
     make_env(get_env_spec(args.env).gym_id).close()  # fail fast on a bad env
+    from aaren_rl.collect.scripted import has_scripted_policy, write_scripted
+
+    if has_scripted_policy(args.env):  # memory tasks: scripted expert + documented mix
+        return write_scripted(args)
     t0 = time.perf_counter()
     c = Collector(args)
     c.train()
