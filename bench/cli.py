@@ -134,19 +134,25 @@ def run_train(cmd: TrainCommand) -> None:
     data = train_json(records)
     _write_json(cmd.json, data)
     plot_train(
-        data, cmd.png, title=f"aaren-bench train: d={cmd.dim}, {cmd.num_layers} layers; {where}"
+        [r for r in data if r["precision"] == "fp32" and not r["compiled"]] or data,
+        cmd.png,
+        title=f"aaren-bench train: d={cmd.dim}, {cmd.num_layers} layers; {where}",
     )
     rows = [
         {
             **r,
+            "variant": r["precision"] + (" compiled" if r["compiled"] else ""),
             "ms": f"{r['step_s_median'] * 1e3:.0f}",
-            "mib": f"{r['saved_tensor_bytes'] / 2**20:.1f}",
+            "mib": "-"
+            if r["saved_tensor_bytes"] is None
+            else f"{r['saved_tensor_bytes'] / 2**20:.1f}",
             "params": f"{r['params']:,}",
         }
         for r in data
     ]
     cols = [("backbone", "backbone"), ("K", "context_length"), ("batch", "batch_size")]
-    cols += [("tokens", "tokens"), ("ms / step (median)", "ms"), ("saved MiB", "mib")]
+    cols += [("tokens", "tokens"), ("precision", "variant"), ("ms / step (median)", "ms")]
+    cols += [("saved MiB", "mib")]
     cols += [("params", "params")]
     _report(rows, cols, train_targets(records), cmd.json, cmd.png)
 

@@ -1,47 +1,76 @@
-"""Training cost vs context length: step time and activation memory, Aaren vs Transformer.
+"""Training cost: step time per precision (fp32, bf16, compiled) and activation memory.
 
-One training step = forward over K timesteps (3K tokens) + MSE loss on actions + backward +
-gradient clipping (0.25) + AdamW step, on random data, in train mode (dropout 0.1), DT size.
-Batch sizes shrink as K grows so that the number of tokens per batch stays comparable
-(defaults: 64 at K = 20, 16 at K = 100, 4 at K = 1000: 3840, 4800 and 12000 tokens).
+One training step = forward over K timesteps (3K tokens) under the precision's autocast +
+MSE loss on actions (float32) + backward + gradient clipping (0.25) + AdamW step, on random
+data, in train mode (dropout 0.1), DT size: the same step ``aaren-train`` takes. Defaults:
+K = 20 with batch 64 (the DT window recipe) and K = 1000 with batch 4 (the episode recipe's
+whole-episode windows), each backbone in every ``--precision`` and, compiled with
+``torch.compile``, in every ``--compile`` precision.
 
-Time: median over ``steps`` measured steps after ``warmup`` steps.
+Time: median over ``steps`` measured steps after ``warmup`` steps. ``first_step_s`` is the
+first step's time: for a compiled model it includes compilation, so
+``(first_step_s - step) / (eager step - compiled step)`` is the number of steps a compiled
+run needs before it is ahead (the break-even printed in the table).
+
+d3rlpy's DT (the peer) is timed in the same run where its virtual environment exists
+(``--peer-python``, made by bench/peer/setup_d3rlpy.sh): bench/peer/d3rlpy_dt.py trains it
+for ``peer_steps`` steps at K = 20, batch 64 on a small synthetic Hopper-format dataset and
+reports its median step (which also includes d3rlpy's batch sampling and bookkeeping).
 
 Memory: the bytes of the tensors autograd saves for the backward pass during one forward
-(``torch.autograd.graph.saved_tensors_hooks``; distinct storages counted once). That is the
-part of peak training memory that depends on K and the backbone; parameters, gradients and
-the AdamW state (4 x params x 4 bytes, reported as ``param_state_bytes``) come on top and
-are the same for both backbones, and are excluded (weights saved by linear layers too). It is
-measured on a separate, untimed forward.
+(``torch.autograd.graph.saved_tensors_hooks``; distinct storages counted once), eager only.
+Parameters, gradients and the AdamW state (4 x params x 4 bytes, ``param_state_bytes``)
+come on top, the same for both backbones.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+from aaren_rl.aaren_policy.precision import autocast, resolve_precision
 
-__all__ = ["TrainBenchConfig", "TrainRecord", "run_train_bench", "train_targets"]
+__all__ = [
+    "TrainBenchConfig",
+    "TrainRecord",
+    "measure_peer",
+    "run_train_bench",
+    "side_by_side",
+    "train_targets",
+]
+
+PEER_SCRIPT = Path(__file__).resolve().parent / "peer" / "d3rlpy_dt.py"
 
 
 @dataclass
 class TrainBenchConfig:
     """Settings of ``aaren-bench train``."""
 
-    context_lengths: tuple[int, ...] = (20, 100, 1000)
+    context_lengths: tuple[int, ...] = (20, 1000)
     """K values (timesteps; 3K tokens)."""
-    batch_sizes: tuple[int, ...] = (64, 16, 4)
+    batch_sizes: tuple[int, ...] = (64, 4)
     """Batch size for each K (same length as context_lengths)."""
     backbones: tuple[str, ...] = ("aaren", "transformer")
     """Backbones compared."""
+    precision: tuple[Literal["auto", "fp32", "bf16"], ...] = ("fp32", "bf16")
+    """Precisions timed eagerly (auto: bf16 where the CPU/GPU computes it natively)."""
+    compile: tuple[Literal["auto", "fp32", "bf16"], ...] = ("bf16",)
+    """Precisions also timed with torch.compile (its warm-up is reported); () skips it."""
     warmup: int = 2
-    """Untimed steps first."""
+    """Untimed steps first (after the first step, which is timed separately)."""
     steps: int = 5
     """Timed steps (median reported)."""
     dim: int = 128
@@ -52,6 +81,8 @@ class TrainBenchConfig:
     """Heads (DT default)."""
     dropout: float = 0.1
     """Dropout (DT default)."""
+    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
+    """Feed-forward activation of both backbones."""
     obs_dim: int = 11
     """Observation size (Hopper)."""
     act_dim: int = 3
@@ -60,6 +91,12 @@ class TrainBenchConfig:
     """torch intra-op threads."""
     seed: int = 0
     """Seeds weights and data."""
+    peer: bool = True
+    """Time d3rlpy's DT step too, where --peer-python exists."""
+    peer_python: Path = Path(".venv-d3rlpy/bin/python")
+    """Python of d3rlpy's own virtual environment (bench/peer/setup_d3rlpy.sh)."""
+    peer_steps: int = 40
+    """Gradient steps of the d3rlpy run (its median step is reported)."""
 
     def __post_init__(self) -> None:
         if len(self.context_lengths) != len(self.batch_sizes):
@@ -69,6 +106,8 @@ class TrainBenchConfig:
             )
         if self.steps < 1 or self.warmup < 0:
             raise ValueError(f"steps must be >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
+        if not self.precision and not self.compile:
+            raise ValueError("nothing to time: give --precision and/or --compile")
 
 
 @dataclass
@@ -79,11 +118,15 @@ class TrainRecord:
     context_length: int
     batch_size: int
     tokens: int
+    precision: str
+    compiled: bool
     step_s_median: float
     step_s_min: float
-    saved_tensor_bytes: int
+    first_step_s: float
+    saved_tensor_bytes: int | None
     param_state_bytes: int
     params: int
+    threads: int
 
 
 def _batch(b: int, k: int, cfg: TrainBenchConfig, gen: torch.Generator) -> tuple:
@@ -116,19 +159,27 @@ def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: nn.Module | None
     return sum(seen.values())
 
 
-def _measure(backbone: str, k: int, b: int, cfg: TrainBenchConfig) -> TrainRecord:
+def _measure(
+    backbone: str, k: int, b: int, precision: str, compiled: bool, cfg: TrainBenchConfig
+) -> TrainRecord:
     torch.manual_seed(cfg.seed)
     net = BackboneConfig(
-        dim=cfg.dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads, dropout=cfg.dropout
+        dim=cfg.dim,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        dropout=cfg.dropout,
+        activation=cfg.activation,
     )
     model = DecisionModel(DecisionModelConfig(cfg.obs_dim, cfg.act_dim, backbone, net)).train()
+    forward = torch.compile(model) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed)
     rtg, obs, act, ts = _batch(b, k, cfg, gen)
 
     def loss() -> torch.Tensor:
-        pred, _ = model(rtg, obs, act, ts)
-        return nn.functional.mse_loss(pred, act)
+        with autocast(precision, "cpu"):
+            pred, _ = forward(rtg, obs, act, ts)
+        return nn.functional.mse_loss(pred.float(), act)  # the loss in float32
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -136,6 +187,9 @@ def _measure(backbone: str, k: int, b: int, cfg: TrainBenchConfig) -> TrainRecor
         nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         opt.step()
 
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
     for _ in range(cfg.warmup):
         step()
     times = []
@@ -143,33 +197,108 @@ def _measure(backbone: str, k: int, b: int, cfg: TrainBenchConfig) -> TrainRecor
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    saved = saved_tensor_bytes(loss, exclude=model)
+    saved = None if compiled else saved_tensor_bytes(loss, exclude=model)
     params = model.num_parameters()
     return TrainRecord(
         backbone=backbone,
         context_length=k,
         batch_size=b,
         tokens=3 * k * b,
+        precision=precision,
+        compiled=compiled,
         step_s_median=statistics.median(times),
         step_s_min=min(times),
+        first_step_s=first,
         saved_tensor_bytes=saved,
         param_state_bytes=4 * 4 * params,  # weights, grads, AdamW exp_avg and exp_avg_sq
         params=params,
+        threads=torch.get_num_threads(),
+    )
+
+
+def _synthetic_hopper(path: Path, seed: int = 0) -> Path:
+    """A small Hopper-format D4RL file (random contents) for timing the peer's step."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(60, 200, 30)
+    n = int(lengths.sum())
+    ends = np.cumsum(lengths) - 1
+    terminals = np.zeros(n, bool)
+    terminals[ends] = True
+    with h5py.File(path, "w") as f:
+        f["observations"] = rng.normal(size=(n, 11)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+        f["rewards"] = rng.uniform(0, 3, n).astype(np.float32)
+        f["terminals"] = terminals
+        f["timeouts"] = np.zeros(n, bool)
+    return path
+
+
+def measure_peer(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> TrainRecord | None:
+    """d3rlpy's DT step at K = 20, batch 64, in its own venv; None where it is not set up."""
+    python = Path(cfg.peer_python)
+    if not cfg.peer or not python.exists():
+        log(f"d3rlpy: skipped ({python} not found; bench/peer/setup_d3rlpy.sh makes it)")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _synthetic_hopper(Path(tmp) / "hopper-synthetic.hdf5", cfg.seed)
+        out = Path(tmp) / "d3rlpy.json"
+        cmd = [str(python), str(PEER_SCRIPT), "--dataset", str(data), "--steps"]
+        cmd += [str(cfg.peer_steps), "--eval-episodes", "1", "--threads", str(cfg.threads)]
+        cmd += ["--max-episode-steps", "50", "--out", str(out), "--log-every", "0"]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+            rec = json.loads(out.read_text())
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            tail = getattr(e, "stderr", "") or ""
+            log(f"d3rlpy: failed ({e!r}) {tail[-500:]}")
+            return None
+    med = rec.get("train_seconds_per_step")
+    if med is None:
+        log("d3rlpy: no step time in its JSON")
+        return None
+    params = int(rec.get("settings", {}).get("parameters", 0) or 0)
+    return TrainRecord(
+        backbone="d3rlpy-dt",
+        context_length=20,
+        batch_size=64,
+        tokens=3 * 20 * 64,
+        precision="fp32",
+        compiled=False,
+        step_s_median=float(med),
+        step_s_min=float(med),
+        first_step_s=float("nan"),
+        saved_tensor_bytes=None,
+        param_state_bytes=4 * 4 * params,
+        params=params,
+        threads=cfg.threads,
     )
 
 
 def run_train_bench(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> list[TrainRecord]:
-    """Run the benchmark; one record per (K, backbone)."""
+    """Run the benchmark; one record per (K, backbone, precision, compiled), then the peer."""
     torch.set_num_threads(cfg.threads)
+    variants = [(resolve_precision(p, "cpu"), False) for p in cfg.precision]
+    variants += [(resolve_precision(p, "cpu"), True) for p in cfg.compile]
     records = []
     for k, b in zip(cfg.context_lengths, cfg.batch_sizes):
         for backbone in cfg.backbones:
-            rec = _measure(backbone, k, b, cfg)
-            log(
-                f"K={k:5d} batch={b:3d} {backbone:12s} params {rec.params:,}  "
-                f"step {rec.step_s_median * 1e3:8.1f} ms  saved {rec.saved_tensor_bytes / 2**20:8.1f} MiB"
-            )
-            records.append(rec)
+            for precision, compiled in dict.fromkeys(variants):
+                rec = _measure(backbone, k, b, precision, compiled, cfg)
+                saved = "-" if rec.saved_tensor_bytes is None else rec.saved_tensor_bytes / 2**20
+                log(
+                    f"K={k:5d} batch={b:3d} {backbone:12s} {precision}"
+                    f"{' compiled' if compiled else '         '}  step "
+                    f"{rec.step_s_median * 1e3:8.1f} ms  first step {rec.first_step_s:6.1f} s  "
+                    f"saved {saved if isinstance(saved, str) else f'{saved:.1f}'} MiB"
+                )
+                records.append(rec)
+    peer = measure_peer(cfg, log)
+    if peer is not None:
+        log(f"K=   20 batch= 64 d3rlpy-dt    fp32  step {peer.step_s_median * 1e3:8.1f} ms")
+        records.append(peer)
+    log("\n" + side_by_side(records))
     return records
 
 
@@ -177,22 +306,88 @@ def records_to_json(records: list[TrainRecord]) -> list[dict]:
     return [asdict(r) for r in records]
 
 
+def _label(precision: str, compiled: bool) -> str:
+    return f"{precision}{' compiled' if compiled else ''}"
+
+
+def side_by_side(records: list[TrainRecord]) -> str:
+    """Markdown: one row per (backbone, K, batch), one ms/step column per variant, the
+    bf16 / fp32 ratio and each compiled variant's break-even step count."""
+    variants = list(dict.fromkeys(_label(r.precision, r.compiled) for r in records))
+    head = ["backbone", "K", "batch", *[f"{v} ms" for v in variants], "bf16 / fp32"]
+    compiled = [v for v in variants if v.endswith("compiled")]
+    head += [f"{v}: steps to break even" for v in compiled]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    groups: dict[tuple, dict[str, TrainRecord]] = {}
+    for r in records:
+        groups.setdefault((r.backbone, r.context_length, r.batch_size), {})[
+            _label(r.precision, r.compiled)
+        ] = r
+    for (bb, k, b), by in groups.items():
+        cells = [bb, str(k), str(b)]
+        cells += [f"{by[v].step_s_median * 1e3:.0f}" if v in by else "-" for v in variants]
+        fp, bf = by.get("fp32"), by.get("bf16")
+        cells.append(f"{bf.step_s_median / fp.step_s_median:.2f}" if fp and bf else "-")
+        for v in compiled:
+            cells.append(_break_even(by.get(v), by.get(v.removesuffix(" compiled"))))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _break_even(comp: TrainRecord | None, eager: TrainRecord | None) -> str:
+    if comp is None or eager is None:
+        return "-"
+    gain = eager.step_s_median - comp.step_s_median
+    if gain <= 0:
+        return f"never (compiled {comp.step_s_median / eager.step_s_median:.2f}x eager)"
+    extra = comp.first_step_s - eager.first_step_s
+    return f"{max(0.0, extra) / gain:.0f} (warm-up {comp.first_step_s:.0f} s)"
+
+
 def train_targets(records: list[TrainRecord]) -> list[dict]:
-    """Aaren no slower than the Transformer at K = 20, faster at K = 1000."""
-    by = {(r.backbone, r.context_length): r for r in records}
+    """Aaren vs Transformer (fp32, eager); bf16 >= 2x fp32; bf16 >= 2x faster than d3rlpy."""
+    by = {(r.backbone, r.context_length, _label(r.precision, r.compiled)): r for r in records}
     out = []
     for k, want in ((20, "no slower than"), (1000, "faster than")):
-        a, t = by.get(("aaren", k)), by.get(("transformer", k))
+        a, t = by.get(("aaren", k, "fp32")), by.get(("transformer", k, "fp32"))
         if a is None or t is None:
             continue
         ratio = a.step_s_median / t.step_s_median
-        met = ratio <= 1.0 if k == 20 else ratio < 1.0
         out.append(
             {
-                "target": f"aaren training step at K={k} {want} transformer",
+                "target": f"aaren training step at K={k} {want} transformer (fp32)",
                 "measured": f"{a.step_s_median * 1e3:.0f} vs {t.step_s_median * 1e3:.0f} ms "
                 f"(ratio {ratio:.2f})",
-                "met": met,
+                "met": ratio <= 1.0 if k == 20 else ratio < 1.0,
             }
         )
+    peer = by.get(("d3rlpy-dt", 20, "fp32"))
+    for bb in ("aaren", "transformer"):
+        fp, bf = by.get((bb, 20, "fp32")), by.get((bb, 20, "bf16"))
+        if fp is not None and bf is not None:
+            ratio = bf.step_s_median / fp.step_s_median
+            out.append(
+                {
+                    "target": f"{bb} bf16 step <= 0.5x fp32 step (K=20, batch 64)",
+                    "measured": f"{bf.step_s_median * 1e3:.0f} vs {fp.step_s_median * 1e3:.0f} "
+                    f"ms ({ratio:.2f}x)",
+                    "met": ratio <= 0.5,
+                }
+            )
+        if peer is not None and bf is not None:
+            ratio = bf.step_s_median / peer.step_s_median
+            out.append(
+                {
+                    "target": f"{bb} bf16 step <= 0.5x d3rlpy DT step (K=20, batch 64)",
+                    "measured": f"{bf.step_s_median * 1e3:.0f} vs "
+                    f"{peer.step_s_median * 1e3:.0f} ms ({ratio:.2f}x)",
+                    "met": ratio <= 0.5,
+                }
+            )
     return out
+
+
+if __name__ == "__main__":  # quick look without the CLI: python -m aaren_rl.bench.train
+    import tyro
+
+    run_train_bench(tyro.cli(TrainBenchConfig, args=sys.argv[1:]))

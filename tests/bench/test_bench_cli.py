@@ -57,7 +57,10 @@ def test_act_bench_compiled_and_onnx_agents_report_sizes():
 
 
 def test_train_bench_records():
-    cfg = TrainBenchConfig(context_lengths=(4, 8), batch_sizes=(4, 2), warmup=1, steps=1, **TINY)
+    cfg = TrainBenchConfig(
+        context_lengths=(4, 8), batch_sizes=(4, 2), warmup=1, steps=1, precision=("fp32",),
+        compile=(), peer=False, **TINY,
+    )  # fmt: skip
     recs = run_train_bench(cfg, log=lambda s: None)
     assert [(r.backbone, r.context_length) for r in recs] == [
         ("aaren", 4), ("transformer", 4), ("aaren", 8), ("transformer", 8)
@@ -89,7 +92,8 @@ def test_bench_cli_writes_json_and_png(tmp_path: Path, capsys):
 
     j, p = tmp_path / "train.json", tmp_path / "train.png"
     rc = main(["train", "--context-lengths", "4", "--batch-sizes", "2", "--warmup", "0",
-               "--steps", "1", "--dim", "16", "--num-layers", "1", "--json", str(j), "--png", str(p)])  # fmt: skip
+               "--steps", "1", "--dim", "16", "--num-layers", "1", "--precision", "fp32",
+               "--compile", "--no-peer", "--json", str(j), "--png", str(p)])  # fmt: skip
     assert rc == 0 and p.stat().st_size > 0 and len(json.loads(j.read_text())) == 2
 
 
