@@ -42,8 +42,11 @@ def dataset_fingerprint(dataset: Any) -> str:
 
 
 def check_action_range(dataset: Any, discrete: bool = False) -> None:
-    """Refuse continuous actions outside [-1, 1] (the tanh head's range), naming the count."""
-    if discrete:
+    """Refuse continuous actions outside [-1, 1] (the tanh head's range), naming the count.
+
+    Discrete datasets (``dataset.discrete_actions``: choices for a categorical head) pass.
+    """
+    if discrete or getattr(dataset, "discrete_actions", False):
         return
     actions = np.concatenate([t.actions for t in dataset.trajectories])
     outside = np.abs(actions) > 1.0 + ACTION_TOLERANCE
