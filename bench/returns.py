@@ -352,7 +352,11 @@ def _train_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
     timing["train_seconds"] += time.perf_counter() - t0
     if result.steps and not np.isnan(result.seconds_per_step):
         timing["seconds_per_step"].append(result.seconds_per_step)
-    precision = getattr(tc, "resolved_precision", None) or getattr(tc, "precision", None)
+    precision = (  # the one the trainer used (auto resolved), where it reports it
+        getattr(result, "precision", None)
+        or getattr(tc, "resolved_precision", None)
+        or getattr(tc, "precision", None)
+    )
     progress["precision"] = {None: "float32", "fp32": "float32", "bf16": "bfloat16 autocast"}.get(
         precision, str(precision)
     )
