@@ -38,6 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from aaren_rl.envs.dataset_safety import (
+    check_external_links,
+    check_minari_metadata,
+    check_numeric,
+    hdf5_attrs,
+    read_numeric_datasets,
+)
 from aaren_rl.errors import DatasetError, EnvError
 
 STD_FLOOR = 1e-6  # added to the state std so constant features do not divide by zero
@@ -287,7 +294,7 @@ def _decode_attr(v: Any) -> Any:
     if isinstance(v, str) and v[:1] in "[{":
         try:
             return json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):
             return v
     if isinstance(v, np.generic):
         return v.item()
@@ -336,8 +343,9 @@ def load_d4rl_hdf5(path: str | os.PathLike, spec: str | None = None) -> OfflineD
                 f"needs {list(REQUIRED_KEYS)} (a file without 'timeouts' can be fixed by adding "
                 "an all-False 'timeouts' array, marking the last step of each cut episode True)."
             )
-        arrays = {k: f[k][()] for k in REQUIRED_KEYS}  # whole-array reads: seconds for 1M
-        meta = {str(k): _decode_attr(v) for k, v in f.attrs.items()}
+        # numeric, in-file datasets only; attrs checked and JSON-decoded (docs/security.md)
+        arrays = read_numeric_datasets(f, REQUIRED_KEYS, spec)  # whole-array reads
+        meta = hdf5_attrs(f.attrs, spec)
     env_id = meta.get("env_id") or meta.get("env") or meta.get("env_name")
     num_actions = _encode_discrete(arrays, spec, meta, env_id)
     ds = split_episodes(**arrays, spec=spec, env_id=env_id, metadata=meta)
@@ -398,9 +406,16 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
                 f"reachable (offline, or HF_HUB_OFFLINE set). {listing}"
             )
     try:
-        mds = minari.load_dataset(dataset_id, download=download)
+        if not local:  # download=True (checked above): fetch, check, then load
+            minari.download_dataset(dataset_id)
+        # metadata.json can make Minari gym.make an entry point it names: check it first
+        check_minari_metadata(get_dataset_path(dataset_id) / "data", spec)
+        mds = minari.load_dataset(dataset_id)
+    except DatasetError:
+        raise
     except Exception as exc:
         raise DatasetError(f"{spec}: Minari could not load {dataset_id!r}: {exc}") from exc
+    _check_minari_file(mds, spec)
 
     from aaren_rl.envs.spaces import discrete_action_count, is_discrete
 
@@ -415,6 +430,8 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
             )
     obs, act, rew, term, trunc = [], [], [], [], []
     for ep in _minari_episodes(mds):
+        for k in ("observations", "actions", "rewards", "terminations", "truncations"):
+            check_numeric(np.asarray(ep[k]), k, spec)
         obs.append(np.asarray(ep["observations"])[:-1])  # Minari stores T+1 observations
         act.append(np.asarray(ep["actions"]))
         rew.append(np.asarray(ep["rewards"]))
@@ -443,6 +460,16 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
     ds.num_actions = num_actions
     _check_against_recorded_env(ds)
     return ds
+
+
+def _check_minari_file(mds: Any, spec: str) -> None:
+    """Refuse a Minari HDF5 file with external links (h5py would open the files they name)."""
+    import h5py
+
+    path = getattr(mds.storage, "_file_path", None)
+    if path is not None and Path(path).is_file():
+        with h5py.File(path, "r") as f:
+            check_external_links(f, spec)
 
 
 def _minari_episodes(mds: Any):
