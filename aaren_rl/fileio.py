@@ -9,6 +9,7 @@ half-written file. Directories are swapped the same way (:func:`atomic_directory
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -53,6 +54,14 @@ def fsync_tree(directory: str | Path) -> None:
     fsync_dir(directory)
 
 
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s folder; a file in the way is reported as ENOTDIR on ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from e
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -67,7 +76,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -141,7 +150,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     (called by every reader) moves back.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     recover_directory(path)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))

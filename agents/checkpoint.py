@@ -77,6 +77,8 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{meta_path} is corrupt (not valid JSON: {e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} is corrupt: it must hold a JSON object")
     fmt = meta.get("format")
     if fmt != CHECKPOINT_FORMAT:
         raise CheckpointError(

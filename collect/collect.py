@@ -290,8 +290,6 @@ class Collector:
         self.spec: EnvSpec = get_env_spec(args.env)
         self.short = self.spec.name.split("/")[-1].lower().replace("-", "_")
         self.dir = args.run_dir
-        for sub in ("ckpt", "replay", "rollouts"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.json"
         key = {k: getattr(args, k) for k in ("env", "algo", "seed", "num_envs", "ppo_n_steps")}
         # every file loaded from the work dir is checked against it (collect/workdir.py)
@@ -327,6 +325,8 @@ class Collector:
                 "timings": {},
                 "written": [],
             }
+        for sub in ("ckpt", "replay", "rollouts"):  # after the state was read and checked
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.log = tqdm.write
 
     def save_state(self) -> None:

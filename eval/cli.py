@@ -93,10 +93,7 @@ def _track(args: EvalArgs, payload: dict) -> None:
     if not online and os.environ.get("WANDB_MODE") != "disabled":
         os.environ["WANDB_MODE"] = "offline"
         print(f"W&B: {why}; logging offline (wandb sync later)", file=sys.stderr)
-    try:
-        import wandb
-    except ImportError as e:
-        raise DependencyNotInstalled("--track needs wandb: pip install 'aaren-rl[track]'") from e
+    import wandb  # checked by check_args
     name = f"{payload['env']}__eval__{args.seed}__{int(time.time())}"
     run = wandb.init(
         project=args.wandb_project,
@@ -185,6 +182,13 @@ def check_args(args: EvalArgs) -> None:
         check_context_length(args.context_length)
         if args.mode != "window" or args.onnx is not None:
             raise EvalError("--context-length is the window length of --mode window; drop it")
+    if args.track:
+        try:
+            import wandb  # noqa: F401
+        except ImportError as e:
+            raise DependencyNotInstalled(
+                "--track needs wandb: pip install 'aaren-rl[track]', or drop --track"
+            ) from e
     if args.json is not None:
         check_output_file(args.json, "--json")
     if args.video is not None:

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOMS = ("aaren_rl", "aaren_policy", "envs", "agents", "eval", "deploy", "train", "collect", "bench")
+ROOMS = (
+    "aaren_rl",
+    "aaren_policy",
+    "envs",
+    "agents",
+    "eval",
+    "deploy",
+    "train",
+    "collect",
+    "bench",
+)
 MAX_LINES = 120
 
 

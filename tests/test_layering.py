@@ -75,7 +75,9 @@ def test_there_are_modules_to_check():
     assert len(MODULES) > 30
 
 
-@pytest.mark.parametrize(("room", "path"), MODULES, ids=[str(p.relative_to(ROOT)) for _, p in MODULES])
+@pytest.mark.parametrize(
+    ("room", "path"), MODULES, ids=[str(p.relative_to(ROOT)) for _, p in MODULES]
+)
 def test_imports_run_one_way_down(room: str, path: Path):
     bad = []
     for line, name in imported_names(path):
@@ -85,7 +87,9 @@ def test_imports_run_one_way_down(room: str, path: Path):
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize(("room", "path"), MODULES, ids=[str(p.relative_to(ROOT)) for _, p in MODULES])
+@pytest.mark.parametrize(
+    ("room", "path"), MODULES, ids=[str(p.relative_to(ROOT)) for _, p in MODULES]
+)
 def test_only_the_aaren_rl_import_root(room: str, path: Path):
     """No bare ``import envs`` / ``from train import ...``: only ``aaren_rl.<room>``; no
     relative imports either (one spelling of every name)."""

@@ -1,0 +1,1280 @@
+"""The bad-input matrix: every CLI and the Python API, fed what a hostile new user would feed.
+
+Each case runs one command (in-process through its ``main(argv)``, or a few as subprocesses)
+or one API call (through ``aaren_rl.cli.run_cli``, the same mapping the CLIs use) and asserts:
+
+- the exit code (2: bad input or usage; 1: a failure during the work; 130: interrupted);
+- one message naming the culprit (the flag, file or key), and no traceback;
+- that no existing file changed (SHA-256 of every file under the case's folder before and
+  after) and that a failing command created nothing (no empty run or work directory).
+
+Every case gets its own folder (also its working directory, so that relative defaults land
+there) holding copies of a tiny checkpoint, a tiny Hopper-shaped D4RL file and, where asked,
+a tiny finished training run. Counts and what is promised: docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aaren_rl.cli import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+# ----------------------------------------------------------------------------- the harness
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input.
+
+    ``args`` are CLI arguments with ``{placeholders}`` (see :class:`Ctx`); for ``cli="api"``,
+    ``call(ctx)`` is run instead. ``message`` is a regular expression (placeholders filled in)
+    that the output must match; ``setup(ctx)`` prepares the bad input before the files are
+    hashed. ``usage``: tyro's own usage error (a box, not one ``error:`` line).
+    """
+
+    cli: str
+    name: str
+    message: str
+    args: tuple[str, ...] = ()
+    call: Callable[[Ctx], Any] | None = None
+    setup: Callable[[Ctx], None] | None = None
+    code: int = 2
+    usage: bool = False
+    needs_run: bool = False
+    patch: tuple[str, Callable[..., Any]] | None = None  # "module:name" replaced during the run
+    env: tuple[tuple[str, str], ...] = ()  # environment variables ("" unsets)
+    hide: str | None = None  # a module whose import fails (an optional dependency not installed)
+    created_ok: tuple[str, ...] = ()  # files a case may create (e.g. offline W&B logs)
+    xfail: str | None = None
+
+
+@dataclass
+class Ctx:
+    """The case's folder and its copies of the shared inputs."""
+
+    tmp: Path
+    ckpt: Path
+    ds: Path
+    run: Path | None
+    file: Path  # an existing plain file, for "a file where a directory is expected"
+    extra: dict[str, Path] = field(default_factory=dict)
+
+    def fill(self, s: str) -> str:
+        names = {"tmp": self.tmp, "ckpt": self.ckpt, "ds": self.ds, "run": self.run,
+                 "file": self.file, **self.extra}  # fmt: skip
+        return s.format(**{k: str(v) for k, v in names.items()})
+
+
+MAINS = {
+    "train": "aaren_rl.train.cli:main",
+    "eval": "aaren_rl.eval.cli:main",
+    "collect": "aaren_rl.collect.collect:main",
+    "export": "aaren_rl.deploy.export:main",
+    "bench": "aaren_rl.bench.cli:main",
+}
+PROGRAM = {k: f"aaren-{k}" for k in MAINS} | {"api": "api"}
+
+
+def _main(cli: str) -> Callable[[list[str]], Any]:
+    module, name = MAINS[cli].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run_in_process(case: Case, ctx: Ctx) -> int:
+    if case.cli == "api":
+        return run_cli("api", lambda: (case.call(ctx), None)[1])
+    try:
+        code = _main(case.cli)([ctx.fill(a) for a in case.args])
+    except SystemExit as e:  # tyro's usage errors; a main that exits with a message
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 1
+        return 0 if e.code is None else int(e.code)
+    return 0 if code is None else int(code)
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.is_dir():
+            out[str(p.relative_to(root)) + "/"] = "dir"
+    return out
+
+
+# ----------------------------------------------------------------------------- shared inputs
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny checkpoint, a tiny D4RL file and (lazily) a tiny finished run, made once."""
+    conftest = sys.modules["tests.conftest"]
+    root = tmp_path_factory.mktemp("pristine")
+    ds = conftest.make_hopper_like_hdf5(root / "tiny-hopper.hdf5")
+    ckpt = conftest.tiny_agent("aaren").save(root / "ckpt")
+    return {"root": root, "ds": ds, "ckpt": ckpt}
+
+
+def _tiny_run(pristine: dict[str, Path]) -> Path:
+    """A finished 4-step run. Its dataset spec is relative (``d4rl:tiny-hopper.hdf5``), so a
+    resumed copy reads the copy of the dataset in its case's folder (the working directory)."""
+    run = pristine["root"] / "run"
+    if not run.exists():
+        from aaren_rl.train.cli import main
+
+        cwd = os.getcwd()
+        os.chdir(pristine["root"])
+        try:
+            rc = main(["--dataset", f"d4rl:{pristine['ds'].name}", "--steps", "4",
+                       "--model.dim", "16", "--model.num-layers", "1", "--eval-episodes", "0",
+                       "--checkpoint-every", "2", "--batch-size", "2", "--episode-length", "40",
+                       "--context-length", "5", "--run-dir", "run", "--no-progress"])  # fmt: skip
+        finally:
+            os.chdir(cwd)
+        assert rc == 0, "the tiny training run the resume cases start from failed"
+    return run
+
+
+@pytest.fixture
+def ctx(pristine: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ctx:
+    case_dir = tmp_path / "case"
+    case_dir.mkdir()
+    monkeypatch.chdir(case_dir)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    ckpt = shutil.copytree(pristine["ckpt"], case_dir / "ckpt")
+    ds = shutil.copy(pristine["ds"], case_dir / "tiny-hopper.hdf5")
+    file = case_dir / "a-file"
+    file.write_text("keep me\n")
+    return Ctx(tmp=case_dir, ckpt=Path(ckpt), ds=Path(ds), run=None, file=file)
+
+
+def _check(case: Case, ctx: Ctx, capsys: pytest.CaptureFixture, code: int) -> None:
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code == case.code, f"exit code {code}, expected {case.code}\n{text[-3000:]}"
+    assert "Traceback" not in text, text[-3000:]
+    message = ctx.fill(case.message)
+    assert re.search(message, text, re.S), f"no {message!r} in:\n{text[-3000:]}"
+    if case.code not in (0, 130) and not case.usage:
+        prog = PROGRAM[case.cli]
+        lines = [ln for ln in text.splitlines() if ln.startswith(f"{prog}: error:")]
+        assert len(lines) == 1, f"expected one '{prog}: error:' line:\n{text[-3000:]}"
+
+
+# ----------------------------------------------------------------------------- helpers for cases
+
+
+def _write(path: str, text: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        p = Path(ctx.fill(path))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+    return setup
+
+
+def _edit_json(path: str, edit: Callable[[dict], Any]) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        p = Path(ctx.fill(path))
+        data = json.loads(p.read_text())
+        data = edit(data) or data
+        p.write_text(json.dumps(data))
+
+    return setup
+
+
+def _nan_weights(ctx: Ctx) -> None:
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(ctx.ckpt / "model.safetensors"))
+    for v in w.values():
+        v.fill_(float("nan"))
+    save_file(w, str(ctx.ckpt / "model.safetensors"))
+
+
+def _dataset(name: str, **change: Any) -> Callable[[Ctx], None]:
+    """Write ``{tmp}/NAME``: the synthetic arrays with ``change`` applied (None drops a key)."""
+
+    def setup(ctx: Ctx) -> None:
+        conftest = sys.modules["tests.conftest"]
+        arrays = conftest.synthetic_arrays()
+        for k, v in change.items():
+            if v is None:
+                arrays.pop(k)
+            else:
+                arrays[k] = v(arrays[k]) if callable(v) else v
+        conftest.write_h5(ctx.tmp / name, arrays, env_id="Hopper-v5")
+
+    return setup
+
+
+def _poke(key: str, index: int, value: float) -> Callable[[np.ndarray], np.ndarray]:
+    def f(a: np.ndarray) -> np.ndarray:
+        a = a.copy()
+        a.reshape(len(a), -1)[index, 0] = value
+        return a
+
+    return f
+
+
+def _onnx_without_metadata(ctx: Ctx) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(ctx.tmp / "plain.onnx"))
+
+
+def _load(spec: str) -> Callable[[Ctx], Any]:
+    def call(ctx: Ctx) -> Any:
+        from aaren_rl.envs import load_dataset
+
+        return load_dataset(ctx.fill(spec))
+
+    return call
+
+
+def _agent(ctx: Ctx, **kw: Any):
+    from aaren_rl.agents import DecisionAgent
+
+    return DecisionAgent.load(ctx.ckpt, **kw)
+
+
+def _raise_interrupt(*args: Any, **kwargs: Any) -> Any:
+    raise KeyboardInterrupt  # Ctrl-C in the middle of the work
+
+
+def _raise_disk_full(path: Any, *args: Any, **kwargs: Any) -> Any:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _replace_dataset(ctx: Ctx) -> None:
+    """The run's dataset file is replaced at the same path by other data."""
+    sys.modules["tests.conftest"].make_hopper_like_hdf5(ctx.ds, seed=7)
+
+
+FAST_EVAL = ("--checkpoint", "{ckpt}", "--episodes", "1", "--max-episode-steps", "3",
+             "--no-progress")  # fmt: skip
+TRAIN = ("--dataset", "d4rl:{ds}", "--steps", "2", "--model.dim", "16", "--model.num-layers",
+         "1", "--eval-episodes", "0", "--no-progress", "--run-dir", "{tmp}/run-new")  # fmt: skip
+COLLECT = ("--work-dir", "{tmp}/work", "--hdf5-dir", "{tmp}/h5", "--no-minari")
+
+# ----------------------------------------------------------------------------- aaren-eval
+
+EVAL = [
+    Case(
+        "eval",
+        "checkpoint-missing",
+        r"no checkpoint directory at {tmp}/nope",
+        ("--checkpoint", "{tmp}/nope", "--no-progress"),
+    ),
+    Case(
+        "eval",
+        "checkpoint-is-a-file",
+        r"no checkpoint directory at {file}",
+        ("--checkpoint", "{file}", "--no-progress"),
+    ),
+    Case(
+        "eval",
+        "checkpoint-empty-dir",
+        r"{tmp}/empty is not a complete checkpoint",
+        ("--checkpoint", "{tmp}/empty", "--no-progress"),
+        setup=lambda c: (c.tmp / "empty").mkdir(),
+    ),
+    Case(
+        "eval",
+        "agent-json-not-json",
+        r"agent.json is corrupt",
+        FAST_EVAL,
+        setup=_write("{ckpt}/agent.json", "{not json"),
+    ),
+    Case(
+        "eval",
+        "agent-json-truncated",
+        r"agent.json is corrupt",
+        FAST_EVAL,
+        setup=lambda c: (c.ckpt / "agent.json").write_text(
+            (c.ckpt / "agent.json").read_text()[:50]
+        ),
+    ),
+    Case(
+        "eval",
+        "agent-json-a-list",
+        r"agent.json.*(JSON object|corrupt|lacks)",
+        FAST_EVAL,
+        setup=_write("{ckpt}/agent.json", "[1, 2, 3]"),
+    ),
+    Case(
+        "eval",
+        "agent-json-field-missing",
+        r"lacks the field 'state_mean'",
+        FAST_EVAL,
+        setup=_edit_json("{ckpt}/agent.json", lambda d: d.pop("state_mean") and None),
+    ),
+    Case(
+        "eval",
+        "checkpoint-format-99",
+        r"checkpoint format 99",
+        FAST_EVAL,
+        setup=_edit_json("{ckpt}/agent.json", lambda d: d.update(format=99)),
+    ),
+    Case(
+        "eval",
+        "weights-missing",
+        r"not a complete checkpoint.*model.safetensors",
+        FAST_EVAL,
+        setup=lambda c: (c.ckpt / "model.safetensors").unlink(),
+    ),
+    Case(
+        "eval",
+        "weights-garbage",
+        r"model.safetensors cannot be read.*corrupt",
+        FAST_EVAL,
+        setup=_write("{ckpt}/model.safetensors", "garbage"),
+    ),
+    Case(
+        "eval",
+        "weights-truncated",
+        r"model.safetensors cannot be read.*corrupt",
+        FAST_EVAL,
+        setup=lambda c: (c.ckpt / "model.safetensors").write_bytes(
+            (c.ckpt / "model.safetensors").read_bytes()[:300]
+        ),
+    ),
+    Case("eval", "weights-nan", r"hold NaN or Inf.*diverged", FAST_EVAL, setup=_nan_weights),
+    Case(
+        "eval",
+        "weights-other-size",
+        r"weights do not match the model config",
+        FAST_EVAL,
+        setup=_edit_json("{ckpt}/agent.json", lambda d: d["model_config"]["net"].update(dim=32)),
+    ),
+    Case(
+        "eval",
+        "json-is-a-directory",
+        r"--json {tmp}/outdir: that is a directory",
+        (*FAST_EVAL, "--json", "{tmp}/outdir"),
+        setup=lambda c: (c.tmp / "outdir").mkdir(),
+    ),
+    Case(
+        "eval",
+        "json-under-a-file",
+        r"--json {file}/r.json: {file} is a file",
+        (*FAST_EVAL, "--json", "{file}/r.json"),
+    ),
+    Case(
+        "eval",
+        "json-unwritable",
+        r"--json /proc/aaren/r.json: cannot write into /proc",
+        (*FAST_EVAL, "--json", "/proc/aaren/r.json"),
+    ),
+    Case(
+        "eval",
+        "target-return-nan",
+        r"target return must be a finite number, got nan",
+        (*FAST_EVAL, "--target-return", "nan"),
+    ),
+    Case(
+        "eval",
+        "target-return-inf",
+        r"target return must be a finite number, got inf",
+        (*FAST_EVAL, "--target-return", "3600", "inf"),
+    ),
+    Case(
+        "eval",
+        "context-length-0",
+        r"context length must be an integer >= 1, got 0",
+        (*FAST_EVAL, "--mode", "window", "--context-length", "0"),
+    ),
+    Case(
+        "eval",
+        "context-length-negative",
+        r"context length must be .*got -3",
+        (*FAST_EVAL, "--mode", "window", "--context-length", "-3"),
+    ),
+    Case(
+        "eval",
+        "context-length-recurrent",
+        r"--context-length is the window length",
+        (*FAST_EVAL, "--context-length", "5"),
+    ),
+    Case("eval", "episodes-0", r"--episodes must be >= 1, got 0", (*FAST_EVAL, "--episodes", "0")),
+    Case(
+        "eval",
+        "episodes-negative",
+        r"--episodes must be >= 1, got -4",
+        (*FAST_EVAL, "--episodes", "-4"),
+    ),
+    Case("eval", "num-envs-0", r"--num-envs must be >= 1, got 0", (*FAST_EVAL, "--num-envs", "0")),
+    Case("eval", "threads-0", r"--threads must be >= 1, got 0", (*FAST_EVAL, "--threads", "0")),
+    Case("eval", "seed-negative", r"--seed must be >= 0, got -1", (*FAST_EVAL, "--seed", "-1")),
+    Case(
+        "eval",
+        "seed-too-large",
+        r"--seed 4294967296: episode seeds must stay below 2\*\*32",
+        (*FAST_EVAL, "--seed", str(2**32)),
+    ),
+    Case(
+        "eval",
+        "max-episode-steps-0",
+        r"--max-episode-steps must be >= 1, got 0",
+        (*FAST_EVAL, "--max-episode-steps", "0"),
+    ),
+    Case(
+        "eval",
+        "env-mismatch",
+        r"--env walker2d \(Walker2d-v5\) does not match",
+        (*FAST_EVAL, "--env", "walker2d"),
+    ),
+    Case(
+        "eval",
+        "env-unknown",
+        r"Unknown environment 'NoSuchEnv-v0'",
+        (*FAST_EVAL, "--env", "NoSuchEnv-v0"),
+    ),
+    Case(
+        "eval",
+        "no-policy",
+        r"pass exactly one of --checkpoint DIR and --onnx FILE",
+        ("--episodes", "1"),
+    ),
+    Case(
+        "eval",
+        "checkpoint-and-onnx",
+        r"pass exactly one of --checkpoint",
+        (*FAST_EVAL, "--onnx", "{tmp}/p.onnx"),
+    ),
+    Case(
+        "eval",
+        "onnx-missing",
+        r"no ONNX file at {tmp}/p.onnx",
+        ("--onnx", "{tmp}/p.onnx", "--no-progress"),
+    ),
+    Case(
+        "eval",
+        "onnx-garbage",
+        r"{tmp}/p.onnx (cannot be loaded by onnxruntime|is not a readable ONNX model)",
+        ("--onnx", "{tmp}/p.onnx", "--no-progress"),
+        setup=_write("{tmp}/p.onnx", "garbage"),
+    ),
+    Case(
+        "eval",
+        "onnx-not-ours",
+        r"plain.onnx has no aaren-rl metadata",
+        ("--onnx", "{tmp}/plain.onnx", "--no-progress"),
+        setup=_onnx_without_metadata,
+    ),
+    Case(
+        "eval",
+        "video-under-a-file",
+        r"--video {file}/v: {file} is a file",
+        (*FAST_EVAL, "--video", "{file}/v"),
+    ),
+    Case(
+        "eval",
+        "cuda-absent",
+        r"--device cuda was asked for, but torch sees no CUDA device",
+        (*FAST_EVAL, "--device", "cuda"),
+    ),
+    Case(
+        "eval",
+        "track-without-wandb",
+        r"--track needs wandb: pip install",
+        (*FAST_EVAL, "--track"),
+        hide="wandb",
+    ),
+    Case(
+        "eval", "unknown-flag", r"Unrecognized options: --nope", (*FAST_EVAL, "--nope"), usage=True
+    ),
+    Case(
+        "eval",
+        "episodes-not-a-number",
+        r"--episodes",
+        (*FAST_EVAL, "--episodes", "ten"),
+        usage=True,
+    ),
+    Case("eval", "mode-unknown", r"--mode", (*FAST_EVAL, "--mode", "cache"), usage=True),
+    Case(
+        "eval",
+        "interrupted",
+        r"aaren-eval: interrupted",
+        FAST_EVAL,
+        code=130,
+        patch=("aaren_rl.eval.rollout:run_episodes", _raise_interrupt),
+    ),
+    Case(
+        "eval",
+        "disk-full-writing-json",
+        r"{tmp}/r.json: the disk is full",
+        (*FAST_EVAL, "--json", "{tmp}/r.json"),
+        code=1,
+        patch=("aaren_rl.eval.cli:atomic_write_json", _raise_disk_full),
+    ),
+]
+
+# ----------------------------------------------------------------------------- aaren-collect
+
+COLLECT_CASES = [
+    Case(
+        "collect",
+        "total-timesteps-0",
+        r"--total-timesteps must be >= 1, got 0",
+        (*COLLECT, "--total-timesteps", "0"),
+    ),
+    Case(
+        "collect",
+        "total-timesteps-negative",
+        r"--total-timesteps must be >= 1, got -5",
+        (*COLLECT, "--total-timesteps", "-5"),
+    ),
+    Case("collect", "eval-every-0", r"--eval-every must be >= 1", (*COLLECT, "--eval-every", "0")),
+    Case(
+        "collect",
+        "eval-episodes-0",
+        r"--eval-episodes must be >= 1",
+        (*COLLECT, "--eval-episodes", "0"),
+    ),
+    Case(
+        "collect", "transitions-0", r"--transitions must be >= 1", (*COLLECT, "--transitions", "0")
+    ),
+    Case(
+        "collect",
+        "medium-fraction-nan",
+        r"--medium-fraction must be in \(0, 1\], got nan",
+        (*COLLECT, "--medium-fraction", "nan"),
+    ),
+    Case(
+        "collect",
+        "medium-fraction-0",
+        r"--medium-fraction must be in \(0, 1\], got 0",
+        (*COLLECT, "--medium-fraction", "0"),
+    ),
+    Case(
+        "collect",
+        "medium-fraction-1.5",
+        r"--medium-fraction must be in \(0, 1\], got 1.5",
+        (*COLLECT, "--medium-fraction", "1.5"),
+    ),
+    Case("collect", "seed-negative", r"--seed must be >= 0, got -1", (*COLLECT, "--seed", "-1")),
+    Case(
+        "collect",
+        "seed-too-large",
+        r"--seed must be below 2\*\*31",
+        (*COLLECT, "--seed", str(2**40)),
+    ),
+    Case("collect", "num-envs-0", r"--num-envs must be >= 1", (*COLLECT, "--num-envs", "0")),
+    Case(
+        "collect", "ppo-n-steps-1", r"--ppo-n-steps must be >= 2", (*COLLECT, "--ppo-n-steps", "1")
+    ),
+    Case(
+        "collect",
+        "rollout-envs-0",
+        r"--rollout-envs must be >= 1",
+        (*COLLECT, "--rollout-envs", "0"),
+    ),
+    Case("collect", "levels-empty", r"--levels is empty", (*COLLECT, "--levels")),
+    Case("collect", "level-unknown", r"--levels", (*COLLECT, "--levels", "great"), usage=True),
+    Case("collect", "algo-unknown", r"--algo", (*COLLECT, "--algo", "dqn"), usage=True),
+    Case(
+        "collect",
+        "nothing-to-write",
+        r"nothing to write: --no-minari without --hdf5-dir",
+        ("--work-dir", "{tmp}/work", "--no-minari"),
+    ),
+    Case(
+        "collect",
+        "namespace-with-slash",
+        r"--namespace 'a/b': give a plain name",
+        ("--work-dir", "{tmp}/work", "--namespace", "a/b"),
+    ),
+    Case(
+        "collect",
+        "hdf5-dir-is-a-file",
+        r"--hdf5-dir {file}: that is a file",
+        ("--work-dir", "{tmp}/work", "--hdf5-dir", "{file}"),
+    ),
+    Case(
+        "collect",
+        "work-dir-is-a-file",
+        r"--work-dir {file}: that is a file",
+        ("--work-dir", "{file}", "--hdf5-dir", "{tmp}/h5"),
+    ),
+    Case(
+        "collect",
+        "work-dir-under-a-file",
+        r"--work-dir {file}/w: {file} is a file",
+        ("--work-dir", "{file}/w", "--hdf5-dir", "{tmp}/h5"),
+    ),
+    Case(
+        "collect",
+        "work-dir-unwritable",
+        r"--work-dir /proc/aaren: cannot write into /proc",
+        ("--work-dir", "/proc/aaren", "--hdf5-dir", "{tmp}/h5"),
+    ),
+    Case(
+        "collect",
+        "env-unknown",
+        r"Unknown environment 'NoSuchEnv-v0'",
+        (*COLLECT, "--env", "NoSuchEnv-v0"),
+    ),
+    Case(
+        "collect",
+        "env-not-box",
+        r"Blackjack-v1 has a Tuple observation space.*Box",
+        (*COLLECT, "--env", "Blackjack-v1"),
+    ),
+    Case(
+        "collect",
+        "work-dir-state-corrupt",
+        r"{tmp}/work/state.json is corrupt",
+        COLLECT,
+        setup=_write("{tmp}/work/state.json", "{half"),
+    ),
+    Case(
+        "collect",
+        "work-dir-other-collection",
+        r"{tmp}/work holds a collection with",
+        COLLECT,
+        setup=_write(
+            "{tmp}/work/state.json",
+            json.dumps(
+                {
+                    "key": {
+                        "env": "walker2d",
+                        "algo": "sac",
+                        "seed": 3,
+                        "num_envs": 1,
+                        "ppo_n_steps": 512,
+                    },
+                    "checkpoints": [],
+                    "chunks": [],
+                    "segment": -1,
+                    "timings": {},
+                    "written": [],
+                }
+            ),
+        ),
+    ),  # fmt: skip
+]
+
+# ----------------------------------------------------------------------------- aaren-train
+
+TRAIN_CASES = [
+    Case(
+        "train",
+        "dataset-missing",
+        r"{tmp}/nope.hdf5: file not found",
+        (*TRAIN, "--dataset", "d4rl:{tmp}/nope.hdf5"),
+    ),
+    Case(
+        "train",
+        "dataset-is-a-directory",
+        r"{tmp}/dsdir is a directory, not an HDF5 file",
+        (*TRAIN, "--dataset", "d4rl:{tmp}/dsdir"),
+        setup=lambda c: (c.tmp / "dsdir").mkdir(),
+    ),
+    Case(
+        "train",
+        "dataset-not-hdf5",
+        r"{file}: not a readable HDF5 file",
+        (*TRAIN, "--dataset", "d4rl:{file}"),
+    ),
+    Case(
+        "train",
+        "dataset-scheme-unknown",
+        r"Unknown dataset spec 'foo:bar'",
+        (*TRAIN, "--dataset", "foo:bar"),
+    ),
+    Case(
+        "train",
+        "dataset-nan",
+        r"'observations' contains NaN/Inf",
+        (*TRAIN, "--dataset", "d4rl:{tmp}/nan.hdf5"),
+        setup=_dataset("nan.hdf5", observations=_poke("observations", 3, np.nan)),
+    ),
+    Case(
+        "train",
+        "dataset-no-episode-end",
+        r"no complete episode",
+        (*TRAIN, "--dataset", "d4rl:{tmp}/open.hdf5"),
+        setup=_dataset("open.hdf5", terminals=lambda a: a & False, timeouts=lambda a: a & False),
+    ),
+    Case(
+        "train",
+        "dataset-actions-out-of-range",
+        r"actions.*(outside|range|\[-1, 1\])",
+        (*TRAIN, "--dataset", "d4rl:{tmp}/wide.hdf5"),
+        setup=_dataset("wide.hdf5", actions=lambda a: a * 5),
+    ),
+    Case(
+        "train",
+        "env-mismatch",
+        r"'observations' have dimension 11 but Walker2d-v5",
+        (*TRAIN, "--env", "walker2d"),
+    ),
+    Case("train", "steps-0", r"--steps", (*TRAIN, "--steps", "0")),
+    Case("train", "learning-rate-nan", r"--learning-rate", (*TRAIN, "--learning-rate", "nan")),
+    Case(
+        "train", "learning-rate-negative", r"--learning-rate", (*TRAIN, "--learning-rate", "-0.1")
+    ),
+    Case("train", "grad-clip-negative", r"--grad-clip", (*TRAIN, "--grad-clip", "-1")),
+    Case("train", "seed-negative", r"--seed", (*TRAIN, "--seed", "-1")),
+    Case("train", "seed-too-large", r"--seed", (*TRAIN, "--seed", str(2**40))),
+    Case("train", "batch-size-0", r"--batch-size", (*TRAIN, "--batch-size", "0")),
+    Case("train", "context-length-0", r"--context-length", (*TRAIN, "--context-length", "0")),
+    Case("train", "return-scale-0", r"--return-scale", (*TRAIN, "--return-scale", "0")),
+    Case("train", "target-return-nan", r"--target-return", (*TRAIN, "--target-return", "nan")),
+    Case("train", "model-dim-0", r"dim", (*TRAIN, "--model.dim", "0"), usage=True),
+    Case(
+        "train",
+        "model-heads-do-not-divide",
+        r"num_heads|num-heads",
+        (*TRAIN, "--model.num-heads", "3"),
+        usage=True,
+    ),
+    Case("train", "model-dropout-1.5", r"dropout", (*TRAIN, "--model.dropout", "1.5"), usage=True),
+    Case("train", "run-dir-is-a-file", r"--run-dir {file}", (*TRAIN, "--run-dir", "{file}")),
+    Case("train", "run-dir-under-a-file", r"{file}", (*TRAIN, "--run-dir", "{file}/run")),
+    Case("train", "resume-nothing-there", r"{tmp}/run-new", (*TRAIN, "--resume")),
+    Case(
+        "train",
+        "resume-config-corrupt",
+        r"{run}/config.json",
+        ("--run-dir", "{run}", "--resume", "--no-progress"),
+        needs_run=True,
+        setup=_write("{run}/config.json", "{half a config"),
+    ),
+    Case(
+        "train",
+        "resume-trainer-state-truncated",
+        r"{run}/checkpoint",
+        ("--run-dir", "{run}", "--resume", "--no-progress"),
+        needs_run=True,
+        setup=lambda c: (c.run / "checkpoint" / "trainer.safetensors").write_bytes(
+            (c.run / "checkpoint" / "trainer.safetensors").read_bytes()[:100]
+        ),
+    ),
+    Case(
+        "train",
+        "resume-weights-garbage",
+        r"{run}/checkpoint",
+        ("--run-dir", "{run}", "--resume", "--no-progress"),
+        needs_run=True,
+        setup=_write("{run}/checkpoint/model.safetensors", "garbage"),
+    ),
+    Case(
+        "train",
+        "resume-dataset-replaced",
+        r"dataset.*(changed|fingerprint|sha256)",
+        ("--run-dir", "{run}", "--resume", "--steps", "6", "--no-progress"),
+        needs_run=True,
+        setup=_replace_dataset,
+    ),
+    Case(
+        "train",
+        "resume-fewer-steps",
+        r"--steps",
+        ("--run-dir", "{run}", "--resume", "--steps", "2", "--no-progress"),
+        needs_run=True,
+    ),
+    Case("train", "unknown-flag", r"Unrecognized options: --nope", (*TRAIN, "--nope"), usage=True),
+]
+
+
+# ----------------------------------------------------------------------------- aaren-export
+
+EXPORT_CASES = [
+    Case(
+        "export",
+        "checkpoint-missing",
+        r"no checkpoint directory at {tmp}/nope",
+        ("--checkpoint", "{tmp}/nope", "--out", "{tmp}/p.onnx"),
+    ),
+    Case(
+        "export",
+        "checkpoint-corrupt",
+        r"agent.json is corrupt",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/p.onnx"),
+        setup=_write("{ckpt}/agent.json", "{not json"),
+    ),
+    Case(
+        "export",
+        "weights-nan",
+        r"NaN",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/p.onnx"),
+        setup=_nan_weights,
+    ),
+    Case(
+        "export",
+        "out-is-a-directory",
+        r"--out {tmp}/outdir",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/outdir"),
+        setup=lambda c: (c.tmp / "outdir").mkdir(),
+    ),
+    Case(
+        "export",
+        "out-under-a-file",
+        r"{file}",
+        ("--checkpoint", "{ckpt}", "--out", "{file}/p.onnx"),
+    ),
+    Case(
+        "export",
+        "opset-5",
+        r"--opset",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/p.onnx", "--opset", "5"),
+    ),
+    Case(
+        "export",
+        "target-return-nan",
+        r"target.return",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/p.onnx", "--target-return", "nan"),
+    ),
+    Case(
+        "export",
+        "unknown-flag",
+        r"Unrecognized options: --nope",
+        ("--checkpoint", "{ckpt}", "--nope"),
+        usage=True,
+    ),
+]
+
+# ----------------------------------------------------------------------------- aaren-bench
+
+BENCH_CASES = [
+    Case("bench", "no-subcommand", r"(required|subcommand|act)", (), usage=True),
+    Case("bench", "unknown-subcommand", r"nope", ("nope",), usage=True),
+    Case(
+        "bench",
+        "act-unknown-agent",
+        r"unknown agents?.*nope",
+        ("act", "--agents", "nope", "--steps", "2", "--out", "{tmp}/b"),
+        usage=True,
+    ),
+    Case(
+        "bench",
+        "act-steps-0",
+        r"steps.*must\s+be >= 1",
+        ("act", "--steps", "0", "--out", "{tmp}/b"),
+        usage=True,
+    ),
+    Case("bench", "act-out-is-a-file", r"{file}", ("act", "--steps", "2", "--out", "{file}")),
+    Case(
+        "bench",
+        "train-context-length-0",
+        r"context",
+        ("train", "--context-lengths", "0", "--batch-sizes", "4", "--out", "{tmp}/b"),
+        xfail="aaren-bench train --context-lengths 0 crashes in a reshape (RuntimeError)",
+    ),
+    Case(
+        "bench",
+        "train-lengths-differ",
+        r"context_lengths \(4,\) and batch_sizes \(64, 4\)",
+        ("train", "--context-lengths", "4", "--out", "{tmp}/b"),
+        usage=True,
+    ),
+    Case(
+        "bench",
+        "returns-dataset-missing",
+        r"{tmp}/nope.hdf5",
+        ("returns", "--datasets", "d4rl:{tmp}/nope.hdf5", "--out-dir", "{tmp}/b"),
+        xfail="aaren-bench returns creates --out-dir before it finds the dataset missing",
+    ),
+    Case(
+        "bench",
+        "scan-repeats-0",
+        r"--repeats must be >= 1",
+        ("scan", "--repeats", "0", "--out", "{tmp}/b"),
+        usage=True,
+    ),
+]
+
+# ----------------------------------------------------------------------------- the Python API
+
+
+def _predict(obs: Any, **kw: Any) -> Callable[[Ctx], Any]:
+    def call(ctx: Ctx) -> Any:
+        agent = _agent(ctx)
+        agent.reset(2)
+        return agent.predict(np.asarray(obs, dtype=np.float64), **kw)
+
+    return call
+
+
+def _evaluate(episodes: int = 1, **kw: Any) -> Callable[[Ctx], Any]:
+    def call(ctx: Ctx) -> Any:
+        from aaren_rl.eval.rollout import evaluate
+
+        return evaluate(_agent(ctx), kw.pop("env", "hopper"), episodes, max_episode_steps=2, **kw)
+
+    return call
+
+
+def _api(name: str, message: str, call: Callable[[Ctx], Any], **kw: Any) -> Case:
+    return Case("api", name, message, call=call, **kw)
+
+
+def _fileio(fn: str, *args: str) -> Callable[[Ctx], Any]:
+    def call(ctx: Ctx) -> Any:
+        import aaren_rl.fileio as fileio
+
+        return getattr(fileio, fn)(*(ctx.fill(a) for a in args))
+
+    return call
+
+
+def _wandb_probe(ctx: Ctx) -> None:
+    from aaren_rl.tracking import wandb_online_possible
+
+    ok, why = wandb_online_possible(timeout=1.0)
+    assert not ok
+    print(f"W&B offline: {why}")
+
+
+API_CASES = [
+    # datasets
+    _api("dataset-spec-empty", r"Expected a dataset spec string", _load("  ")),
+    _api("dataset-spec-unknown", r"Unknown dataset spec 'hopper'", _load("hopper")),
+    _api("dataset-missing", r"{tmp}/nope.hdf5: file not found", _load("d4rl:{tmp}/nope.hdf5")),
+    _api("dataset-directory", r"{tmp} is a directory, not an HDF5 file", _load("d4rl:{tmp}")),
+    _api("dataset-not-hdf5", r"{file}: not a readable HDF5 file", _load("d4rl:{file}")),
+    _api(
+        "dataset-key-missing",
+        r"missing HDF5 key\(s\) \['timeouts'\]",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset("x.hdf5", timeouts=None),
+    ),
+    _api(
+        "dataset-lengths-differ",
+        r"different lengths.*'actions': 13",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset("x.hdf5", actions=lambda a: a[:-2]),
+    ),
+    _api(
+        "dataset-obs-nan",
+        r"'observations' contains NaN/Inf.*index \(4",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset("x.hdf5", observations=_poke("observations", 4, np.nan)),
+    ),
+    _api(
+        "dataset-rewards-inf",
+        r"'rewards' contains NaN/Inf",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset("x.hdf5", rewards=_poke("rewards", 2, np.inf)),
+    ),
+    _api(
+        "dataset-obs-3d",
+        r"'observations' must be (1-D or )?2-D",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset("x.hdf5", observations=lambda a: a[:, :, None]),
+    ),
+    _api(
+        "dataset-empty",
+        r"(empty|0 transitions)",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset(
+            "x.hdf5",
+            **{
+                k: (lambda a: a[:0])
+                for k in (
+                    "observations",
+                    "actions",
+                    "rewards",
+                    "terminals",
+                    "timeouts",
+                    "next_observations",
+                )
+            },
+        ),
+    ),  # fmt: skip
+    _api(
+        "dataset-no-episode-end",
+        r"no complete episode",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset("x.hdf5", terminals=lambda a: a & False, timeouts=lambda a: a & False),
+    ),
+    _api(
+        "dataset-dims-vs-recorded-env",
+        r"'observations' have dimension 5 but Hopper-v5",
+        _load("d4rl:{tmp}/x.hdf5"),
+        setup=_dataset("x.hdf5", observations=lambda a: a[:, :5]),
+    ),
+    _api(
+        "minari-missing-offline",
+        r"'aaren/nope-v0' not found locally",
+        _load("minari:aaren/nope-v0"),
+    ),
+    _api(
+        "minari-download-offline",
+        r"not reachable",
+        lambda c: __import__("aaren_rl.envs", fromlist=["x"]).load_dataset(
+            "minari:aaren/nope-v0", download=True
+        ),
+    ),
+    _api(
+        "dataset-vs-env",
+        r"'observations' have dimension 11 but Walker2d-v5",
+        lambda c: __import__("aaren_rl.envs", fromlist=["x"]).check_dataset_matches_env(
+            _load("d4rl:{ds}")(c), "walker2d"
+        ),
+    ),
+    _api(
+        "env-unknown",
+        r"Unknown environment 'NoSuchEnv-v0'",
+        lambda c: __import__("aaren_rl.envs", fromlist=["x"]).make_env("NoSuchEnv-v0"),
+    ),
+    _api(
+        "env-not-a-string",
+        r"Expected an env name or Gymnasium id, got None",
+        lambda c: __import__("aaren_rl.envs", fromlist=["x"]).get_env_spec(None),
+    ),
+    # checkpoints and agents
+    _api(
+        "checkpoint-missing",
+        r"no checkpoint directory at {tmp}/nope",
+        lambda c: __import__("aaren_rl.agents", fromlist=["x"]).DecisionAgent.load(c.tmp / "nope"),
+    ),
+    _api(
+        "load-target-nan",
+        r"target return must be a finite number",
+        lambda c: _agent(c, target_return=float("nan")),
+    ),
+    _api(
+        "load-context-0",
+        r"context length must be an integer >= 1, got 0",
+        lambda c: _agent(c, mode="window", context_length=0),
+    ),
+    _api("load-mode-unknown", r"unknown mode 'cache'", lambda c: _agent(c, mode="cache")),
+    _api("load-nan-weights", r"NaN or Inf", lambda c: _agent(c), setup=_nan_weights),
+    _api(
+        "predict-obs-shape",
+        r"obs has shape \(3, 11\), expected \(2, 11\)",
+        _predict(np.zeros((3, 11))),
+    ),
+    _api("predict-obs-nan", r"obs contains NaN or Inf", _predict(np.full((2, 11), np.nan))),
+    _api(
+        "predict-reward-shape",
+        r"reward and episode_start must have shape \(2,\)",
+        _predict(np.zeros((2, 11)), reward=np.zeros(5)),
+    ),
+    _api("reset-0-envs", r"num_envs must be >= 1, got 0", lambda c: _agent(c).reset(0)),
+    _api(
+        "onnx-missing",
+        r"no ONNX file at {tmp}/p.onnx",
+        lambda c: __import__("aaren_rl.agents.onnx_agent", fromlist=["x"]).OnnxAgent(
+            c.tmp / "p.onnx"
+        ),
+    ),
+    _api(
+        "onnx-garbage",
+        r"{file} (cannot be loaded by onnxruntime|is not a readable ONNX model)",
+        lambda c: __import__("aaren_rl.agents.onnx_agent", fromlist=["x"]).OnnxAgent(c.file),
+    ),
+    # evaluation
+    _api("evaluate-0-episodes", r"episodes must be >= 1, got 0", _evaluate(0)),
+    _api(
+        "evaluate-target-nan",
+        r"target return must be a finite number",
+        _evaluate(target_return=float("nan")),
+    ),
+    _api(
+        "evaluate-wrong-env",
+        r"Walker2d-v5 has observations of shape \(17,\)",
+        _evaluate(env="walker2d"),
+    ),
+    _api(
+        "evaluate-nan-actions",
+        r"NaN or Inf actions",
+        lambda c: __import__("aaren_rl.eval.rollout", fromlist=["x"]).evaluate(
+            _NanAgent(), "hopper", 1, max_episode_steps=2
+        ),
+    ),
+    # output paths and file writes
+    _api(
+        "output-file-is-a-dir",
+        r"--out {tmp}: that is a directory",
+        _fileio("check_output_file", "{tmp}", "--out"),
+    ),
+    _api(
+        "output-dir-is-a-file",
+        r"--out {file}: that is a file",
+        _fileio("check_output_dir", "{file}", "--out"),
+    ),
+    _api(
+        "atomic-write-under-a-file",
+        r"{file}/x.txt: a part of that path is a file",
+        code=1,
+        call=_fileio("atomic_write_text", "{file}/x.txt", "data"),
+    ),
+    # W&B without network or wandb
+    _api(
+        "wandb-no-credentials",
+        r"W&B offline: no W&B credentials",
+        _wandb_probe,
+        code=0,
+        env=(("WANDB_MODE", ""), ("WANDB_API_KEY", ""), ("HOME", "{tmp}")),
+    ),
+    _api(
+        "wandb-host-unreachable",
+        r"W&B offline: 127.0.0.1:9 unreachable",
+        _wandb_probe,
+        code=0,
+        env=(
+            ("WANDB_MODE", ""),
+            ("WANDB_API_KEY", "x" * 40),
+            ("WANDB_BASE_URL", "http://127.0.0.1:9"),
+        ),
+    ),
+    _api(
+        "wandb-not-installed",
+        r"--track needs Weights & Biases: pip install",
+        lambda c: __import__("aaren_rl.tracking", fromlist=["x"]).WandbTracker(
+            {}, c.tmp, "n", "p", None, None
+        ),
+        hide="wandb",
+    ),
+]
+
+
+class _NanAgent:
+    def reset(self, num_envs: int = 1) -> None:
+        self.n = num_envs
+
+    def predict(self, obs, reward=None, episode_start=None):
+        return np.full((self.n, 3), np.nan, dtype=np.float32)
+
+
+CASES = EVAL + COLLECT_CASES + TRAIN_CASES + EXPORT_CASES + BENCH_CASES + API_CASES
+
+
+def _params(cases: list[Case]) -> list[Any]:
+    out = []
+    for c in cases:
+        marks = [pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []
+        out.append(pytest.param(c, id=f"{c.cli}:{c.name}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("case", _params(CASES))
+def test_bad_input(
+    case: Case,
+    ctx: Ctx,
+    pristine: dict[str, Path],
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if case.needs_run:
+        ctx.run = Path(shutil.copytree(_tiny_run(pristine), ctx.tmp / "run"))
+    if case.setup is not None:
+        case.setup(ctx)
+    if case.patch is not None:
+        module, name = case.patch[0].split(":")
+        monkeypatch.setattr(importlib.import_module(module), name, case.patch[1])
+    for k, v in case.env:
+        if v:
+            monkeypatch.setenv(k, ctx.fill(v))
+        else:
+            monkeypatch.delenv(k, raising=False)
+    if case.hide is not None:
+        monkeypatch.setitem(sys.modules, case.hide, None)  # `import wandb` fails
+    capsys.readouterr()
+    before = _snapshot(ctx.tmp)
+    shared_before = _snapshot(pristine["root"])
+    code = _run_in_process(case, ctx)
+    after = _snapshot(ctx.tmp)
+    _check(case, ctx, capsys, code)
+    changed = [k for k, h in before.items() if after.get(k) != h]
+    assert not changed, f"files changed or removed: {changed}"
+    created = [k for k in after if k not in before and not k.startswith(case.created_ok)]
+    assert not created, f"a failing command left files behind: {created}"
+    assert _snapshot(pristine["root"]) == shared_before
+
+
+# ----------------------------------------------------------------------------- subprocesses
+
+
+def _sub(args: list[str], **kw: Any) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([PY, *args], capture_output=True, text=True, env=env, timeout=120, **kw)
+
+
+def test_subprocess_eval_bad_flag_exit_code(pristine: dict[str, Path], tmp_path: Path) -> None:
+    """The console-script path (a real process, a real exit status)."""
+    (tmp_path / "out").mkdir()
+    p = _sub(["-m", "aaren_rl.eval.cli", "--checkpoint", str(pristine["ckpt"]), "--json",
+              str(tmp_path / "out"), "--no-progress"])  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("aaren-eval: error: --json")
+    assert "Traceback" not in p.stderr and not list((tmp_path / "out").iterdir())
+
+
+def test_subprocess_ctrl_c_during_evaluation(pristine: dict[str, Path], tmp_path: Path) -> None:
+    """SIGINT while episodes run: exit 130, one line, nothing written."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [PY, "-m", "aaren_rl.eval.cli", "--checkpoint", str(pristine["ckpt"]), "--episodes",
+         "1000", "--json", str(out)],  # fmt: skip
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    seen = ""
+    deadline = time.monotonic() + 90
+    while "eval:" not in seen and time.monotonic() < deadline:  # the progress bar is up
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "aaren-eval: interrupted" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_subprocess_disk_full_keeps_the_old_file(tmp_path: Path) -> None:
+    """A write that hits the file-size limit (``ulimit -f``): exit 1, the path and what to do,
+    and the previous version of the file intact (atomic writes)."""
+    target = tmp_path / "results.json"
+    target.write_text('{"old": true}\n')
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        from aaren_rl.cli import run_cli
+        from aaren_rl.fileio import atomic_write_bytes
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+        sys.exit(run_cli("aaren-x", lambda: atomic_write_bytes({str(target)!r}, b"x" * 10**6)))
+    """)
+    p = _sub(["-c", script])
+    assert p.returncode == 1, p.stderr
+    assert "grew past the size limit" in p.stderr and "Traceback" not in p.stderr
+    assert target.read_text() == '{"old": true}\n'
+    assert [f.name for f in tmp_path.iterdir()] == ["results.json"]  # no temporary left
+
+
+def test_the_matrix_is_big_enough() -> None:
+    assert len(CASES) >= 100
+    assert {c.cli for c in CASES} == {"train", "eval", "collect", "export", "bench", "api"}
+    assert len({(c.cli, c.name) for c in CASES}) == len(CASES)  # unique ids
