@@ -15,6 +15,7 @@ crash) sees either the old checkpoint or the new one, never a mix.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
 from aaren_rl.errors import CheckpointError
 from aaren_rl.fileio import atomic_directory, atomic_write_text, recover_directory
+from aaren_rl.untrusted import check_dataclass_dict, check_env_id, check_number_list
 
 # CheckpointError lives in aaren_rl.errors and is re-exported here (its public home since the
 # first release). The fileio names below are re-exported for older callers only: new code
@@ -89,7 +91,47 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     for key in ("model_config", "state_mean", "state_std", "return_scale"):
         if key not in meta:
             raise CheckpointError(f"{meta_path} lacks the field {key!r}: the checkpoint is corrupt")
+    check_metadata(meta, meta_path)
     return meta
+
+
+MAX_MODEL_INT = 2**24  # no model config field (dims, layers, timesteps) is larger
+
+
+def check_metadata(meta: Any, where: str | Path) -> None:
+    """Check the types and sizes of ``agent.json`` before anything is built from it.
+
+    A checkpoint may come from someone else (docs/security.md): the model config must fill
+    :class:`DecisionModelConfig` with the right types and sane sizes (a config asking for a
+    10^12-wide layer would exhaust memory before the weights are compared), the
+    normalisation statistics must be finite lists of ``obs_dim`` numbers, and the env id a
+    plain Gymnasium id (an id with ``module:`` would make Gymnasium import that module).
+
+    Raises:
+        CheckpointError: naming the file and the field at fault.
+    """
+    err = CheckpointError
+    if not isinstance(meta, dict):
+        raise err(f"{where} must hold a JSON object, got {type(meta).__name__}")
+    cfg = meta["model_config"]
+    check_dataclass_dict(DecisionModelConfig, cfg, f"{where}: model_config", err)
+    ints = [v for v in (*cfg.values(), *(cfg.get("net") or {}).values()) if type(v) is int]
+    if any(v > MAX_MODEL_INT for v in ints):
+        raise err(f"{where}: model_config has a size above {MAX_MODEL_INT}: {cfg}")
+    obs_dim = cfg.get("obs_dim")
+    for key in ("state_mean", "state_std"):
+        check_number_list(meta[key], f"{where}: {key}", err, length=obs_dim)
+    for key in ("return_scale", "target_return"):
+        v = meta.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise err(f"{where}: {key} must be a finite number, got {v!r:.60}")
+    if "target_returns" in meta:
+        check_number_list(meta["target_returns"], f"{where}: target_returns", err)
+    for key in ("context_length", "step"):
+        v = meta.get(key)
+        if v is not None and (type(v) is not int or not 0 <= v <= 2**62):
+            raise err(f"{where}: {key} must be a non-negative integer, got {v!r:.60}")
+    check_env_id(meta.get("env_id"), f"{where}: env_id", err)
 
 
 def load_model(

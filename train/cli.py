@@ -33,15 +33,14 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """
     import tyro
 
-    from aaren_rl.train.run_dir import check_resumable, saved_train_config
+    from aaren_rl.train.run_dir import saved_train_config
 
     args = None if argv is None else [str(a) for a in argv]
     cfg = tyro.cli(TrainConfig, args=args, description=TrainConfig.__doc__)
     cfg.validate()  # before any file is read or written
     if cfg.resume:
         assert cfg.run_dir is not None  # validate() requires it
-        check_resumable(cfg.run_dir)
-        saved = saved_train_config(cfg.run_dir)
+        saved = saved_train_config(cfg.run_dir)  # reads only; train() checks the checkpoint
         cfg = tyro.cli(TrainConfig, args=args, default=saved, description=TrainConfig.__doc__)
         cfg.validate()
     return cfg

@@ -69,10 +69,8 @@ def create_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
 
 def check_resumable(run_dir: Path) -> None:
     """Refuse a run directory with nothing to resume; finish an interrupted checkpoint swap and
-    remove the temporaries a killed checkpoint write left behind."""
-    if not run_dir.is_dir():
-        what = "is a file" if run_dir.exists() else "does not exist"
-        raise RunDirError(f"--run-dir {run_dir} {what}: there is no run to --resume there")
+    remove the temporaries a killed checkpoint write left behind (call it on one process)."""
+    _require_run_dir(run_dir)
     ckpt = run_dir / CHECKPOINT
     recover_directory(ckpt)
     remove_stale_temporaries(ckpt)
@@ -84,9 +82,21 @@ def check_resumable(run_dir: Path) -> None:
         )
 
 
+def _require_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise RunDirError(f"--run-dir {run_dir} {what}: there is no run to --resume there")
+
+
 def read_saved_config(run_dir: Path) -> dict[str, Any]:
-    """The run's config.json as a dict whose keys and value types fit :class:`TrainConfig`."""
+    """The run's config.json as a dict whose keys and value types fit :class:`TrainConfig`
+    (reads only: safe on every process)."""
+    _require_run_dir(run_dir)
     path = run_dir / CONFIG
+    if not path.is_file():
+        raise RunDirError(
+            f"nothing to resume in {run_dir}: no {CONFIG}. Start a new run without --resume."
+        )
     try:
         saved = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
