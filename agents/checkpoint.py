@@ -23,18 +23,14 @@ import torch
 
 from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
 from aaren_rl.errors import CheckpointError
-from aaren_rl.fileio import atomic_directory, atomic_write_text, recover_directory
+from aaren_rl.fileio import recover_directory
 from aaren_rl.untrusted import check_dataclass_dict, check_env_id, check_number_list
 
-# CheckpointError lives in aaren_rl.errors and is re-exported here (its public home since the
-# first release). The fileio names below are re-exported for older callers only: new code
-# imports them from aaren_rl.fileio.
+# CheckpointError lives in aaren_rl.errors; it is importable from here and from aaren_rl.agents.
+# Checkpoints are written with aaren_rl.fileio.atomic_directory (see DecisionAgent.save).
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
-    "atomic_directory",
-    "atomic_write_text",
-    "recover_directory",
     "load_model",
     "read_metadata",
     "save_model",

@@ -1,0 +1,80 @@
+"""bench/ablation.py: rows of overrides, a 2-run grid in a process pool, resume, summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aaren_rl.bench.ablation import (
+    AblationConfig,
+    apply_overrides,
+    parse_row,
+    run_ablation,
+    summarize,
+)
+from aaren_rl.errors import ConfigError
+from aaren_rl.train.config import TrainConfig
+
+
+def test_rows_parse_and_apply() -> None:
+    name, over = parse_row("mix:model.activation=relu,learning_rate=3e-4,warmup_steps=10000")
+    assert name == "mix"
+    assert over == {"model.activation": "relu", "learning_rate": 3e-4, "warmup_steps": 10000}
+    tc = apply_overrides(TrainConfig(), over)
+    assert tc.model.activation == "relu" and tc.learning_rate == 3e-4
+    assert tc.resolved_warmup == 10000 and TrainConfig().model.activation == "gelu"
+    assert parse_row("baseline") == ("baseline", {})
+    with pytest.raises(ConfigError, match="unknown field"):
+        apply_overrides(TrainConfig(), {"model.actvation": "relu"})
+    with pytest.raises(ConfigError, match="field=value"):
+        parse_row("x:relu")
+    with pytest.raises(ConfigError, match="unique"):
+        AblationConfig(rows=("a", "a:padding=left"))
+    with pytest.raises(ConfigError):  # a value the model refuses, caught before any run
+        AblationConfig(rows=("a:model.activation=swish",))
+
+
+TINY_BASE = (
+    "precision=fp32",
+    "model.dim=16",
+    "model.num_layers=1",
+    "recipe=window",
+    "context_length=8",
+    "batch_size=8",
+    "log_every=1",
+)
+
+
+@pytest.mark.slow
+def test_two_run_grid_resumes_and_summarises(tiny_hopper_dataset: Path, tmp_path: Path) -> None:
+    cfg = AblationConfig(
+        datasets=(f"d4rl:{tiny_hopper_dataset}",),
+        rows=("baseline", "relu:model.activation=relu"),
+        base=TINY_BASE,
+        backbones=("aaren",),
+        seeds=(0,),
+        steps=3,
+        eval_episodes=1,
+        eval_max_episode_steps=20,
+        jobs=2,
+        device="cpu",
+        out_dir=tmp_path / "out",
+    )
+    rows = run_ablation(cfg)
+    files = sorted(p.name for p in (tmp_path / "out").glob("*__s0.json"))
+    assert files == ["baseline__tiny-hopper__aaren__s0.json", "relu__tiny-hopper__aaren__s0.json"]
+    rec = json.loads((tmp_path / "out" / files[1]).read_text())
+    assert rec["config"]["model"]["activation"] == "relu" and rec["precision"] == "fp32"
+    assert set(rec["acting"]) == {"recurrent", "window"} and len(rec["loss_curve"]) == 3
+    assert [(r["row"], r["acting"]) for r in rows] == [
+        ("baseline", "recurrent"), ("baseline", "window"),
+        ("relu", "recurrent"), ("relu", "window"),
+    ]  # fmt: skip
+    assert rows[0]["vs_baseline"] == 0.0 and rows[2]["vs_baseline"] is not None
+    assert "| relu | aaren | recurrent | 1 |" in (tmp_path / "out" / "summary.md").read_text()
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*__s0.json")}
+    run_ablation(cfg)  # everything done: nothing is trained again
+    assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*__s0.json")}
+    assert summarize(tmp_path / "out", ["baseline", "relu"]) == rows
