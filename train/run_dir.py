@@ -24,6 +24,7 @@ from aaren_rl.errors import RunDirError
 from aaren_rl.fileio import atomic_write_json, recover_directory, remove_stale_temporaries
 from aaren_rl.train.config import TrainConfig
 from aaren_rl.train.trainer_state import has_trainer_state
+from aaren_rl.untrusted import check_env_id
 
 __all__ = [
     "CONFIG",
@@ -118,6 +119,7 @@ def read_saved_config(run_dir: Path) -> dict[str, Any]:
             )
         if not _fits(value, hints[key]):
             raise RunDirError(f"{path} is corrupt: {key} = {value!r} is not a valid value")
+    check_env_id(saved.get("env"), f"{path}: env", RunDirError)  # no "module:" (docs/security.md)
     return saved
 
 
