@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast lint demo clean
+.PHONY: setup test test-fast lint demo clean results results-gpu
 
 setup: $(STAMP)
 
@@ -35,6 +35,49 @@ test-fast: setup
 
 demo: setup
 	$(PY) -m aaren_rl.train.demo --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR)
+
+# ---- the results grid (docs/results.md) -------------------------------------------------
+# `make results`: the CPU grid on this machine: hopper/halfcheetah/walker2d x medium and
+# medium-replay (made first with aaren-collect when missing, docs/data.md), Aaren and the
+# Transformer, 3 seeds, 10k steps, scored every 1000; Ray tasks, one per CPU (RESULTS_CPUS).
+# Resumable: stop it at any point and run it again. In the background:
+#   nohup make results >/dev/null 2>&1 &      (log: runs/logs/results.log)
+# `make results-gpu`: the full DT budget (100k steps) of the same grid on one CUDA GPU, runs
+# side by side on the one device (each asks Ray for GPU_PER_RUN of it: 1/16 = 16 at a time).
+# On an offline box without Ray: run bench/gpu/fetch_wheels.sh where there is network, carry
+# .whl/ and runs/datasets/, then `make results-gpu GPU_EXECUTOR=local` (a pool of GPU_JOBS).
+RESULTS_CPUS ?= $(shell nproc)
+RESULTS_ARGS ?=
+GRID_ENVS := hopper halfcheetah walker2d
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_EXECUTOR ?= ray
+GPU_JOBS ?= 16
+GPU_PER_RUN ?= 0.0625
+GPU_EVAL_EVERY ?= 5000
+results results-gpu: SHELL := /bin/bash
+
+results: setup
+	@mkdir -p runs/logs runs/datasets
+	@for env in $(GRID_ENVS); do \
+	  if [ ! -f runs/datasets/$$env-medium.hdf5 ] || [ ! -f runs/datasets/$$env-medium-replay.hdf5 ]; then \
+	    echo "collecting $$env (aaren-collect, seed 0; docs/data.md)"; \
+	    OMP_NUM_THREADS=1 nice -n 10 $(VENV)/bin/aaren-collect --env $$env --seed 0 \
+	      --levels medium medium-replay expert --no-minari --hdf5-dir runs/datasets \
+	      --work-dir runs/collect/$$env-ppo-s0 >> runs/logs/collect-$$env.log 2>&1 || exit 1; \
+	  fi; done
+	set -o pipefail; HF_HUB_OFFLINE=1 MUJOCO_GL=egl nice -n 10 $(PY) -m aaren_rl.bench.cli returns \
+	  --steps 10000 --eval-every 1000 --device cpu --num-cpus $(RESULTS_CPUS) \
+	  --docs docs/results.md $(RESULTS_ARGS) 2>&1 | tee -a runs/logs/results.log
+
+results-gpu:
+	@mkdir -p runs/logs
+	set -o pipefail; \
+	if ! $(GPU_PY) -c "import aaren_rl.bench.returns, gymnasium, mujoco, tyro" 2>/dev/null; then \
+	  eval "$$(PY=$(GPU_PY) bash bench/gpu/install.sh)"; fi; \
+	HF_HUB_OFFLINE=1 MUJOCO_GL=egl $(GPU_PY) -m aaren_rl.bench.cli returns \
+	  --steps 100000 --eval-every $(GPU_EVAL_EVERY) --device cuda --executor $(GPU_EXECUTOR) \
+	  --num-cpus $(GPU_JOBS) --gpu-per-run $(GPU_PER_RUN) \
+	  --docs docs/results.md $(RESULTS_ARGS) 2>&1 | tee -a runs/logs/results-gpu.log
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

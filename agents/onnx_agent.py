@@ -6,7 +6,7 @@ Same step API as ``agents.DecisionAgent`` (SB3-style)::
     agent.reset(num_envs)
     action = agent.predict(obs, reward, episode_start)
 
-The graph (``eval/export.py``, contract in docs/deployment.md) does normalisation,
+The graph (``aaren_rl.deploy.export``, contract in docs/deployment.md) does normalisation,
 return-to-go bookkeeping and the recurrent update; this class only keeps the state tensors
 between calls and writes the initial rows where an episode starts. Everything it needs (sizes,
 target return, the input/output names) is read from the file's metadata.
@@ -16,16 +16,48 @@ This module imports numpy and onnxruntime only: a deployment does not need torch
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aaren_rl.agents.onnx_safety import check_external_data, check_onnx_metadata
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import OnnxAgentError
 
-__all__ = ["OnnxAgent", "OnnxAgentError"]
+__all__ = ["OnnxAgent", "OnnxAgentError", "make_session"]
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise OnnxAgentError("OnnxAgent needs onnxruntime: pip install 'aaren-rl[onnx]'") from e
+    return onnxruntime
+
+
+def make_session(path: str | Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session with the settings every aaren-rl ONNX path uses.
+
+    ``threads`` intra-op threads (1: the embedded-device setting), sequential execution, all
+    graph optimisations (constant folding, node fusions, pre-packed weights), and no
+    spinning: with one thread the caller's thread runs every kernel, there is no pool to spin.
+    """
+    ort = _ort()
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxAgentError(f"no ONNX file at {path}; write one with aaren-export")
+    check_external_data(path)  # no external data outside the model's folder (onnx_safety)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise OnnxAgentError(f"{path} cannot be loaded by onnxruntime: {e}") from e
 
 
 class OnnxAgent(StepInputs):
@@ -43,33 +75,15 @@ class OnnxAgent(StepInputs):
     def __init__(
         self, path: str | Path, target_return: float | None = None, threads: int = 1
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise OnnxAgentError("OnnxAgent needs onnxruntime: pip install 'aaren-rl[onnx]'") from e
         self.path = Path(path)
-        if not self.path.is_file():
-            raise OnnxAgentError(f"no ONNX file at {self.path}; write one with aaren-export")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # With one intra-op thread the caller's thread runs every kernel; no pool to spin.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise OnnxAgentError(f"{self.path} cannot be loaded by onnxruntime: {e}") from e
+        self.session = make_session(self.path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if "aaren.contract" not in meta:
             raise OnnxAgentError(
                 f"{self.path} has no aaren-rl metadata: it was not written by aaren-export"
             )
         self.metadata: dict[str, str] = dict(meta)
-        contract = json.loads(meta["aaren.contract"])
+        contract = check_onnx_metadata(self.metadata, self.path)  # types and sizes
         self.input_names: list[str] = contract["inputs"]
         self.output_names: list[str] = contract["outputs"]
         self.state_next: dict[str, str] = contract["state_next"]
@@ -87,7 +101,7 @@ class OnnxAgent(StepInputs):
         self._dtypes = {
             i.name: _NP_TYPES[i.type] for i in self.session.get_inputs() if i.type in _NP_TYPES
         }
-        self._ort = ort
+        self._ort = _ort()
         self.num_envs = 0
         self.state: dict[str, np.ndarray] = {}
 

@@ -1,141 +1,187 @@
-"""``aaren-bench``: efficiency benchmarks (see docs/benchmarks.md).
+"""``aaren-bench``: efficiency and return benchmarks (see docs/benchmarks.md).
 
-    aaren-bench act     per-action time and state memory vs episode step t
-    aaren-bench train   training step time and activation memory vs context length K
-    aaren-bench returns Aaren-DT vs Transformer-DT scores on the same data, seeds and budget
+    aaren-bench act       time per action and state memory vs episode step t, actions/s vs
+                          batch size, for every acting path (eager, TorchScript, ONNX)
+    aaren-bench train     training step time and activation memory vs context length K
+    aaren-bench returns   Aaren-DT vs Transformer-DT scores on the same data, seeds and budget
+    aaren-bench scan      the prefix-attention scan methods: time and memory, forward + backward
+    aaren-bench datasets  load D4RL-format Hopper files and check them against their metadata
 
-Each subcommand writes a JSON list of records (``--json``) and a PNG (``--png``), by default
-under ``docs/results/bench/``, and prints a markdown table with the issue's targets.
-New subcommands: add a ``(config class, runner)`` pair to ``BENCHMARKS``.
+Results go under ``--out`` (default ``runs/bench/`` in the current directory; the commands in
+the docs pass ``--out docs/results/...``). Each subcommand prints a Markdown table with its
+targets. New subcommands: add a ``(config class, runner)`` pair to ``BENCHMARKS``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from aaren_rl.bench.act import ActBenchConfig, act_targets, run_act_bench, summarize
-from aaren_rl.bench.act import records_to_json as act_json
+from aaren_rl.bench.act import ActBenchConfig
+from aaren_rl.bench.common import RESULTS, machine, markdown_table, report, write_json
+from aaren_rl.bench.datasets_check import DatasetsConfig, run_datasets
 from aaren_rl.bench.returns import ReturnsConfig, run_returns_bench
+from aaren_rl.bench.scan import ScanConfig, run_scan
 from aaren_rl.bench.train import TrainBenchConfig, run_train_bench, train_targets
 from aaren_rl.bench.train import records_to_json as train_json
+from aaren_rl.cli import run_cli
+from aaren_rl.errors import AarenError
+from aaren_rl.fileio import check_output_dir
 
-__all__ = ["BENCHMARKS", "ActCommand", "TrainCommand", "machine", "main"]
-
-RESULTS = Path("docs/results/bench")
-
-
-def machine() -> str:
-    """One line: CPU model, core count, torch version, load average (the box is shared)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")),
-            cpu,
-        )
-    except (OSError, subprocess.SubprocessError):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, load average {load}"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-
-
-def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[k]) for _, k in columns) + " |")
-    return "\n".join(lines)
-
-
-def _targets_table(targets: list[dict]) -> str:
-    rows = [{**t, "met": "yes" if t["met"] else "**no**"} for t in targets]
-    return _table(rows, [("target", "target"), ("measured", "measured"), ("met", "met")])
-
-
-def _report(
-    rows: list[dict], cols: list[tuple[str, str]], targets: list[dict], json_path: Path, png: Path
-) -> None:
-    """The closing lines every benchmark prints: its table, its targets, where it wrote."""
-    print(_table(rows, cols))
-    print()
-    print(_targets_table(targets))
-    print(f"\nmachine after the run: {machine()}")
-    print(f"wrote {json_path} and {png}")
+__all__ = ["BENCHMARKS", "ActCommand", "TrainCommand", "main"]
 
 
 @dataclass
 class ActCommand(ActBenchConfig):
-    """Per-action time and agent state memory vs episode step t."""
+    """Time per action, state memory and actions/s of every acting path."""
 
-    json: Path = RESULTS / "act.json"
-    """Records {agent, t, time_us_median, time_us_p90, state_bytes, params, model_bytes}."""
-    png: Path = RESULTS / "act.png"
-    """Plot: time vs t and state bytes vs t."""
+    out: Path = RESULTS
+    """Folder for act.json (settings, agents, returns, summary, targets, per-t records),
+    act.png (time and state vs t) and act-throughput.png (actions/s vs batch size)."""
 
 
 @dataclass
 class TrainCommand(TrainBenchConfig):
     """Training step time and activation memory vs context length K."""
 
-    json: Path = RESULTS / "train.json"
-    """Records, one per (backbone, K)."""
-    png: Path = RESULTS / "train.png"
-    """Plot: step time and saved-tensor memory vs K."""
+    out: Path = RESULTS
+    """Folder for train.json (one record per backbone and K) and train.png."""
+
+
+def _command_line() -> str:
+    return "aaren-bench " + " ".join(sys.argv[1:])
+
+
+def _act_tables(data: dict) -> None:
+    """The batch-1 table at the reported t, the throughput table and the paths table."""
+    rows = [
+        {**r, "median": f"{r['time_us_median']:.0f}", "p90": f"{r['time_us_p90']:.0f}"}
+        for r in data["summary"]
+    ]
+    cols = [("agent", "agent"), ("t", "t"), ("median µs", "median"), ("p90 µs", "p90")]
+    print(markdown_table(rows, cols + [("state bytes", "state_bytes")]))
+    print()
+    rows = [
+        {**r, "us": f"{r['time_us_per_call']:.0f}", "aps": f"{r['actions_per_s']:,.0f}"}
+        for r in data["throughput"]
+    ]
+    cols = [("agent", "agent"), ("envs", "num_envs"), ("µs / call", "us")]
+    cols += [("actions/s", "aps"), ("state bytes at the end", "state_bytes_end")]
+    print(markdown_table(rows, cols))
+    print()
+    print(markdown_table(paths_table(data), PATH_COLUMNS))
+    print()
+
+
+PATH_COLUMNS = [
+    ("path", "agent"),
+    ("engine", "engine"),
+    ("µs/action, batch 1, t=1000", "us_t1000"),
+    ("actions/s, 256 envs", "aps_256"),
+    ("file bytes", "model_bytes"),
+    ("state bytes, t=1000", "state_t1000"),
+    ("ONNX nodes", "nodes"),
+    ("return (normalised)", "score"),
+]
+
+
+def paths_table(data: dict) -> list[dict]:
+    """One row per acting path: cost at batch 1 and 256, sizes, and its return if scored."""
+    at = {(r["agent"], r["t"]): r for r in data["summary"]}
+    tp = {(r["agent"], r["num_envs"]): r for r in data["throughput"]}
+    t_last = max((r["t"] for r in data["summary"]), default=0)
+    rows = []
+    for name, info in data["agents"].items():
+        row = at.get((name, 1000)) or at.get((name, t_last))
+        ret = data["returns"].get(name)
+        rows.append(
+            {
+                "agent": name,
+                "engine": info["engine"],
+                "us_t1000": f"{row['time_us_median']:.0f}" if row else "-",
+                "aps_256": f"{tp[(name, 256)]['actions_per_s']:,.0f}" if (name, 256) in tp else "-",
+                "model_bytes": f"{info['model_bytes']:,}",
+                "state_t1000": f"{row['state_bytes']:,}" if row else "-",
+                "nodes": info.get("onnx_nodes_optimised", "-"),
+                "score": f"{ret['normalized_mean']:.1f} ± {ret['normalized_std']:.1f}"
+                if ret and ret.get("normalized_mean") is not None
+                else "-",
+            }
+        )
+    return rows
 
 
 def run_act(cmd: ActCommand) -> None:
-    from aaren_rl.bench.plots import plot_act
+    from aaren_rl.bench import act
+    from aaren_rl.bench.agents import PolicySource, temporary_workdir
+    from aaren_rl.bench.plots import plot_act, plot_throughput
 
+    check_output_dir(cmd.out, "--out")
+    d3rlpy_ms = None
+    if cmd.d3rlpy_json is not None:
+        try:
+            d3rlpy_ms = float(json.loads(Path(cmd.d3rlpy_json).read_text())["act_ms_median"])
+        except (OSError, ValueError, KeyError) as e:
+            raise AarenError(f"--d3rlpy-json {cmd.d3rlpy_json}: no act_ms_median ({e})") from e
     where = machine()
     print(f"machine: {where}", flush=True)
-    records = run_act_bench(cmd, log=lambda s: print(s, flush=True))
-    data = act_json(records)
-    _write_json(cmd.json, data)
+    with temporary_workdir() as tmp:
+        if cmd.checkpoint_aaren is not None:
+            source = PolicySource.from_checkpoints(
+                cmd.checkpoint_aaren, cmd.checkpoint_transformer, Path(tmp),  # type: ignore[arg-type]
+                cmd.context_length, cmd.threads,
+            )  # fmt: skip
+        else:
+            source = PolicySource.fresh(cmd, Path(tmp), cmd.context_length, cmd.threads)
+        records, agents = act.run_act_bench(cmd, source, log=lambda s: print(s, flush=True))
+        info = act.agent_info(agents, source)
+        returns = {}
+        if cmd.eval_episodes:
+            print(f"scoring every agent on {cmd.eval_episodes} episodes...", flush=True)
+            returns = act.score_agents(agents, source, cmd.eval_episodes, cmd.eval_num_envs)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cmd).items()}
+    data = {
+        "command": _command_line(),
+        "machine": where,
+        "settings": settings,
+        "agents": info,
+        "returns": returns,
+        "summary": act.summarize(records),
+        "throughput": act.throughput(records),
+        "targets": act.act_targets(records, d3rlpy_ms),
+        "records": act.records_to_json(records),
+    }
+    out = Path(cmd.out)
+    json_path = write_json(out / "act.json", data)
+    net = next(iter(source.models.values())).config.net
     title = (
-        f"aaren-bench act: d={cmd.dim}, {cmd.num_layers} layers, K={cmd.context_length}, "
-        f"batch 1, {cmd.threads} thread(s); {where}"
+        f"aaren-bench act: d={net.dim}, {net.num_layers} layers, K={cmd.context_length}, "
+        f"{cmd.threads} thread(s); {where}"
     )
-    plot_act(data, cmd.png, title=title)
-    rows = [
-        {
-            **r,
-            "time_us_median": f"{r['time_us_median']:.0f}",
-            "time_us_p90": f"{r['time_us_p90']:.0f}",
-            "params": f"{r['params']:,}",
-        }
-        for r in summarize(records)
-    ]
-    cols = [("agent", "agent"), ("t", "t"), ("median µs", "time_us_median")]
-    cols += [("p90 µs", "time_us_p90"), ("state bytes", "state_bytes"), ("params", "params")]
-    cols += [("model bytes", "model_bytes")]
-    _report(rows, cols, act_targets(records), cmd.json, cmd.png)
+    pngs = [plot_act(data["records"], out / "act.png", title=title)]
+    if len(cmd.num_envs) > 1:
+        pngs.append(plot_throughput(data["throughput"], out / "act-throughput.png", title=title))
+    _act_tables(data)
+    report([], [], data["targets"], json_path, *pngs)
 
 
 def run_train(cmd: TrainCommand) -> None:
     from aaren_rl.bench.plots import plot_train
 
+    check_output_dir(cmd.out, "--out")
     where = machine()
     print(f"machine: {where}", flush=True)
     records = run_train_bench(cmd, log=lambda s: print(s, flush=True))
     data = train_json(records)
-    _write_json(cmd.json, data)
-    plot_train(
+    out = Path(cmd.out)
+    json_path = write_json(out / "train.json", data)
+    png = plot_train(
         [r for r in data if r["precision"] == "fp32" and not r["compiled"]] or data,
-        cmd.png,
+        out / "train.png",
         title=f"aaren-bench train: d={cmd.dim}, {cmd.num_layers} layers; {where}",
     )
     rows = [
@@ -154,40 +200,45 @@ def run_train(cmd: TrainCommand) -> None:
     cols += [("tokens", "tokens"), ("precision", "variant"), ("ms / step (median)", "ms")]
     cols += [("saved MiB", "mib")]
     cols += [("params", "params")]
-    _report(rows, cols, train_targets(records), cmd.json, cmd.png)
+    report(rows, cols, train_targets(records), json_path, png)
 
 
-def run_returns(cmd: ReturnsConfig) -> None:
+def run_returns(cmd: ReturnsConfig) -> int:
     print(f"machine: {machine()}", flush=True)
-    run_returns_bench(cmd)
+    try:
+        run_returns_bench(cmd)
+    except RuntimeError as e:  # runs that failed (the others are kept): exit 1
+        print(f"aaren-bench: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # name -> (config class parsed by tyro, runner).
-BENCHMARKS: dict[str, tuple[type, Callable[[Any], None]]] = {
+BENCHMARKS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "act": (ActCommand, run_act),
     "train": (TrainCommand, run_train),
     "returns": (ReturnsConfig, run_returns),
+    "scan": (ScanConfig, run_scan),
+    "datasets": (DatasetsConfig, run_datasets),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tyro
+    """Console entry point ``aaren-bench`` (exit codes as every aaren-rl CLI)."""
 
-    parsed = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in BENCHMARKS.items()},
-        args=sys.argv[1:] if argv is None else argv,
-        description=__doc__,
-    )
-    runner = next(run for cls, run in BENCHMARKS.values() if type(parsed) is cls)
-    try:
-        runner(parsed)
-    except ValueError as e:
-        print(f"aaren-bench: error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # e.g. runs of `returns` that failed (the others are kept)
-        print(f"aaren-bench: {e}", file=sys.stderr)
-        return 1
-    return 0
+    def body() -> int | None:
+        import tyro
+
+        parsed = tyro.extras.subcommand_cli_from_dict(
+            {name: cls for name, (cls, _) in BENCHMARKS.items()},
+            args=sys.argv[1:] if argv is None else argv,
+            description=__doc__,
+        )
+        runner = next(run for cls, run in BENCHMARKS.values() if type(parsed) is cls)
+        code = runner(parsed)  # an exit code, or results (then success)
+        return code if isinstance(code, int) else None
+
+    return run_cli("aaren-bench", body)
 
 
 if __name__ == "__main__":

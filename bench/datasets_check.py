@@ -1,16 +1,16 @@
 """Load the shared Hopper datasets and check their episode returns against their metadata.
 
-Usage (from the repo root):
-    .venv/bin/python bench/datasets_check.py [DIR]      # DIR defaults to ../shared/datasets
+Usage:
+    aaren-bench datasets --root DIR          # or: python -m aaren_rl.bench.datasets_check
 
 For each ``hopper-*.hdf5`` it prints the load time and compares, within tolerance,
 - transitions / episodes / return mean ± std / D4RL-normalised mean with the README table,
 - ``episode_return_mean`` / ``episodes`` in the file's HDF5 attrs. These attrs count only the
   episodes that ended naturally (the last episode, cut by the recording and marked as a
   timeout, is left out), so they are compared with that subset.
-Exit status 1 if any check fails. A benchmark, not a test: it needs the shared files.
+Exit status 1 if any check fails. A benchmark, not a test: it needs the files.
 
-    .venv/bin/python bench/datasets_check.py --big [DIR]
+    aaren-bench datasets --root DIR --big
 
 also writes a 1M-transition gzip D4RL file (five copies of hopper-medium) to a temp dir and
 times ``load_dataset`` on it (the "seconds, not minutes" requirement).
@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from aaren_rl.cli import run_cli
 from aaren_rl.envs import load_dataset, normalized_score
+from aaren_rl.errors import DatasetError
 
-# shared/datasets/README.md: transitions, episodes, return mean, std, normalised, terminals
+# The datasets' README table: transitions, episodes, return mean, std, normalised, terminals
 README = {
     "hopper-medium.hdf5": (200_000, 483, 1366, 437, 42.6, 481),
     "hopper-medium_replay.hdf5": (200_000, 1238, 463, 395, 14.9, 1234),
@@ -83,18 +86,36 @@ def time_big(medium: Path) -> None:
         )
 
 
-def main() -> int:
-    argv = [a for a in sys.argv[1:] if a != "--big"]
-    root = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+@dataclass
+class DatasetsConfig:
+    """Settings of ``aaren-bench datasets``."""
+
+    root: Path
+    """Folder holding hopper-medium.hdf5, hopper-medium_replay.hdf5 and hopper-best.hdf5."""
+    big: bool = False
+    """Also time loading a 1M-transition gzip file (five copies of hopper-medium)."""
+
+
+def run_datasets(cfg: DatasetsConfig) -> int:
+    """Check every known file under ``cfg.root``; 0 if all pass, 1 otherwise."""
+    root = Path(cfg.root)
     files = sorted(p for p in root.glob("hopper-*.hdf5") if p.name in README)
     if not files:
-        print(f"no shared hopper datasets under {root}")
-        return 1
+        raise DatasetError(f"no hopper datasets ({', '.join(README)}) under {root}")
     ok = all([check(p) for p in files])
-    if "--big" in sys.argv:
+    if cfg.big:
         time_big(root / "hopper-medium.hdf5")
     return 0 if ok else 1
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aaren_rl.bench.datasets_check`` (the same as ``aaren-bench datasets``)."""
+    import tyro
+
+    return run_cli(
+        "aaren-bench datasets", lambda: run_datasets(tyro.cli(DatasetsConfig, args=argv))
+    )
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_act", "plot_train"]
+__all__ = ["plot_act", "plot_throughput", "plot_train"]
 
 _STYLE = {
     "aaren-recurrent": {"color": "tab:blue", "ls": "-"},
@@ -19,6 +19,11 @@ _STYLE = {
     "transformer-kv": {"color": "tab:red", "ls": "-"},
     "aaren-compiled": {"color": "tab:green", "ls": "-"},
     "aaren-onnx": {"color": "tab:purple", "ls": "-"},
+    "aaren-unfused": {"color": "tab:gray", "ls": "-"},
+    "aaren-onnx-fp16": {"color": "tab:pink", "ls": "-."},
+    "aaren-onnx-int8": {"color": "tab:olive", "ls": "-."},
+    "transformer-window-onnx": {"color": "tab:brown", "ls": "--"},
+    "transformer-kv-onnx": {"color": "black", "ls": "-"},
 }
 
 
@@ -31,7 +36,8 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def plot_act(records: list[dict], path: str | Path, title: str = "", smooth: int = 25) -> Path:
-    """Time per action (median, p90 dotted) and state bytes vs episode step t."""
+    """Time per action (median, p90 dotted) and state bytes vs episode step t, batch 1."""
+    records = [r for r in records if r.get("num_envs", 1) == 1]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -55,6 +61,29 @@ def plot_act(records: list[dict], path: str | Path, title: str = "", smooth: int
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_throughput(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Actions per second vs number of environments acting together, one line per agent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for agent in dict.fromkeys(r["agent"] for r in rows):
+        rs = sorted((r for r in rows if r["agent"] == agent), key=lambda r: r["num_envs"])
+        n = [r["num_envs"] for r in rs]
+        ax.plot(
+            n, [r["actions_per_s"] for r in rs], "o", label=agent, lw=1.6, **_STYLE.get(agent, {})
+        )
+    ax.set(xscale="log", yscale="log", xlabel="environments acting together (batch size)")
+    ax.set(ylabel="actions per second (median call time)", title="batched acting throughput")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -417,7 +417,13 @@ def _device_name() -> str:
 
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({platform.processor() or platform.machine()})"
+    model = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu ({model}, {os.cpu_count()} cores)"
 
 
 def _record(

@@ -7,8 +7,9 @@ paired per-seed differences behind them, and one PNG of learning curves. Peers' 
 (``bench/peer/``, same schema) found in the folder become rows like ours.
 
 Writes ``summary.md``, ``summary.json`` and ``curves-{dataset}.png`` into the folder and, when
-asked, replaces the section between ``<!-- returns-grid:begin -->`` and
-``<!-- returns-grid:end -->`` of a markdown page (appending it when the markers are absent).
+asked, replaces the section between ``<!-- returns-grid:FOLDER:begin -->`` and
+``<!-- returns-grid:FOLDER:end -->`` of a markdown page (appending it when the markers are
+absent), so the CPU grid (returns-10k) and the GPU grid (returns-100k) keep a section each.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ import numpy as np
 
 from aaren_rl.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["load_records", "summarize_returns"]
+__all__ = ["load_records", "markers", "summarize_returns"]
 
-BEGIN, END = "<!-- returns-grid:begin -->", "<!-- returns-grid:end -->"
+
+def markers(out_dir: Path) -> tuple[str, str]:
+    """The comments around a grid's section of a page (one section per results folder)."""
+    name = Path(out_dir).name
+    return f"<!-- returns-grid:{name}:begin -->", f"<!-- returns-grid:{name}:end -->"
+
+
 ROW_ORDER = ("aaren/recurrent", "aaren/window", "transformer/window", "transformer/kv-cache")
 MAIN = "aaren/recurrent"
 RIVALS = ("transformer/window", "d3rlpy-dt/window")
@@ -220,17 +227,17 @@ def summarize_returns(out_dir: Path, docs: Path | None = None) -> list[dict[str,
     if docs is not None:
         rel = os.path.relpath(out_dir, Path(docs).parent)
         text = "\n".join(body).replace("](curves-", f"]({rel}/curves-")
-        _write_section(Path(docs), text)
+        _write_section(Path(docs), text, *markers(out_dir))
     return rows
 
 
-def _write_section(page: Path, text: str) -> None:
+def _write_section(page: Path, text: str, begin: str, end: str) -> None:
     """Replace the marked section of a markdown page (append it when there is none)."""
     old = page.read_text() if page.exists() else ""
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{text}\n{end}"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
     atomic_write_text(page, new)

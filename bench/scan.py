@@ -12,19 +12,16 @@ naive (only when its O(T^2) tensors fit ``--naive-max-mb``). It reports
   distinct storages kept alive (the inputs themselves excluded): a deterministic proxy for
   training memory that does not depend on the allocator.
 
-Writes a Markdown table to stdout and everything to ``--json``.
+Writes a Markdown table to stdout and everything to ``OUT/scan_bench.json``.
 
-    python bench/scan_bench.py                       # the table in docs/core.md
-    python bench/scan_bench.py --lengths 60 --repeats 3 --json /tmp/quick.json
+    aaren-bench scan --repeats 9 --out docs/results  # the table in docs/core.md
+    aaren-bench scan --lengths 60 --repeats 3       # quick: runs/bench/scan_bench.json
+    python -m aaren_rl.bench.scan --help            # the same command
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +30,10 @@ from pathlib import Path
 import torch
 
 from aaren_rl.aaren_policy.scan import DEFAULT_CHUNK, prefix_attention
+from aaren_rl.bench.common import RESULTS, machine, write_json
+from aaren_rl.cli import run_cli
+from aaren_rl.errors import ConfigError
+from aaren_rl.fileio import check_output_dir
 
 DEFAULT_SEQUENCES = {60: 64, 600: 4, 3000: 4}
 """B*H sequences per length: a Decision-Transformer batch (64 sequences of K=20 timesteps,
@@ -49,17 +50,6 @@ class Row:
     fwd_bwd_min_ms: float
     fwd_ms: float
     saved_mb: float
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def saved_bytes(fn, inputs: tuple[torch.Tensor, ...]) -> int:
@@ -129,75 +119,90 @@ def naive_mb(n: int, t: int) -> float:
     return n * t * t * 4 / 2**20
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_SEQUENCES))
-    p.add_argument(
-        "--sequences",
-        type=int,
-        nargs="+",
-        default=None,
-        help="B*H sequences for each length (default: 64 at T=60, 4 at 600 and 3000, else 4)",
-    )
-    p.add_argument("--dim", type=int, default=128, help="value width D (head size)")
-    p.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    p.add_argument("--sequential-max-t", type=int, default=600)
-    p.add_argument(
-        "--naive-max-mb",
-        type=float,
-        default=200.0,
-        help="skip naive when one (N, T, T) float32 tensor exceeds this",
-    )
-    p.add_argument("--json", type=Path, default=Path("docs/results/scan_bench.json"))
-    args = p.parse_args(argv)
-    if args.sequences is not None and len(args.sequences) != len(args.lengths):
-        p.error("--sequences needs one value per --lengths value")
-    return args
+@dataclass
+class ScanConfig:
+    """Settings of ``aaren-bench scan`` (also ``python -m aaren_rl.bench.scan``)."""
+
+    lengths: tuple[int, ...] = tuple(DEFAULT_SEQUENCES)
+    """Sequence lengths T (tokens)."""
+    sequences: tuple[int, ...] = ()
+    """B*H sequences for each length (default: 64 at T=60, 4 at 600 and 3000, else 4)."""
+    dim: int = 128
+    """Value width D (head size)."""
+    chunks: tuple[int, ...] = (16, 32, 64)
+    """Chunk sizes of the chunked method."""
+    repeats: int = 5
+    """Timed repeats (median reported)."""
+    threads: int = 1
+    """torch intra-op threads."""
+    sequential_max_t: int = 600
+    """Run the sequential reference (a Python loop over tokens) only up to this T."""
+    naive_max_mb: float = 200.0
+    """Skip naive when one (N, T, T) float32 tensor exceeds this many MB."""
+    out: Path = RESULTS
+    """Folder for scan_bench.json."""
+
+    def __post_init__(self) -> None:
+        if self.sequences and len(self.sequences) != len(self.lengths):
+            raise ConfigError("--sequences needs one value per --lengths value")
+        if min(self.lengths, default=0) < 1 or self.repeats < 1:
+            raise ConfigError("--lengths and --repeats must be >= 1")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    sequences = args.sequences or [DEFAULT_SEQUENCES.get(t, 4) for t in args.lengths]
+def _plan(cfg: ScanConfig, t: int, n: int) -> list[tuple[str, int | None]]:
+    plan: list[tuple[str, int | None]] = [("chunked", c) for c in cfg.chunks]
+    plan.append(("hillis_steele", None))
+    if t <= cfg.sequential_max_t:
+        plan.append(("sequential", None))
+    if naive_mb(n, t) <= cfg.naive_max_mb:
+        plan.append(("naive", None))
+    return plan
+
+
+def run_scan(cfg: ScanConfig) -> list[Row]:
+    """Time every method at every length; print the table and write ``out/scan.json``."""
+    check_output_dir(cfg.out, "--out")
+    torch.set_num_threads(cfg.threads)
+    sequences = list(cfg.sequences) or [DEFAULT_SEQUENCES.get(t, 4) for t in cfg.lengths]
     rows: list[Row] = []
     header = (
         "| T | sequences | method | fwd+bwd ms (median) | fwd+bwd ms (min) "
         "| fwd ms (no_grad, median) | saved for bwd MB |"
     )
     print(header + "\n|---:|---:|---|---:|---:|---:|---:|", flush=True)
-    for t, n in zip(args.lengths, sequences):
-        plan: list[tuple[str, int | None]] = [("chunked", c) for c in args.chunks]
-        plan.append(("hillis_steele", None))
-        if t <= args.sequential_max_t:
-            plan.append(("sequential", None))
-        if naive_mb(n, t) <= args.naive_max_mb:
-            plan.append(("naive", None))
-        for method, chunk in plan:
-            row = bench_one(method, chunk, n, t, args.dim, args.repeats)
+    for t, n in zip(cfg.lengths, sequences):
+        for method, chunk in _plan(cfg, t, n):
+            row = bench_one(method, chunk, n, t, cfg.dim, cfg.repeats)
             rows.append(row)
             name = f"{method} {chunk}" if chunk else method
             print(
                 f"| {t} | {n} | {name} | {row.fwd_bwd_ms:.2f} | {row.fwd_bwd_min_ms:.2f} | "
-                f"{row.fwd_ms:.2f} | "
-                f"{row.saved_mb:.1f} |",
+                f"{row.fwd_ms:.2f} | {row.saved_mb:.1f} |",
                 flush=True,
             )
     result = {
-        "machine": cpu_model(),
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "dim": args.dim,
+        "machine": machine(),
+        "threads": cfg.threads,
+        "dim": cfg.dim,
         "dtype": "float32",
-        "repeats": args.repeats,
-        "command": "python bench/scan_bench.py " + " ".join(argv or sys.argv[1:]),
+        "repeats": cfg.repeats,
+        "command": "aaren-bench scan " + " ".join(sys.argv[2:]),
         "rows": [asdict(r) for r in rows],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    path = write_json(Path(cfg.out) / "scan_bench.json", result)
+    print(f"\nwrote {path}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aaren_rl.bench.scan`` (the same as ``aaren-bench scan``)."""
+    import tyro
+
+    def body() -> None:
+        run_scan(tyro.cli(ScanConfig, args=argv))
+
+    return run_cli("aaren-bench scan", body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

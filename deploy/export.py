@@ -24,8 +24,8 @@ attn). The batch axis is dynamic. The contract, the initial values and the agent
 needs.
 
 A Transformer checkpoint is refused: its state is a KV cache that grows by three slots per
-environment step, so no constant-shape step graph exists (a K-step window graph would be
-possible but is not provided).
+environment step, so no constant-shape step graph exists. (``aaren-bench act`` exports
+Transformer window and KV-cache graphs for comparison only: ``aaren_rl.bench.transformer_onnx``.)
 
 Example:
     $ aaren-export --checkpoint runs/hopper/checkpoint --out policy.onnx
@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from aaren_rl.aaren_policy import DecisionModel, __version__
-from aaren_rl.aaren_policy.fused import MASKED, FusedAarenPolicy, FusedState, trace_policy
-from aaren_rl.agents import DecisionAgent
-from aaren_rl.agents.checkpoint import CheckpointError, load_model
-from aaren_rl.agents.onnx_agent import OnnxAgent
-from aaren_rl.errors import ExportError
+from aaren_rl.aaren_policy.decision import greedy_one_hot
+from aaren_rl.aaren_policy.fused import MASKED, FusedAarenPolicy
+from aaren_rl.agents.checkpoint import load_model
+from aaren_rl.cli import run_cli
+from aaren_rl.errors import DependencyNotInstalled, ExportError
+from aaren_rl.fileio import atomic_path, check_output_file
 
 __all__ = [
     "INPUT_NAMES",
@@ -60,11 +60,9 @@ __all__ = [
     "DeployStep",
     "ExportConfig",
     "ExportError",
-    "TracedAgent",
-    "compiled_bench_agent",
+    "SUPPORTED_OPSETS",
     "export_onnx",
     "main",
-    "onnx_bench_agent",
 ]
 
 INPUT_NAMES = ["obs", "prev_reward", "rtg", "timestep", "prev_action", "attn"]
@@ -76,6 +74,9 @@ STATE_NEXT = {
     "prev_action": "action",
     "attn": "attn_next",
 }
+SUPPORTED_OPSETS = range(17, 21)
+"""Opsets aaren-export writes: LayerNormalization (one node) needs 17; the TorchScript
+exporter of torch 2.x stops at 20."""
 # 2: attention state (c, o) in one tensor `attn`; 1: (m, u, w) in three tensors.
 ONNX_FORMAT = 2
 
@@ -93,7 +94,7 @@ class DeployStep(nn.Module):
       ``o``, since ``e^c = u e^m`` is the prefix's total softmax weight. So each layer's
       causal combine over ``[state, a_{t-1}, R_t, s_t]`` is one constant causal mask, one
       Softmax and one MatMul, and the new ``c`` is the logsumexp of the last row; the new
-      ``o`` is that row's output (DESIGN.md §3 allows any equivalent stable form). A layer's
+      ``o`` is that row's output (docs/design.md §3 allows any equivalent stable form). A layer's
       state ``[c, o]`` has the layout of a row of its ``[score | value]`` projection, so it
       is concatenated to the 3 new tokens as a 4th.
     - **out_proj folded into the values.** Softmax weights sum to 1, so
@@ -127,6 +128,7 @@ class DeployStep(nn.Module):
         super().__init__()
         fused = FusedAarenPolicy(model)
         self.obs_dim, self.act_dim = fused.obs_dim, fused.act_dim
+        self.discrete = fused.discrete
         self.dim, self.num_layers, self.num_heads = fused.dim, fused.num_layers, fused.num_heads
         self.max_timestep = fused.max_timestep
         self.eps, self.layer_eps, self.lnf_eps = fused.eps, fused.layer_eps, fused.lnf_eps
@@ -237,7 +239,8 @@ class DeployStep(nn.Module):
             hdn = F.gelu(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, eps), fc1_w, fc1_b))
             x = x + F.linear(hdn, fc2_w, fc2_b)
         y = F.layer_norm(x, (d,), self.lnf_w, self.lnf_b, self.lnf_eps)
-        action = torch.tanh(F.linear(y, self.head_w, self.head_b))
+        z = F.linear(y, self.head_w, self.head_b)
+        action = greedy_one_hot(z) if self.discrete else torch.tanh(z)  # discrete: one-hot
         if h == 1:
             attn_next = torch.cat(new_states, dim=1)
         else:
@@ -317,13 +320,38 @@ def _check_exportable(model: DecisionModel, directory: Path) -> None:
         )
 
 
+def check_config(config: ExportConfig) -> None:
+    """Check the flags and the output path before any work (nothing is created).
+
+    Raises:
+        ExportError: an opset outside :data:`SUPPORTED_OPSETS`, a target return that is not
+            a finite number.
+        OutputPathError: ``out`` is a directory or cannot be written.
+    """
+    if config.opset not in SUPPORTED_OPSETS:
+        raise ExportError(
+            f"--opset {config.opset} is not supported: choose {SUPPORTED_OPSETS.start}.."
+            f"{SUPPORTED_OPSETS.stop - 1} (17 is the default: LayerNormalization is one node "
+            "from 17 on; 21 and above are not produced by the TorchScript exporter)"
+        )
+    if config.target_return is not None and not math.isfinite(config.target_return):
+        raise ExportError(
+            f"--target-return must be a finite number, got {config.target_return}; pass e.g. "
+            "--target-return 3600, or leave it out to use the checkpoint's"
+        )
+    check_output_file(config.out, "--out")
+
+
 def export_onnx(config: ExportConfig) -> Path:
     """Export a checkpoint's step graph; returns the written path.
 
     Raises:
-        ExportError: a non-Aaren checkpoint, or onnx missing.
+        ExportError: a non-Aaren checkpoint, a bad flag (see :func:`check_config`), or onnx
+            missing.
+        OutputPathError: ``config.out`` cannot be written.
         CheckpointError: the checkpoint cannot be read.
     """
+    check_config(config)
     try:
         import onnx  # noqa: F401  (fail early with the extra to install)
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -335,20 +363,10 @@ def export_onnx(config: ExportConfig) -> Path:
     step = DeployStep(model, meta["state_mean"], meta["state_std"], meta["return_scale"]).eval()
     example = _example_inputs(step, 2, target)
     out = Path(config.out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as e:
-        raise ExportError(f"cannot write {out}: {e}") from e
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:  # only a complete, verified file takes the name
         _export_to(step, example, tmp, config, meta, model, target, directory)
         if config.verify:
             _verify(step, tmp, target)
-        os.replace(tmp, out)  # only a complete, verified file takes the name
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -417,96 +435,23 @@ def _verify(step: DeployStep, path: Path, target: float, steps: int = 5) -> None
         }
 
 
-# ---- agents for ``aaren-bench act`` (eval/bench_act.py ACT_AGENTS) ---------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``aaren-export`` (exit 2 on a user error, 1 on a failure)."""
 
+    def body() -> None:
+        import tyro
 
-class TracedAgent(DecisionAgent):
-    """``DecisionAgent`` (recurrent, Aaren) acting with a TorchScript trace of the fused step.
+        config = tyro.cli(ExportConfig, args=argv, description=__doc__)
+        try:
+            out = export_onnx(config)
+        except ImportError as e:
+            raise DependencyNotInstalled(
+                f"{e.name or e} is missing: pip install 'aaren-rl[onnx]'"
+            ) from e
+        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
-    Batch size is fixed by the trace: ``reset(num_envs)`` re-traces when it changes.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not self.fused:
-            raise ExportError("TracedAgent needs recurrent mode and an Aaren backbone")
-        self._traced: Any = None
-        self._traced_batch = 0
-
-    @property
-    def params(self) -> int:
-        return self.model.num_parameters()
-
-    def _predict_fused(
-        self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
-    ) -> torch.Tensor:
-        policy = self._fused_policy()
-        if self._traced is None or self._traced_batch != obs.shape[0]:
-            self._traced, self._traced_batch = trace_policy(policy, obs.shape[0]), obs.shape[0]
-        if start.any():
-            self.state = policy.reset_state(self.state, torch.as_tensor(start, device=self.device))
-        action, *state = self._traced(obs, rtg, time, *self.state)
-        self.state = FusedState(*state)
-        return action
-
-
-class _BenchOnnxAgent(OnnxAgent):
-    params = 0
-    file_bytes = 0
-
-    @property
-    def model_bytes(self) -> int:  # the file itself is gone (a temporary export)
-        return self.file_bytes
-
-
-def _bench_model(cfg: Any) -> tuple[DecisionModel, dict[str, Any]]:
-    from aaren_rl.aaren_policy import BackboneConfig, DecisionModelConfig
-
-    torch.manual_seed(cfg.seed)
-    net = BackboneConfig(dim=cfg.dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads)
-    model = DecisionModel(DecisionModelConfig(cfg.obs_dim, cfg.act_dim, "aaren", net))
-    kw = {"state_mean": np.zeros(cfg.obs_dim), "state_std": np.ones(cfg.obs_dim)}
-    return model, {**kw, "return_scale": 1000.0, "target_return": 3600.0}
-
-
-def compiled_bench_agent(cfg: Any) -> TracedAgent:
-    """``aaren-compiled``: the fused step traced with TorchScript (frozen, optimised)."""
-    model, kw = _bench_model(cfg)
-    return TracedAgent(model, **kw)
-
-
-def onnx_bench_agent(cfg: Any) -> OnnxAgent:
-    """``aaren-onnx``: the exported step graph in onnxruntime, 1 thread."""
-    import shutil
-
-    model, kw = _bench_model(cfg)
-    directory = Path(tempfile.mkdtemp(prefix="aaren-bench-onnx-"))
-    try:
-        ckpt = DecisionAgent(model, **kw, env_id="bench").save(directory / "ckpt")
-        path = export_onnx(ExportConfig(ckpt, directory / "policy.onnx", verify=False))
-        agent = _BenchOnnxAgent(path, threads=cfg.threads)  # the session holds the graph
-        agent.file_bytes = path.stat().st_size
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    agent.params = model.num_parameters()
-    return agent
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point ``aaren-export``."""
-    import tyro
-
-    config = tyro.cli(ExportConfig, args=argv)
-    try:
-        out = export_onnx(config)
-    except (ExportError, CheckpointError) as e:
-        raise SystemExit(f"aaren-export: error: {e}") from None
-    except ImportError as e:
-        raise SystemExit(
-            f"aaren-export: error: {e.name or e} is missing: pip install 'aaren-rl[onnx]'"
-        ) from None
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return run_cli("aaren-export", body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

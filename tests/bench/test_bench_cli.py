@@ -1,11 +1,12 @@
-"""The benchmarks run end to end at tiny sizes (the real runs live in docs/benchmarks.md)."""
+"""aaren-bench runs end to end at tiny sizes (the real runs live in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from aaren_rl.bench.act import ACT_AGENTS, ActBenchConfig, act_targets, run_act_bench, summarize
+import pytest
+
 from aaren_rl.bench.cli import main
 from aaren_rl.bench.train import (
     TrainBenchConfig,
@@ -15,45 +16,6 @@ from aaren_rl.bench.train import (
 )
 
 TINY = dict(dim=16, num_layers=1, num_heads=1)
-FOUR = ("aaren-recurrent", "aaren-window", "transformer-window", "transformer-kv")
-
-
-def test_act_agents_registry():
-    assert set(ACT_AGENTS) >= {"aaren-recurrent", "aaren-window", "transformer-window",
-                               "transformer-kv"}  # fmt: skip
-
-
-def test_act_bench_records():
-    cfg = ActBenchConfig(steps=12, repeats=2, context_length=4, agents=FOUR, **TINY)
-    recs = run_act_bench(cfg, log=lambda s: None)
-    assert len(recs) == 4 * 12
-    by = {}
-    for r in recs:
-        by.setdefault(r.agent, []).append(r)
-    assert [r.t for r in by["aaren-recurrent"]] == list(range(1, 13))
-    assert len({r.state_bytes for r in by["aaren-recurrent"]}) == 1  # O(1) state
-    kv = [r.state_bytes for r in by["transformer-kv"]]
-    assert kv == sorted(kv) and kv[-1] > kv[0]  # the KV cache grows
-    assert len({r.state_bytes for r in by["transformer-window"]}) == 1  # K-sized buffers
-    assert all(r.time_us_p90 >= r.time_us_median > 0 for r in recs)
-    params = {a: rs[0].params for a, rs in by.items()}
-    assert abs(params["aaren-recurrent"] - params["transformer-kv"]) == 16  # one query/layer
-    rows = summarize(recs, ts=(1, 10))
-    assert len(rows) == 4 * 2 and {r["t"] for r in rows} == {1, 10}
-    assert act_targets(recs) == []  # the targets compare t = 10 with t = 1000: none here
-    sizes = {a: rs[0].model_bytes for a, rs in by.items()}
-    assert sizes["aaren-recurrent"] - sizes["transformer-kv"] == 16 * 4  # float32 weights
-
-
-def test_act_bench_compiled_and_onnx_agents_report_sizes():
-    cfg = ActBenchConfig(steps=6, repeats=1, agents=("aaren-compiled", "aaren-onnx"), **TINY)
-    recs = run_act_bench(cfg, log=lambda s: None)
-    by = {r.agent: r for r in recs if r.t == 6}
-    assert by["aaren-compiled"].params == by["aaren-onnx"].params > 0
-    assert by["aaren-onnx"].model_bytes > 0 and by["aaren-compiled"].model_bytes > 0
-    assert (
-        by["aaren-onnx"].state_bytes == next(r for r in recs if r.agent == "aaren-onnx").state_bytes
-    )
 
 
 def test_train_bench_records():
@@ -78,26 +40,79 @@ def test_saved_tensor_bytes_grows_with_length():
     assert big > 5 * small > 0
 
 
-def test_bench_cli_writes_json_and_png(tmp_path: Path, capsys):
-    j, p = tmp_path / "act.json", tmp_path / "act.png"
-    rc = main(["act", "--steps", "5", "--repeats", "1", "--dim", "16", "--num-layers", "1",
-               "--agents", "aaren-recurrent", "transformer-kv", "--json", str(j), "--png", str(p)])  # fmt: skip
-    assert rc == 0 and p.stat().st_size > 0
-    recs = json.loads(j.read_text())
-    assert set(recs[0]) == {
-        "agent", "t", "time_us_median", "time_us_p90", "state_bytes", "params", "model_bytes"
+def test_bench_cli_act_writes_json_and_pngs(tmp_path: Path, capsys):
+    rc = main(["act", "--quick", "--dim", "16", "--num-layers", "1", "--num-envs", "1", "2",
+               "--agents", "aaren-recurrent", "transformer-kv", "aaren-onnx", "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    assert (tmp_path / "act.png").stat().st_size > 0
+    assert (tmp_path / "act-throughput.png").stat().st_size > 0
+    data = json.loads((tmp_path / "act.json").read_text())
+    assert set(data) >= {"command", "machine", "settings", "agents", "summary", "throughput",
+                         "targets", "records"}  # fmt: skip
+    assert set(data["records"][0]) == {
+        "agent", "num_envs", "t", "time_us_median", "time_us_p90", "state_bytes", "params",
+        "model_bytes",
     }  # fmt: skip
-    assert {r["agent"] for r in recs} == {"aaren-recurrent", "transformer-kv"}
-    assert "| agent | t |" in capsys.readouterr().out
+    assert {r["num_envs"] for r in data["records"]} == {1, 2}
+    assert data["agents"]["aaren-onnx"]["onnx_nodes_optimised"] > 0
+    assert data["agents"]["aaren-onnx"]["max_action_error_vs_pytorch"] <= 1e-5
+    out = capsys.readouterr().out
+    assert "| agent | t |" in out and "| path | engine |" in out and "actions/s" in out
 
-    j, p = tmp_path / "train.json", tmp_path / "train.png"
+
+def test_bench_cli_train_writes_json_and_png(tmp_path: Path):
     rc = main(["train", "--context-lengths", "4", "--batch-sizes", "2", "--warmup", "0",
                "--steps", "1", "--dim", "16", "--num-layers", "1", "--precision", "fp32",
-               "--compile", "--no-peer", "--json", str(j), "--png", str(p)])  # fmt: skip
-    assert rc == 0 and p.stat().st_size > 0 and len(json.loads(j.read_text())) == 2
+               "--compile", "--no-peer", "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0 and (tmp_path / "train.png").stat().st_size > 0
+    assert len(json.loads((tmp_path / "train.json").read_text())) == 2
 
 
-def test_bench_cli_bad_agent(capsys):
-    assert main(["act", "--agents", "nope", "--steps", "2", "--json", "/dev/null",
-                 "--png", "/dev/null"]) == 2  # fmt: skip
-    assert "unknown agents" in capsys.readouterr().err
+def test_bench_cli_defaults_write_under_runs_bench_not_docs():
+    from aaren_rl.bench.cli import ActCommand, TrainCommand
+
+    assert ActCommand().out == TrainCommand().out == Path("runs/bench")
+
+
+def test_bench_cli_user_errors_exit_2(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as e:  # a config error is a usage error, reported by tyro
+        main(["act", "--agents", "nope", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "unknown agents" in capsys.readouterr().err
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    assert main(["act", "--quick", "--agents", "aaren-recurrent", "--out", str(afile)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["datasets", "--root", str(tmp_path)]) == 2  # no datasets there
+    assert "no hopper datasets" in capsys.readouterr().err
+
+
+def test_bench_scan_writes_json(tmp_path: Path):
+    from aaren_rl.bench.scan import main as scan_main
+
+    assert main(["scan", "--lengths", "8", "--sequences", "2", "--dim", "4", "--chunks", "4",
+                 "--repeats", "1", "--out", str(tmp_path)]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "scan_bench.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"chunked", "hillis_steele", "sequential", "naive"}
+    with pytest.raises(SystemExit) as e:
+        scan_main(["--lengths", "8", "--sequences", "1", "2"])  # one per length
+    assert e.value.code == 2
+
+
+def test_common_helpers(tmp_path: Path):
+    from aaren_rl.bench.common import (
+        ModelSize,
+        bench_model,
+        markdown_table,
+        targets_table,
+        write_json,
+    )
+
+    assert markdown_table([{"a": 1, "b": "x"}], [("A", "a"), ("B", "b")]) == (
+        "| A | B |\n|---|---|\n| 1 | x |"
+    )
+    assert "**no**" in targets_table([{"target": "t", "measured": "m", "met": False}])
+    write_json(tmp_path / "sub" / "x.json", {"k": [1]})
+    assert json.loads((tmp_path / "sub" / "x.json").read_text()) == {"k": [1]}
+    size = ModelSize(dim=16, num_layers=1)
+    a, t = bench_model(size, "aaren"), bench_model(size, "transformer")
+    assert not a.training and a.num_parameters() - t.num_parameters() == 16

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aaren_rl.bench.returns import ReturnsConfig, grid_specs, run_one, sha256_file
-from aaren_rl.bench.returns_report import BEGIN, END, summarize_returns
+from aaren_rl.bench.returns_report import markers, summarize_returns
 
 TINY = dict(
     seeds=(0,),
@@ -141,7 +141,9 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
             if k not in ("acting", "timing", "behaviour_normalized_score")}  # fmt: skip
     (out / "hopper-medium__d3rlpy-dt__window__window__s0.json").write_text(json.dumps(peer))
     page = tmp_path / "results.md"
-    page.write_text(f"# Results\n\nintro\n\n{BEGIN}\nold\n{END}\n\ntail\n")
+    begin, end = markers(out)
+    assert begin == "<!-- returns-grid:grid:begin -->"
+    page.write_text(f"# Results\n\nintro\n\n{begin}\nold\n{end}\n\ntail\n")
 
     rows = summarize_returns(out, docs=page)
     by = {f"{r['backbone']}/{r['acting']}": r for r in rows}

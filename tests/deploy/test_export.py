@@ -156,13 +156,47 @@ def test_metadata_records_env_sizes_target_and_version(exported: tuple[Path, Pat
     assert "state_next" in meta["aaren.contract"]
 
 
-def test_transformer_export_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_transformer_export_is_refused_with_the_reason(tmp_path: Path, capsys) -> None:
     ckpt = _agent("transformer").save(tmp_path / "ckpt")
     with pytest.raises(ExportError, match="KV cache that grows"):
         export_onnx(ExportConfig(ckpt, tmp_path / "p.onnx"))
-    with pytest.raises(SystemExit, match="window export is not provided"):
-        main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "p.onnx")])
+    assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "p.onnx")]) == 2
+    assert "aaren-export: error:" in capsys.readouterr().err
     assert not (tmp_path / "p.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--opset", "16"], "--opset 16 is not supported"),
+        (["--opset", "21"], "--opset 21 is not supported"),
+        (["--target-return", "nan"], "--target-return must be a finite number"),
+        (["--target-return", "inf"], "--target-return must be a finite number"),
+        (["--target-return", "-inf"], "--target-return must be a finite number"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(tmp_path: Path, capsys, flags, message) -> None:
+    # The checkpoint does not exist: the flags are checked before it is read.
+    out = tmp_path / "p.onnx"
+    assert main(["--checkpoint", str(tmp_path / "missing"), "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_out_that_is_a_directory_fails_before_any_work(tmp_path: Path, capsys) -> None:
+    assert main(["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "directory" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written beside it
+
+
+def test_opset_20_exports_the_same_policy(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "o20.onnx"
+    assert main(["--checkpoint", str(exported[0]), "--out", str(out), "--opset", "20"]) == 0
+    obs = np.random.default_rng(0).standard_normal((2, 11))
+    np.testing.assert_allclose(
+        OnnxAgent(out).predict(obs), OnnxAgent(exported[1]).predict(obs), atol=1e-6
+    )
 
 
 def test_bad_shapes_give_clear_errors(exported: tuple[Path, Path]) -> None:
@@ -182,7 +216,7 @@ def test_bad_shapes_give_clear_errors(exported: tuple[Path, Path]) -> None:
 
 def test_cli_writes_a_file(exported: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "cli.onnx"
-    main(["--checkpoint", str(exported[0]), "--out", str(out), "--no-verify"])
+    assert main(["--checkpoint", str(exported[0]), "--out", str(out), "--no-verify"]) == 0
     assert OnnxAgent(out).predict(np.zeros(11)).shape == (1, 3)
 
 

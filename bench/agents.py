@@ -1,0 +1,318 @@
+"""The agents ``aaren-bench act`` measures, all built from the same two models.
+
+Every agent has ``DecisionAgent``'s step API (``reset``, ``predict``, ``state_nbytes``) plus
+``params`` and ``model_bytes``. They are built from a :class:`PolicySource`: either the
+benchmark models of :func:`aaren_rl.bench.common.bench_model` (fresh weights, identity
+normalisation) or two checkpoints (then the returns they achieve can be measured too).
+
+=========================  ========================================================  =======
+agent                      what                                                      engine
+=========================  ========================================================  =======
+aaren-unfused              ``model.act`` + ``observe_action`` (three backbone steps)  eager
+aaren-recurrent            ``DecisionAgent`` default: the fused step                 eager
+aaren-window               Aaren re-running the last K steps (DT's way)              eager
+transformer-window         Transformer, last K = 20 steps re-run per action          eager
+transformer-kv             Transformer stepping with a KV cache (grows with t)       eager
+aaren-compiled             TorchScript trace of the fused step                       TorchScript
+aaren-onnx                 the ``aaren-export`` step graph                           ONNX
+aaren-onnx-fp16            the same, weights stored in float16                       ONNX
+aaren-onnx-int8            the same, MatMul/Gemm dynamically quantised to int8       ONNX
+transformer-window-onnx    the K-step window as one graph                            ONNX
+transformer-kv-onnx        a KV-cache step graph, the cache grows with t             ONNX
+=========================  ========================================================  =======
+
+All ONNX agents use the same session settings (:func:`aaren_rl.agents.onnx_agent.
+make_session`) and I/O binding; the Transformer graphs are in
+:mod:`aaren_rl.bench.transformer_onnx`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from aaren_rl.aaren_policy import DecisionModel
+from aaren_rl.aaren_policy.fused import FusedState, trace_policy
+from aaren_rl.agents import DecisionAgent
+from aaren_rl.agents.checkpoint import load_model
+from aaren_rl.agents.onnx_agent import OnnxAgent
+from aaren_rl.bench import transformer_onnx as tx
+from aaren_rl.bench.common import agent_kwargs, bench_model
+from aaren_rl.deploy.export import ExportConfig, export_onnx
+from aaren_rl.errors import ConfigError, ExportError
+
+__all__ = [
+    "ACT_AGENTS",
+    "BenchAgent",
+    "PolicySource",
+    "TracedAgent",
+    "onnx_nodes",
+    "quantize_int8",
+    "weights_to_fp16",
+]
+
+
+class BenchAgent(Protocol):
+    """What the benchmark needs: the evaluation agent API plus state size and parameters."""
+
+    params: int
+
+    def reset(self, num_envs: int) -> None: ...
+
+    def predict(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray | None = None,
+        episode_start: np.ndarray | None = None,
+    ) -> np.ndarray: ...
+
+    def state_nbytes(self) -> int: ...
+
+
+@dataclass
+class PolicySource:
+    """The two models every agent is built from, their agent settings and a scratch folder.
+
+    Attributes:
+        models: backbone name -> model.
+        settings: backbone name -> ``DecisionAgent`` keyword arguments (normalisation,
+            return scale, target return).
+        workdir: where exported graphs are written (kept for the run's lifetime).
+        env_id: the environment of the checkpoints (None for fresh benchmark models).
+        context_length: K of the window agents.
+        threads: torch and onnxruntime intra-op threads.
+    """
+
+    models: dict[str, DecisionModel]
+    settings: dict[str, dict[str, Any]]
+    workdir: Path
+    env_id: str | None = None
+    context_length: int = 20
+    threads: int = 1
+    checks: dict[str, float] = field(default_factory=dict)
+    """Agent -> largest action difference from its PyTorch reference (filled on build)."""
+
+    @classmethod
+    def fresh(cls, size: Any, workdir: Path, context_length: int, threads: int) -> PolicySource:
+        """Freshly initialised benchmark models of ``size`` (both backbones, same seed)."""
+        models = {b: bench_model(size, b) for b in ("aaren", "transformer")}
+        settings = {b: agent_kwargs(size.obs_dim) for b in models}
+        return cls(models, settings, workdir, None, context_length, threads)
+
+    @classmethod
+    def from_checkpoints(
+        cls, aaren: Path, transformer: Path, workdir: Path, context_length: int, threads: int
+    ) -> PolicySource:
+        """Two trained checkpoints (one per backbone) of the same environment."""
+        models, settings, envs = {}, {}, set()
+        for want, path in (("aaren", aaren), ("transformer", transformer)):
+            model, meta = load_model(path, "cpu")
+            if model.config.backbone != want:
+                raise ConfigError(f"{path} holds a {model.config.backbone!r} model, not {want!r}")
+            models[want] = model.eval()
+            settings[want] = {
+                "state_mean": np.asarray(meta["state_mean"], dtype=np.float32),
+                "state_std": np.asarray(meta["state_std"], dtype=np.float32),
+                "return_scale": float(meta["return_scale"]),
+                "target_return": float(meta["target_return"]),
+            }
+            envs.add(meta.get("env_id"))
+        if len(envs) != 1:
+            raise ConfigError(f"the checkpoints are for different environments: {sorted(envs)}")
+        return cls(models, settings, workdir, envs.pop(), context_length, threads)
+
+    def agent(self, backbone: str, mode: str, fused: bool = True) -> DecisionAgent:
+        """A PyTorch ``DecisionAgent`` (the reference of every compiled path)."""
+        return _Counted(
+            self.models[backbone],
+            **self.settings[backbone],
+            mode=mode,
+            context_length=self.context_length,
+            env_id=self.env_id,
+            fused=fused,
+        )
+
+
+class _Counted(DecisionAgent):
+    """A DecisionAgent that also reports its parameter count (``params``)."""
+
+    @property
+    def params(self) -> int:
+        return self.model.num_parameters()
+
+
+class TracedAgent(_Counted):
+    """``DecisionAgent`` (recurrent, Aaren) acting with a TorchScript trace of the fused step.
+
+    The trace fixes the batch size: ``predict`` re-traces when it changes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.fused:
+            raise ExportError("TracedAgent needs recurrent mode and an Aaren backbone")
+        self._traced: Any = None
+        self._traced_batch = 0
+
+    def _predict_fused(
+        self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
+    ) -> torch.Tensor:
+        policy = self._fused_policy()
+        if self._traced is None or self._traced_batch != obs.shape[0]:
+            self._traced, self._traced_batch = trace_policy(policy, obs.shape[0]), obs.shape[0]
+        if start.any():
+            self.state = policy.reset_state(self.state, torch.as_tensor(start, device=self.device))
+        action, *state = self._traced(obs, rtg, time, *self.state)
+        self.state = FusedState(*state)
+        return action
+
+
+# ---- reduced-precision variants of an exported graph ----------------------------------------
+
+
+def weights_to_fp16(src: Path, dst: Path) -> Path:
+    """Store the graph's large float32 initializers (matrices) as float16, cast back on load.
+
+    onnxruntime's CPU kernels compute in float32 here (its constant folding turns each Cast
+    of an initializer back into a float32 weight at session creation), so this halves the
+    file and measures what the rounding of the weights costs in returns, not fp16 arithmetic.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(src))
+    graph = proto.graph
+    casts = []
+    for init in list(graph.initializer):
+        arr = numpy_helper.to_array(init)
+        if arr.dtype != np.float32 or arr.ndim < 2:
+            continue
+        name = init.name
+        half = numpy_helper.from_array(arr.astype(np.float16), f"{name}__fp16")
+        graph.initializer.remove(init)
+        graph.initializer.append(half)
+        casts.append(onnx.helper.make_node("Cast", [half.name], [name], to=onnx.TensorProto.FLOAT))
+    for node in reversed(casts):
+        graph.node.insert(0, node)
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantisation of the MatMul/Gemm weights (activations quantised per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8
+    )
+    return dst
+
+
+def onnx_nodes(path: Path) -> int:
+    """Nodes left after onnxruntime's graph optimisations (each costs ~0.5-1 us per call)."""
+    import onnx
+    import onnxruntime as ort
+
+    out = path.with_suffix(".optimised.onnx")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    n = len(onnx.load(str(out)).graph.node)
+    out.unlink(missing_ok=True)
+    return n
+
+
+# ---- factories: name -> (source -> agent) ---------------------------------------------------
+
+
+def _eager(backbone: str, mode: str, fused: bool = True) -> Callable[[PolicySource], BenchAgent]:
+    return lambda src: src.agent(backbone, mode, fused)
+
+
+def _compiled(src: PolicySource) -> BenchAgent:
+    return TracedAgent(
+        src.models["aaren"], **src.settings["aaren"], env_id=src.env_id, mode="recurrent"
+    )
+
+
+class _BenchOnnxAgent(OnnxAgent):
+    params = 0
+
+
+def _aaren_onnx(variant: str) -> Callable[[PolicySource], BenchAgent]:
+    def make(src: PolicySource) -> BenchAgent:
+        folder = src.workdir / "aaren-onnx"
+        path = folder / "policy.onnx"
+        if not path.exists():
+            ckpt = src.agent("aaren", "recurrent").save(folder / "ckpt")
+            export_onnx(ExportConfig(ckpt, path, verify=False))
+        if variant == "fp16":
+            path = weights_to_fp16(path, folder / "policy-fp16.onnx")
+        elif variant == "int8":
+            path = quantize_int8(path, folder / "policy-int8.onnx")
+        agent = _BenchOnnxAgent(path, threads=src.threads)
+        agent.params = src.models["aaren"].num_parameters()
+        name = "aaren-onnx" + ("" if variant == "fp32" else f"-{variant}")
+        src.checks[name] = tx.max_action_error(
+            src.agent("aaren", "recurrent"), agent, agent.obs_dim
+        )
+        return agent
+
+    return make
+
+
+def _transformer_onnx(kind: str) -> Callable[[PolicySource], BenchAgent]:
+    def make(src: PolicySource) -> BenchAgent:
+        model, kw = src.models["transformer"], src.settings["transformer"]
+        folded = tx.fold_normalisation(model, kw["state_mean"], kw["state_std"], kw["return_scale"])
+        cfg, net = model.config, model.config.net
+        common = {"obs_dim": cfg.obs_dim, "act_dim": cfg.act_dim}
+        common |= {"target_return": kw["target_return"], "threads": src.threads}
+        if kind == "window":
+            path = tx.export_window(folded, src.context_length, src.workdir / "tx-window.onnx")
+            agent: Any = tx.WindowOnnxAgent(path, context_length=src.context_length, **common)
+            ref = src.agent("transformer", "window")
+        else:
+            path = tx.export_kv(folded, src.workdir / "tx-kv.onnx")
+            dh = net.dim // net.num_heads
+            agent = tx.KVOnnxAgent(path, net.num_layers, net.num_heads, dh, **common)
+            ref = src.agent("transformer", "recurrent")
+        agent.params = model.num_parameters()
+        error = tx.max_action_error(ref, agent, cfg.obs_dim)
+        src.checks[f"transformer-{kind}-onnx"] = error
+        if not error <= 1e-4:
+            raise ExportError(f"transformer-{kind}-onnx differs from PyTorch by {error:.3g}")
+        return agent
+
+    return make
+
+
+ACT_AGENTS: dict[str, Callable[[PolicySource], BenchAgent]] = {
+    "aaren-unfused": _eager("aaren", "recurrent", fused=False),
+    "aaren-recurrent": _eager("aaren", "recurrent"),
+    "aaren-window": _eager("aaren", "window"),
+    "transformer-window": _eager("transformer", "window"),
+    "transformer-kv": _eager("transformer", "recurrent"),
+    "aaren-compiled": _compiled,
+    "aaren-onnx": _aaren_onnx("fp32"),
+    "aaren-onnx-fp16": _aaren_onnx("fp16"),
+    "aaren-onnx-int8": _aaren_onnx("int8"),
+    "transformer-window-onnx": _transformer_onnx("window"),
+    "transformer-kv-onnx": _transformer_onnx("kv"),
+}
+"""Name -> factory(PolicySource) -> agent. Add further agents here."""
+
+ENGINES = {name: "onnx" if "onnx" in name else "eager" for name in ACT_AGENTS}
+ENGINES["aaren-compiled"] = "torchscript"
+
+
+def temporary_workdir() -> tempfile.TemporaryDirectory:
+    """A scratch folder for exported graphs (removed when the benchmark ends)."""
+    return tempfile.TemporaryDirectory(prefix="aaren-bench-")

@@ -1,0 +1,138 @@
+"""What every ``aaren-bench`` subcommand shares: the model it measures, machine info, output.
+
+- :class:`ModelSize` and :func:`bench_model`: the one factory of benchmark models (DT size by
+  default: d = 128, 3 layers, 1 head, Hopper's obs 11 / act 3), used by the acting, training
+  and deployment benchmarks alike, so that every benchmark measures the same network.
+- :func:`machine`: one line describing the CPU and its load (timings depend on both).
+- :func:`write_json`, :func:`markdown_table`, :func:`report`: results go through
+  :mod:`aaren_rl.fileio` (atomic writes) and print as Markdown tables.
+
+Outputs default to ``runs/bench/`` under the current directory (:data:`RESULTS`); the
+commands in docs/benchmarks.md pass ``--out docs/results/...`` explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+from aaren_rl.fileio import atomic_write_json
+
+__all__ = [
+    "RESULTS",
+    "ModelSize",
+    "agent_kwargs",
+    "bench_model",
+    "machine",
+    "markdown_table",
+    "report",
+    "targets_table",
+    "write_json",
+]
+
+RESULTS = Path("runs/bench")
+"""Default output folder of every benchmark (relative to the current directory)."""
+
+
+@dataclass
+class ModelSize:
+    """The benchmarked network (DT reference size by default)."""
+
+    dim: int = 128
+    """Model width (DT default 128)."""
+    num_layers: int = 3
+    """Blocks (DT default 3)."""
+    num_heads: int = 1
+    """Heads (DT default 1)."""
+    obs_dim: int = 11
+    """Observation size (Hopper: 11)."""
+    act_dim: int = 3
+    """Action size (Hopper: 3)."""
+    seed: int = 0
+    """Seeds the weights (and the benchmark's random inputs)."""
+
+
+def bench_model(size: Any, backbone: str = "aaren", dropout: float = 0.0) -> DecisionModel:
+    """The benchmark model: a freshly initialised ``DecisionModel`` of ``size``.
+
+    Args:
+        size: anything with :class:`ModelSize`'s fields (a benchmark config).
+        backbone: ``"aaren"`` or ``"transformer"``; both get the same seed, so their shared
+            layers start from the same draws.
+        dropout: backbone dropout (0 for acting; the training benchmark passes DT's 0.1).
+
+    Returns:
+        The model in eval mode (call ``.train()`` to time training).
+    """
+    torch.manual_seed(size.seed)
+    net = BackboneConfig(
+        dim=size.dim, num_layers=size.num_layers, num_heads=size.num_heads, dropout=dropout
+    )
+    return DecisionModel(DecisionModelConfig(size.obs_dim, size.act_dim, backbone, net)).eval()
+
+
+def agent_kwargs(obs_dim: int) -> dict[str, Any]:
+    """``DecisionAgent`` settings of a benchmark agent: identity normalisation, DT's Hopper
+    return scale (1000) and target return (3600)."""
+    return {
+        "state_mean": np.zeros(obs_dim),
+        "state_std": np.ones(obs_dim),
+        "return_scale": 1000.0,
+        "target_return": 3600.0,
+    }
+
+
+def machine() -> str:
+    """One line: CPU model, core count, torch version, load average (the box may be shared)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")),
+            cpu,
+        )
+    except (OSError, subprocess.SubprocessError):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, load average {load}"
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (parent folders created); returns it."""
+    atomic_write_json(path, data, indent=1)
+    return Path(path)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """A Markdown table: ``columns`` are (header, key) pairs, one line per row."""
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[k]) for _, k in columns) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(targets: list[dict]) -> str:
+    """Targets ``{target, measured, met}`` as a table; a missed one reads **no**."""
+    rows = [{**t, "met": "yes" if t["met"] else "**no**"} for t in targets]
+    return markdown_table(rows, [("target", "target"), ("measured", "measured"), ("met", "met")])
+
+
+def report(
+    rows: list[dict], cols: list[tuple[str, str]], targets: list[dict], *written: Path
+) -> None:
+    """The closing lines every benchmark prints: its table, its targets, where it wrote."""
+    if rows:
+        print(markdown_table(rows, cols))
+        print()
+    if targets:
+        print(targets_table(targets))
+    print(f"\nmachine after the run: {machine()}")
+    print("wrote " + ", ".join(str(p) for p in written))
