@@ -863,6 +863,37 @@ EXPORT_CASES = [
         ("--checkpoint", "{ckpt}", "--nope"),
         usage=True,
     ),
+    Case(
+        "export",
+        "checkpoint-is-a-file",
+        r"no checkpoint directory at {file}",
+        ("--checkpoint", "{file}", "--out", "{tmp}/p.onnx"),
+    ),
+    Case(
+        "export",
+        "weights-garbage",
+        r"model.safetensors cannot be read",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/p.onnx"),
+        setup=_write("{ckpt}/model.safetensors", "garbage"),
+    ),
+    Case(
+        "export",
+        "out-unwritable",
+        r"/proc/aaren/p.onnx",
+        ("--checkpoint", "{ckpt}", "--out", "/proc/aaren/p.onnx"),
+    ),
+    Case(
+        "export",
+        "opset-99",
+        r"--opset",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/p.onnx", "--opset", "99"),
+    ),
+    Case(
+        "export",
+        "target-return-inf",
+        r"target.return",
+        ("--checkpoint", "{ckpt}", "--out", "{tmp}/p.onnx", "--target-return", "inf"),
+    ),
 ]
 
 # ----------------------------------------------------------------------------- aaren-bench
@@ -885,6 +916,26 @@ BENCH_CASES = [
         usage=True,
     ),
     Case("bench", "act-out-is-a-file", r"{file}", ("act", "--steps", "2", "--out", "{file}")),
+    Case(
+        "bench", "act-out-under-a-file", r"{file}/b", ("act", "--steps", "2", "--out", "{file}/b")
+    ),
+    Case(
+        "bench",
+        "act-checkpoint-missing",
+        r"no checkpoint directory at {tmp}/nope",
+        (
+            "act",
+            "--steps",
+            "2",
+            "--checkpoint-aaren",
+            "{tmp}/nope",
+            "--checkpoint-transformer",
+            "{ckpt}",
+            "--out",
+            "{tmp}/b",
+        ),
+    ),
+    Case("bench", "datasets-root-missing", r"{tmp}/nope", ("datasets", "--root", "{tmp}/nope")),
     Case(
         "bench",
         "train-context-length-0",
