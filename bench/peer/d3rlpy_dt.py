@@ -23,9 +23,9 @@ the JSON reports the median, as aaren-train does.
 Evaluation: d3rlpy's ``as_stateful_wrapper(target_return)`` (a window over the last K steps,
 re-run for every action), Gymnasium Hopper-v5, episode i of seed S reset with
 ``1000 + 100 * S + i``, at most 1000 steps, actions clipped to the action space (as
-eval/rollout.py does). Intermediate points (--eval-at) use --curve-episodes episodes (default
+aaren-rl's evaluation does). Intermediate points (--eval-at) use --curve-episodes episodes (default
 half of --eval-episodes, as ``aaren-bench returns``); the final point uses --eval-episodes.
-Standard deviations are population ones (ddof = 0), as eval/rollout.py.
+Standard deviations are population ones (ddof = 0), as aaren-rl's evaluation.
 """
 
 from __future__ import annotations
@@ -204,17 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, workdir: Path) -> int:
+def make_algo(args: argparse.Namespace):
+    """d3rlpy's DecisionTransformer with its reproduction settings (the DT reference ones)."""
     import d3rlpy
-    import gymnasium as gym
-    import torch
-    from d3rlpy.logging import FileAdapterFactory
-
-    torch.set_num_threads(args.threads)
-    d3rlpy.seed(args.seed)
-
-    dataset, data_info = load_d4rl(args.dataset)
-    print(f"[d3rlpy-dt] {args.dataset.name}: {data_info}", flush=True)
 
     config = d3rlpy.algos.DecisionTransformerConfig(
         batch_size=args.batch_size,
@@ -237,56 +229,162 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         activation_type="relu",
         max_timestep=args.max_episode_steps,
     )
-    dt = config.create(device="cpu:0")
+    return config.create(device="cpu:0")
 
-    env = gym.make(args.env)
-    curve: list[dict] = []
-    step_times: list[float] = []
-    eval_seconds = 0.0
-    final: dict = {}
-    clock = {"last": None, "t_start": time.perf_counter(), "loss": []}
-    points = set(args.eval_points)
 
-    def callback(algo, epoch: int, total_step: int) -> None:
-        nonlocal eval_seconds, final
+class Progress:
+    """The per-step callback of ``fit``: step times, progress lines, evaluations.
+
+    Attributes filled during training: ``step_times`` (s between consecutive steps, the
+    evaluation excluded), ``curve`` (one entry per --eval-at point), ``final`` (the last
+    evaluation's returns, lengths and action times), ``eval_seconds``.
+    """
+
+    def __init__(self, args: argparse.Namespace, env) -> None:
+        self.args, self.env = args, env
+        self.points = set(args.eval_points)
+        self.step_times: list[float] = []
+        self.curve: list[dict] = []
+        self.final: dict = {}
+        self.eval_seconds = 0.0
+        self.last: float | None = None
+        self.t_start = time.perf_counter()
+
+    def __call__(self, algo, epoch: int, total_step: int) -> None:
+        args = self.args
         now = time.perf_counter()
-        if clock["last"] is not None:  # step 1 also pays for building the model: not timed
-            step_times.append(now - clock["last"])
+        if self.last is not None:  # step 1 also pays for building the model: not timed
+            self.step_times.append(now - self.last)
         if args.log_every and total_step % args.log_every == 0:
-            med = float(np.median(step_times)) if step_times else math.nan
+            med = float(np.median(self.step_times)) if self.step_times else math.nan
             print(
                 f"[d3rlpy-dt] step {total_step}/{args.steps}  median {med:.3f} s/step  "
-                f"elapsed {now - clock['t_start']:.0f} s",
+                f"elapsed {now - self.t_start:.0f} s",
                 flush=True,
             )
-        if total_step in points:
-            last = total_step == args.steps
-            episodes = args.eval_episodes if last else args.curve_episodes
-            t0 = time.perf_counter()
-            rets, lens, acts = evaluate(
-                algo, env, args.target_return, episodes, args.seed, args.max_episode_steps
-            )
-            eval_seconds += time.perf_counter() - t0
-            s = summarize(rets)
-            curve.append(
-                {
-                    "step": total_step,
-                    "episodes": episodes,
-                    **s,
-                    "act_ms_median": 1000 * float(np.median(acts)),
-                }
-            )
-            print(
-                f"[d3rlpy-dt] eval @ {total_step}: return {s['return_mean']:.1f} ± "
-                f"{s['return_std']:.1f}, normalised {s['normalized_mean']:.1f} ± "
-                f"{s['normalized_std']:.1f} over {episodes} episodes "
-                f"(lengths {lens}); {1000 * np.median(acts):.2f} ms/action",
-                flush=True,
-            )
-            if last:
-                final = {"returns": rets, "lengths": lens, "act_times": acts, **s}
-        clock["last"] = time.perf_counter()  # evaluation time excluded from the next step
+        if total_step in self.points:
+            self._evaluate(algo, total_step)
+        self.last = time.perf_counter()  # evaluation time excluded from the next step
 
+    def _evaluate(self, algo, total_step: int) -> None:
+        args = self.args
+        last = total_step == args.steps
+        episodes = args.eval_episodes if last else args.curve_episodes
+        t0 = time.perf_counter()
+        rets, lens, acts = evaluate(
+            algo, self.env, args.target_return, episodes, args.seed, args.max_episode_steps
+        )
+        self.eval_seconds += time.perf_counter() - t0
+        s = summarize(rets)
+        self.curve.append(
+            {
+                "step": total_step,
+                "episodes": episodes,
+                **s,
+                "act_ms_median": 1000 * float(np.median(acts)),
+            }  # fmt: skip
+        )
+        print(
+            f"[d3rlpy-dt] eval @ {total_step}: return {s['return_mean']:.1f} ± "
+            f"{s['return_std']:.1f}, normalised {s['normalized_mean']:.1f} ± "
+            f"{s['normalized_std']:.1f} over {episodes} episodes "
+            f"(lengths {lens}); {1000 * np.median(acts):.2f} ms/action",
+            flush=True,
+        )
+        if last:
+            self.final = {"returns": rets, "lengths": lens, "act_times": acts, **s}
+
+
+def settings(args: argparse.Namespace, n_params: int, data_info: dict) -> dict:
+    """The run's settings as recorded in its JSON."""
+    import d3rlpy
+    import gymnasium as gym
+    import torch
+
+    return {
+        "env": args.env,
+        "dim": 128,
+        "num_layers": 3,
+        "num_heads": 1,
+        "context_length": args.context,
+        "batch_size": args.batch_size,
+        "learning_rate": 1e-4,
+        "optimizer": "AdamW (d3rlpy AdamWFactory)",
+        "weight_decay": 1e-4,
+        "warmup_steps": args.warmup,
+        "grad_clip": 0.25,
+        "dropout": {"attn": 0.1, "resid": 0.1, "embed": 0.1},
+        "activation": "relu",
+        "observation_encoder": "VectorEncoderFactory([128], exclude_last_activation=True)",
+        "position_encoding": "SIMPLE (learned timestep embedding, max_timestep 1000)",
+        "reward_scaler": "MultiplyRewardScaler(0.001)",
+        "observation_scaler": "StandardObservationScaler",
+        "target_return": args.target_return,
+        "max_episode_steps": args.max_episode_steps,
+        "threads": args.threads,
+        "device": "cpu",
+        "eval_seeds": f"1000 + 100 * seed + i, i < {args.eval_episodes}",
+        "curve_episodes": args.curve_episodes,
+        "action_clip": "np.clip to the env's action space",
+        "parameters": int(n_params),
+        "dataset_info": data_info,
+        "versions": {
+            "d3rlpy": d3rlpy.__version__,
+            "torch": torch.__version__,
+            "gymnasium": gym.__version__,
+            "mujoco": __import__("mujoco").__version__,
+            "python": sys.version.split()[0],
+        },
+    }
+
+
+def make_record(
+    args: argparse.Namespace, progress: Progress, n_params: int, data_info: dict, fit_s: float
+) -> dict:
+    """The JSON record, in the schema of ``aaren-bench returns``."""
+    import d3rlpy
+
+    final, times = progress.final, progress.step_times
+    curve_keys = ("step", "episodes", "return_mean", "normalized_mean", "normalized_std",
+                  "act_ms_median")  # fmt: skip
+    return {
+        "dataset": args.dataset.stem,
+        "dataset_spec": f"d4rl:{args.dataset}",
+        "backbone": "d3rlpy-dt",
+        "recipe": "window",
+        "mode": "window",
+        "seed": args.seed,
+        "steps": args.steps,
+        "returns": final["returns"],
+        "lengths": final["lengths"],
+        "return_mean": final["return_mean"],
+        "return_std": final["return_std"],
+        "normalized_mean": final["normalized_mean"],
+        "normalized_std": final["normalized_std"],
+        "train_seconds_per_step": float(np.median(times)) if times else None,
+        "train_seconds_per_step_mean": float(np.mean(times)) if times else None,
+        "act_ms_median": 1000 * float(np.median(final["act_times"])),
+        "act_us_per_call": 1e6 * float(np.mean(final["act_times"])),
+        "curve": [{k: c[k] for k in curve_keys} for c in progress.curve],
+        "d3rlpy_version": d3rlpy.__version__,
+        "wall_seconds": {"fit_total": fit_s, "evaluation": progress.eval_seconds},
+        "settings": settings(args, n_params, data_info),
+    }
+
+
+def run(args: argparse.Namespace, workdir: Path) -> int:
+    import d3rlpy
+    import gymnasium as gym
+    import torch
+    from d3rlpy.logging import FileAdapterFactory
+
+    torch.set_num_threads(args.threads)
+    d3rlpy.seed(args.seed)
+    dataset, data_info = load_d4rl(args.dataset)
+    print(f"[d3rlpy-dt] {args.dataset.name}: {data_info}", flush=True)
+    dt = make_algo(args)
+    env = gym.make(args.env)
+    progress = Progress(args, env)
     # One fit call; evaluation happens in the per-step callback at the --eval-at points.
     # Epoch length = the gcd of the evaluation points (d3rlpy commits its logs per epoch).
     per_epoch = 0
@@ -303,84 +401,14 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         logger_adapter=FileAdapterFactory(root_dir=str(workdir / "d3rlpy_logs")),
         show_progress=False,
         save_interval=n_epochs + 1,  # never write model snapshots
-        callback=callback,
+        callback=progress,
     )
     fit_seconds = time.perf_counter() - t_fit
     env.close()
-    if not final:
+    if not progress.final:
         raise RuntimeError("final evaluation did not run")
-
     n_params = sum(p.numel() for p in dt.impl.modules.transformer.parameters())
-    record = {
-        "dataset": args.dataset.stem,
-        "dataset_spec": f"d4rl:{args.dataset}",
-        "backbone": "d3rlpy-dt",
-        "recipe": "window",
-        "mode": "window",
-        "seed": args.seed,
-        "steps": args.steps,
-        "returns": final["returns"],
-        "lengths": final["lengths"],
-        "return_mean": final["return_mean"],
-        "return_std": final["return_std"],
-        "normalized_mean": final["normalized_mean"],
-        "normalized_std": final["normalized_std"],
-        "train_seconds_per_step": float(np.median(step_times)) if step_times else None,
-        "train_seconds_per_step_mean": float(np.mean(step_times)) if step_times else None,
-        "act_ms_median": 1000 * float(np.median(final["act_times"])),
-        "act_us_per_call": 1e6 * float(np.mean(final["act_times"])),
-        "curve": [
-            {
-                k: c[k]
-                for k in (
-                    "step",
-                    "episodes",
-                    "return_mean",
-                    "normalized_mean",
-                    "normalized_std",
-                    "act_ms_median",
-                )
-            }
-            for c in curve
-        ],
-        "d3rlpy_version": d3rlpy.__version__,
-        "wall_seconds": {"fit_total": fit_seconds, "evaluation": eval_seconds},
-        "settings": {
-            "env": args.env,
-            "dim": 128,
-            "num_layers": 3,
-            "num_heads": 1,
-            "context_length": args.context,
-            "batch_size": args.batch_size,
-            "learning_rate": 1e-4,
-            "optimizer": "AdamW (d3rlpy AdamWFactory)",
-            "weight_decay": 1e-4,
-            "warmup_steps": args.warmup,
-            "grad_clip": 0.25,
-            "dropout": {"attn": 0.1, "resid": 0.1, "embed": 0.1},
-            "activation": "relu",
-            "observation_encoder": "VectorEncoderFactory([128], exclude_last_activation=True)",
-            "position_encoding": "SIMPLE (learned timestep embedding, max_timestep 1000)",
-            "reward_scaler": "MultiplyRewardScaler(0.001)",
-            "observation_scaler": "StandardObservationScaler",
-            "target_return": args.target_return,
-            "max_episode_steps": args.max_episode_steps,
-            "threads": args.threads,
-            "device": "cpu",
-            "eval_seeds": f"1000 + 100 * seed + i, i < {args.eval_episodes}",
-            "curve_episodes": args.curve_episodes,
-            "action_clip": "np.clip to the env's action space",
-            "parameters": int(n_params),
-            "dataset_info": data_info,
-            "versions": {
-                "d3rlpy": d3rlpy.__version__,
-                "torch": torch.__version__,
-                "gymnasium": gym.__version__,
-                "mujoco": __import__("mujoco").__version__,
-                "python": sys.version.split()[0],
-            },
-        },
-    }
+    record = make_record(args, progress, n_params, data_info, fit_seconds)
     write_json_atomic(args.out, record)
     print(
         f"[d3rlpy-dt] wrote {args.out}: normalised {record['normalized_mean']:.1f} ± "
