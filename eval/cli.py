@@ -221,6 +221,28 @@ def _check_results(results: list[dict]) -> None:
             )
 
 
+def wall_clock_split(result: dict) -> dict:
+    """The evaluation's wall clock split into the agent's ``predict`` calls and the rest
+    (environment stepping, resets and the loop). With N envs in lockstep, one batched call
+    serves every live env, so the calls are the most steps any env slot ran in all."""
+    from aaren_rl.eval.rollout import _split
+
+    lengths = result["lengths"]
+    calls = max(
+        sum(lengths[i] for i in block) for block in _split(len(lengths), result["num_envs"])
+    )
+    agent_s = result["act_us_per_call"] * calls / 1e6
+    seconds = result["seconds"]
+    return {
+        "seconds": seconds,
+        "agent_seconds": agent_s,
+        "env_seconds": seconds - agent_s,
+        "agent_share": agent_s / seconds if seconds > 0 else 0.0,
+        "predict_calls": calls,
+        "actions_per_s": result["steps"] / seconds if seconds > 0 else 0.0,
+    }
+
+
 def run(args: EvalArgs) -> dict:
     """Everything ``aaren-eval`` does; returns the JSON payload."""
     check_args(args)
@@ -246,12 +268,20 @@ def run(args: EvalArgs) -> dict:
             max_episode_steps=args.max_episode_steps,
             progress=args.progress,
         )
-        results.append(res.to_dict())
+        results.append({**res.to_dict(), "wall_clock": wall_clock_split(res.to_dict())})
     _check_results(results)
     source = args.onnx if args.onnx is not None else args.checkpoint
     payload = {**results[0], "checkpoint": str(source), "results": results}
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(format_table(results))
+    for r in results:
+        w = r["wall_clock"]
+        print(
+            f"wall clock {w['seconds']:.1f} s with {r['num_envs']} env(s): agent "
+            f"{w['agent_seconds']:.1f} s ({w['agent_share']:.0%}, {w['predict_calls']} batched "
+            f"calls), env stepping and loop {w['env_seconds']:.1f} s; "
+            f"{w['actions_per_s']:,.0f} actions/s"
+        )
     if args.json is not None:  # before the video: the results are never lost to a later step
         atomic_write_json(args.json, payload, indent=1)
         print(f"wrote {args.json}")
