@@ -37,6 +37,7 @@ __all__ = [
     "check_metadata",
     "check_minari_metadata",
     "check_numeric",
+    "check_stored_in_file",
     "hdf5_attrs",
     "read_numeric_datasets",
 ]
@@ -104,6 +105,19 @@ def read_numeric_datasets(f: Any, keys: tuple[str, ...], spec: str) -> dict[str,
             raise DatasetError(f"{spec}: {key!r} must be 1-D or 2-D, got shape {d.shape}.")
         out[key] = d[()]
     return out
+
+
+def check_stored_in_file(dsid: Any, where: str, spec: str) -> None:
+    """Refuse a dataset (a low-level ``h5py.h5d.DatasetID``) whose data lives in other files:
+    a virtual dataset, or one with external raw storage."""
+    import h5py
+
+    plist = dsid.get_create_plist()
+    if plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count() > 0:
+        raise DatasetError(
+            f"{spec}: {where!r} keeps its data in other files (virtual dataset or external "
+            "storage), which are never read. Re-export the dataset into one file."
+        )
 
 
 def check_external_links(f: Any, spec: str) -> None:

@@ -42,6 +42,7 @@ from aaren_rl.envs.dataset_safety import (
     check_external_links,
     check_minari_metadata,
     check_numeric,
+    check_stored_in_file,
     hdf5_attrs,
     read_numeric_datasets,
 )
@@ -429,7 +430,7 @@ def load_minari(dataset_id: str, download: bool = False, spec: str | None = None
                 "(and MultiDiscrete observations)."
             )
     obs, act, rew, term, trunc = [], [], [], [], []
-    for ep in _minari_episodes(mds):
+    for ep in _minari_episodes(mds, spec):
         for k in ("observations", "actions", "rewards", "terminations", "truncations"):
             check_numeric(np.asarray(ep[k]), k, spec)
         obs.append(np.asarray(ep["observations"])[:-1])  # Minari stores T+1 observations
@@ -472,7 +473,7 @@ def _check_minari_file(mds: Any, spec: str) -> None:
             check_external_links(f, spec)
 
 
-def _minari_episodes(mds: Any):
+def _minari_episodes(mds: Any, spec: str = "minari"):
     """Episodes of a Minari dataset as dicts of arrays.
 
     Fast path for the HDF5 backend with Box spaces: read each episode group with h5py
@@ -491,8 +492,11 @@ def _minari_episodes(mds: Any):
                     ep = {}
                     for k in keys:
                         d = h5py.h5d.open(fid, f"episode_{int(i)}/{k}".encode())
+                        check_stored_in_file(d, f"episode_{int(i)}/{k}", spec)
                         ep[k] = np.empty(d.shape, dtype=d.dtype)
                         d.read(h5py.h5s.ALL, h5py.h5s.ALL, ep[k])
+                except DatasetError:
+                    raise
                 except (KeyError, TypeError, ValueError):  # dict spaces / unknown layout
                     ep = vars(next(iter(mds.iterate_episodes([int(i)]))))
                 yield ep

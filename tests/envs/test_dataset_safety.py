@@ -259,6 +259,18 @@ def test_minari_external_links_are_refused(tmp_path: Path, synth):
         load_dataset("minari:evil/hop-v0")
 
 
+def test_minari_external_storage_is_refused(tmp_path: Path, synth):
+    ds_dir = _minari(synth)
+    secret = tmp_path / "secret.bin"
+    with h5py.File(ds_dir / "data" / "main_data.hdf5", "a") as f:
+        n = f["episode_0/rewards"].shape[0]
+        np.zeros(n, np.float64).tofile(secret)
+        del f["episode_0/rewards"]
+        f.create_dataset("episode_0/rewards", (n,), dtype="f8", external=[(str(secret), 0, 8 * n)])
+    with pytest.raises(DatasetError, match="'episode_0/rewards' keeps its data in other files"):
+        load_dataset("minari:evil/hop-v0")
+
+
 def test_a_clean_minari_dataset_still_loads(synth):
     _minari(synth, "aaren/clean-v0")
     ds = load_dataset("minari:aaren/clean-v0")
