@@ -314,3 +314,41 @@ def test_manifest_records_and_verifies(tmp_path: Path):
     (tmp_path / "manifest.json").write_text('{"format": 1, "files": []}')
     with pytest.raises(RunDirError, match="not an aaren-collect manifest"):
         Manifest(tmp_path)
+
+
+@pytest.mark.slow
+def test_sac_collection_resumes_from_array_checkpoints(tmp_path: Path, monkeypatch):
+    """A real SAC run, interrupted after its first checkpoint and resumed: the replay buffer
+    and the model come back from the npz / zip formats, each verified by the manifest."""
+    import aaren_rl.collect.collect as cc
+
+    args = Args(env="hopper", algo="sac", total_timesteps=240, eval_every=120, eval_episodes=1,
+                transitions=200, levels=("expert",), rollout_envs=2, work_dir=tmp_path / "work",
+                minari=False, hdf5_dir=tmp_path / "h5")  # fmt: skip
+    real_checkpoint = Collector.checkpoint
+
+    def checkpoint_then_ctrl_c(self, model, venv):
+        real_checkpoint(self, model, venv)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Collector, "checkpoint", checkpoint_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            cc.collect(args)
+    restored = []
+    real_load = cc.load_replay_buffer
+
+    def spy(model, path):
+        real_load(model, path)
+        restored.append((path.name, model.replay_buffer.pos))
+
+    monkeypatch.setattr(cc, "load_replay_buffer", spy)
+    cc.collect(args)
+    assert restored == [("step_000000120_replay_buffer.npz", 120)]
+    work = tmp_path / "work"
+    files = json.loads((work / "manifest.json").read_text())["files"]
+    assert "ckpt/step_000000240_replay_buffer.npz" in files
+    assert "ckpt/step_000000120_replay_buffer.npz" not in files  # stale buffer forgotten
+    assert not (work / "ckpt" / "step_000000120_replay_buffer.npz").exists()
+    assert not list(work.rglob("*.pkl"))
+    assert {f"ckpt/step_000000{s}.zip" for s in (120, 240)} <= set(files)
