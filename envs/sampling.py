@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from aaren_rl.envs.datasets import OfflineDataset
-from aaren_rl.errors import DatasetError
+from aaren_rl.errors import ConfigError, DatasetError
 
 
 @dataclass
@@ -76,11 +76,11 @@ class _SamplerBase:
         seed: int = 0,
     ) -> None:
         if context_length < 1 or batch_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"context_length and batch_size must be >= 1, got {context_length}, {batch_size}."
             )
         if return_scale <= 0:
-            raise ValueError(f"return_scale must be > 0, got {return_scale}.")
+            raise ConfigError(f"return_scale must be > 0, got {return_scale}.")
         if not dataset.trajectories:
             raise DatasetError(f"{dataset.spec}: no trajectories to sample from.")
         self.context_length = int(context_length)
@@ -177,7 +177,7 @@ def make_sampler(recipe: str, dataset: OfflineDataset, **kwargs: Any) -> _Sample
     try:
         cls = SAMPLERS[recipe]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown sampling recipe {recipe!r}; choose one of {sorted(SAMPLERS)}."
         ) from None
     return cls(dataset, **kwargs)
