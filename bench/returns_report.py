@@ -35,6 +35,11 @@ def markers(out_dir: Path) -> tuple[str, str]:
 ROW_ORDER = ("aaren/recurrent", "aaren/window", "transformer/window", "transformer/kv-cache")
 MAIN = "aaren/recurrent"
 RIVALS = ("transformer/window", "d3rlpy-dt/window")
+DEFAULT_RECIPE = {"aaren": "episode", "transformer": "window"}  # what --recipe auto trains
+
+
+def _is_default(r: dict[str, Any]) -> bool:
+    return r.get("recipe", "-") == DEFAULT_RECIPE.get(r["backbone"], r.get("recipe", "-"))
 
 
 def load_records(out_dir: Path) -> list[dict[str, Any]]:
@@ -105,6 +110,7 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     order = {k: i for i, k in enumerate(ROW_ORDER)}
+    rows.sort(key=lambda r: not _is_default(r))  # stable: default recipes first
     rows.sort(
         key=lambda r: (r["dataset"], r["steps"], order.get(f"{r['backbone']}/{r['acting']}", 99))
     )
@@ -113,23 +119,35 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
     """Aaren recurrent vs each rival (within one seed-std) and vs the behaviour policy."""
-    by = {f"{r['backbone']}/{r['acting']}": r for r in ds_rows}
-    main = by.get(MAIN)
+    main = next((r for r in ds_rows if _key(r) == MAIN and _is_default(r)), None)
     if main is None:
         return []
     out = []
-    seeds_of = lambda k: {r["seed"]: r["normalized_mean"] for r in records if _key(r) == k}  # noqa: E731
+
+    def seeds_of(row: dict[str, Any]) -> dict[int, float]:
+        return {
+            r["seed"]: r["normalized_mean"]
+            for r in records
+            if _key(r) == _key(row) and r.get("recipe", "-") == row["recipe"]
+            and r["steps"] == row["steps"]
+        }  # fmt: skip
+
     for rival in RIVALS:
-        other = by.get(rival)
+        candidates = [r for r in ds_rows if _key(r) == rival and _is_default(r)]
+        # the same budget as Aaren's when there is one, else the rival's longest run
+        other = next((r for r in candidates if r["steps"] == main["steps"]), None) or max(
+            candidates, key=lambda r: r["steps"], default=None
+        )
         if other is None:
             continue
-        a, b = seeds_of(MAIN), seeds_of(rival)
+        a, b = seeds_of(main), seeds_of(other)
         paired = [a[s] - b[s] for s in sorted(set(a) & set(b))]
         diff, diff_std = _mean_std(paired) if paired else (float("nan"), float("nan"))
         slack = max(main["final_std"], other["final_std"])
         out.append(
             {
-                "target": f"Aaren recurrent >= {rival.replace('/', ' ')} (within one seed-std)",
+                "target": f"Aaren recurrent >= {rival.replace('/', ' ')} (within one seed-std)"
+                + ("" if other["steps"] == main["steps"] else f" [{other['steps']} steps]"),
                 "aaren": main["final_mean"],
                 "other": other["final_mean"],
                 "paired_difference": diff,
