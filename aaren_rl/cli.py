@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from aaren_rl.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, AarenError
+from aaren_rl.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AarenError,
+    ConfigError,
+)
 
-__all__ = ["describe_os_error", "run_cli"]
+__all__ = ["check_minimums", "describe_os_error", "run_cli"]
 
 _OS_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space and run the command again",
@@ -35,6 +42,15 @@ _OS_ADVICE = {
     errno.EROFS: "the file system is read-only: choose another path",
     errno.ENOENT: "no such file or directory: check the path",
 }
+
+
+def check_minimums(
+    checks: Iterable[tuple[str, float, float]], error: type[AarenError] = ConfigError
+) -> None:
+    """Raise ``error`` naming the first ``(flag, value, minimum)`` whose value is too small."""
+    for flag, value, low in checks:
+        if value < low:
+            raise error(f"{flag} must be >= {low}, got {value}")
 
 
 def describe_os_error(e: OSError) -> str:

@@ -165,16 +165,9 @@ class DecisionAgent(StepInputs):
         reward: np.ndarray | None = None,
         episode_start: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One action per environment.
+        """(N, act_dim) float32 actions in [-1, 1]; arguments as ``agents.base.Agent.predict``.
 
-        Args:
-            obs: (N, obs_dim) current observations.
-            reward: (N,) reward of the previous step (ignored at an episode's start).
-            episode_start: (N,) bool, True where the env was just reset (the first call
-                treats every env as starting).
-
-        Returns:
-            (N, act_dim) float32 actions in [-1, 1].
+        The first call after ``reset`` treats every env as starting.
         """
         obs, reward, start = self._check_inputs(obs, reward, episode_start)
         if start.any():

@@ -37,7 +37,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from aaren_rl.cli import run_cli
+from aaren_rl.cli import check_minimums, run_cli
 from aaren_rl.collect.workdir import (
     Manifest,
     check_state,
@@ -117,20 +117,20 @@ def check_args(args: Args) -> None:
         ConfigError: a flag out of range, or nothing to write.
         OutputPathError: --work-dir or --hdf5-dir cannot be written.
     """
-    for flag, value, low in (
-        ("--total-timesteps", args.total_timesteps, 1),
-        ("--eval-every", args.eval_every, 1),
-        ("--eval-episodes", args.eval_episodes, 1),
-        ("--transitions", args.transitions, 1),
-        ("--seed", args.seed, 0),
-        ("--num-envs", args.num_envs, 1),
-        ("--ppo-n-steps", args.ppo_n_steps, 2),
-        ("--rollout-envs", args.rollout_envs, 1),
-        ("--version", args.version, 0),
-        ("--threads", args.threads, 1),
-    ):
-        if value < low:
-            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    check_minimums(
+        (
+            ("--total-timesteps", args.total_timesteps, 1),
+            ("--eval-every", args.eval_every, 1),
+            ("--eval-episodes", args.eval_episodes, 1),
+            ("--transitions", args.transitions, 1),
+            ("--seed", args.seed, 0),
+            ("--num-envs", args.num_envs, 1),
+            ("--ppo-n-steps", args.ppo_n_steps, 2),
+            ("--rollout-envs", args.rollout_envs, 1),
+            ("--version", args.version, 0),
+            ("--threads", args.threads, 1),
+        )
+    )
     if args.seed >= 2**31:
         raise ConfigError(f"--seed must be below 2**31, got {args.seed}")
     if not (math.isfinite(args.medium_fraction) and 0 < args.medium_fraction <= 1):

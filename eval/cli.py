@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from aaren_rl.cli import run_cli
+from aaren_rl.cli import check_minimums, run_cli
 from aaren_rl.errors import DependencyNotInstalled, EvalError
 from aaren_rl.fileio import atomic_write_json
 
@@ -164,14 +164,8 @@ def check_args(args: EvalArgs) -> None:
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise EvalError("pass exactly one of --checkpoint DIR and --onnx FILE")
-    for flag, value, low in (
-        ("--episodes", args.episodes, 1),
-        ("--num-envs", args.num_envs, 1),
-        ("--threads", args.threads, 1),
-        ("--seed", args.seed, 0),
-    ):
-        if value < low:
-            raise EvalError(f"{flag} must be >= {low}, got {value}")
+    flags = (("--episodes", args.episodes, 1), ("--num-envs", args.num_envs, 1))
+    check_minimums((*flags, ("--threads", args.threads, 1), ("--seed", args.seed, 0)), EvalError)
     if args.seed + args.episodes > 2**32:
         raise EvalError(f"--seed {args.seed}: episode seeds must stay below 2**32")
     if args.max_episode_steps is not None and args.max_episode_steps < 1:
