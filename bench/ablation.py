@@ -12,7 +12,7 @@ Outputs in ``--out-dir``: one JSON per run (skipped when present, so a stopped g
 where it was), then ``summary.json`` and ``summary.md``: mean ± std over seeds per
 (dataset, row, backbone, acting), with the difference to the ``baseline`` row.
 
-Example (the issue's grid on the two Hopper datasets, 16 workers sharing one GPU):
+Example (the ablation grid on the two Hopper datasets, 16 workers sharing one GPU):
 
     python -m aaren_rl.bench.ablation \\
         --datasets d4rl:/data/hopper-medium.hdf5 d4rl:/data/hopper-medium_replay.hdf5 \\
@@ -38,7 +38,7 @@ from aaren_rl.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["AblationConfig", "AblationRun", "apply_overrides", "parse_row", "run_ablation"]
 
-# The rows of the issue: every known difference between d3rlpy's DT and ours, one at a time.
+# The rows (docs/design.md §4): every known difference between d3rlpy's DT and ours, one at a time.
 DEFAULT_ROWS = (
     "baseline",
     "relu:model.activation=relu",
