@@ -25,7 +25,9 @@ def test_an_env_that_names_a_module_is_refused(tmp_path: Path, monkeypatch: pyte
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("saved", [{"steps": "100"}, {"learning_rate": [1]}, {"payload": 1}, [1, 2]])
+@pytest.mark.parametrize(
+    "saved", [{"steps": "100"}, {"learning_rate": [1]}, {"payload": 1}, [1, 2]]
+)
 def test_wrong_types_are_refused(tmp_path: Path, saved):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(RunDirError, match=r"config\.json"):
