@@ -7,6 +7,7 @@ Every product module is parsed with ``ast``; module-level *and* function-level i
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,21 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path):
     assert room_of("aaren_rl.train.loop") == "train"
     assert room_of("aaren_rl.errors") == "base"
     assert room_of("numpy") is None
+
+
+OUTSIDE_REFERENCE = re.compile(
+    r"DESIGN\.md|STYLE\.md|\.\./shared|/work/shared|\bissue \d|the issue\b"
+)
+
+
+def test_no_citation_of_files_outside_the_repo():
+    """Code and docs cite docs/*.md, never files outside the repository or a tracker."""
+    files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "tests").rglob("*.py")]
+    files += [p for _, p in MODULES] + [ROOT / p for p in OUTSIDE]
+    files += list((ROOT / "bench").rglob("*.md"))
+    bad = []
+    for path in files:
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if OUTSIDE_REFERENCE.search(line) and path.name != "test_layering.py":
+                bad.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()[:100]}")
+    assert not bad, "\n".join(bad)
