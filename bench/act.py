@@ -370,12 +370,18 @@ def act_targets(records: list[ActRecord], d3rlpy_ms: float | None = None) -> lis
 def score_agents(
     agents: dict[str, BenchAgent], source: PolicySource, episodes: int, num_envs: int
 ) -> dict[str, dict]:
-    """Return of every agent on the same seeds (episode i reset with seed i)."""
+    """Return of every agent on the same seeds (episode i reset with seed i); an agent whose
+    evaluation fails (NaN actions) gets its error instead."""
+    from aaren_rl.errors import EvalError
     from aaren_rl.eval.rollout import evaluate
 
     out = {}
+    keys = ("return_mean", "return_std", "normalized_mean", "normalized_std", "returns")
     for name, agent in agents.items():
-        res = evaluate(agent, source.env_id or "hopper", episodes, num_envs=num_envs, seed=0)
-        out[name] = {k: getattr(res, k) for k in ("return_mean", "return_std", "normalized_mean",
-                                                 "normalized_std", "returns", "episodes")}  # fmt: skip
+        try:
+            res = evaluate(agent, source.env_id or "hopper", episodes, num_envs=num_envs, seed=0)
+        except EvalError as e:  # e.g. NaN actions: recorded, the other agents still scored
+            out[name] = {"error": str(e), "normalized_mean": None}
+            continue
+        out[name] = {k: getattr(res, k) for k in keys} | {"episodes": episodes}
     return out

@@ -177,11 +177,12 @@ class TracedAgent(_Counted):
 
 
 def weights_to_fp16(src: Path, dst: Path) -> Path:
-    """Store the graph's large float32 initializers (matrices) as float16, cast back on load.
+    """Store the graph's weight matrices as float16, cast back to float32 on load.
 
     onnxruntime's CPU kernels compute in float32 here (its constant folding turns each Cast
     of an initializer back into a float32 weight at session creation), so this halves the
-    file and measures what the rounding of the weights costs in returns, not fp16 arithmetic.
+    file and measures what rounding the weights to float16 costs, not fp16 arithmetic.
+    Constants outside float16's range (the -1e30 mask of the score bias) stay float32.
     """
     import onnx
     from onnx import numpy_helper
@@ -191,7 +192,9 @@ def weights_to_fp16(src: Path, dst: Path) -> Path:
     casts = []
     for init in list(graph.initializer):
         arr = numpy_helper.to_array(init)
-        if arr.dtype != np.float32 or arr.ndim < 2:
+        if arr.dtype != np.float32 or arr.ndim < 2 or arr.size < 1024:
+            continue
+        if not np.all(np.abs(arr) <= np.finfo(np.float16).max):
             continue
         name = init.name
         half = numpy_helper.from_array(arr.astype(np.float16), f"{name}__fp16")
@@ -205,11 +208,32 @@ def weights_to_fp16(src: Path, dst: Path) -> Path:
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantisation of the MatMul/Gemm weights (activations quantised per call)."""
+    """Dynamic int8 quantisation of the weight matmuls (per output channel; activations are
+    quantised per call).
+
+    Left in float32: the embedding Gemm, whose input row mixes raw returns-to-go (thousands)
+    with raw observations (units), so one activation scale per call would wipe out the
+    observations (measured: actions off by up to 1.8), and the attention MatMuls, whose two
+    inputs are both activations.
+    """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    graph = onnx.load(str(src)).graph
+    weights = {i.name for i in graph.initializer}
+    exclude = []
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] not in weights:
+            exclude.append(node.name)
+        if node.op_type == "Gemm" and node.input[1] == "emb_w":
+            exclude += [node.name, f"{node.name}_MatMul"]  # the quantiser's Gemm -> MatMul name
     quantize_dynamic(
-        str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8
+        str(src),
+        str(dst),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
     )
     return dst
 

@@ -89,6 +89,14 @@ PATH_COLUMNS = [
 ]
 
 
+def _score(ret: dict | None) -> str:
+    if not ret:
+        return "-"
+    if ret.get("normalized_mean") is None:
+        return "failed" if "error" in ret else f"{ret['return_mean']:.0f} (return)"
+    return f"{ret['normalized_mean']:.1f} ± {ret['normalized_std']:.1f}"
+
+
 def paths_table(data: dict) -> list[dict]:
     """One row per acting path: cost at batch 1 and 256, sizes, and its return if scored."""
     at = {(r["agent"], r["t"]): r for r in data["summary"]}
@@ -107,9 +115,7 @@ def paths_table(data: dict) -> list[dict]:
                 "model_bytes": f"{info['model_bytes']:,}",
                 "state_t1000": f"{row['state_bytes']:,}" if row else "-",
                 "nodes": info.get("onnx_nodes_optimised", "-"),
-                "score": f"{ret['normalized_mean']:.1f} ± {ret['normalized_std']:.1f}"
-                if ret and ret.get("normalized_mean") is not None
-                else "-",
+                "score": _score(ret),
             }
         )
     return rows

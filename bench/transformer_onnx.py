@@ -444,5 +444,6 @@ def max_action_error(
         start[1:] = i == 0
         a = reference.predict(obs, reward, start)
         b = candidate.predict(obs, reward, start)
-        worst = max(worst, float(np.abs(a - b).max()))
+        err = float(np.abs(a - b).max())
+        worst = max(worst, err if np.isfinite(err) else math.inf)  # NaN actions: infinitely off
     return worst
