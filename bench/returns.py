@@ -51,7 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from aaren_rl.bench.grid import GridOptions, run_grid
-from aaren_rl.errors import ConfigError
+from aaren_rl.errors import ConfigError, DatasetError
 from aaren_rl.fileio import atomic_write_json
 
 __all__ = ["ACTING", "ReturnsConfig", "RunSpec", "run_returns_bench", "run_one"]
@@ -399,23 +399,29 @@ def run_one(spec: RunSpec) -> str:
         }
     )
     facts = dataset_facts(spec.dataset)
+    started_on = progress.setdefault("dataset_sha256", facts["dataset_sha256"])
+    if started_on != facts["dataset_sha256"]:
+        raise DatasetError(
+            f"{spec.dataset} changed since {spec.name} started (sha256 {started_on[:12]}… then, "
+            f"{str(facts['dataset_sha256'])[:12]}… now); delete {run_dir} to start it again"
+        )
     for stage in spec.cfg.stages:
         if any(c["step"] == stage for c in progress["curve"]):
             continue
         _train_stage(spec, stage, progress)
         _score_stage(spec, stage, progress)
         atomic_write_json(progress_path, progress, indent=1)
-    device = _device_name()
+    device = _device_name(spec.cfg.device)
     for acting in spec.actings:
         atomic_write_json(spec.result_path(acting), _record(spec, acting, progress, facts, device))
     final = progress["final"][spec.actings[0]]["normalized_mean"]
     return f"{spec.name}: final {spec.actings[0]} score {final:.1f}"
 
 
-def _device_name() -> str:
+def _device_name(asked: str) -> str:
     import torch
 
-    if torch.cuda.is_available():
+    if asked != "cpu" and torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
     model = platform.processor() or platform.machine()
     try:
@@ -430,6 +436,7 @@ def _record(
     spec: RunSpec, acting: str, progress: dict[str, Any], facts: dict[str, Any], device: str
 ) -> dict[str, Any]:
     import gymnasium
+    import mujoco
     import torch
 
     from aaren_rl import __version__
@@ -475,6 +482,7 @@ def _record(
             "aaren_rl": __version__,
             "torch": torch.__version__,
             "gymnasium": gymnasium.__version__,
+            "mujoco": mujoco.__version__,
             "python": sys.version.split()[0],
         },
         "timing": {
@@ -509,8 +517,6 @@ def run_returns_bench(cfg: ReturnsConfig) -> list[dict[str, Any]]:
 
 def _check_datasets(cfg: ReturnsConfig) -> None:
     """Fail before starting any task when a dataset file is missing (say how to make it)."""
-    from aaren_rl.errors import DatasetError
-
     for spec in cfg.datasets:
         path = dataset_file(spec)  # d4rl names raise their own message here
         if path is not None and not path.is_file():

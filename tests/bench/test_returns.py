@@ -215,3 +215,28 @@ def test_grid_on_a_local_ray_instance(tmp_path: Path, tiny_hopper_dataset: Path,
     assert all(s.done for s in grid_specs(cfg))
     run_returns_bench(cfg)  # nothing left to do: no task runs, no file is rewritten
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_run_refuses_a_dataset_that_changed_under_it(
+    tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch, synth
+):
+    import aaren_rl.bench.returns as returns
+    from aaren_rl.errors import DatasetError
+
+    monkeypatch.chdir(tmp_path)
+    (spec,) = grid_specs(tiny_cfg(tmp_path, tiny_hopper_dataset))
+    original, calls = returns._evaluate, []
+
+    def stop_at_the_second_stage(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # stage 1 scored in both modes; stop in stage 2
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(returns, "_evaluate", stop_at_the_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(spec)
+    monkeypatch.setattr(returns, "_evaluate", original)
+    synth.hopper_like(tiny_hopper_dataset, seed=1)  # other contents, same path
+    with pytest.raises(DatasetError, match="changed since"):
+        run_one(spec)
