@@ -17,7 +17,7 @@ import                     folder          what
 ``aaren_rl.bench``         bench/          ``aaren-bench``: act, train, returns, memory, peers
 =========================  ==============  ==================================================
 
-The modules in this folder (errors, file I/O, tracking) sit below every room; the layering
+The modules in this folder (errors, cli, file I/O, untrusted-input checks, tracking) sit below every room; the layering
 is described in ``docs/design.md`` and checked by ``tests/test_layering.py``.
 """
 
