@@ -271,6 +271,17 @@ def _raise_interrupt(*args: Any, **kwargs: Any) -> Any:
     raise KeyboardInterrupt  # Ctrl-C in the middle of the work
 
 
+def _must_not_run(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the work started although the input was bad")
+
+
+# A bad input must be refused before the work starts: these raise if it starts anyway.
+BEFORE_ANY_WORK = {
+    "eval": ("aaren_rl.eval.rollout:run_episodes", _must_not_run),
+    "collect": ("aaren_rl.collect.collect:Collector.train", _must_not_run),
+}
+
+
 def _raise_disk_full(path: Any, *args: Any, **kwargs: Any) -> Any:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
@@ -1244,9 +1255,13 @@ def test_bad_input(
         ctx.run = Path(shutil.copytree(_tiny_run(pristine), ctx.tmp / "run"))
     if case.setup is not None:
         case.setup(ctx)
-    if case.patch is not None:
-        module, name = case.patch[0].split(":")
-        monkeypatch.setattr(importlib.import_module(module), name, case.patch[1])
+    patch = case.patch or BEFORE_ANY_WORK.get(case.cli) if case.code == 2 else case.patch
+    if patch is not None:
+        module, name = patch[0].split(":")
+        target = importlib.import_module(module)
+        for attr in name.split(".")[:-1]:  # "Class.method"
+            target = getattr(target, attr)
+        monkeypatch.setattr(target, name.split(".")[-1], patch[1])
     for k, v in case.env:
         if v:
             monkeypatch.setenv(k, ctx.fill(v))
