@@ -117,3 +117,17 @@ def test_track_offline(aaren_checkpoint: Path, tmp_path: Path, monkeypatch):
     rc = main(["--checkpoint", str(aaren_checkpoint), "--episodes", "1", "--track", *FAST])
     assert rc == 0
     assert list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_the_onnx_path_checks_its_flags_without_torch(tmp_path: Path):
+    """aaren-eval --onnx must run where torch is not installed: its checks import none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from aaren_rl.eval.cli import main; "
+        f"rc = main(['--onnx', {str(tmp_path / 'p.onnx')!r}, '--json', {str(tmp_path)!r}]); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], out.stderr
