@@ -126,7 +126,13 @@ class DeployStep(nn.Module):
         return_scale: float,
     ) -> None:
         super().__init__()
+        if model.config.state_encoder != "linear":
+            raise ExportError(
+                f"aaren-export supports the linear state encoder only, the checkpoint has "
+                f"{model.config.state_encoder!r}"
+            )
         fused = FusedAarenPolicy(model)
+        self.activation = fused.activation  # the model's feed-forward non-linearity
         self.obs_dim, self.act_dim = fused.obs_dim, fused.act_dim
         self.discrete = fused.discrete
         self.dim, self.num_layers, self.num_heads = fused.dim, fused.num_layers, fused.num_heads
@@ -236,7 +242,7 @@ class DeployStep(nn.Module):
             if i == last:
                 x = x[2::3]  # the state tokens' rows: one Slice node
             x = x + (o.reshape(-1, d) if h == 1 else o.sum(1).reshape(-1, d))
-            hdn = F.gelu(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, eps), fc1_w, fc1_b))
+            hdn = self.activation(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, eps), fc1_w, fc1_b))
             x = x + F.linear(hdn, fc2_w, fc2_b)
         y = F.layer_norm(x, (d,), self.lnf_w, self.lnf_b, self.lnf_eps)
         z = F.linear(y, self.head_w, self.head_b)
