@@ -371,6 +371,7 @@ class Trainer:
             mode=cfg.eval_mode,
             context_length=cfg.context_length,
             env_id=self.env_spec.gym_id,
+            device=self.device,  # DecisionAgent moves the model: keep it where it trains
             metadata={
                 "dataset": cfg.dataset,
                 "dataset_fingerprint": self.fingerprint,
