@@ -209,7 +209,7 @@ def _legacy_trainer_pt(ckpt: Path, payload: object) -> Path:
     (ckpt / "trainer.safetensors").unlink()
     path = ckpt / "trainer.pt"
     with path.open("wb") as f:
-        pickle.dump(payload, f)
+        pickle.dump(payload, f, protocol=2)
     return path
 
 
