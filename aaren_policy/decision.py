@@ -196,8 +196,10 @@ class DecisionModel(nn.Module):
         actions: torch.Tensor,
         mask: torch.Tensor,
         weights: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
-        """The training loss over real positions: MSE, or cross-entropy when ``discrete``.
+        """The training loss over real positions, in float32: squared error, or
+        cross-entropy when ``discrete``.
 
         Args:
             preds: (B, K, act_dim) from :meth:`forward`.
@@ -205,12 +207,15 @@ class DecisionModel(nn.Module):
             mask: (B, K) bool, True at real positions.
             weights: (B, K) optional per-position weights (e.g. a decision step weighted
                 up); the loss is the weighted mean over real positions.
+            reduction: squared error over action dimensions, "mean" (DT) or "sum"
+                (d3rlpy); positions are always averaged. Unused when ``discrete``.
         """
         if self.config.discrete:
             logp = torch.log_softmax(preds.float(), dim=-1)
             per_pos = -(logp * actions.to(logp.dtype)).sum(-1)  # (B, K) cross-entropy
         else:
-            per_pos = ((preds - actions) ** 2).mean(-1)  # (B, K)
+            err = (preds.float() - actions.float()) ** 2
+            per_pos = err.sum(-1) if reduction == "sum" else err.mean(-1)  # (B, K)
         m = mask.to(per_pos.dtype)
         if weights is not None:
             m = m * weights.to(per_pos.dtype)

@@ -6,6 +6,7 @@
     aaren-bench returns   Aaren-DT vs Transformer-DT scores on the same data, seeds and budget
     aaren-bench scan      the prefix-attention scan methods: time and memory, forward + backward
     aaren-bench datasets  load D4RL-format Hopper files and check them against their metadata
+    aaren-bench memory    success vs memory length (T-Maze, POPGym) and time per action
 
 Results go under ``--out`` (default ``runs/bench/`` in the current directory; the commands in
 the docs pass ``--out docs/results/...``). Each subcommand prints a Markdown table with its
@@ -24,6 +25,7 @@ from typing import Any
 from aaren_rl.bench.act import ActBenchConfig
 from aaren_rl.bench.common import RESULTS, machine, markdown_table, report, write_json
 from aaren_rl.bench.datasets_check import DatasetsConfig, run_datasets
+from aaren_rl.bench.memory import MemoryConfig, run_memory
 from aaren_rl.bench.returns import ReturnsConfig, run_returns_bench
 from aaren_rl.bench.scan import ScanConfig, run_scan
 from aaren_rl.bench.train import TrainBenchConfig, run_train_bench, train_targets
@@ -226,6 +228,7 @@ BENCHMARKS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "returns": (ReturnsConfig, run_returns),
     "scan": (ScanConfig, run_scan),
     "datasets": (DatasetsConfig, run_datasets),
+    "memory": (MemoryConfig, run_memory),
 }
 
 

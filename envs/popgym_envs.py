@@ -2,8 +2,8 @@
 
 ``popgym`` 1.0.7 is pure numpy + gymnasium and runs on gymnasium 1.x. Its envs are plain
 ``gym.Env`` classes without ids; this adapter registers the ones aaren-rl uses, adds
-``info["success"]`` on an episode's last step, and exposes the hidden state to scripted
-experts (``privileged_state``).
+``info["success"]`` on an episode's last step. Scripted experts read the hidden state from
+``env.unwrapped`` (RepeatFirst's ``card``, CartPole's ``state``).
 
 - ``RepeatFirst{Easy,Medium,Hard}``: a card's suit is shown at ``t = 0``, then one random card
   per step; the agent must output the *first* suit at every step (``Discrete(4)``
@@ -34,13 +34,21 @@ POPGYM_TASKS: dict[str, tuple[str, str, int]] = {
     "RepeatFirstEasy": ("popgym.envs.repeat_first", "RepeatFirstEasy", 51),
     "RepeatFirstMedium": ("popgym.envs.repeat_first", "RepeatFirstMedium", 415),
     "RepeatFirstHard": ("popgym.envs.repeat_first", "RepeatFirstHard", 831),
-    "StatelessCartPoleEasy": ("popgym.envs.position_only_cartpole", "PositionOnlyCartPoleEasy", 200),
+    "StatelessCartPoleEasy": (
+        "popgym.envs.position_only_cartpole",
+        "PositionOnlyCartPoleEasy",
+        200,
+    ),
     "StatelessCartPoleMedium": (
         "popgym.envs.position_only_cartpole",
         "PositionOnlyCartPoleMedium",
         400,
     ),
-    "StatelessCartPoleHard": ("popgym.envs.position_only_cartpole", "PositionOnlyCartPoleHard", 600),
+    "StatelessCartPoleHard": (
+        "popgym.envs.position_only_cartpole",
+        "PositionOnlyCartPoleHard",
+        600,
+    ),
 }
 _BY_LOWER = {name.lower(): name for name in POPGYM_TASKS}
 
@@ -69,13 +77,6 @@ class PopGymAdapter(gym.Wrapper):
                 info["success"] = bool(truncated and not terminated)
         return obs, reward, terminated, truncated, info
 
-    def privileged_state(self) -> Any:
-        """The hidden state: RepeatFirst's first card, CartPole's full (x, x', th, th')."""
-        inner = self.env.unwrapped
-        if self.task.startswith("RepeatFirst"):
-            return int(inner.card)
-        return np.asarray(inner.state, dtype=np.float64)
-
 
 def make_popgym(task: str, render_mode: str | None = None) -> gym.Env:
     """Build one POPGym task (the entry point of the registered ids; no rendering)."""
@@ -95,7 +96,7 @@ def _register(task: str) -> str:
     if env_id not in gym.registry:
         gym.register(
             env_id,
-            entry_point=make_popgym,
+            entry_point="aaren_rl.envs.popgym_envs:make_popgym",
             kwargs={"task": task},
             max_episode_steps=POPGYM_TASKS[task][2],
             reward_threshold=1.0,

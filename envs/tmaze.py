@@ -113,7 +113,7 @@ def register_tmaze(length: int | None = None) -> None:
     if BASE_ID not in gym.registry:
         gym.register(
             BASE_ID,
-            entry_point=PassiveTMaze,
+            entry_point="aaren_rl.envs.tmaze:PassiveTMaze",
             kwargs={"length": DEFAULT_LENGTH},
             max_episode_steps=None,
             reward_threshold=1.0,
@@ -124,7 +124,7 @@ def register_tmaze(length: int | None = None) -> None:
     if env_id not in gym.registry:
         gym.register(
             env_id,
-            entry_point=PassiveTMaze,
+            entry_point="aaren_rl.envs.tmaze:PassiveTMaze",
             kwargs={"length": int(length)},
             max_episode_steps=int(length) + 1,
             reward_threshold=1.0,

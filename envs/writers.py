@@ -53,11 +53,20 @@ def write_d4rl_hdf5(
             if k not in arrays:
                 continue
             a = np.asarray(arrays[k])
-            a = a.astype(bool) if k in ("terminals", "timeouts") else a.astype(np.float32)
+            if k in ("terminals", "timeouts"):
+                a = a.astype(bool)
+            elif not np.issubdtype(a.dtype, np.integer):  # integer ids (discrete) stay ints
+                a = a.astype(np.float32)
             f.create_dataset(k, data=a, compression=compression)
         for k, v in (attrs or {}).items():
             f.attrs[k] = _attr(v)
     return path
+
+
+def _float_or_ids(a: np.ndarray) -> np.ndarray:
+    """float32, except integer ids (discrete spaces), which stay integers."""
+    a = np.asarray(a)
+    return a if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)
 
 
 def _episode_slices(terminals: np.ndarray, timeouts: np.ndarray) -> list[tuple[int, int]]:
@@ -117,9 +126,9 @@ def write_minari(
             f"Minari dataset {dataset_id} already exists at {final}; pass overwrite=True "
             "(aaren-collect --overwrite) or bump the version (-v1)."
         )
-    obs = np.asarray(arrays["observations"], np.float32)
-    nxt = np.asarray(arrays["next_observations"], np.float32)
-    act = np.asarray(arrays["actions"], np.float32)
+    obs, nxt, act = (
+        _float_or_ids(arrays[k]) for k in ("observations", "next_observations", "actions")
+    )
     rew = np.asarray(arrays["rewards"], np.float64)
     term = np.asarray(arrays["terminals"], bool)
     tout = np.asarray(arrays["timeouts"], bool)

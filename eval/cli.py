@@ -65,6 +65,8 @@ class EvalArgs:
     """torch device."""
     progress: bool = True
     """Show a progress bar."""
+    sample: bool = False
+    """Discrete actions: sample from the policy's logits instead of taking the argmax."""
 
 
 def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
@@ -94,6 +96,7 @@ def _track(args: EvalArgs, payload: dict) -> None:
         os.environ["WANDB_MODE"] = "offline"
         print(f"W&B: {why}; logging offline (wandb sync later)", file=sys.stderr)
     import wandb  # checked by check_args
+
     name = f"{payload['env']}__eval__{args.seed}__{int(time.time())}"
     run = wandb.init(
         project=args.wandb_project,
@@ -131,6 +134,7 @@ def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:
 def format_table(results: list[dict]) -> str:
     """A readable table, one row per target return."""
     head = ["target", "mode", "episodes", "return", "normalized", "length", "term/trunc", "s"]
+    head += ["success"]  # where the env defines it (info["success"]), else n/a
     rows = [
         [
             "n/a" if r["target_return"] is None else f"{r['target_return']:g}",
@@ -141,6 +145,7 @@ def format_table(results: list[dict]) -> str:
             f"{sum(r['lengths']) / len(r['lengths']):.0f}",
             f"{sum(r['terminated'])}/{sum(r['truncated'])}",
             f"{r['seconds']:.1f}",
+            "n/a" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%",
         ]
         for r in results
     ]
@@ -202,7 +207,11 @@ def _load_agent(args: EvalArgs):
         raise EvalError("--device cuda was asked for, but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
     return DecisionAgent.load(
-        args.checkpoint, mode=args.mode, device=args.device, context_length=args.context_length
+        args.checkpoint,
+        mode=args.mode,
+        device=args.device,
+        context_length=args.context_length,
+        sample=args.sample,
     )
 
 

@@ -119,6 +119,11 @@ class EvalResult:
     """Environment steps taken over all episodes."""
     act_us_per_call: float
     """Mean wall time of one batched ``agent.predict`` call, microseconds."""
+    success: list[bool] | None = None
+    """Per episode, where the env defines success (``info["success"]`` on the last step,
+    e.g. the T-Maze and POPGym tasks); None when it does not."""
+    success_rate: float | None = None
+    """Fraction of successful episodes (None when the env defines no success)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +149,8 @@ class EpisodeStats:
     truncated: np.ndarray
     act_seconds: float
     act_calls: int
+    success: np.ndarray | None = None
+    """(episodes,) bool from ``info["success"]`` on each last step; None if never given."""
 
 
 def run_episodes(
@@ -173,6 +180,7 @@ def run_episodes(
     lengths = np.zeros(episodes, dtype=np.int64)
     terminated = np.zeros(episodes, dtype=bool)
     truncated = np.zeros(episodes, dtype=bool)
+    success = np.full(episodes, -1, dtype=np.int8)  # -1: the env said nothing
     space = envs[0].action_space
     obs_dim = envs[0].observation_space.shape
     obs = np.zeros((n, *obs_dim), dtype=np.float64)
@@ -216,7 +224,7 @@ def run_episodes(
         actions = np.clip(actions, space.low, space.high)
         for j in np.flatnonzero(active):
             i = current[j]
-            o, r, term, trunc, _ = envs[j].step(actions[j])
+            o, r, term, trunc, info = envs[j].step(actions[j])
             returns[i] += float(r)
             lengths[i] += 1
             trunc = bool(trunc) or (
@@ -224,6 +232,8 @@ def run_episodes(
             )
             if term or trunc:
                 terminated[i], truncated[i] = bool(term), bool(trunc) and not term
+                if "success" in info:
+                    success[i] = bool(info["success"])
                 if bar is not None:
                     bar.update(1)
                 if queue[j]:
@@ -235,7 +245,8 @@ def run_episodes(
         start[~active] = True
     if bar is not None:
         bar.close()
-    return EpisodeStats(returns, lengths, terminated, truncated, act_seconds, act_calls)
+    known = None if (success < 0).all() else success > 0
+    return EpisodeStats(returns, lengths, terminated, truncated, act_seconds, act_calls, known)
 
 
 def evaluate(
@@ -330,4 +341,6 @@ def evaluate(
         seconds=seconds,
         steps=int(eps.lengths.sum()),
         act_us_per_call=1e6 * eps.act_seconds / max(eps.act_calls, 1),
+        success=None if eps.success is None else eps.success.tolist(),
+        success_rate=None if eps.success is None else float(eps.success.mean()),
     )

@@ -169,6 +169,7 @@ class Trainer:
             net=cfg.model,
             max_timestep=cfg.max_timestep,
             state_encoder=cfg.state_encoder,
+            discrete=ds.discrete_actions,  # integer actions: categorical head
         )
         self.model = DecisionModel(self.model_config).to(self.device)  # float32 master weights
         self.optimizer = torch.optim.AdamW(
@@ -324,7 +325,7 @@ class Trainer:
             token_mask = mask
         with autocast(self.precision, self.device):  # bf16 matmuls; the scan stays float32
             preds, _ = self.forward(rtg, obs, act, ts, mask=token_mask)
-        loss = masked_action_loss(preds, act, mask, self.cfg.loss_reduction)
+        loss = self.model.action_loss(preds, act, mask, reduction=self.cfg.loss_reduction)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
