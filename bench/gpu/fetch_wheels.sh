@@ -30,11 +30,13 @@ WHEELS=(
   glfw==2.11.0                # imported by `import mujoco`
   imageio==2.38.1             # imported by gymnasium's MuJoCo envs (needs pillow: matplotlib's)
   packaging==26.4             # gymnasium's MuJoCo rendering (matplotlib brings one too)
-  pyopengl==3.1.10            # mujoco's rendering helpers (imported lazily; small)
   tyro==1.0.17                # command lines (aaren-bench, aaren-train)
   docstring-parser==0.18.0    # tyro
   typeguard==4.6.1            # tyro
 )
+if [[ "${WITH_RENDER:-0}" == 1 ]]; then  # videos (aaren-eval --video): OpenGL, 3 MB
+  WHEELS+=(pyopengl==3.1.10)
+fi
 if [[ "${WITH_RAY:-0}" == 1 ]]; then
   WHEELS+=(ray==2.60.0 msgpack jsonschema jsonschema-specifications referencing rpds-py attrs
            click filelock protobuf pyyaml requests charset-normalizer idna urllib3 certifi packaging)
