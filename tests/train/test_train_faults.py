@@ -222,11 +222,15 @@ def test_a_crafted_legacy_trainer_pt_runs_no_code(
     assert rc == 2
     _one_error_line(out, str(path), "refused")
     assert not marker.exists()
-    # truncated: the zip reader's error, as one line
+    # truncated, as a plain pickle and as torch.save's zip: one line each
     path.write_bytes(path.read_bytes()[:7])
-    rc, out = _run(["--run-dir", finished_run, "--resume", "--steps", 20], capsys)
-    assert rc == 2
-    _one_error_line(out, str(path))
+    zipped = tmp_path / "zipped.pt"
+    torch.save({"step": 10, "ranks": [{"torch_rng": torch.get_rng_state()}]}, zipped)
+    for data in (path.read_bytes(), zipped.read_bytes()[:100]):
+        path.write_bytes(data)
+        rc, out = _run(["--run-dir", finished_run, "--resume", "--steps", 20], capsys)
+        assert rc == 2
+        _one_error_line(out, str(path))
     assert not marker.exists()
 
 
