@@ -82,6 +82,7 @@ def _run_ray(fn: Callable[[Any], str], items: Sequence[Any], opts: GridOptions) 
     except ImportError:
         raise DependencyNotInstalled(RAY_HINT) from None
     started = not ray.is_initialized()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline machines: no phoning home
     if started:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
         if opts.address is None:
@@ -89,9 +90,9 @@ def _run_ray(fn: Callable[[Any], str], items: Sequence[Any], opts: GridOptions) 
         ray.init(address=opts.address, **kwargs)
     try:
         gpus = ray.cluster_resources().get("GPU", 0.0) if opts.use_gpu else 0.0
-        task = ray.remote(num_cpus=1, num_gpus=opts.gpu_per_task if gpus else 0, max_retries=0)(
-            _guarded
-        )
+        # max_calls=1: a fresh worker process per run (memory and CUDA state do not carry over)
+        need = {"num_cpus": 1, "num_gpus": opts.gpu_per_task if gpus else 0}
+        task = ray.remote(**need, max_retries=0, max_calls=1)(_guarded)
         _log(
             f"Ray: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, {gpus:g} GPUs; "
             f"{len(items)} tasks, 1 CPU"
