@@ -478,12 +478,13 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for agent in sorted({r["agent"] for r in rows}):
+    for i, agent in enumerate(sorted({r["agent"] for r in rows})):
         rs = sorted((r for r in rows if r["agent"] == agent), key=lambda r: r["memory_length"])
         x = [r["memory_length"] for r in rs]
+        style = {"marker": "osD^v"[i % 5], "ls": ["-", "--", "-.", ":"][i % 4], "alpha": 0.85}
         ax1.errorbar(x, [r["success_mean"] for r in rs], yerr=[r["success_std"] for r in rs],
-                     marker="o", capsize=3, label=agent)  # fmt: skip
-        ax2.plot(x, [r["act_us"] for r in rs], marker="o", label=agent)
+                     capsize=3, label=agent, **style)  # fmt: skip
+        ax2.plot(x, [r["act_us"] for r in rs], label=agent, **style)
     ax1.axhline(0.5, color="gray", ls=":", lw=1, label="chance")
     ax1.set(xscale="log", xlabel="memory length L", ylabel="success rate (mean ± std, seeds)",
             title="Passive T-Maze: success", ylim=(0, 1.05))  # fmt: skip
