@@ -282,7 +282,11 @@ def _plot_curves(ds: str, records: list[dict[str, Any]], path: Path) -> None:
         steps = sorted(set.intersection(*(set(p) for p in runs)))
         vals = np.array([[p[s] for s in steps] for p in runs])
         mean, std = vals.mean(0), vals.std(0)
-        ax.plot(steps, mean, marker="o", ms=3, color=f"C{i}", label=f"{label} (n={len(runs)})")
+        # each agent's main acting mode solid, the other one (Aaren window, KV cache) dashed
+        ls = "--" if label.endswith(("aaren (episode) acting window", "acting kv-cache")) else "-"
+        ax.plot(
+            steps, mean, ls=ls, marker="o", ms=3, color=f"C{i}", label=f"{label} (n={len(runs)})"
+        )
         ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.15)
     behaviour = next((r.get("behaviour_normalized_score") for r in records
                       if r.get("behaviour_normalized_score") is not None), None)  # fmt: skip
