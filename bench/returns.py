@@ -23,7 +23,8 @@ block).
 
 Record schema (one file per run and acting mode; every key is written by every run):
 
-    dataset, dataset_spec, dataset_sha256, env_id, behaviour_normalized_score
+    dataset, dataset_spec, dataset_sha256, dataset_source_sha256 (slim copies), env_id,
+    behaviour_normalized_score, transitions, episodes
     backbone, recipe, acting ("recurrent" | "window" | "kv-cache"), mode (the agent's), seed
     steps, normalized_mean, normalized_std, return_mean, return_std, returns, lengths
                           (the FINAL evaluation, at ``steps``: the main number)
@@ -267,6 +268,8 @@ def dataset_facts(spec: str) -> dict[str, Any]:
     path = dataset_file(spec)
     return {
         "dataset_sha256": sha256_file(path) if path is not None and path.is_file() else None,
+        # a slim copy (bench/gpu/slim.py) names the file it was made from
+        "dataset_source_sha256": ds.metadata.get("source_sha256"),
         "env_id": ds.env_id,
         "behaviour_normalized_score": behaviour,
         "transitions": ds.num_transitions,

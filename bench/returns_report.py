@@ -104,7 +104,9 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "wall_seconds_mean": float(np.mean(wall)) if all(wall) else None,
                 "train_seconds_per_step": float(np.mean(sps)) if all(sps) else None,
                 "behaviour": next((b for b in behaviour if b is not None), None),
-                "dataset_sha256": sorted({str(r.get("dataset_sha256")) for r in rs}),
+                "dataset_sha256": sorted(
+                    {str(r.get("dataset_source_sha256") or r.get("dataset_sha256")) for r in rs}
+                ),  # a slim copy counts as the dataset it was made from
                 "device": sorted({str(r.get("device", "cpu")) for r in rs}),
                 "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
             }

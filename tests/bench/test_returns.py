@@ -72,6 +72,7 @@ def test_run_writes_both_acting_modes(tmp_path: Path, tiny_hopper_dataset: Path,
     r = out["tiny-hopper__transformer__window__s0__kv-cache.json"]
     assert r["acting"] == "kv-cache" and r["mode"] == "recurrent"
     assert r["dataset_sha256"] == sha256_file(tiny_hopper_dataset)
+    assert r["dataset_source_sha256"] is None  # set for slim copies (bench/gpu/slim.py)
     assert [c["step"] for c in r["curve"]] == [2, 4]
     assert r["normalized_mean"] == r["curve"][-1]["normalized_mean"]  # final = last point
     assert r["best_normalized_mean"] == max(c["normalized_mean"] for c in r["curve"])
