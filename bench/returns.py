@@ -118,6 +118,9 @@ class ReturnsConfig:
     """Longest training window of the episode recipe."""
     precision: str | None = None
     """Training precision passed to the trainer (fp32, bf16, auto); default: its own."""
+    overrides: tuple[str, ...] = ()
+    """TrainConfig overrides applied to every run, field=value (model.x for the backbone's),
+    e.g. model.activation=relu loss_reduction=sum; recorded in every run's settings."""
     out_dir: Path | None = None
     """Per-run JSON, summary and curves. Default: docs/results/returns-{steps/1000}k."""
     work_dir: Path | None = None
@@ -303,7 +306,7 @@ def _train_config(spec: RunSpec, steps: int, resume: bool):
     from aaren_rl.train.config import TrainConfig
 
     cfg = spec.cfg
-    return TrainConfig(
+    tc = TrainConfig(
         dataset=spec.dataset,
         backbone=spec.backbone,  # type: ignore[arg-type]
         recipe=spec.resolved_recipe,  # type: ignore[arg-type]
@@ -323,6 +326,11 @@ def _train_config(spec: RunSpec, steps: int, resume: bool):
         track=cfg.track,
         wandb_group=f"returns-{spec.dataset_name}",
     )
+    if cfg.overrides:
+        from aaren_rl.bench.ablation import apply_overrides, parse_overrides
+
+        tc = apply_overrides(tc, parse_overrides(cfg.overrides, "--overrides"))
+    return tc
 
 
 def _evaluate(spec: RunSpec, acting: str) -> dict[str, Any]:
@@ -435,6 +443,26 @@ def _device_name(asked: str) -> str:
     return f"cpu ({model}, {os.cpu_count()} cores)"
 
 
+def _train_settings(spec: RunSpec) -> dict[str, Any]:
+    """The trainer's settings for this run, as it resolves them (model size, recipe, batch,
+    schedule, knobs), without the paths."""
+    import dataclasses
+
+    tc = _train_config(spec, spec.cfg.steps, resume=False)
+    out = {
+        k: v
+        for k, v in dataclasses.asdict(tc).items()
+        if k not in ("run_dir", "dataset", "resume", "track", "wandb_group", "progress")
+    }
+    out.update(
+        recipe=tc.resolved_recipe,
+        batch_size=tc.resolved_batch_size,
+        warmup_steps=spec.cfg.resolved_warmup,
+        threads=1,
+    )
+    return json.loads(json.dumps(out, default=str))
+
+
 def _record(
     spec: RunSpec, acting: str, progress: dict[str, Any], facts: dict[str, Any], device: str
 ) -> dict[str, Any]:
@@ -469,17 +497,11 @@ def _record(
         "precision": progress.get("precision", "float32"),
         "device": device,
         "settings": {
-            "dim": cfg.dim,
-            "num_layers": cfg.num_layers,
-            "num_heads": 1,
-            "context_length": cfg.context_length,
-            "episode_length": cfg.episode_length,
-            "batch_size": 4 if spec.resolved_recipe == "episode" else 64,
-            "warmup_steps": cfg.resolved_warmup,
+            **_train_settings(spec),
+            "overrides": list(cfg.overrides),
             "eval_every": cfg.eval_every,
             "eval_episodes": cfg.eval_episodes,
             "eval_seeds": f"1000 + 100 * seed + i, i < {cfg.eval_episodes}",
-            "threads": 1,
         },
         "versions": {
             "aaren_rl": __version__,

@@ -10,6 +10,7 @@ import pytest
 
 from aaren_rl.bench.returns import ReturnsConfig, grid_specs, run_one, sha256_file
 from aaren_rl.bench.returns_report import markers, summarize_returns
+from aaren_rl.errors import ConfigError
 
 TINY = dict(
     seeds=(0,),
@@ -241,3 +242,17 @@ def test_a_run_refuses_a_dataset_that_changed_under_it(
     synth.hopper_like(tiny_hopper_dataset, seed=1)  # other contents, same path
     with pytest.raises(DatasetError, match="changed since"):
         run_one(spec)
+
+
+def test_overrides_reach_every_run_and_its_record(tmp_path: Path, tiny_hopper_dataset: Path):
+    from aaren_rl.bench.returns import _train_config, _train_settings
+
+    overrides = ("model.activation=relu", "learning_rate=3e-4")
+    cfg = tiny_cfg(tmp_path, tiny_hopper_dataset, overrides=overrides)
+    for spec in grid_specs(cfg):
+        tc = _train_config(spec, 10, resume=False)
+        assert (tc.model.activation, tc.learning_rate) == ("relu", 3e-4)
+        assert _train_settings(spec)["model"]["activation"] == "relu"
+    bad = tiny_cfg(tmp_path, tiny_hopper_dataset, overrides=("no_such_field=1",))
+    with pytest.raises(ConfigError, match="no_such_field"):
+        _train_config(grid_specs(bad)[0], 10, resume=False)
