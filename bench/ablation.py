@@ -228,7 +228,7 @@ def run_one(run: AblationRun) -> str:
             agent,
             agent.env_id,
             episodes=run.cfg.eval_episodes,
-            num_envs=1,
+            num_envs=min(10, run.cfg.eval_episodes),  # batched; per-episode seeds unchanged
             seed=1000 + 100 * run.seed,
             max_episode_steps=run.cfg.eval_max_episode_steps,
         ).to_dict()

@@ -94,6 +94,9 @@ class ReturnsConfig:
     """Episodes per evaluation."""
     eval_max_episode_steps: int | None = None
     """Cut evaluation episodes earlier than the env's limit (tests; default: the env's 1000)."""
+    eval_envs: int = 10
+    """Environments stepped in lockstep per evaluation (batched agent calls). Episode i has seed
+    1000 + 100 * seed + i whatever this is; returns agree with one env to float rounding."""
     warmup_steps: int | None = None
     """Linear learning-rate warm-up. Default: steps // 10 (DT's 10k at its 100k budget)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -133,7 +136,7 @@ class ReturnsConfig:
     """Log each training run to W&B (offline mode without network)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "eval_every", "eval_episodes", "checkpoint_every"):
+        for name in ("steps", "eval_every", "eval_episodes", "eval_envs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         for run in self.runs:
@@ -342,7 +345,7 @@ def _evaluate(spec: RunSpec, acting: str) -> dict[str, Any]:
         agent,
         agent.env_id,
         episodes=spec.cfg.eval_episodes,
-        num_envs=1,
+        num_envs=min(spec.cfg.eval_envs, spec.cfg.eval_episodes),
         seed=1000 + 100 * spec.seed,
         max_episode_steps=spec.cfg.eval_max_episode_steps,
     )
@@ -501,6 +504,7 @@ def _record(
             "overrides": list(cfg.overrides),
             "eval_every": cfg.eval_every,
             "eval_episodes": cfg.eval_episodes,
+            "eval_envs": min(cfg.eval_envs, cfg.eval_episodes),
             "eval_seeds": f"1000 + 100 * seed + i, i < {cfg.eval_episodes}",
         },
         "versions": {
