@@ -141,3 +141,14 @@ def test_checkpoints_are_the_source(make_agent, tmp_path: Path) -> None:
     assert src.env_id == "Hopper-v5" and src.models["aaren"].config.net.dim == 16
     with pytest.raises(ConfigError, match="not 'aaren'"):
         PolicySource.from_checkpoints(t, t, tmp_path, 20, 1)
+
+
+def test_reduced_precision_variants_act_close_and_shrink_the_file(tmp_path: Path) -> None:
+    src = PolicySource.fresh(ActBenchConfig(dim=64, num_layers=2), tmp_path, 4, 1)
+    agents = {v: ACT_AGENTS[v](src) for v in ("aaren-onnx", "aaren-onnx-fp16", "aaren-onnx-int8")}
+    size = {v: a.model_bytes for v, a in agents.items()}
+    assert size["aaren-onnx-fp16"] < 0.6 * size["aaren-onnx"]
+    assert size["aaren-onnx-int8"] < 0.7 * size["aaren-onnx"]  # the timestep table stays float
+    assert src.checks["aaren-onnx"] <= 1e-5
+    assert src.checks["aaren-onnx-fp16"] <= 1e-2  # finite: the -1e30 mask stayed float32
+    assert src.checks["aaren-onnx-int8"] <= 0.1  # the embedding Gemm stayed float32
