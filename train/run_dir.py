@@ -12,19 +12,15 @@ Every problem raises :class:`~aaren_rl.errors.RunDirError` naming the path and w
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 from aaren_rl.errors import RunDirError
 from aaren_rl.fileio import atomic_write_json, recover_directory, remove_stale_temporaries
 from aaren_rl.train.config import TrainConfig
 from aaren_rl.train.trainer_state import has_trainer_state
-from aaren_rl.untrusted import check_env_id
+from aaren_rl.untrusted import check_dataclass_dict, check_env_id, read_json
 
 __all__ = [
     "CONFIG",
@@ -98,27 +94,12 @@ def read_saved_config(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(
             f"nothing to resume in {run_dir}: no {CONFIG}. Start a new run without --resume."
         )
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDirError(
-            f"{path} is unreadable or corrupt ({e}); restore it from a copy, or start a new run"
-        ) from e
-    if not isinstance(saved, dict):
-        raise RunDirError(f"{path} is corrupt: expected a JSON object of training flags")
-    if "model" not in saved:  # written before the model size moved into `model`
+    saved = read_json(path, RunDirError)
+    if isinstance(saved, dict) and "model" not in saved:  # before `model` held the size
         legacy = {k: saved.pop(k) for k in _LEGACY_MODEL_FIELDS if k in saved}
         if legacy:
             saved["model"] = legacy
-    hints = typing.get_type_hints(TrainConfig)
-    for key, value in saved.items():
-        if key not in hints:
-            raise RunDirError(
-                f"{path} has the unknown field {key!r}: written by another aaren-rl version? "
-                "Resume it with that version, or start a new run"
-            )
-        if not _fits(value, hints[key]):
-            raise RunDirError(f"{path} is corrupt: {key} = {value!r} is not a valid value")
+    check_dataclass_dict(TrainConfig, saved, str(path), RunDirError)
     check_env_id(saved.get("env"), f"{path}: env", RunDirError)  # no "module:" (docs/security.md)
     return saved
 
@@ -132,28 +113,3 @@ def saved_train_config(run_dir: Path) -> TrainConfig:
     except ValueError as e:
         raise RunDirError(f"{run_dir / CONFIG} holds an invalid configuration: {e}") from e
     return cfg
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value can stand for a field of type ``hint``."""
-    origin = get_origin(hint)
-    if origin is Literal:
-        return value in get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint in (str, Path):
-        return isinstance(value, str)
-    if dataclasses.is_dataclass(hint):
-        sub = typing.get_type_hints(hint)
-        return isinstance(value, dict) and all(
-            k in sub and _fits(v, sub[k]) for k, v in value.items()
-        )
-    return True

@@ -47,7 +47,12 @@ from aaren_rl.train.run_dir import (
     create_run_dir,
     read_saved_config,
 )
-from aaren_rl.train.trainer_state import load_trainer_state, save_trainer_state
+from aaren_rl.train.trainer_state import (
+    has_trainer_state,
+    load_trainer_state,
+    save_trainer_state,
+)
+from aaren_rl.untrusted import read_json
 
 __all__ = ["StepStats", "Trainer", "masked_action_loss"]
 
@@ -89,6 +94,18 @@ def _numpy_rng_state() -> dict[str, Any]:
     return state
 
 
+def _checkpoint_step(ckpt_dir: Path) -> int | None:
+    """The step of the resumable checkpoint on disk (or of the copy an interrupted swap left
+    aside, which --resume restores), None if there is none."""
+    for d in (ckpt_dir, ckpt_dir.parent / f".{ckpt_dir.name}.old"):
+        if has_trainer_state(d):
+            try:
+                return int(read_json(d / "agent.json", CheckpointError)["step"])
+            except (CheckpointError, KeyError, TypeError, ValueError):
+                return None
+    return None
+
+
 @dataclass
 class StepStats:
     loss: float
@@ -103,7 +120,6 @@ class Trainer:
         self.cfg, self.ctx, self.device = cfg, ctx, device
         self.precision = resolve_precision(cfg.precision, device)  # "fp32" or "bf16"
         self.start_step = 0  # the step the run starts from (> 0 after --resume)
-        self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
         self.wandb_id: str | None = None
         self.tracker: WandbTracker | None = None
         self.metrics_log: MetricsLog | None = None
@@ -262,7 +278,7 @@ class Trainer:
             raise CheckpointError(
                 f"{self.ckpt_dir}: the trainer state does not fit this run ({e}); start a new run"
             ) from None
-        self.start_step = self.saved_step = step
+        self.start_step = step
         self.wandb_id = state.get("wandb_id")
 
     def _check_resume_fits(self, step: int, world: int, recorded: str | None) -> None:
@@ -410,7 +426,6 @@ class Trainer:
                 save_trainer_state(tmp, trainer_state)
         except (OSError, SafetensorError) as e:
             raise self._write_failure(e) from None
-        self.saved_step = step
         self.model.train()
 
     def _write_failure(self, e: Exception) -> OSError:
@@ -423,14 +438,19 @@ class Trainer:
         return err
 
     def resume_hint(self) -> str:
-        """What to do after an interruption or a failed write: resume, or start again."""
-        if self.saved_step is None:
+        """What to do after an interruption or a failed write: resume, or start again.
+
+        Read from disk, not from memory: an interrupt can land after a checkpoint's swap and
+        before ``save`` returns.
+        """
+        step = _checkpoint_step(self.ckpt_dir)
+        if step is None:
             return (
                 f"no checkpoint was written yet, so {self.run_dir} cannot be resumed: remove it "
                 "and start again"
             )
         return (
-            f"the checkpoint of step {self.saved_step} is intact; continue with: aaren-train "
+            f"the checkpoint of step {step} is intact; continue with: aaren-train "
             f"--resume --run-dir {self.run_dir}"
         )
 

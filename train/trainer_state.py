@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from aaren_rl.errors import CheckpointError
+from aaren_rl.untrusted import read_json
 
 __all__ = [
     "TRAINER_JSON",
@@ -81,10 +82,7 @@ def _load_current(ckpt_dir: Path) -> dict[str, Any]:
 
     path = ckpt_dir / TRAINER_JSON
     what_to_do = "restore the run directory from a copy, or start a new run"
-    try:
-        doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt (not valid JSON: {e}); {what_to_do}") from e
+    doc = read_json(path, CheckpointError)  # size-capped; never more than a JSON parser
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "state" not in doc:
         raise CheckpointError(
             f"{path} is not trainer state written by this aaren-rl (format "
