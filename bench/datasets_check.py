@@ -88,7 +88,8 @@ def time_big(medium: Path) -> None:
 
 @dataclass
 class DatasetsConfig:
-    """Settings of ``aaren-bench datasets``."""
+    """Load D4RL-format Hopper files and check them against their metadata (also
+    ``python -m aaren_rl.bench.datasets_check``)."""
 
     root: Path
     """Folder holding hopper-medium.hdf5, hopper-medium_replay.hdf5 and hopper-best.hdf5."""

@@ -121,7 +121,8 @@ def naive_mb(n: int, t: int) -> float:
 
 @dataclass
 class ScanConfig:
-    """Settings of ``aaren-bench scan`` (also ``python -m aaren_rl.bench.scan``)."""
+    """Time and memory of the prefix-attention scan methods, forward + backward (also
+    ``python -m aaren_rl.bench.scan``)."""
 
     lengths: tuple[int, ...] = tuple(DEFAULT_SEQUENCES)
     """Sequence lengths T (tokens)."""
