@@ -175,3 +175,30 @@ def test_autocast_context() -> None:
         assert lin(torch.randn(2, 4)).dtype == torch.float32
     with autocast("bf16", "cpu"):
         assert lin(torch.randn(2, 4)).dtype == torch.bfloat16
+
+
+def test_transformer_math_attention_under_bf16_matches_reference(monkeypatch) -> None:
+    """Short bf16 sequences on CPU take the math form (faster than the CPU flash kernel in
+    bf16); it matches the float64 attention to bf16 rounding, as the kernel does."""
+    import aaren_rl.aaren_policy.transformer as tr
+
+    torch.manual_seed(0)
+    layer = tr.CausalSelfAttention(32, 2)
+    x = torch.randn(3, 40, 32)
+    ref, _ = layer.double()(x.double())
+    layer.float()
+    outs = {}
+    for limit in (0, tr.MATH_ATTENTION_MAX_TOKENS):  # 0: always the kernel
+        monkeypatch.setattr(tr, "MATH_ATTENTION_MAX_TOKENS", limit)
+        xx = x.clone().requires_grad_()
+        with BF16:
+            y, _ = layer(xx)
+        y.float().pow(2).sum().backward()
+        outs[limit] = (y.float(), xx.grad)
+    (y_k, g_k), (y_m, g_m) = outs.values()
+    torch.testing.assert_close(y_m.double(), ref, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(y_m, y_k, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(g_m, g_k, atol=5e-2, rtol=5e-2)
+    assert tr._prefer_math(torch.zeros(1, 1, 60, 8, dtype=torch.bfloat16))
+    assert not tr._prefer_math(torch.zeros(1, 1, 60, 8))  # float32 keeps the kernel
+    assert not tr._prefer_math(torch.zeros(1, 1, 3000, 8, dtype=torch.bfloat16))
