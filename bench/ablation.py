@@ -49,6 +49,7 @@ DEFAULT_ROWS = (
     "lr-3e-4:learning_rate=3e-4",
     "state-mlp:state_encoder=mlp",
     "bf16:precision=bf16",
+    "no-dropout:model.dropout=0",
     "d3rlpy-all:model.activation=relu,loss_reduction=sum,padding=left,warmup_steps=10000",
 )
 # backbone -> acting modes it is scored in.
