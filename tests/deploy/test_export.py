@@ -245,6 +245,11 @@ def test_aaren_eval_onnx_matches_the_checkpoint_without_importing_torch(
     a, b = json.loads(out_onnx.read_text()), json.loads(out_ckpt.read_text())
     assert a["lengths"] == b["lengths"]
     np.testing.assert_allclose(a["returns"], b["returns"], rtol=1e-4)
+    for r in (a, b):  # the wall clock split: one batched call per step of the longest slot
+        w = r["wall_clock"]
+        assert w["predict_calls"] == max(r["lengths"])  # 2 episodes on 2 envs
+        assert w["agent_seconds"] + w["env_seconds"] == pytest.approx(r["seconds"])
+        assert 0 < w["agent_share"] < 1
 
 
 def test_aaren_eval_needs_exactly_one_source(exported: tuple[Path, Path], capsys) -> None:
