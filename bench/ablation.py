@@ -10,7 +10,8 @@ backbone: Aaren ``recurrent`` and ``window``, Transformer ``window``. Runs go th
 
 Outputs in ``--out-dir``: one JSON per run (skipped when present, so a stopped grid resumes
 where it was), then ``summary.json`` and ``summary.md``: mean ± std over seeds per
-(dataset, row, backbone, acting), with the difference to the ``baseline`` row.
+(dataset, row, backbone, acting), with the difference to the ``baseline`` row; and
+``loss_curves.png``, the training loss of every row (mean ± std over seeds).
 
 Example (the ablation grid on the two Hopper datasets, 16 workers sharing one GPU):
 
@@ -327,7 +328,45 @@ def summarize(out_dir: Path, row_order: list[str] | None = None) -> list[dict[st
     atomic_write_json(out_dir / "summary.json", rows, indent=1)
     atomic_write_text(out_dir / "summary.md", _markdown(rows) + "\n")
     print(_markdown(rows))
+    if records:
+        plot_losses(records, out_dir / "loss_curves.png", row_order)
     return rows
+
+
+def plot_losses(
+    records: list[dict[str, Any]], path: Path, row_order: list[str] | None = None
+) -> None:
+    """Training loss vs step, mean over seeds: one panel per (dataset, backbone), one line
+    per row (e.g. bf16 against baseline: do the curves agree within seed noise?)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["backbone"]) for r in records})
+    rows = list(dict.fromkeys([*(row_order or []), *sorted({r["row"] for r in records})]))
+    rows = [name for name in rows if any(r["row"] == name for r in records)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (ds, bb) in zip(axes[0], panels):
+        for i, name in enumerate(rows):
+            curves = [r["loss_curve"] for r in records if (r["dataset"], r["backbone"], r["row"])
+                      == (ds, bb, name) and r["loss_curve"]]  # fmt: skip
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            steps = [c[0] for c in curves[0][:n]]
+            loss = np.array([[c[1] for c in cur[:n]] for cur in curves])
+            ax.plot(steps, loss.mean(0), color=f"C{i % 10}", label=f"{name} (n={len(curves)})")
+            if len(curves) > 1:
+                lo, hi = loss.mean(0) - loss.std(0), loss.mean(0) + loss.std(0)
+                ax.fill_between(steps, lo, hi, color=f"C{i % 10}", alpha=0.15)
+        ax.set(title=f"{ds} / {bb}", xlabel="step", ylabel="training loss", yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

@@ -74,6 +74,7 @@ def test_two_run_grid_resumes_and_summarises(tiny_hopper_dataset: Path, tmp_path
     ]  # fmt: skip
     assert rows[0]["vs_baseline"] == 0.0 and rows[2]["vs_baseline"] is not None
     assert "| relu | aaren | recurrent | 1 |" in (tmp_path / "out" / "summary.md").read_text()
+    assert (tmp_path / "out" / "loss_curves.png").stat().st_size > 0
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*__s0.json")}
     run_ablation(cfg)  # everything done: nothing is trained again
     assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*__s0.json")}
