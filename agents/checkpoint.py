@@ -6,7 +6,8 @@ A checkpoint is a directory:
     agent.json          what is needed to act: model config, state mean/std, return scale,
                         target returns, env id, dataset spec, training step, package and
                         format versions (docs/style.md, "What that means for us" 6)
-    trainer.pt          (training runs only) optimiser, scheduler, RNG and sampler state
+    trainer.json        (training runs only) optimiser, scheduler, RNG and sampler state:
+    trainer.safetensors JSON + tensors, no pickle (train/trainer_state.py)
 
 It is written into a temporary sibling directory and swapped into place, so a reader (or a
 crash) sees either the old checkpoint or the new one, never a mix.

@@ -460,7 +460,7 @@ def _train_settings(spec: RunSpec) -> dict[str, Any]:
     out.update(
         recipe=tc.resolved_recipe,
         batch_size=tc.resolved_batch_size,
-        warmup_steps=spec.cfg.resolved_warmup,
+        warmup_steps=tc.warmup_steps,
         threads=1,
     )
     return json.loads(json.dumps(out, default=str))
