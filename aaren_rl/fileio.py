@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -32,7 +33,17 @@ __all__ = [
     "fsync_tree",
     "recover_directory",
     "remove_stale_temporaries",
+    "sha256_file",
 ]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, as ``sha256sum`` prints it (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fsync_dir(directory: str | Path) -> None:

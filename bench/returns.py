@@ -38,7 +38,6 @@ Record schema (one file per run and acting mode; every key is written by every r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -53,7 +52,7 @@ import numpy as np
 
 from aaren_rl.bench.grid import GridOptions, run_grid
 from aaren_rl.errors import ConfigError, DatasetError
-from aaren_rl.fileio import atomic_write_json
+from aaren_rl.fileio import atomic_write_json, sha256_file
 
 __all__ = ["ACTING", "ReturnsConfig", "RunSpec", "run_returns_bench", "run_one"]
 
@@ -251,14 +250,6 @@ def dataset_file(spec: str) -> Path | None:
 
         return get_dataset_path(rest) / "data" / "main_data.hdf5"
     return Path(spec) if spec.endswith((".hdf5", ".h5")) else None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dataset_facts(spec: str) -> dict[str, Any]:

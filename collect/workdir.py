@@ -25,7 +25,6 @@ refused as a whole, with the reason and what to do.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -37,6 +36,7 @@ import numpy as np
 
 from aaren_rl.errors import RunDirError
 from aaren_rl.fileio import atomic_path, atomic_write_json
+from aaren_rl.fileio import sha256_file as _sha256
 from aaren_rl.untrusted import parse_json_text, read_json
 
 __all__ = [
@@ -56,15 +56,6 @@ __all__ = [
 MANIFEST = "manifest.json"
 SUBDIRS = ("ckpt", "replay", "rollouts")  # the only folders the manifest may name files in
 MAX_ZIP_BYTES = 4 * 2**30  # uncompressed size of one SB3 model zip (ours are < 1 MB)
-_CHUNK = 2**20
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -12,7 +12,6 @@ dataset listed in docs/data.md. About half the size::
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,16 +21,9 @@ import tyro
 
 from aaren_rl.errors import DatasetError
 from aaren_rl.fileio import atomic_path
+from aaren_rl.fileio import sha256_file as sha256
 
 KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def slim_copy(src: Path, dst: Path) -> Path:
