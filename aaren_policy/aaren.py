@@ -44,6 +44,7 @@ class Aaren(nn.Module):
         bias: biases on the projections.
         scan_method: ``aaren_policy.scan`` method for the parallel path.
         chunk_size: chunk length for the ``"chunked"`` scan.
+        query_init_std: standard deviation of the query token at initialisation.
 
     Example:
         >>> layer = Aaren(16, 2)
@@ -59,6 +60,7 @@ class Aaren(nn.Module):
         bias: bool = True,
         scan_method: str = "chunked",
         chunk_size: int = DEFAULT_CHUNK,
+        query_init_std: float = 0.02,
     ) -> None:
         super().__init__()
         if dim <= 0 or num_heads <= 0 or dim % num_heads:
@@ -68,7 +70,7 @@ class Aaren(nn.Module):
         self.head_dim = dim // num_heads
         self.scan_method = scan_method
         self.chunk_size = chunk_size
-        self.query = nn.Parameter(torch.randn(dim) * 0.02)  # the learned query token
+        self.query = nn.Parameter(torch.randn(dim) * query_init_std)  # the learned query token
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)
         self.v_proj = nn.Linear(dim, dim, bias=bias)

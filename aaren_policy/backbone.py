@@ -75,6 +75,11 @@ class BackboneConfig:
     """Aaren only: parallel scan implementation (see bench/scan_bench.py for the choice)."""
     chunk_size: int = DEFAULT_CHUNK
     """Aaren only: chunk length of the chunked scan (64: fastest measured, docs/core.md)."""
+    query_init_std: float = 0.02
+    """Aaren only: standard deviation of the learned query tokens at initialisation. A score
+    is a product of three small factors (query, query and key projections), so from 0.02
+    the scores stay near 0 for thousands of steps and attention stays a near-uniform running
+    mean (docs/training.md); 1.0 starts the query at a unit token's scale."""
     activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
     """Feed-forward non-linearity: gelu (exact erf, GPT-2 / official DT), gelu_tanh (its tanh
     approximation, cheaper on CPU) or relu (d3rlpy's DT)."""
@@ -93,6 +98,8 @@ class BackboneConfig:
             raise ValueError(f"scan_method must be one of {METHODS}, got {self.scan_method!r}")
         if self.ffn_dim is not None and self.ffn_dim <= 0:
             raise ValueError(f"ffn_dim must be positive, got {self.ffn_dim}")
+        if not self.query_init_std > 0:
+            raise ValueError(f"query_init_std must be > 0, got {self.query_init_std}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
@@ -246,6 +253,7 @@ class AarenBackbone(Backbone):
             config.num_heads,
             scan_method=config.scan_method,
             chunk_size=config.chunk_size,
+            query_init_std=config.query_init_std,
         )
 
     def reset_state(self, state: tuple, done: torch.Tensor) -> tuple:

@@ -51,6 +51,7 @@ DEFAULT_ROWS = (
     "state-mlp:state_encoder=mlp",
     "bf16:precision=bf16",
     "no-dropout:model.dropout=0",
+    "query-init-1:model.query_init_std=1.0",  # Aaren only (the Transformer row = baseline)
     "d3rlpy-all:model.activation=relu,loss_reduction=sum,padding=left,warmup_steps=10000",
 )
 # backbone -> acting modes it is scored in.

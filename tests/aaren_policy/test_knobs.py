@@ -166,3 +166,21 @@ def test_mask_shape_is_checked() -> None:
     rtg, obs, act, ts = _batch()
     with pytest.raises(ValueError, match="mask"):
         model(rtg, obs, act, ts, mask=torch.ones(3, 5, dtype=torch.bool))
+
+
+def test_query_init_std() -> None:
+    """The query token starts at the configured scale; larger queries give sharper scores."""
+    torch.manual_seed(0)
+    small = DecisionModel(DecisionModelConfig(OBS, ACT, net=BackboneConfig(dim=64)))
+    torch.manual_seed(0)
+    big = DecisionModel(
+        DecisionModelConfig(OBS, ACT, net=BackboneConfig(dim=64, query_init_std=1.0))
+    )
+    q_small = torch.stack([b.mixer.query.detach() for b in small.backbone.blocks])
+    q_big = torch.stack([b.mixer.query.detach() for b in big.backbone.blocks])
+    assert 0.01 < float(q_small.std()) < 0.03 and 0.7 < float(q_big.std()) < 1.3
+    w_small = small.backbone.blocks[0].mixer.score_projection()[0].detach()
+    w_big = big.backbone.blocks[0].mixer.score_projection()[0].detach()
+    assert float(w_big.norm()) > 20 * float(w_small.norm())
+    with pytest.raises(ValueError, match="query_init_std"):
+        BackboneConfig(query_init_std=0.0)
