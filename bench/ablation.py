@@ -91,13 +91,15 @@ class AblationConfig:
     out_dir: Path = Path("runs/ablation")
     """Per-run JSON, summary.md and summary.json."""
     work_dir: Path | None = None
-    """Training runs (checkpoints). Default: OUT_DIR/work."""
+    """Training runs (each run's final checkpoint stays here). Default: OUT_DIR/work."""
     summary_only: bool = False
     """Only rebuild the summary from the run JSON files."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.eval_episodes < 1:
             raise ConfigError("--steps and --eval-episodes must be >= 1")
+        if not (self.datasets and self.rows and self.backbones and self.seeds):
+            raise ConfigError("--datasets, --rows, --backbones and --seeds need a value each")
         names = [parse_row(r)[0] for r in self.rows]
         if len(set(names)) != len(names):
             raise ConfigError(f"--rows: row names must be unique, got {names}")
@@ -255,8 +257,7 @@ def run_one(run: AblationRun) -> str:
         "acting": acting,
         "config": tc.to_dict(),
     }
-    atomic_write_json(run.result_path, record, indent=1)
-    shutil.rmtree(run.run_dir, ignore_errors=True)  # the JSON is the result; free the disk
+    atomic_write_json(run.result_path, record, indent=1)  # the checkpoint stays, to re-score
     scores = ", ".join(f"{m} {a['normalized_mean']:.1f}" for m, a in acting.items())
     return f"{run.name}: {scores}"
 
