@@ -20,11 +20,12 @@ episode), ``window20`` (last K = 20 steps re-run), ``windowL`` (a window of the 
 episode, K = L + 1, only for L <= ``full_window_max``). The window agents use the same model
 as ``kv``: a window is a way of acting, the weights are the same.
 
-Per (task, L, backbone, mode, seed) one JSON record in ``OUT/runs/``: env, memory_length,
-backbone, mode, seed, success_rate, return_mean, act_us (median time of the action at the
-decision step: the episode's last, batch 1), state_bytes (at that step), train_steps, and
-more. Units whose records all exist are skipped (rerun the same command to resume). The
-summary (``memory.json``), the table and ``memory.png`` are rebuilt from all records.
+Per (task, L, backbone, mode, seed) one JSON record in ``OUT/records/``: env,
+memory_length, backbone, mode, seed, success_rate, return_mean, act_us (median time of the
+action at the decision step: the episode's last, batch 1), state_bytes (at that step),
+train_steps, and more. Units whose records all exist are skipped (rerun the same command to
+resume). The summary (``memory.json``), the table and ``memory.png`` are rebuilt from all
+records.
 
 Example (a quick look; the full grid is in docs/memory.md):
     aaren-bench memory --tasks tmaze --lengths 10 100 --seeds 0 --out /tmp/mem
@@ -95,7 +96,7 @@ class MemoryConfig:
     threads: int = 1
     """torch threads per process."""
     out: Path = Path("runs/bench/memory")
-    """Folder for runs/*.json (one record per run), memory.json, memory.md and memory.png."""
+    """Folder for records/*.json (one record per run), memory.json, memory.md and memory.png."""
     model_dir: Path | None = None
     """Where trained models are kept for resuming (default OUT/models)."""
     summary_only: bool = False
@@ -155,7 +156,7 @@ def _runs(cfg: MemoryConfig, unit: Unit) -> list[Run]:
 
 def _record_path(cfg: MemoryConfig, unit: Unit, run: Run) -> Path:
     env = run.env.replace("/", "_")
-    return cfg.out / "runs" / f"{env}__{unit.backbone}__{run.mode}__s{unit.seed}.json"
+    return cfg.out / "records" / f"{env}__{unit.backbone}__{run.mode}__s{unit.seed}.json"
 
 
 # ----------------------------------------------------------------------------- training
@@ -502,7 +503,7 @@ def plot(rows: list[dict], path: Path) -> Path | None:
 def write_summary(cfg: MemoryConfig) -> dict:
     from aaren_rl.fileio import atomic_write_json, atomic_write_text
 
-    records = [json.loads(p.read_text()) for p in sorted((cfg.out / "runs").glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted((cfg.out / "records").glob("*.json"))]
     rows = summarise(records)
     tg = targets(rows)
     data = {"records": len(records), "summary": rows, "targets": tg}

@@ -23,7 +23,7 @@ def _args(out: Path) -> list[str]:
 def test_tiny_grid_records_resume_and_summary(tmp_path: Path) -> None:
     out = tmp_path / "mem"
     assert main(_args(out)) == 0
-    runs = sorted((out / "runs").glob("*.json"))
+    runs = sorted((out / "records").glob("*.json"))
     # aaren: recurrent at L=4, 25; transformer: kv, window20 at both, windowL at L=4 only
     assert len(runs) == 2 + 2 * 2 + 1
     rec = json.loads(runs[0].read_text())
