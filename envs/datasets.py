@@ -709,11 +709,11 @@ def _check_against_recorded_env(ds: OfflineDataset) -> None:
     """If the file names its env and Gymnasium knows it, the dims must match it."""
     if not ds.env_id:
         return
-    import gymnasium as gym
+    from aaren_rl.envs.registry import get_env_spec
 
-    try:
-        gym.spec(ds.env_id)
-    except Exception:
+    try:  # get_env_spec also registers the memory tasks' ids (tmaze-L, POPGym)
+        get_env_spec(ds.env_id)
+    except EnvError:
         return  # env not installed here: nothing to check against
     try:
         check_dataset_matches_env(ds, ds.env_id)
