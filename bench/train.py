@@ -249,7 +249,7 @@ def measure_peer(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> T
         out = Path(tmp) / "d3rlpy.json"
         cmd = [str(python), str(PEER_SCRIPT), "--dataset", str(data), "--steps"]
         cmd += [str(cfg.peer_steps), "--eval-episodes", "1", "--threads", str(cfg.threads)]
-        cmd += ["--max-episode-steps", "50", "--out", str(out), "--log-every", "0"]
+        cmd += ["--out", str(out), "--log-every", "0"]  # 1 eval episode: untrained, it falls
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
             rec = json.loads(out.read_text())
