@@ -15,7 +15,7 @@ Nothing but the backbone differs between ``backbone="aaren"`` and ``"transformer
 
 Acting, one environment step at a time (recurrent mode):
 
-    action, state = model.act(rtg, obs, t, state)      # feeds R_t, s_t
+    action, state = model.act(obs, rtg, t, state)      # feeds R_t, s_t
     state = model.observe_action(action, t, state)     # feeds a_t
 
 so a whole episode is carried in ``state`` (constant size for Aaren, a growing KV cache for
@@ -236,16 +236,19 @@ class DecisionModel(nn.Module):
 
     def act(
         self,
-        returns_to_go: torch.Tensor,
         observation: torch.Tensor,
+        returns_to_go: torch.Tensor,
         timestep: torch.Tensor,
         state: tuple | None = None,
     ) -> tuple[torch.Tensor, tuple]:
         """Feed ``R_t`` and ``s_t``; return the action and the state.
 
+        The argument order (observation, return-to-go, timestep, state) is the fused step's
+        and the exported ONNX graph's.
+
         Args:
-            returns_to_go: (B, 1) scaled return-to-go.
             observation: (B, obs_dim) normalised observation.
+            returns_to_go: (B, 1) scaled return-to-go.
             timestep: (B,) int64.
             state: backbone state (None or ``init_state`` at an episode's start).
 

@@ -200,7 +200,7 @@ class DecisionAgent(StepInputs):
         if start.any():
             done = torch.as_tensor(start, device=self.device)
             self.state = self.model.backbone.reset_state(self.state, done)
-        action, state = self.model.act(rtg, obs, time, self.state)
+        action, state = self.model.act(obs, rtg, time, self.state)
         self.state = self.model.observe_action(action, time, state)
         return action
 

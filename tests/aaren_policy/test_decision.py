@@ -57,7 +57,7 @@ def test_act_and_observe_equal_the_parallel_forward(backbone: str) -> None:
         type(s)(*(t.to(torch.float64) if t.is_floating_point() else t for t in s)) for s in state
     )
     for t in range(9):
-        a_t, state = model.act(rtg[:, t], obs[:, t], ts[:, t], state)
+        a_t, state = model.act(obs[:, t], rtg[:, t], ts[:, t], state)
         torch.testing.assert_close(a_t, parallel[:, t], rtol=0, atol=1e-12)
         state = model.observe_action(act[:, t], ts[:, t], state)
 

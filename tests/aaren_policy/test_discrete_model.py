@@ -57,7 +57,7 @@ def test_act_is_the_argmax_of_the_parallel_logits(backbone: str) -> None:
         logits, _ = m(rtg, obs, act, ts)
         state = m.init_state(2)
         for t in range(6):
-            a, state = m.act(rtg[:, t], obs[:, t], ts[:, t], state)
+            a, state = m.act(obs[:, t], rtg[:, t], ts[:, t], state)
             assert torch.equal(a, F.one_hot(logits[:, t].argmax(-1), 4).float())
             state = m.observe_action(act[:, t], ts[:, t], state)
 
@@ -69,7 +69,7 @@ def test_fused_step_gives_the_same_one_hot_actions() -> None:
     with torch.no_grad():
         state, fstate = m.init_state(3), fused.init_state(3)
         for t in range(5):
-            a, state = m.act(rtg[:, t], obs[:, t], ts[:, t], state)
+            a, state = m.act(obs[:, t], rtg[:, t], ts[:, t], state)
             state = m.observe_action(a, ts[:, t], state)
             fa, fstate = fused(obs[:, t], rtg[:, t], ts[:, t], fstate)
             assert torch.equal(a, fa)

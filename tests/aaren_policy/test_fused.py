@@ -43,7 +43,7 @@ def test_fused_step_equals_act_observe(heads: int, dtype: torch.dtype, tol: floa
             obs = torch.randn(b, OBS, generator=gen, dtype=dtype)
             rtg = torch.randn(b, 1, generator=gen, dtype=dtype)
             time = torch.full((b,), t)
-            a_ref, after_act = model.act(rtg, obs, time, ref)
+            a_ref, after_act = model.act(obs, rtg, time, ref)
             ref = model.observe_action(a_ref, time, after_act)
             a, st = policy(obs, rtg, time, st)
             torch.testing.assert_close(a, a_ref, atol=tol, rtol=0)

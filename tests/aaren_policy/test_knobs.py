@@ -92,7 +92,7 @@ def test_fused_step_follows_the_knobs(activation: str, encoder: str) -> None:
             obs = torch.randn(b, OBS, generator=gen, dtype=F64)
             rtg = torch.randn(b, 1, generator=gen, dtype=F64)
             time = torch.full((b,), t)
-            a_ref, after = model.act(rtg, obs, time, ref)
+            a_ref, after = model.act(obs, rtg, time, ref)
             ref = model.observe_action(a_ref, time, after)
             a, st = policy(obs, rtg, time, st)
             torch.testing.assert_close(a, a_ref, atol=1e-10, rtol=0)

@@ -106,8 +106,8 @@ def test_deploy_step_equals_act_observe_in_float64(heads: int) -> None:
         time = torch.as_tensor(t)
         with torch.no_grad():
             a_ref, ref = model.act(
-                torch.as_tensor(rtg / scale).unsqueeze(-1),
                 torch.as_tensor((obs - mean) / std),
+                torch.as_tensor(rtg / scale).unsqueeze(-1),
                 time,
                 ref,
             )
