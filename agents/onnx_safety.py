@@ -27,6 +27,11 @@ from aaren_rl.untrusted import check_env_id, parse_json_text
 __all__ = ["check_external_data", "check_onnx_metadata"]
 
 MAX_DIM = 2**24  # the largest size a contract shape or aaren.obs_dim may name
+ONNX_FORMAT = 2
+"""The format aaren-export writes (``aaren.format``). 2: the attention state (c, o) in one
+tensor ``attn``; 1: (m, u, w) in three tensors. The agent follows the contract, so it reads
+both; a newer format is refused (re-export the checkpoint with this version)."""
+READABLE_FORMATS = (1, 2)
 
 
 def _tensors(graph: Any, where: str) -> Iterator[tuple[Any, str]]:
@@ -133,6 +138,13 @@ def check_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any
         OnnxAgentError: naming the file and the key whose type or size is wrong.
     """
     path = Path(path)
+    fmt = meta.get("aaren.format", str(ONNX_FORMAT))
+    if fmt not in {str(f) for f in READABLE_FORMATS}:
+        raise OnnxAgentError(
+            f"{path}: aaren.format {fmt!r:.20} is not one this version reads "
+            f"({', '.join(map(str, READABLE_FORMATS))}): re-export the checkpoint with "
+            "this version's aaren-export"
+        )
     contract = parse_json_text(meta["aaren.contract"], f"{path}: aaren.contract", OnnxAgentError)
     if not isinstance(contract, dict):
         raise OnnxAgentError(f"{path}: aaren.contract must be a JSON object")

@@ -49,6 +49,7 @@ from aaren_rl.aaren_policy import DecisionModel, __version__
 from aaren_rl.aaren_policy.decision import greedy_one_hot
 from aaren_rl.aaren_policy.fused import MASKED, FusedAarenPolicy
 from aaren_rl.agents.checkpoint import load_model
+from aaren_rl.agents.onnx_safety import ONNX_FORMAT
 from aaren_rl.cli import run_cli
 from aaren_rl.errors import DependencyNotInstalled, ExportError
 from aaren_rl.fileio import atomic_path, check_output_file
@@ -77,8 +78,6 @@ STATE_NEXT = {
 SUPPORTED_OPSETS = range(17, 21)
 """Opsets aaren-export writes: LayerNormalization (one node) needs 17; the TorchScript
 exporter of torch 2.x stops at 20."""
-# 2: attention state (c, o) in one tensor `attn`; 1: (m, u, w) in three tensors.
-ONNX_FORMAT = 2
 
 
 class DeployStep(nn.Module):

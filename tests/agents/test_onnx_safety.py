@@ -156,6 +156,7 @@ def test_an_exported_policy_loads(exported: Path):
         ({"aaren.target_return": "nan"}, "'aaren.target_return' must be a finite number"),
         ({"aaren.contract": "[1, 2]"}, "aaren.contract must be a JSON object"),
         ({"aaren.contract": "{not json"}, "aaren.contract is not valid JSON"),
+        ({"aaren.format": "3"}, "aaren.format '3' is not one this version reads"),
     ],
 )
 def test_bad_metadata_is_refused(exported: Path, tmp_path: Path, changes: dict, message: str):
