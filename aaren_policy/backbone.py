@@ -72,7 +72,7 @@ class BackboneConfig:
     dropout: float = 0.1
     """Dropout on each block's residual branches (DT default 0.1)."""
     scan_method: str = "chunked"
-    """Aaren only: parallel scan implementation (see bench/scan_bench.py for the choice)."""
+    """Aaren only: parallel scan implementation (docs/core.md has the measurements behind the choice)."""
     chunk_size: int = DEFAULT_CHUNK
     """Aaren only: chunk length of the chunked scan (64: fastest measured, docs/core.md)."""
     query_init_std: float = 0.02

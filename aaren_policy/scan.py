@@ -24,7 +24,7 @@ The empty state is ``m = -inf, u = 0, w = 0`` (not ``m = 0``: with ``m = 0`` a s
 very negative scores underflows ``exp(s - 0)`` to 0 and the output becomes 0/0).
 
 Implementations (``method=``):
-- ``"chunked"`` (default, chosen by ``bench/scan_bench.py``): dense masked softmax inside
+- ``"chunked"`` (default, chosen by ``aaren-bench scan``, docs/core.md): dense masked softmax inside
   chunks of ``chunk_size`` tokens, the combine operator across chunks. O(T * chunk) memory.
 - ``"hillis_steele"``: the textbook log-depth inclusive scan of the combine operator.
   O(T log T) memory for autograd; kept as the plain parallel-scan reference.
@@ -63,7 +63,7 @@ METHODS = ("chunked", "hillis_steele", "sequential", "naive")
 # NaN, and the NaN would reach the real rows' values at the next layer. Once any real token
 # (score s) is in the prefix, exp(MASKED - s) is exactly 0 in float32.
 MASKED = -1.0e30
-DEFAULT_CHUNK = 64  # bench/scan_bench.py, docs/core.md: 64 ties 32 at T >= 600 and makes the
+DEFAULT_CHUNK = 64  # aaren-bench scan, docs/core.md: 64 ties 32 at T >= 600 and makes the
 # DT context (K = 20 timesteps = 60 tokens) one chunk, ~2x faster forward+backward there
 
 
