@@ -190,7 +190,7 @@ def run_train(cmd: TrainCommand) -> None:
     png = plot_train(
         [r for r in data if r["precision"] == "fp32" and not r["compiled"]] or data,
         out / "train.png",
-        title=f"aaren-bench train: d={cmd.dim}, {cmd.num_layers} layers; {where}",
+        title=f"aaren-bench train: d={cmd.model.dim}, {cmd.model.num_layers} layers; {where}",
     )
     rows = [
         {

@@ -1,6 +1,7 @@
 """What every ``aaren-bench`` subcommand shares: the model it measures, machine info, output.
 
-- :class:`ModelSize` and :func:`bench_model`: the one factory of benchmark models (DT size by
+- :class:`ModelSize` and :func:`bench_model`: the one factory of benchmark models (a nested
+  ``BackboneConfig`` as ``model``, flags ``--model.dim`` ... as in ``aaren-train``; DT size by
   default: d = 128, 3 layers, 1 head, Hopper's obs 11 / act 3), used by the acting, training
   and deployment benchmarks alike, so that every benchmark measures the same network.
 - :func:`machine`: one line describing the CPU and its load (timings depend on both).
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,10 @@ RESULTS = Path("runs/bench")
 
 @dataclass
 class ModelSize:
-    """The benchmarked network (DT reference size by default)."""
+    """The benchmarked network (DT reference size by default, no dropout) and its inputs."""
 
-    dim: int = 128
-    """Model width (DT default 128)."""
-    num_layers: int = 3
-    """Blocks (DT default 3)."""
-    num_heads: int = 1
-    """Heads (DT default 1)."""
+    model: BackboneConfig = field(default_factory=lambda: BackboneConfig(dropout=0.0))
+    """Size of the backbone stack (the model library's BackboneConfig, as in aaren-train)."""
     obs_dim: int = 11
     """Observation size (Hopper: 11)."""
     act_dim: int = 3
@@ -60,22 +57,20 @@ class ModelSize:
     """Seeds the weights (and the benchmark's random inputs)."""
 
 
-def bench_model(size: Any, backbone: str = "aaren", dropout: float = 0.0) -> DecisionModel:
+def bench_model(size: ModelSize, backbone: str = "aaren") -> DecisionModel:
     """The benchmark model: a freshly initialised ``DecisionModel`` of ``size``.
 
     Args:
-        size: anything with :class:`ModelSize`'s fields (a benchmark config).
+        size: a :class:`ModelSize` (a benchmark config): its ``model`` (backbone size,
+            dropout, activation), ``obs_dim``, ``act_dim`` and ``seed``.
         backbone: ``"aaren"`` or ``"transformer"``; both get the same seed, so their shared
             layers start from the same draws.
-        dropout: backbone dropout (0 for acting; the training benchmark passes DT's 0.1).
 
     Returns:
         The model in eval mode (call ``.train()`` to time training).
     """
     torch.manual_seed(size.seed)
-    net = BackboneConfig(
-        dim=size.dim, num_layers=size.num_layers, num_heads=size.num_heads, dropout=dropout
-    )
+    net = replace(size.model)  # a copy: the model never shares the config's object
     return DecisionModel(DecisionModelConfig(size.obs_dim, size.act_dim, backbone, net)).eval()
 
 

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from aaren_rl.aaren_policy.backbone import BackboneConfig
 
 __all__ = ["MemoryConfig", "run_memory", "units_of"]
 
@@ -71,10 +73,10 @@ class MemoryConfig:
     """Training episodes of a POPGym task."""
     decision_weight: bool = True
     """Weight the T-Maze decision step's loss by the episode length."""
-    dim: int = 64
-    """Model width."""
-    num_layers: int = 2
-    """Residual blocks."""
+    model: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig(dim=64, num_layers=2, dropout=0.0)
+    )
+    """Size of the backbone stack (the model library's BackboneConfig, as in aaren-train)."""
     batch_size: int = 4
     """Episodes per batch."""
     learning_rate: float = 1e-3
@@ -227,7 +229,7 @@ def train_unit(cfg: MemoryConfig, unit: Unit, device: Any):
     """Train one unit's model; returns (model, dataset (for normalisation), steps, seconds)."""
     import torch
 
-    from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+    from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig
     from aaren_rl.envs.sampling import EpisodeSampler
 
     torch.manual_seed(unit.seed)
@@ -237,7 +239,7 @@ def train_unit(cfg: MemoryConfig, unit: Unit, device: Any):
             obs_dim=pool.obs_dim,
             act_dim=pool.act_dim,
             backbone=unit.backbone,
-            net=BackboneConfig(dim=cfg.dim, num_layers=cfg.num_layers, num_heads=1, dropout=0.0),
+            net=replace(cfg.model),
             # No absolute timestep embedding: the junction is in the observation, and a
             # length beyond training must not meet untrained rows.
             max_timestep=1,
@@ -473,10 +475,7 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     rows = [r for r in rows if r["task"] == "tmaze"]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from aaren_rl.bench.plots import plt, save_figure  # pyplot on the Agg backend
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for i, agent in enumerate(sorted({r["agent"] for r in rows})):
@@ -493,10 +492,7 @@ def plot(rows: list[dict], path: Path) -> Path | None:
             ylabel="µs per action at the decision step (batch 1)", title="time per action")  # fmt: skip
     ax1.legend(fontsize=8)
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -44,15 +44,17 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from aaren_rl.aaren_policy.backbone import BackboneConfig
 from aaren_rl.bench.grid import GridOptions, run_grid
 from aaren_rl.errors import ConfigError, DatasetError
 from aaren_rl.fileio import atomic_write_json, sha256_file
+from aaren_rl.train.config import TrainConfig
 
 __all__ = ["ACTING", "ReturnsConfig", "RunSpec", "run_returns_bench", "run_one"]
 
@@ -110,10 +112,8 @@ class ReturnsConfig:
     """Fraction of a GPU each run asks for when there are GPUs (1/16: 16 runs per GPU)."""
     checkpoint_every: int = 500
     """Checkpoint interval of each run (an interrupted run loses at most this many steps)."""
-    dim: int = 128
-    """Model width (DT: 128)."""
-    num_layers: int = 3
-    """Residual blocks (DT: 3)."""
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    """Size of the backbone stack, as in aaren-train (DT: dim 128, 3 layers, dropout 0.1)."""
     context_length: int = 20
     """K, for the window recipe and window acting (DT: 20)."""
     episode_length: int = 1000
@@ -196,9 +196,9 @@ class RunSpec:
 
     @property
     def resolved_recipe(self) -> str:
-        if self.recipe != "auto":
-            return self.recipe
-        return "episode" if self.backbone == "aaren" else "window"
+        """The recipe the trainer resolves ``auto`` to for this backbone."""
+        train = TrainConfig(dataset=self.dataset, backbone=self.backbone, recipe=self.recipe)  # type: ignore[arg-type]
+        return train.resolved_recipe
 
     @property
     def name(self) -> str:
@@ -274,37 +274,14 @@ def dataset_facts(spec: str) -> dict[str, Any]:
     }
 
 
-def _model_kwargs(cfg: ReturnsConfig) -> dict[str, Any]:
-    """Model size (and precision) in the trainer's terms: a nested ``model`` BackboneConfig
-    where the TrainConfig has one, flat ``dim``/``num_layers`` fields otherwise."""
-    import dataclasses
-
-    from aaren_rl.train.config import TrainConfig
-
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    size = {"dim": cfg.dim, "num_layers": cfg.num_layers}
-    if "model" in names:
-        from aaren_rl.aaren_policy import BackboneConfig
-
-        out: dict[str, Any] = {"model": BackboneConfig(**size)}
-    else:
-        out = dict(size)
-    if cfg.precision is not None:
-        if "precision" not in names:
-            raise ConfigError("--precision: this version of the trainer has no precision setting")
-        out["precision"] = cfg.precision
-    return out
-
-
-def _train_config(spec: RunSpec, steps: int, resume: bool):
-    from aaren_rl.train.config import TrainConfig
-
+def _train_config(spec: RunSpec, steps: int, resume: bool) -> TrainConfig:
     cfg = spec.cfg
     tc = TrainConfig(
         dataset=spec.dataset,
         backbone=spec.backbone,  # type: ignore[arg-type]
         recipe=spec.resolved_recipe,  # type: ignore[arg-type]
-        **_model_kwargs(cfg),
+        model=replace(cfg.model),
+        **({} if cfg.precision is None else {"precision": cfg.precision}),
         context_length=cfg.context_length,
         episode_length=cfg.episode_length,
         steps=steps,

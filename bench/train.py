@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -40,8 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.aaren_policy.precision import autocast, resolve_precision
+from aaren_rl.bench.common import ModelSize, bench_model
 
 __all__ = [
     "TrainBenchConfig",
@@ -56,8 +57,8 @@ PEER_SCRIPT = Path(__file__).resolve().parent / "peer" / "d3rlpy_dt.py"
 
 
 @dataclass
-class TrainBenchConfig:
-    """Settings of ``aaren-bench train``."""
+class TrainBenchConfig(ModelSize):
+    """Settings of ``aaren-bench train`` (model, obs/act sizes and seed: :class:`ModelSize`)."""
 
     context_lengths: tuple[int, ...] = (20, 1000)
     """K values (timesteps; 3K tokens)."""
@@ -76,24 +77,10 @@ class TrainBenchConfig:
     """Untimed steps first (after the first step, which is timed separately)."""
     steps: int = 5
     """Timed steps (median reported)."""
-    dim: int = 128
-    """Model width (DT default)."""
-    num_layers: int = 3
-    """Blocks (DT default)."""
-    num_heads: int = 1
-    """Heads (DT default)."""
-    dropout: float = 0.1
-    """Dropout (DT default)."""
-    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
-    """Feed-forward activation of both backbones."""
-    obs_dim: int = 11
-    """Observation size (Hopper)."""
-    act_dim: int = 3
-    """Action size (Hopper)."""
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    """Size of both backbones (DT defaults: dim 128, 3 layers, 1 head, dropout 0.1, gelu)."""
     threads: int = 1
     """torch intra-op threads."""
-    seed: int = 0
-    """Seeds weights and data."""
     peer: bool = True
     """Time d3rlpy's DT step too, where --peer-python exists."""
     peer_python: Path = Path(".venv-d3rlpy/bin/python")
@@ -165,15 +152,7 @@ def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: nn.Module | None
 def _measure(
     backbone: str, k: int, b: int, precision: str, compiled: bool, cfg: TrainBenchConfig
 ) -> TrainRecord:
-    torch.manual_seed(cfg.seed)
-    net = BackboneConfig(
-        dim=cfg.dim,
-        num_layers=cfg.num_layers,
-        num_heads=cfg.num_heads,
-        dropout=cfg.dropout,
-        activation=cfg.activation,
-    )
-    model = DecisionModel(DecisionModelConfig(cfg.obs_dim, cfg.act_dim, backbone, net)).train()
+    model = bench_model(cfg, backbone).train()
     forward = torch.compile(model) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.bench import transformer_onnx as tx
 from aaren_rl.bench.act import (
     ActBenchConfig,
@@ -19,7 +20,7 @@ from aaren_rl.bench.act import (
 from aaren_rl.bench.agents import ACT_AGENTS, PolicySource
 from aaren_rl.errors import ConfigError
 
-TINY = dict(dim=16, num_layers=1, num_heads=1)
+TINY = dict(model=BackboneConfig(dim=16, num_layers=1, num_heads=1, dropout=0.0))
 EAGER = ("aaren-recurrent", "aaren-window", "transformer-window", "transformer-kv")
 
 
@@ -144,7 +145,9 @@ def test_checkpoints_are_the_source(make_agent, tmp_path: Path) -> None:
 
 
 def test_reduced_precision_variants_act_close_and_shrink_the_file(tmp_path: Path) -> None:
-    src = PolicySource.fresh(ActBenchConfig(dim=64, num_layers=2), tmp_path, 4, 1)
+    src = PolicySource.fresh(
+        ActBenchConfig(model=BackboneConfig(dim=64, num_layers=2, dropout=0.0)), tmp_path, 4, 1
+    )
     agents = {v: ACT_AGENTS[v](src) for v in ("aaren-onnx", "aaren-onnx-fp16", "aaren-onnx-int8")}
     size = {v: a.model_bytes for v, a in agents.items()}
     assert size["aaren-onnx-fp16"] < 0.6 * size["aaren-onnx"]

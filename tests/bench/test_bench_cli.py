@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.bench.cli import main
 from aaren_rl.bench.train import (
     TrainBenchConfig,
@@ -15,7 +16,7 @@ from aaren_rl.bench.train import (
     train_targets,
 )
 
-TINY = dict(dim=16, num_layers=1, num_heads=1)
+TINY = dict(model=BackboneConfig(dim=16, num_layers=1, num_heads=1))
 
 
 def test_train_bench_records():
@@ -41,7 +42,7 @@ def test_saved_tensor_bytes_grows_with_length():
 
 
 def test_bench_cli_act_writes_json_and_pngs(tmp_path: Path, capsys):
-    rc = main(["act", "--quick", "--dim", "16", "--num-layers", "1", "--num-envs", "1", "2",
+    rc = main(["act", "--quick", "--model.dim", "16", "--model.num-layers", "1", "--num-envs", "1", "2",
                "--agents", "aaren-recurrent", "transformer-kv", "aaren-onnx", "--out", str(tmp_path)])  # fmt: skip
     assert rc == 0
     assert (tmp_path / "act.png").stat().st_size > 0
@@ -62,7 +63,7 @@ def test_bench_cli_act_writes_json_and_pngs(tmp_path: Path, capsys):
 
 def test_bench_cli_train_writes_json_and_png(tmp_path: Path):
     rc = main(["train", "--context-lengths", "4", "--batch-sizes", "2", "--warmup", "0",
-               "--steps", "1", "--dim", "16", "--num-layers", "1", "--precision", "fp32",
+               "--steps", "1", "--model.dim", "16", "--model.num-layers", "1", "--precision", "fp32",
                "--compile", "--no-peer", "--out", str(tmp_path)])  # fmt: skip
     assert rc == 0 and (tmp_path / "train.png").stat().st_size > 0
     assert len(json.loads((tmp_path / "train.json").read_text())) == 2
@@ -113,6 +114,6 @@ def test_common_helpers(tmp_path: Path):
     assert "**no**" in targets_table([{"target": "t", "measured": "m", "met": False}])
     write_json(tmp_path / "sub" / "x.json", {"k": [1]})
     assert json.loads((tmp_path / "sub" / "x.json").read_text()) == {"k": [1]}
-    size = ModelSize(dim=16, num_layers=1)
+    size = ModelSize(model=BackboneConfig(dim=16, num_layers=1, dropout=0.0))
     a, t = bench_model(size, "aaren"), bench_model(size, "transformer")
     assert not a.training and a.num_parameters() - t.num_parameters() == 16

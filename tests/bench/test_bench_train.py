@@ -7,6 +7,7 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
+from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.bench.train import (
     TrainBenchConfig,
     TrainRecord,
@@ -16,7 +17,7 @@ from aaren_rl.bench.train import (
     train_targets,
 )
 
-TINY = dict(dim=16, num_layers=1, num_heads=1, warmup=0, steps=1, peer=False, compile=())
+TINY = dict(model=BackboneConfig(dim=16, num_layers=1), warmup=0, steps=1, peer=False, compile=())
 
 
 def test_precisions_side_by_side() -> None:

@@ -15,7 +15,7 @@ FIELDS = {"env", "memory_length", "backbone", "mode", "seed", "success_rate", "r
 def _args(out: Path) -> list[str]:
     return ["memory", "--tasks", "tmaze", "--lengths", "4", "25", "--seeds", "0",
             "--curriculum", "4", "--stage-steps", "3", "--final-steps", "3",
-            "--episodes-per-length", "4", "--dim", "16", "--num-layers", "1",
+            "--episodes-per-length", "4", "--model.dim", "16", "--model.num-layers", "1",
             "--eval-episodes", "4", "--eval-envs", "2", "--timing-episodes", "1",
             "--full-window-max", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.bench.returns import ReturnsConfig, grid_specs, run_one, sha256_file
 from aaren_rl.bench.returns_report import markers, summarize_returns
 from aaren_rl.errors import ConfigError
@@ -18,8 +19,7 @@ TINY = dict(
     eval_every=2,
     eval_episodes=1,
     eval_max_episode_steps=15,
-    dim=16,
-    num_layers=1,
+    model=BackboneConfig(dim=16, num_layers=1),
     context_length=4,
     episode_length=40,
     checkpoint_every=1,
