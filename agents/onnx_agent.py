@@ -25,7 +25,7 @@ from aaren_rl.agents.onnx_safety import check_external_data, check_onnx_metadata
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import OnnxAgentError
 
-__all__ = ["OnnxAgent", "OnnxAgentError", "make_session"]
+__all__ = ["OnnxAgent", "OnnxAgentError", "make_session", "ort_value"]
 
 
 def _ort() -> Any:
@@ -34,6 +34,12 @@ def _ort() -> Any:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise OnnxAgentError("OnnxAgent needs onnxruntime: pip install 'aaren-rl[onnx]'") from e
     return onnxruntime
+
+
+def ort_value(array: np.ndarray) -> Any:
+    """An onnxruntime value that shares ``array``'s memory (for I/O binding: write the array
+    in place, e.g. with ``np.copyto``, and the bound input sees it)."""
+    return _ort().OrtValue.ortvalue_from_numpy(array)
 
 
 def make_session(path: str | Path, threads: int = 1) -> Any:
@@ -101,7 +107,6 @@ class OnnxAgent(StepInputs):
         self._dtypes = {
             i.name: _NP_TYPES[i.type] for i in self.session.get_inputs() if i.type in _NP_TYPES
         }
-        self._ort = _ort()
         self.num_envs = 0
         self.state: dict[str, np.ndarray] = {}
 
@@ -136,7 +141,7 @@ class OnnxAgent(StepInputs):
         # dict): two state sets, A -> B and B -> A, so a call never reads what it writes.
         # OrtValues made from numpy arrays share their memory, so the inputs are refreshed
         # with np.copyto and the outputs land directly in the next call's state arrays.
-        wrap = self._ort.OrtValue.ortvalue_from_numpy
+        wrap = ort_value
         self._obs = np.zeros((n, self.obs_dim), dtype=np.float32)
         self._reward = np.zeros(n, dtype=np.float64)
         self._sets = [self.initial_state(n), self.initial_state(n)]

@@ -340,10 +340,7 @@ def plot_losses(
 ) -> None:
     """Training loss vs step, mean over seeds: one panel per (dataset, backbone), one line
     per row (e.g. bf16 against baseline: do the curves agree within seed noise?)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from aaren_rl.bench.plots import plt, save_figure  # pyplot on the Agg backend
 
     panels = sorted({(r["dataset"], r["backbone"]) for r in records})
     rows = list(dict.fromkeys([*(row_order or []), *sorted({r["row"] for r in records})]))
@@ -365,10 +362,7 @@ def plot_losses(
         ax.set(title=f"{ds} / {bb}", xlabel="step", ylabel="training loss", yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

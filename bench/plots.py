@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -10,7 +11,7 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_act", "plot_throughput", "plot_train"]
+__all__ = ["plot_act", "plot_throughput", "plot_train", "save_figure"]
 
 _STYLE = {
     "aaren-recurrent": {"color": "tab:blue", "ls": "-"},
@@ -38,8 +39,6 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 def plot_act(records: list[dict], path: str | Path, title: str = "", smooth: int = 25) -> Path:
     """Time per action (median, p90 dotted) and state bytes vs episode step t, batch 1."""
     records = [r for r in records if r.get("num_envs", 1) == 1]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
     agents = list(dict.fromkeys(r["agent"] for r in records))
     for agent in agents:
@@ -59,8 +58,15 @@ def plot_act(records: list[dict], path: str | Path, title: str = "", smooth: int
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig: Any, path: str | Path, title: str = "", fontsize: int = 10) -> Path:
+    """Title (when given), lay out, write ``path`` (parent folders created), close."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -69,8 +75,6 @@ def plot_act(records: list[dict], path: str | Path, title: str = "", smooth: int
 
 def plot_throughput(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Actions per second vs number of environments acting together, one line per agent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for agent in dict.fromkeys(r["agent"] for r in rows):
         rs = sorted((r for r in rows if r["agent"] == agent), key=lambda r: r["num_envs"])
@@ -82,18 +86,11 @@ def plot_throughput(rows: list[dict], path: str | Path, title: str = "") -> Path
     ax.set(ylabel="actions per second (median call time)", title="batched acting throughput")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, fontsize=9)
 
 
 def plot_train(records: list[dict], path: str | Path, title: str = "") -> Path:
     """Training step time and saved-activation memory vs context length K, per backbone."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = {"aaren": "tab:blue", "transformer": "tab:orange"}
     for backbone in dict.fromkeys(r["backbone"] for r in records):
@@ -115,9 +112,4 @@ def plot_train(records: list[dict], path: str | Path, title: str = "") -> Path:
         ax.set_xlabel("context length K (timesteps; 3K tokens) and batch size B")
     ax_t.set(ylabel="ms per training step (median)", title="training step time")
     ax_m.set(ylabel="MiB saved for backward", title="activation memory (saved tensors)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

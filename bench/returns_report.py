@@ -265,10 +265,7 @@ def _write_section(page: Path, text: str, begin: str, end: str) -> None:
 
 def _plot_curves(ds: str, records: list[dict[str, Any]], path: Path) -> None:
     """Score vs gradient steps, mean over seeds with a ± std band, one line per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from aaren_rl.bench.plots import plt, save_figure  # pyplot on the Agg backend
 
     curves: dict[str, list[dict[int, float]]] = {}
     for r in records:
@@ -297,7 +294,4 @@ def _plot_curves(ds: str, records: list[dict[str, Any]], path: Path) -> None:
     ax.set(title=ds, xlabel="gradient steps", ylabel="D4RL-normalised score")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

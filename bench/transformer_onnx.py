@@ -33,7 +33,7 @@ from torch import nn
 
 from aaren_rl.aaren_policy import DecisionModel
 from aaren_rl.aaren_policy.fused import MASKED
-from aaren_rl.agents.onnx_agent import make_session
+from aaren_rl.agents.onnx_agent import make_session, ort_value
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import ExportError
 from aaren_rl.fileio import atomic_path
@@ -148,14 +148,33 @@ class _OnnxBase(StepInputs):
     def model_bytes(self) -> int:
         return self.path.stat().st_size
 
-    def _bookkeeping(self, reward: np.ndarray, start: np.ndarray) -> None:
-        """DecisionAgent's: rtg -= reward and t += 1, except where an episode starts."""
+    def _reset_counters(self, num_envs: int) -> None:
+        """Fresh return-to-go and timestep rows for ``num_envs`` environments."""
+        self.num_envs = num_envs
+        self.rtg = np.full(num_envs, self.target_return, dtype=np.float64)
+        self.timestep = np.zeros(num_envs, dtype=np.int64)
+        self._started = np.zeros(num_envs, dtype=bool)
+
+    def predict(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray | None = None,
+        episode_start: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One action per environment (DecisionAgent.predict's contract)."""
+        obs, reward, start = self._check_inputs(obs, reward, episode_start)
+        # DecisionAgent's bookkeeping: rtg -= reward and t += 1, except where an episode starts
         cont = ~start
         self.rtg[cont] -= reward[cont]
         self.timestep[cont] += 1
         self.rtg[start] = self.target_return
         self.timestep[start] = 0
         self._started[:] = True
+        return self._act(obs, start)
+
+    def _act(self, obs: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """The graph's action for checked ``obs`` (N, obs_dim); ``start`` (N,) bool."""
+        raise NotImplementedError
 
 
 class WindowOnnxAgent(_OnnxBase):
@@ -177,10 +196,7 @@ class WindowOnnxAgent(_OnnxBase):
 
     def reset(self, num_envs: int = 1) -> None:
         n, k = num_envs, self.context_length
-        self.num_envs = n
-        self.rtg = np.full(n, self.target_return, dtype=np.float64)
-        self.timestep = np.zeros(n, dtype=np.int64)
-        self._started = np.zeros(n, dtype=bool)
+        self._reset_counters(n)
         self._len = np.zeros(n, dtype=np.int64)
         self._bufs = {
             "rtg": np.zeros((n, k, 1), dtype=np.float32),
@@ -191,31 +207,16 @@ class WindowOnnxAgent(_OnnxBase):
         self._pos = np.zeros(n, dtype=np.int64)
         self._action = np.zeros((n, self.act_dim), dtype=np.float32)
         # I/O binding to the window buffers themselves: updated in place, bound once.
-        wrap = self._ort_value
-        self._values = [wrap(a) for a in (*self._bufs.values(), self._pos, self._action)]
+        self._values = [ort_value(a) for a in (*self._bufs.values(), self._pos, self._action)]
         self._binding = self.session.io_binding()
         for name, value in zip([*self._bufs, "pos"], self._values):
             self._binding.bind_ortvalue_input(name, value)
         self._binding.bind_ortvalue_output("action", self._values[-1])
 
-    @staticmethod
-    def _ort_value(a: np.ndarray) -> Any:
-        import onnxruntime as ort
-
-        return ort.OrtValue.ortvalue_from_numpy(a)
-
     def state_nbytes(self) -> int:
         return sum(b.nbytes for b in self._bufs.values())
 
-    def predict(
-        self,
-        obs: np.ndarray,
-        reward: np.ndarray | None = None,
-        episode_start: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """One action per environment (DecisionAgent.predict's contract)."""
-        obs, reward, start = self._check_inputs(obs, reward, episode_start)
-        self._bookkeeping(reward, start)
+    def _act(self, obs: np.ndarray, start: np.ndarray) -> np.ndarray:
         k, bufs, rows = self.context_length, self._bufs, np.arange(self.num_envs)
         self._len[start] = 0
         full = self._len >= k
@@ -366,22 +367,15 @@ class KVOnnxAgent(_OnnxBase):
         self._cache_shape = (num_layers, num_heads, head_dim)
 
     def _empty(self, n: int) -> None:
-        import onnxruntime as ort
-
         layers, heads, dh = self._cache_shape
         zeros = np.zeros((layers, n, heads, 0, dh), dtype=np.float32)
-        self._k = ort.OrtValue.ortvalue_from_numpy(zeros)
-        self._v = ort.OrtValue.ortvalue_from_numpy(zeros.copy())
+        self._k, self._v = ort_value(zeros), ort_value(zeros.copy())
         self._bias = np.zeros((n, 0), dtype=np.float32)
 
     def reset(self, num_envs: int = 1) -> None:
-        n = num_envs
-        self.num_envs = n
-        self.rtg = np.full(n, self.target_return, dtype=np.float64)
-        self.timestep = np.zeros(n, dtype=np.int64)
-        self._started = np.zeros(n, dtype=bool)
-        self._prev_action = np.zeros((n, self.act_dim), dtype=np.float32)
-        self._empty(n)
+        self._reset_counters(num_envs)
+        self._prev_action = np.zeros((num_envs, self.act_dim), dtype=np.float32)
+        self._empty(num_envs)
 
     def state_nbytes(self) -> int:
         slots = self._bias.shape[1]
@@ -389,15 +383,7 @@ class KVOnnxAgent(_OnnxBase):
         cache = 2 * layers * self.num_envs * heads * slots * dh * 4
         return cache + self._bias.nbytes + self._prev_action.nbytes
 
-    def predict(
-        self,
-        obs: np.ndarray,
-        reward: np.ndarray | None = None,
-        episode_start: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """One action per environment (DecisionAgent.predict's contract)."""
-        obs, reward, start = self._check_inputs(obs, reward, episode_start)
-        self._bookkeeping(reward, start)
+    def _act(self, obs: np.ndarray, start: np.ndarray) -> np.ndarray:
         if start.all():
             self._empty(self.num_envs)
         elif start.any():

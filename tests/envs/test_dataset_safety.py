@@ -36,20 +36,11 @@ def marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # ----------------------------------------------------------------------------- D4RL HDF5
 
 
-def _write(path: Path, arrays: dict, **attrs) -> Path:
-    with h5py.File(path, "w") as f:
-        for k, v in arrays.items():
-            f.create_dataset(k, data=v)
-        for k, v in attrs.items():
-            f.attrs[k] = v
-    return path
-
-
 @pytest.mark.parametrize("key", ["observations", "rewards", "terminals", "timeouts"])
 def test_object_dtype_arrays_are_refused(tmp_path: Path, synth, key: str):
     arrays = synth.arrays()
     n = len(arrays["rewards"])
-    path = _write(tmp_path / "obj.hdf5", {k: v for k, v in arrays.items() if k != key})
+    path = synth.write(tmp_path / "obj.hdf5", {k: v for k, v in arrays.items() if k != key})
     with h5py.File(path, "a") as f:  # variable-length strings: h5py hands back Python objects
         f.create_dataset(key, data=np.array([b"x"] * n, dtype=object), dtype=h5py.string_dtype())
     with pytest.raises(DatasetError, match=rf"obj\.hdf5: '{key}' has dtype object"):
@@ -68,7 +59,7 @@ def test_object_dtype_arrays_are_refused(tmp_path: Path, synth, key: str):
 def test_non_numeric_dtypes_are_refused(tmp_path: Path, synth, make):
     arrays = synth.arrays()
     arrays["rewards"] = make(len(arrays["rewards"]))
-    path = _write(tmp_path / "bad.hdf5", arrays)
+    path = synth.write(tmp_path / "bad.hdf5", arrays)
     with pytest.raises(DatasetError, match=r"bad\.hdf5: 'rewards' has dtype"):
         load_dataset(f"d4rl:{path}")
 
@@ -76,7 +67,7 @@ def test_non_numeric_dtypes_are_refused(tmp_path: Path, synth, make):
 def test_vlen_float_arrays_are_refused(tmp_path: Path, synth):
     arrays = synth.arrays()
     obs = arrays.pop("observations")
-    path = _write(tmp_path / "vlen.hdf5", arrays)
+    path = synth.write(tmp_path / "vlen.hdf5", arrays)
     with h5py.File(path, "a") as f:
         d = f.create_dataset("observations", (len(obs),), dtype=h5py.vlen_dtype(np.float32))
         for i, row in enumerate(obs):
@@ -87,8 +78,10 @@ def test_vlen_float_arrays_are_refused(tmp_path: Path, synth):
 
 def test_external_links_are_not_followed(tmp_path: Path, synth):
     arrays = synth.arrays()
-    other = _write(tmp_path / "other.hdf5", {"secret": arrays["observations"]})
-    path = _write(tmp_path / "link.hdf5", {k: v for k, v in arrays.items() if k != "observations"})
+    other = synth.write(tmp_path / "other.hdf5", {"secret": arrays["observations"]})
+    path = synth.write(
+        tmp_path / "link.hdf5", {k: v for k, v in arrays.items() if k != "observations"}
+    )
     with h5py.File(path, "a") as f:
         f["observations"] = h5py.ExternalLink(str(other), "/secret")
     with pytest.raises(DatasetError, match=r"'observations' is a ExternalLink .*other\.hdf5"):
@@ -99,7 +92,7 @@ def test_external_raw_storage_is_not_read(tmp_path: Path, synth):
     arrays = synth.arrays()
     secret = tmp_path / "secret.bin"
     arrays["rewards"].tofile(secret)
-    path = _write(tmp_path / "ext.hdf5", {k: v for k, v in arrays.items() if k != "rewards"})
+    path = synth.write(tmp_path / "ext.hdf5", {k: v for k, v in arrays.items() if k != "rewards"})
     n = len(arrays["rewards"])
     with h5py.File(path, "a") as f:
         f.create_dataset("rewards", (n,), dtype="f4", external=[(str(secret), 0, 4 * n)])
@@ -109,8 +102,8 @@ def test_external_raw_storage_is_not_read(tmp_path: Path, synth):
 
 def test_virtual_datasets_are_not_read(tmp_path: Path, synth):
     arrays = synth.arrays()
-    src = _write(tmp_path / "src.hdf5", {"r": arrays["rewards"]})
-    path = _write(tmp_path / "vds.hdf5", {k: v for k, v in arrays.items() if k != "rewards"})
+    src = synth.write(tmp_path / "src.hdf5", {"r": arrays["rewards"]})
+    path = synth.write(tmp_path / "vds.hdf5", {k: v for k, v in arrays.items() if k != "rewards"})
     n = len(arrays["rewards"])
     layout = h5py.VirtualLayout(shape=(n,), dtype="f4")
     layout[:] = h5py.VirtualSource(str(src), "r", shape=(n,))
@@ -251,7 +244,7 @@ def test_minari_object_dtype_episode_data_is_refused(synth):
 
 def test_minari_external_links_are_refused(tmp_path: Path, synth):
     ds_dir = _minari(synth)
-    other = _write(tmp_path / "other.hdf5", {"r": np.zeros(5, np.float32)})
+    other = synth.write(tmp_path / "other.hdf5", {"r": np.zeros(5, np.float32)})
     with h5py.File(ds_dir / "data" / "main_data.hdf5", "a") as f:
         del f["episode_0/rewards"]
         f["episode_0/rewards"] = h5py.ExternalLink(str(other), "/r")
