@@ -197,17 +197,8 @@ class OnnxAgent(StepInputs):
         reward: np.ndarray | None = None,
         episode_start: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One action per environment (same contract as ``DecisionAgent.predict``).
-
-        Args:
-            obs: (N, obs_dim) raw observations (the graph normalises them).
-            reward: (N,) reward of the previous step (ignored at an episode's start).
-            episode_start: (N,) bool, True where the env was just reset (the first call
-                treats every env as starting).
-
-        Returns:
-            (N, act_dim) float32 actions in [-1, 1].
-        """
+        """(N, act_dim) float32 actions in [-1, 1]; arguments as ``agents.base.Agent.predict``
+        (``obs`` raw: the graph normalises it; the first call treats every env as starting)."""
         obs, reward, start = self._check_inputs(obs, reward, episode_start)
         if start.any():  # the initial rows start an episode (the graph's contract)
             for name, arr in self.state.items():

@@ -328,46 +328,42 @@ def _break_even(comp: TrainRecord | None, eager: TrainRecord | None) -> str:
     return f"{max(0.0, extra) / gain:.0f} (warm-up {comp.first_step_s:.0f} s)"
 
 
+def _ratio_target(
+    target: str,
+    num: TrainRecord,
+    den: TrainRecord,
+    limit: float,
+    strict: bool = False,
+    ratio: str = "{:.2f}x",
+) -> dict:
+    """A target met when ``num``'s median step / ``den``'s is <= ``limit`` (< when strict)."""
+    r = num.step_s_median / den.step_s_median
+    return {
+        "target": target,
+        "measured": f"{num.step_s_median * 1e3:.0f} vs {den.step_s_median * 1e3:.0f} ms "
+        f"({ratio.format(r)})",
+        "met": r < limit if strict else r <= limit,
+    }
+
+
 def train_targets(records: list[TrainRecord]) -> list[dict]:
     """Aaren vs Transformer (fp32, eager); bf16 >= 2x fp32; bf16 >= 2x faster than d3rlpy."""
     by = {(r.backbone, r.context_length, _label(r.precision, r.compiled)): r for r in records}
     out = []
     for k, want in ((20, "no slower than"), (1000, "faster than")):
         a, t = by.get(("aaren", k, "fp32")), by.get(("transformer", k, "fp32"))
-        if a is None or t is None:
-            continue
-        ratio = a.step_s_median / t.step_s_median
-        out.append(
-            {
-                "target": f"aaren training step at K={k} {want} transformer (fp32)",
-                "measured": f"{a.step_s_median * 1e3:.0f} vs {t.step_s_median * 1e3:.0f} ms "
-                f"(ratio {ratio:.2f})",
-                "met": ratio <= 1.0 if k == 20 else ratio < 1.0,
-            }
-        )
+        if a is not None and t is not None:
+            target = f"aaren training step at K={k} {want} transformer (fp32)"
+            out.append(_ratio_target(target, a, t, 1.0, strict=k != 20, ratio="ratio {:.2f}"))
     peer = by.get(("d3rlpy-dt", 20, "fp32"))
     for bb in ("aaren", "transformer"):
         fp, bf = by.get((bb, 20, "fp32")), by.get((bb, 20, "bf16"))
         if fp is not None and bf is not None:
-            ratio = bf.step_s_median / fp.step_s_median
-            out.append(
-                {
-                    "target": f"{bb} bf16 step <= 0.5x fp32 step (K=20, batch 64)",
-                    "measured": f"{bf.step_s_median * 1e3:.0f} vs {fp.step_s_median * 1e3:.0f} "
-                    f"ms ({ratio:.2f}x)",
-                    "met": ratio <= 0.5,
-                }
-            )
+            target = f"{bb} bf16 step <= 0.5x fp32 step (K=20, batch 64)"
+            out.append(_ratio_target(target, bf, fp, 0.5))
         if peer is not None and bf is not None:
-            ratio = bf.step_s_median / peer.step_s_median
-            out.append(
-                {
-                    "target": f"{bb} bf16 step <= 0.5x d3rlpy DT step (K=20, batch 64)",
-                    "measured": f"{bf.step_s_median * 1e3:.0f} vs "
-                    f"{peer.step_s_median * 1e3:.0f} ms ({ratio:.2f}x)",
-                    "met": ratio <= 0.5,
-                }
-            )
+            target = f"{bb} bf16 step <= 0.5x d3rlpy DT step (K=20, batch 64)"
+            out.append(_ratio_target(target, bf, peer, 0.5))
     return out
 
 
