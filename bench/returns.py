@@ -500,9 +500,10 @@ def run_returns_bench(cfg: ReturnsConfig) -> list[dict[str, Any]]:
     from aaren_rl.bench.returns_report import summarize_returns
 
     out_dir = cfg.resolved_out_dir
+    if not cfg.summary_only:
+        _check_datasets(cfg)  # before anything is created
     out_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.summary_only:
-        _check_datasets(cfg)
         pending = [s for s in grid_specs(cfg) if not s.done]
         print(f"{len(pending)} runs to do: " + ", ".join(s.name for s in pending), flush=True)
         failed = run_grid(run_one, pending, cfg.grid_options)

@@ -94,6 +94,11 @@ class TrainBenchConfig(ModelSize):
                 f"context_lengths {self.context_lengths} and batch_sizes {self.batch_sizes} "
                 "must have the same length (one batch size per K)"
             )
+        if min(self.context_lengths, default=1) < 1 or min(self.batch_sizes, default=1) < 1:
+            raise ValueError(
+                f"--context-lengths {self.context_lengths} and --batch-sizes "
+                f"{self.batch_sizes} must be >= 1"
+            )
         if self.steps < 1 or self.warmup < 0:
             raise ValueError(f"steps must be >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
         if not self.precision and not self.compile:
