@@ -100,7 +100,10 @@ def plot_train(records: list[dict], path: str | Path, title: str = "") -> Path:
         k = [r["context_length"] for r in rs]
         c = colors.get(backbone)
         ax_t.plot(k, [r["step_s_median"] * 1e3 for r in rs], "o-", color=c, label=backbone)
-        ax_m.plot(k, [r["saved_tensor_bytes"] / 2**20 for r in rs], "o-", color=c, label=backbone)
+        mem = [(r["context_length"], r["saved_tensor_bytes"]) for r in rs]
+        mem = [(x, b / 2**20) for x, b in mem if b is not None]  # a peer reports no memory
+        if mem:
+            ax_m.plot(*zip(*mem, strict=True), "o-", color=c, label=backbone)
     labels = {r["context_length"]: f"K={r['context_length']}\nB={r['batch_size']}" for r in records}
     for ax in (ax_t, ax_m):
         ax.set_xscale("log")

@@ -117,3 +117,15 @@ def test_common_helpers(tmp_path: Path):
     size = ModelSize(model=BackboneConfig(dim=16, num_layers=1, dropout=0.0))
     a, t = bench_model(size, "aaren"), bench_model(size, "transformer")
     assert not a.training and a.num_parameters() - t.num_parameters() == 16
+
+
+def test_train_plot_takes_a_record_without_memory(tmp_path: Path):
+    """A peer (d3rlpy) record has a step time but no saved-activation figure."""
+    from aaren_rl.bench.plots import plot_train
+
+    rec = {"backbone": "aaren", "context_length": 20, "batch_size": 64, "step_s_median": 0.1}
+    records = [
+        {**rec, "saved_tensor_bytes": 2**20},
+        {**rec, "backbone": "d3rlpy-dt", "saved_tensor_bytes": None},
+    ]
+    assert plot_train(records, tmp_path / "t.png").stat().st_size > 0
