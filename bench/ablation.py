@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from aaren_rl.bench.common import score_checkpoint
 from aaren_rl.errors import ConfigError
 from aaren_rl.fileio import atomic_write_json, atomic_write_text
 
@@ -212,8 +213,6 @@ def run_one(run: AblationRun) -> str:
     """Train one run from scratch and score it in every acting mode; writes its JSON."""
     import torch
 
-    from aaren_rl.agents import DecisionAgent
-    from aaren_rl.eval.rollout import evaluate
     from aaren_rl.train.loop import train
 
     os.chdir(run.root)
@@ -227,18 +226,16 @@ def run_one(run: AblationRun) -> str:
     result = train(tc)
     train_seconds = time.perf_counter() - t0
     acting = {}
+    keep = ("normalized_mean", "normalized_std", "return_mean", "return_std", "returns", "lengths")
     for mode in ACTING[run.backbone]:
-        agent = DecisionAgent.load(run.run_dir / "checkpoint", mode=mode)
-        ev = evaluate(
-            agent,
-            agent.env_id,
-            episodes=run.cfg.eval_episodes,
-            num_envs=min(10, run.cfg.eval_episodes),  # batched; per-episode seeds unchanged
-            seed=1000 + 100 * run.seed,
-            max_episode_steps=run.cfg.eval_max_episode_steps,
-        ).to_dict()
-        keep = ("normalized_mean", "normalized_std", "return_mean", "return_std")
-        acting[mode] = {k: ev.get(k) for k in (*keep, "returns", "lengths")}
+        ev = score_checkpoint(
+            run.run_dir / "checkpoint",
+            mode,
+            run.seed,
+            run.cfg.eval_episodes,
+            run.cfg.eval_max_episode_steps,
+        )
+        acting[mode] = {k: ev.get(k) for k in keep}
     record = {
         "row": name,
         "overrides": {**parse_overrides(run.cfg.base, "--base"), **overrides},

@@ -35,6 +35,7 @@ __all__ = [
     "machine",
     "markdown_table",
     "report",
+    "score_checkpoint",
     "targets_table",
     "write_json",
 ]
@@ -131,3 +132,31 @@ def report(
         print(targets_table(targets))
     print(f"\nmachine after the run: {machine()}")
     print("wrote " + ", ".join(str(p) for p in written))
+
+
+def score_checkpoint(
+    checkpoint: str | Path,
+    mode: str,
+    train_seed: int,
+    episodes: int,
+    max_episode_steps: int | None = None,
+    num_envs: int = 10,
+) -> dict[str, Any]:
+    """Score a checkpoint the way every results grid does; ``EvalResult.to_dict()``.
+
+    Episode ``i`` of training seed ``S`` is reset with env seed ``1000 + 100 S + i`` (the same
+    episodes for every agent and acting mode); ``num_envs`` of them are stepped in lockstep
+    (batched agent calls), which leaves each episode's seed unchanged.
+    """
+    from aaren_rl.agents import DecisionAgent
+    from aaren_rl.eval.rollout import evaluate
+
+    agent = DecisionAgent.load(checkpoint, mode=mode)
+    return evaluate(
+        agent,
+        agent.env_id,
+        episodes=episodes,
+        num_envs=min(num_envs, episodes),
+        seed=1000 + 100 * train_seed,
+        max_episode_steps=max_episode_steps,
+    ).to_dict()

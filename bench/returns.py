@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from aaren_rl.aaren_policy.backbone import BackboneConfig
+from aaren_rl.bench.common import score_checkpoint
 from aaren_rl.bench.grid import GridOptions, run_grid
 from aaren_rl.errors import ConfigError, DatasetError
 from aaren_rl.fileio import atomic_write_json, sha256_file
@@ -305,19 +306,14 @@ def _train_config(spec: RunSpec, steps: int, resume: bool) -> TrainConfig:
 
 
 def _evaluate(spec: RunSpec, acting: str) -> dict[str, Any]:
-    from aaren_rl.agents import DecisionAgent
-    from aaren_rl.eval.rollout import evaluate
-
-    agent = DecisionAgent.load(spec.run_dir / "checkpoint", mode=AGENT_MODE[acting])
-    result = evaluate(
-        agent,
-        agent.env_id,
-        episodes=spec.cfg.eval_episodes,
-        num_envs=min(spec.cfg.eval_envs, spec.cfg.eval_episodes),
-        seed=1000 + 100 * spec.seed,
-        max_episode_steps=spec.cfg.eval_max_episode_steps,
+    return score_checkpoint(
+        spec.run_dir / "checkpoint",
+        AGENT_MODE[acting],
+        spec.seed,
+        spec.cfg.eval_episodes,
+        spec.cfg.eval_max_episode_steps,
+        spec.cfg.eval_envs,
     )
-    return result.to_dict()
 
 
 def _train_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
@@ -334,13 +330,9 @@ def _train_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
     timing["train_seconds"] += time.perf_counter() - t0
     if result.steps and not np.isnan(result.seconds_per_step):
         timing["seconds_per_step"].append(result.seconds_per_step)
-    precision = (  # the one the trainer used (auto resolved), where it reports it
-        getattr(result, "precision", None)
-        or getattr(tc, "resolved_precision", None)
-        or getattr(tc, "precision", None)
-    )
-    progress["precision"] = {None: "float32", "fp32": "float32", "bf16": "bfloat16 autocast"}.get(
-        precision, str(precision)
+    # the precision the trainer used (--precision auto resolved)
+    progress["precision"] = {"fp32": "float32", "bf16": "bfloat16 autocast"}.get(
+        result.precision, result.precision
     )
 
 
@@ -417,12 +409,10 @@ def _device_name(asked: str) -> str:
 def _train_settings(spec: RunSpec) -> dict[str, Any]:
     """The trainer's settings for this run, as it resolves them (model size, recipe, batch,
     schedule, knobs), without the paths."""
-    import dataclasses
-
     tc = _train_config(spec, spec.cfg.steps, resume=False)
     out = {
         k: v
-        for k, v in dataclasses.asdict(tc).items()
+        for k, v in tc.to_dict().items()
         if k not in ("run_dir", "dataset", "resume", "track", "wandb_group", "progress")
     }
     out.update(
@@ -431,7 +421,7 @@ def _train_settings(spec: RunSpec) -> dict[str, Any]:
         warmup_steps=tc.warmup_steps,
         threads=1,
     )
-    return json.loads(json.dumps(out, default=str))
+    return out
 
 
 def _record(
