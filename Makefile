@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast lint demo clean results results-gpu
+.PHONY: setup test test-fast lint demo clean results results-gpu results-peer
 
 setup: $(STAMP)
 
@@ -40,7 +40,8 @@ demo: setup
 # `make results`: the CPU grid on this machine: hopper/halfcheetah/walker2d x medium and
 # medium-replay (made first with aaren-collect when missing, docs/data.md), Aaren and the
 # Transformer, 3 seeds, 10k steps, scored every 1000; Ray tasks, one per CPU (RESULTS_CPUS).
-# Resumable: stop it at any point and run it again. In the background:
+# Resumable: stop it at any point and run it again. d3rlpy's rows: `make results-peer`.
+# In the background:
 #   nohup make results >/dev/null 2>&1 &      (log: runs/logs/results.log)
 # `make results-gpu`: the full DT budget (100k steps) of the same grid on one CUDA GPU, runs
 # side by side on the one device (each asks Ray for GPU_PER_RUN of it: 1/16 = 16 at a time).
@@ -54,7 +55,10 @@ GPU_EXECUTOR ?= ray
 GPU_JOBS ?= 16
 GPU_PER_RUN ?= 0.0625
 GPU_EVAL_EVERY ?= 5000
-results results-gpu: SHELL := /bin/bash
+PEER_DATASETS ?= hopper-medium walker2d-medium
+PEER_SEEDS ?= 0 1 2
+PEER_JOBS ?= $(RESULTS_CPUS)
+results results-gpu results-peer: SHELL := /bin/bash
 
 results: setup
 	@mkdir -p runs/logs runs/datasets
@@ -68,6 +72,22 @@ results: setup
 	set -o pipefail; HF_HUB_OFFLINE=1 MUJOCO_GL=egl nice -n 10 $(PY) -m aaren_rl.bench.cli returns \
 	  --steps 10000 --eval-every 1000 --device cpu --num-cpus $(RESULTS_CPUS) \
 	  --docs docs/results.md $(RESULTS_ARGS) 2>&1 | tee -a runs/logs/results.log
+
+# `make results-peer`: d3rlpy's DT (its own venv, bench/peer/) on PEER_DATASETS, the same
+# files, seeds, 10k steps, warm-up 1000 and scoring every 1000 steps as `make results`; a run
+# whose JSON exists is skipped (a d3rlpy run does not resume: an interrupted one starts over).
+results-peer: setup
+	@mkdir -p runs/logs
+	bash bench/peer/setup_d3rlpy.sh >> runs/logs/setup-d3rlpy.log 2>&1
+	for ds in $(PEER_DATASETS); do for s in $(PEER_SEEDS); do \
+	  out=docs/results/returns-10k/$${ds}__d3rlpy-dt__window__s$${s}__window.json; \
+	  [ -f $$out ] || echo "$$ds $$s $$out"; done; done | \
+	xargs -r -P $(PEER_JOBS) -L 1 bash -c 'OMP_NUM_THREADS=1 nice -n 10 .venv-d3rlpy/bin/python \
+	  bench/peer/d3rlpy_dt.py --dataset runs/datasets/$$0.hdf5 --seed $$1 --steps 10000 \
+	  --warmup 1000 --eval-at 1000,2000,3000,4000,5000,6000,7000,8000,9000 --eval-episodes 10 \
+	  --curve-episodes 10 --threads 1 --log-every 500 --out $$2 \
+	  >> runs/logs/peer-$$0-s$$1.log 2>&1 && echo "done: $$2"'
+	$(PY) -m aaren_rl.bench.cli returns --steps 10000 --summary-only --docs docs/results.md
 
 results-gpu:
 	@mkdir -p runs/logs

@@ -31,6 +31,7 @@ Standard deviations are population ones (ddof = 0), as aaren-rl's evaluation.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -43,12 +44,54 @@ from pathlib import Path
 
 import numpy as np
 
-HOPPER_RANDOM = -20.272305
-HOPPER_EXPERT = 3234.3
+# env id -> (D4RL random score, D4RL expert score, DT's target return); the same values as
+# aaren-rl's envs/registry.py (this script imports nothing from aaren-rl). A file written by
+# aaren-collect names its env (attribute env_id) and its reference scores (ref_min_score,
+# ref_max_score); those win when present.
+TASKS = {
+    "Hopper-v5": (-20.272305, 3234.3, 3600.0),
+    "HalfCheetah-v5": (-280.178953, 12135.0, 6000.0),
+    "Walker2d-v5": (1.629008, 4592.3, 5000.0),
+}
+BEST_CONVENTION = (
+    "best of the evaluations every eval_every steps during training (CORL's convention); "
+    "optimistic: it selects on the evaluation episodes. The final score is the main number."
+)
 
 
-def normalized(ret: float) -> float:
-    return 100.0 * (ret - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM)
+def normalized(ret: float, refs: tuple[float, float]) -> float:
+    lo, hi = refs
+    return 100.0 * (ret - lo) / (hi - lo)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_task(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    """Env id, reference scores and target return: flags, else the file, else the table."""
+    import h5py
+
+    with h5py.File(args.dataset, "r") as f:
+        attrs = {
+            k: f.attrs[k] for k in ("env_id", "ref_min_score", "ref_max_score") if k in f.attrs
+        }
+    env = args.env or (str(attrs["env_id"]) if "env_id" in attrs else None)
+    if env is None:
+        p.error(f"{args.dataset} does not name its environment (no env_id attribute): pass --env")
+    if env not in TASKS and (args.target_return is None or "ref_min_score" not in attrs):
+        p.error(f"unknown env {env!r}: known {sorted(TASKS)}; or pass --target-return with a "
+                "file that has ref_min_score / ref_max_score")  # fmt: skip
+    lo, hi, target = TASKS.get(env, (None, None, None))
+    if "ref_min_score" in attrs and "ref_max_score" in attrs:
+        lo, hi = float(attrs["ref_min_score"]), float(attrs["ref_max_score"])
+    args.env, args.refs = env, (lo, hi)
+    if args.target_return is None:
+        args.target_return = target
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,8 +114,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="JSON to write (atomically)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
-    p.add_argument("--target-return", type=float, default=3600.0)
-    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument(
+        "--target-return",
+        type=float,
+        default=None,
+        help="DT's conditioning return (default: the env's: hopper 3600, halfcheetah 6000, "
+        "walker2d 5000)",
+    )
+    p.add_argument(
+        "--env", default=None, help="Gymnasium env id (default: the file's env_id attribute)"
+    )
     p.add_argument("--max-episode-steps", type=int, default=1000)
     p.add_argument("--context", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
@@ -96,6 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.out = args.out.resolve()
     if not args.dataset.is_file():
         p.error(f"dataset not found: {args.dataset}")
+    resolve_task(args, p)
     return args
 
 
@@ -128,7 +180,10 @@ def load_d4rl(path: Path):
         terminals=term.astype(np.float32),
         timeouts=tout.astype(np.float32),
     )
+    ends = np.flatnonzero(term | tout)
+    episode_returns = [float(x.sum()) for x in np.split(rew, ends + 1)[: len(ends)]]
     info = {
+        "episode_returns_mean": float(np.mean(episode_returns)) if episode_returns else None,
         "transitions": int(len(rew)),
         "episodes": int((term | tout).sum()),
         "terminals": int(term.sum()),
@@ -163,9 +218,9 @@ def evaluate(algo, env, target_return: float, episodes: int, seed: int, max_step
     return returns, lengths, act_times
 
 
-def summarize(returns: list[float]) -> dict:
+def summarize(returns: list[float], refs: tuple[float, float]) -> dict:
     r = np.asarray(returns, dtype=float)
-    n = np.array([normalized(x) for x in r])
+    n = np.array([normalized(x, refs) for x in r])
     return {
         "return_mean": float(r.mean()),
         "return_std": float(r.std()),
@@ -275,7 +330,7 @@ class Progress:
             algo, self.env, args.target_return, episodes, args.seed, args.max_episode_steps
         )
         self.eval_seconds += time.perf_counter() - t0
-        s = summarize(rets)
+        s = summarize(rets, args.refs)
         self.curve.append(
             {
                 "step": total_step,
@@ -345,13 +400,23 @@ def make_record(
     import d3rlpy
 
     final, times = progress.final, progress.step_times
+    best = max(progress.curve, key=lambda c: (c["normalized_mean"], -c["step"]))
+    behaviour = data_info["episode_returns_mean"]
     curve_keys = ("step", "episodes", "return_mean", "normalized_mean", "normalized_std",
                   "act_ms_median")  # fmt: skip
     return {
         "dataset": args.dataset.stem,
         "dataset_spec": f"d4rl:{args.dataset}",
+        "dataset_sha256": sha256_file(args.dataset),
+        "env_id": args.env,
+        "behaviour_normalized_score": None
+        if behaviour is None
+        else normalized(behaviour, args.refs),
+        "transitions": data_info["transitions"],
+        "episodes": data_info["episodes"],
         "backbone": "d3rlpy-dt",
         "recipe": "window",
+        "acting": "window",
         "mode": "window",
         "seed": args.seed,
         "steps": args.steps,
@@ -365,7 +430,18 @@ def make_record(
         "train_seconds_per_step_mean": float(np.mean(times)) if times else None,
         "act_ms_median": 1000 * float(np.median(final["act_times"])),
         "act_us_per_call": 1e6 * float(np.mean(final["act_times"])),
+        "best_normalized_mean": best["normalized_mean"],
+        "best_step": best["step"],
+        "best_convention": BEST_CONVENTION,
         "curve": [{k: c[k] for k in curve_keys} for c in progress.curve],
+        "device": "cpu",
+        "precision": "float32",
+        "timing": {
+            "wall_seconds": fit_s,
+            "train_seconds": fit_s - progress.eval_seconds,
+            "eval_seconds": progress.eval_seconds,
+            "train_seconds_per_step": float(np.median(times)) if times else None,
+        },
         "d3rlpy_version": d3rlpy.__version__,
         "wall_seconds": {"fit_total": fit_s, "evaluation": progress.eval_seconds},
         "settings": settings(args, n_params, data_info),
