@@ -33,7 +33,7 @@ from torch import nn
 
 from aaren_rl.aaren_policy import DecisionModel
 from aaren_rl.aaren_policy.fused import MASKED
-from aaren_rl.agents.onnx_agent import make_session, ort_value
+from aaren_rl.agents.onnx_agent import SessionPerBatch, ort_value
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import ExportError
 from aaren_rl.fileio import atomic_path
@@ -138,7 +138,10 @@ class _OnnxBase(StepInputs):
         self, path: Path, obs_dim: int, act_dim: int, target_return: float, threads: int
     ) -> None:
         self.path = Path(path)
-        self.session = make_session(self.path, threads)
+        # one session per batch size, as OnnxAgent (onnxruntime's memory plan follows the
+        # shapes of a session's first run); the KV graph's shapes change every call anyway
+        self.sessions = SessionPerBatch(self.path, threads)
+        self.session = self.sessions.first
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.target_return = float(target_return)
         self.num_envs = 0
@@ -197,6 +200,7 @@ class WindowOnnxAgent(_OnnxBase):
     def reset(self, num_envs: int = 1) -> None:
         n, k = num_envs, self.context_length
         self._reset_counters(n)
+        self.session = self.sessions.get(n)
         self._len = np.zeros(n, dtype=np.int64)
         self._bufs = {
             "rtg": np.zeros((n, k, 1), dtype=np.float32),

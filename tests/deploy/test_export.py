@@ -257,3 +257,45 @@ def test_aaren_eval_needs_exactly_one_source(exported: tuple[Path, Path], capsys
 
     assert eval_main(["--episodes", "1"]) == 2
     assert "exactly one of --checkpoint" in capsys.readouterr().err
+
+
+def test_each_batch_size_acts_through_its_own_session(exported: tuple[Path, Path]) -> None:
+    # onnxruntime plans a session's memory for its first run's shapes (SessionPerBatch)
+    agent = OnnxAgent(exported[1])
+    first = agent.session
+    agent.reset(2)
+    assert agent.session is first  # the session that read the metadata serves the first size
+    agent.reset(1)
+    one = agent.session
+    assert one is not first
+    agent.reset(2)
+    assert agent.session is first
+    agent.reset(1)
+    assert agent.session is one
+    for n in range(3, 3 + agent.sessions.keep):
+        agent.reset(n)
+    assert agent.sessions.get(1) is not one  # the least recently used were dropped
+
+
+def test_steady_call_path_equals_the_checked_path(exported: tuple[Path, Path]) -> None:
+    # the same stream fed as exact float32 / float64 / bool arrays (the steady path) and as
+    # lists (every call through _check_inputs) gives the same actions, restarts included
+    gen = np.random.default_rng(3)
+    obs = gen.standard_normal((40, 2, 11)).astype(np.float32)
+    rewards = gen.standard_normal((40, 2))
+    starts = np.zeros((40, 2), dtype=bool)
+    starts[0] = starts[25, 1] = True
+    fast, slow = OnnxAgent(exported[1]), OnnxAgent(exported[1])
+    fast.reset(2)
+    slow.reset(2)
+    for t in range(40):
+        a = fast.predict(obs[t], rewards[t], starts[t])
+        b = slow.predict(obs[t].tolist(), rewards[t].tolist(), starts[t].tolist())
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(OnnxAgentError, match="NaN"):
+        fast.predict(np.full((2, 11), np.inf, dtype=np.float32), rewards[0], starts[1])
+    with pytest.raises(OnnxAgentError, match="reward and episode_start"):
+        fast.predict(obs[0], rewards[0][:1], starts[1])
+    np.testing.assert_array_equal(  # a refused call changed nothing
+        fast.predict(obs[0], rewards[0], starts[1]), slow.predict(obs[0], rewards[0], starts[1])
+    )
