@@ -133,7 +133,11 @@ def _record(ds: str, backbone: str, acting: str, seed: int, final: float, **kw) 
 def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     out = tmp_path / "grid"
     out.mkdir()
-    scores = {"aaren/recurrent": (50, 52, 54), "transformer/window": (48, 50, 58)}
+    scores = {
+        "aaren/recurrent": (50, 52, 54),
+        "transformer/window": (48, 50, 58),
+        "aaren/window": (51, 53, 55),
+    }
     for key, vals in scores.items():
         backbone, acting = key.split("/")
         for seed, v in enumerate(vals):
@@ -154,7 +158,11 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     assert by["aaren/recurrent"]["best_mean"] == pytest.approx(57.0)  # best of the curve
     assert by["d3rlpy-dt/window"]["final_mean"] == 60.0 and by["d3rlpy-dt/window"]["seeds"] == [0]
     targets = json.loads((out / "summary.json").read_text())["targets"]["hopper-medium"]
-    vs_tf, vs_d3, vs_behaviour = targets
+    vs_tf, vs_d3, vs_window, vs_behaviour = targets
+    assert vs_window["met"] and vs_window["paired_difference"] == pytest.approx(-1.0)
+    # every evaluation: 2 steps x 3 seeds, each 1 point behind (curves are final + 5, final)
+    assert vs_window["every_evaluation_pairs"] == 6 and vs_window["every_evaluation_wins"] == 0
+    assert vs_window["every_evaluation_difference"] == pytest.approx(-1.0)
     assert vs_tf["met"] and vs_tf["paired_difference"] == pytest.approx(0.0)
     assert vs_tf["paired_seeds"] == 3 and vs_tf["margin"] == pytest.approx(0.0)
     assert not vs_d3["met"] and vs_d3["margin"] == pytest.approx(-8.0)  # std 2 (d3rlpy: 1 seed)
