@@ -7,6 +7,7 @@
     aaren-bench scan      the prefix-attention scan methods: time and memory, forward + backward
     aaren-bench datasets  load D4RL-format Hopper files and check them against their metadata
     aaren-bench memory    success vs memory length (T-Maze, POPGym) and time per action
+    aaren-bench attention how local a trained Aaren model's attention is on dataset episodes
 
 Results go under ``--out`` (default ``runs/bench/`` in the current directory; the commands in
 the docs pass ``--out docs/results/...``). Each subcommand prints a Markdown table with its
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aaren_rl.bench.act import ActBenchConfig
+from aaren_rl.bench.attention import AttentionConfig, run_attention
 from aaren_rl.bench.common import RESULTS, machine, markdown_table, report, write_json
 from aaren_rl.bench.datasets_check import DatasetsConfig, run_datasets
 from aaren_rl.bench.memory import MemoryConfig, run_memory
@@ -229,6 +231,7 @@ BENCHMARKS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "scan": (ScanConfig, run_scan),
     "datasets": (DatasetsConfig, run_datasets),
     "memory": (MemoryConfig, run_memory),
+    "attention": (AttentionConfig, run_attention),
 }
 
 
