@@ -42,18 +42,25 @@ def ort_value(array: np.ndarray) -> Any:
     return _ort().OrtValue.ortvalue_from_numpy(array)
 
 
-def make_session(path: str | Path, threads: int = 1) -> Any:
+def make_session(path: str | Path, threads: int = 1, data: bytes | None = None) -> Any:
     """An onnxruntime CPU session with the settings every aaren-rl ONNX path uses.
 
     ``threads`` intra-op threads (1: the embedded-device setting), sequential execution, all
     graph optimisations (constant folding, node fusions, pre-packed weights), and no
     spinning: with one thread the caller's thread runs every kernel, there is no pool to spin.
+    ``data``: the file's bytes, read once by the caller; the session is built from them (and
+    checked from them), so several sessions of one agent hold the same model even if the
+    file is replaced meanwhile. A model with external data (inside its folder) is loaded from
+    ``path``, where onnxruntime finds those files.
     """
     ort = _ort()
     path = Path(path)
-    if not path.is_file():
-        raise OnnxAgentError(f"no ONNX file at {path}; write one with aaren-export")
-    check_external_data(path)  # no external data outside the model's folder (onnx_safety)
+    if data is None:
+        if not path.is_file():
+            raise OnnxAgentError(f"no ONNX file at {path}; write one with aaren-export")
+        data = path.read_bytes()
+    # no external data outside the model's folder (onnx_safety)
+    source = str(path) if check_external_data(path, data) else data
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -61,7 +68,7 @@ def make_session(path: str | Path, threads: int = 1) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise OnnxAgentError(f"{path} cannot be loaded by onnxruntime: {e}") from e
 
@@ -74,23 +81,32 @@ class SessionPerBatch:
     step graph at batch 1: 59 µs per call when the session's first run was at batch 1, 68 µs
     when it was at batch 2 (docs/deployment.md). So an agent reset to a new number of
     environments acts through a session of its own for that number; the ``keep`` most
-    recently used are kept.
+    recently used are kept. Every session is built from the file's bytes as read once here,
+    so all of them hold the same model even if the file is replaced on disk later.
     """
 
     def __init__(self, path: str | Path, threads: int = 1, keep: int = 4) -> None:
         self.path, self.threads, self.keep = Path(path), threads, keep
-        self.first = make_session(self.path, threads)  # metadata; serves the first batch size
+        if not self.path.is_file():
+            raise OnnxAgentError(f"no ONNX file at {self.path}; write one with aaren-export")
+        self._data = self.path.read_bytes()
+        self.first = self._make()  # read for the metadata; serves the first batch size
         self._spare: Any = self.first
         self._by_batch: dict[int, Any] = {}
+
+    def _make(self) -> Any:
+        return make_session(self.path, self.threads, self._data)
 
     def get(self, num_envs: int) -> Any:
         """The session for ``num_envs`` environments (made on first use)."""
         session = self._by_batch.pop(num_envs, None)
         if session is None:
-            session, self._spare = self._spare or make_session(self.path, self.threads), None
+            session, self._spare = self._spare or self._make(), None
         self._by_batch[num_envs] = session  # most recently used last
         while len(self._by_batch) > self.keep:
-            del self._by_batch[next(iter(self._by_batch))]
+            dropped = self._by_batch.pop(next(iter(self._by_batch)))
+            if dropped is self.first:
+                self.first = None  # nothing keeps a dropped session alive
         return session
 
 
@@ -260,8 +276,10 @@ class OnnxAgent(StepInputs):
             self._all_started
             and isinstance(obs, np.ndarray)
             and obs.shape == self._obs.shape
+            and obs.dtype.kind in "biuf"  # numbers: copyto casts them as np.asarray would
             and isinstance(reward, np.ndarray)
             and reward.shape == (n,)
+            and reward.dtype.kind in "biuf"
             and (
                 episode_start is None
                 or (  # all False, compared as bytes: np.any costs 1-3 µs on a tiny array

@@ -76,11 +76,15 @@ def _location_problem(location: str, folder: Path) -> str | None:
     return None
 
 
-def check_external_data(path: str | Path) -> None:
+def check_external_data(path: str | Path, data: bytes | None = None) -> bool:
     """Refuse an ONNX model whose tensors keep external data outside its folder.
 
-    The model is parsed with ``onnx.load(load_external_data=False)``: the protobuf only,
-    no external file is opened.
+    The model is parsed with ``onnx.load(load_external_data=False)`` (or, given ``data``,
+    the file's bytes as read by the caller, from those): the protobuf only, no external file
+    is opened.
+
+    Returns:
+        True when some tensor keeps its data in an external file (inside the folder).
 
     Raises:
         OnnxAgentError: the file is not an ONNX protobuf, or a tensor's external data is an
@@ -95,16 +99,21 @@ def check_external_data(path: str | Path) -> None:
         ) from e
     path = Path(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        if data is None:
+            model = onnx.load(str(path), load_external_data=False)
+        else:
+            model = onnx.load_from_string(data)
     except Exception as e:  # protobuf DecodeError and friends
         raise OnnxAgentError(f"{path} is not a readable ONNX model ({e})") from e
     tensors = list(_tensors(model.graph, ""))
     for fn in model.functions:
         for node in fn.node:
             tensors += _attribute_tensors(node, f"function {fn.name!r} node {node.op_type!r} ")
+    external = False
     for tensor, where in tensors:
         if tensor.data_location != onnx.TensorProto.EXTERNAL and not tensor.external_data:
             continue
+        external = True
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         problem = _location_problem(location, path.parent)
         if problem:
@@ -113,6 +122,7 @@ def check_external_data(path: str | Path) -> None:
                 "must sit in the model's own folder. Refusing to load it (re-export the model "
                 "with aaren-export, which writes one self-contained file)."
             )
+    return external
 
 
 def _int(meta: dict[str, str], key: str, path: Path) -> int:

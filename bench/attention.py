@@ -8,8 +8,9 @@ steps) feed the layers different averages of the same tokens. This command measu
 dataset episodes, teacher-forced as in training:
 
 - **share of the last K steps**: the attention weight that the state token of step t puts on
-  the last K steps' 3K tokens, against their share of the tokens (``3K / (3t + 2)``), the
-  value a uniform running mean would give;
+  the last K steps' tokens up to it (``R_{t-K+1}, s_{t-K+1}, a_{t-K+1}, ..., R_t, s_t``:
+  3K - 1 tokens), against their share of the tokens (``(3K - 1) / (3t + 2)``), the value a
+  uniform running mean would give;
 - **effective tokens**: ``exp(entropy)`` of those weights (t + 1 steps hold 3t + 2 tokens up
   to the state token): 3t + 2 for a uniform mean, 1 for attention on one token.
 
@@ -103,7 +104,8 @@ def attention_locality(
                     continue
                 i = 3 * t + 1  # the state token of step t (tokens R_0, s_0, a_0, R_1, ...)
                 w = torch.softmax(scores[:, : i + 1].double(), dim=-1)  # (H, i + 1)
-                share = w[:, max(0, i + 1 - 3 * window) :].sum(-1).mean().item()
+                # the last K steps up to s_t: R_{t-K+1}, s_{t-K+1}, a_{t-K+1}, ..., R_t, s_t
+                share = w[:, max(0, i + 2 - 3 * window) :].sum(-1).mean().item()
                 ent = -(w * torch.log(w.clamp_min(1e-300))).sum(-1)
                 acc.setdefault((layer, t), []).append((share, float(torch.exp(ent).mean())))
     rows = []
@@ -116,7 +118,7 @@ def attention_locality(
                 "t": t,
                 "episodes": len(vals),
                 "last_window_share": float(arr[:, 0].mean()),
-                "uniform_share": min(1.0, 3 * window / tokens),
+                "uniform_share": min(1.0, (3 * window - 1) / tokens),
                 "effective_tokens": float(arr[:, 1].mean()),
                 "tokens": tokens,
             }

@@ -83,11 +83,12 @@ def resolve_task(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     env = args.env or (str(attrs["env_id"]) if "env_id" in attrs else None)
     if env is None:
         p.error(f"{args.dataset} does not name its environment (no env_id attribute): pass --env")
-    if env not in TASKS and (args.target_return is None or "ref_min_score" not in attrs):
+    has_refs = "ref_min_score" in attrs and "ref_max_score" in attrs
+    if env not in TASKS and (args.target_return is None or not has_refs):
         p.error(f"unknown env {env!r}: known {sorted(TASKS)}; or pass --target-return with a "
                 "file that has ref_min_score / ref_max_score")  # fmt: skip
     lo, hi, target = TASKS.get(env, (None, None, None))
-    if "ref_min_score" in attrs and "ref_max_score" in attrs:
+    if has_refs:
         lo, hi = float(attrs["ref_min_score"]), float(attrs["ref_max_score"])
     args.env, args.refs = env, (lo, hi)
     if args.target_return is None:

@@ -275,6 +275,24 @@ def test_each_batch_size_acts_through_its_own_session(exported: tuple[Path, Path
     for n in range(3, 3 + agent.sessions.keep):
         agent.reset(n)
     assert agent.sessions.get(1) is not one  # the least recently used were dropped
+    assert agent.sessions.first is None  # the first one too: nothing keeps it alive
+
+
+def test_every_session_holds_the_model_as_first_read(
+    exported: tuple[Path, Path], make_agent, tmp_path: Path
+) -> None:
+    live = tmp_path / "live.onnx"
+    live.write_bytes(exported[1].read_bytes())
+    agent, reference = OnnxAgent(live), OnnxAgent(exported[1])
+    agent.reset(1)
+    other = export_onnx(
+        ExportConfig(make_agent(seed=5).save(tmp_path / "other"), tmp_path / "o.onnx")
+    )
+    live.write_bytes(other.read_bytes())  # replaced on disk after the agent loaded it
+    obs = np.random.default_rng(1).standard_normal((2, 11)).astype(np.float32)
+    agent.reset(2)  # a new batch size: a new session, from the bytes read at construction
+    reference.reset(2)
+    np.testing.assert_array_equal(agent.predict(obs), reference.predict(obs))
 
 
 def test_steady_call_path_equals_the_checked_path(exported: tuple[Path, Path]) -> None:
@@ -288,10 +306,18 @@ def test_steady_call_path_equals_the_checked_path(exported: tuple[Path, Path]) -
     fast, slow = OnnxAgent(exported[1]), OnnxAgent(exported[1])
     fast.reset(2)
     slow.reset(2)
+    checked = []  # the calls of `fast` that went through _check_inputs
+    original = fast._check_inputs
+    fast._check_inputs = lambda *a: checked.append(True) or original(*a)  # type: ignore[method-assign]
     for t in range(40):
         a = fast.predict(obs[t], rewards[t], starts[t])
         b = slow.predict(obs[t].tolist(), rewards[t].tolist(), starts[t].tolist())
         np.testing.assert_array_equal(a, b)
+    assert len(checked) == 2  # the two calls where an episode starts; the 38 others: steady
+    as_objects = obs[1].astype(object)  # not numbers: the checked path converts them
+    np.testing.assert_array_equal(fast.predict(as_objects, rewards[1], starts[1]),
+                                  slow.predict(obs[1], rewards[1], starts[1]))  # fmt: skip
+    assert len(checked) == 3
     with pytest.raises(OnnxAgentError, match="NaN"):
         fast.predict(np.full((2, 11), np.inf, dtype=np.float32), rewards[0], starts[1])
     with pytest.raises(OnnxAgentError, match="reward and episode_start"):
