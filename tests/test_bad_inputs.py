@@ -1299,6 +1299,13 @@ def test_subprocess_eval_bad_flag_exit_code(pristine: dict[str, Path], tmp_path:
     assert "Traceback" not in p.stderr and not list((tmp_path / "out").iterdir())
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default. A test runner started in the background by
+    a non-interactive shell (``cmd &``) inherits SIGINT ignored, and so would the child, which
+    is not what a user at a terminal gets."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_subprocess_ctrl_c_during_evaluation(pristine: dict[str, Path], tmp_path: Path) -> None:
     """SIGINT while episodes run: exit 130, one line, nothing written."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
@@ -1307,6 +1314,7 @@ def test_subprocess_ctrl_c_during_evaluation(pristine: dict[str, Path], tmp_path
         [PY, "-m", "aaren_rl.eval.cli", "--checkpoint", str(pristine["ckpt"]), "--episodes",
          "1000", "--json", str(out)],  # fmt: skip
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     seen = ""
     deadline = time.monotonic() + 90

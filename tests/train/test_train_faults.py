@@ -322,12 +322,20 @@ def test_disk_full_while_saving_keeps_the_old_checkpoint(finished_run: Path) -> 
     assert not list(finished_run.glob(".checkpoint.tmp-*"))
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default. A test runner started in the background by
+    a non-interactive shell (``cmd &``) inherits SIGINT ignored, and so would the child, which
+    is not what a user at a terminal gets."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_names_the_run_directory(tiny_hopper_dataset: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "interrupted"
     args = _args(tiny_hopper_dataset, run_dir, 100_000)
     proc = subprocess.Popen(
-        _subprocess_args(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+        _subprocess_args(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
     trainer = run_dir / "checkpoint" / "trainer.json"
     deadline = time.time() + 120
     while not trainer.exists() and proc.poll() is None and time.time() < deadline:
