@@ -42,6 +42,14 @@ def ort_value(array: np.ndarray) -> Any:
     return _ort().OrtValue.ortvalue_from_numpy(array)
 
 
+def read_model(path: str | Path) -> bytes:
+    """The bytes of an ONNX file (a clear error when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxAgentError(f"no ONNX file at {path}; write one with aaren-export")
+    return path.read_bytes()
+
+
 def make_session(path: str | Path, threads: int = 1, data: bytes | None = None) -> Any:
     """An onnxruntime CPU session with the settings every aaren-rl ONNX path uses.
 
@@ -56,9 +64,7 @@ def make_session(path: str | Path, threads: int = 1, data: bytes | None = None) 
     ort = _ort()
     path = Path(path)
     if data is None:
-        if not path.is_file():
-            raise OnnxAgentError(f"no ONNX file at {path}; write one with aaren-export")
-        data = path.read_bytes()
+        data = read_model(path)
     # no external data outside the model's folder (onnx_safety)
     source = str(path) if check_external_data(path, data) else data
     opts = ort.SessionOptions()
@@ -87,9 +93,7 @@ class SessionPerBatch:
 
     def __init__(self, path: str | Path, threads: int = 1, keep: int = 4) -> None:
         self.path, self.threads, self.keep = Path(path), threads, keep
-        if not self.path.is_file():
-            raise OnnxAgentError(f"no ONNX file at {self.path}; write one with aaren-export")
-        self._data = self.path.read_bytes()
+        self._data = read_model(self.path)
         self.first = self._make()  # read for the metadata; serves the first batch size
         self._spare: Any = self.first
         self._by_batch: dict[int, Any] = {}
@@ -291,8 +295,7 @@ class OnnxAgent(StepInputs):
         ):
             return False
         np.copyto(self._obs, obs)
-        if not np.isfinite(self._obs).all():
-            raise self.input_error("obs contains NaN or Inf")
+        self._check_finite(self._obs)
         np.copyto(self._reward, reward)
         return True
 

@@ -24,6 +24,11 @@ class StepInputs:
         env = getattr(self, "env_id", None)
         return f" for this policy ({env})" if env else ""
 
+    def _check_finite(self, obs: np.ndarray) -> None:
+        """Refuse observations with NaN or Inf (they would poison a recurrent state)."""
+        if not np.isfinite(obs).all():
+            raise self.input_error("obs contains NaN or Inf")
+
     def _check_inputs(
         self, obs: np.ndarray, reward: np.ndarray | None, episode_start: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,8 +48,7 @@ class StepInputs:
                 f"obs has shape {obs.shape}, expected ({n}, {self.obs_dim}){self._policy_name()}; "
                 "call reset(num_envs) when the number of environments changes"
             )
-        if not np.isfinite(obs).all():
-            raise self.input_error("obs contains NaN or Inf")
+        self._check_finite(obs)
         reward = np.zeros(n) if reward is None else np.asarray(reward, dtype=np.float64).reshape(-1)
         start = ~self._started
         if episode_start is not None:

@@ -127,21 +127,22 @@ def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
         return []
     out = []
 
-    def seeds_of(row: dict[str, Any]) -> dict[int, float]:
-        return {
-            r["seed"]: r["normalized_mean"]
-            for r in records
+    def runs_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+        """The run records behind a table row (its agent, acting mode, recipe and budget)."""
+        return [
+            r for r in records
             if _key(r) == _key(row) and r.get("recipe", "-") == row["recipe"]
             and r["steps"] == row["steps"]
-        }  # fmt: skip
+        ]  # fmt: skip
+
+    def seeds_of(row: dict[str, Any]) -> dict[int, float]:
+        return {r["seed"]: r["normalized_mean"] for r in runs_of(row)}
 
     def curve_of(row: dict[str, Any]) -> dict[tuple[int, int], float]:
         """(seed, step) -> score at every periodic evaluation of the row's runs."""
         return {
             (r["seed"], c["step"]): c["normalized_mean"]
-            for r in records
-            if _key(r) == _key(row) and r.get("recipe", "-") == row["recipe"]
-            and r["steps"] == row["steps"]
+            for r in runs_of(row)
             for c in r.get("curve", []) if c.get("normalized_mean") is not None
         }  # fmt: skip
 

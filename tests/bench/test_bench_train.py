@@ -85,3 +85,21 @@ def test_peer_step_from_its_json(tmp_path: Path) -> None:
     assert measure_peer(replace(cfg, peer_python=broken), log=lines.append) is None
     assert "d3rlpy: failed" in lines[0]
     assert json.dumps(rec.__dict__)  # a JSON record
+
+
+def test_peer_script_constants_match_the_project() -> None:
+    """bench/peer/d3rlpy_dt.py imports nothing from aaren-rl (it runs in d3rlpy's venv), so it
+    repeats the reference scores, target returns and the best-score label: kept equal here."""
+    import importlib.util
+
+    from aaren_rl.bench.returns import BEST_CONVENTION
+    from aaren_rl.envs import get_env_spec
+
+    path = Path(__file__).parents[2] / "bench" / "peer" / "d3rlpy_dt.py"
+    spec = importlib.util.spec_from_file_location("d3rlpy_dt_peer", path)
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)  # type: ignore[union-attr]
+    assert peer.BEST_CONVENTION == BEST_CONVENTION
+    for gym_id, (lo, hi, target) in peer.TASKS.items():
+        ours = get_env_spec(gym_id)
+        assert (lo, hi, target) == (ours.random_score, ours.expert_score, ours.target_returns[0])
