@@ -80,9 +80,10 @@ class BackboneConfig:
     is a product of three small factors (query, query and key projections), so from 0.02
     the scores stay near 0 for thousands of steps and attention stays a near-uniform running
     mean (docs/training.md); 1.0 starts the query at a unit token's scale."""
-    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
-    """Feed-forward non-linearity: gelu (exact erf, GPT-2 / official DT), gelu_tanh (its tanh
-    approximation, cheaper on CPU) or relu (d3rlpy's DT)."""
+    activation: Literal["gelu", "gelu_tanh", "relu"] = "relu"
+    """Feed-forward non-linearity: relu (d3rlpy's DT; the default since the 10k-step recipe
+    study, docs/training.md), gelu (exact erf, GPT-2 / official DT) or gelu_tanh (its tanh
+    approximation). A saved config without this field is gelu (see DecisionModelConfig)."""
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.num_layers <= 0 or self.num_heads <= 0:

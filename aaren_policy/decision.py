@@ -60,6 +60,18 @@ class DecisionModelConfig:
     ``state_encoder_hidden`` hidden units: d3rlpy's default VectorEncoder shape)."""
     state_encoder_hidden: int = 128
     """Hidden width of the mlp state encoder."""
+    embed_init: Literal["gpt2", "torch"] = "torch"
+    """Initialisation of the input embeddings (return, state, action) and the action head.
+    gpt2: N(0, 0.02) weights and zero biases, like the backbone. torch: PyTorch's default
+    Linear init (uniform in +-1/sqrt(fan_in), biases too), as official DT and d3rlpy leave
+    them; a non-zero bias keeps the return's magnitude through ``embed_ln``. Only the initial
+    weights differ: a checkpoint loads the same either way."""
+    return_in_state_token: bool = False
+    """Add a linear embedding of ``R_t`` to the state token ``s_t`` too (the return token
+    stays). The action is read at ``s_t``, so the return it is asked for then reaches it
+    through the residual stream, not only through attention: an Aaren layer's attention
+    with a learned, input-independent query cannot single out the latest ``R_t`` among a
+    whole episode's tokens (docs/training.md, "Recurrent acting and the return")."""
     discrete: bool = False
     """Discrete actions: act_dim choices, one-hot action tokens, a categorical head (logits,
     cross-entropy loss, argmax acting). False: continuous actions in [-1, 1] (tanh, MSE)."""
@@ -79,6 +91,8 @@ class DecisionModelConfig:
             raise ValueError(f"max_timestep must be positive, got {self.max_timestep}")
         if self.state_encoder not in ("linear", "mlp"):
             raise ValueError(f"state_encoder must be linear or mlp, got {self.state_encoder!r}")
+        if self.embed_init not in ("gpt2", "torch"):
+            raise ValueError(f"embed_init must be gpt2 or torch, got {self.embed_init!r}")
         if self.state_encoder_hidden <= 0:
             raise ValueError(
                 f"state_encoder_hidden must be positive, got {self.state_encoder_hidden}"
@@ -89,6 +103,12 @@ class DecisionModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DecisionModelConfig:
+        """From a saved config (a checkpoint's ``model_config``). A saved backbone config
+        without ``activation`` predates the field, when every model was GELU: it stays GELU
+        whatever today's default."""
+        net = d.get("net")
+        if isinstance(net, dict) and "activation" not in net:
+            d = {**d, "net": {**net, "activation": "gelu"}}
         return cls(**d)
 
 
@@ -120,6 +140,9 @@ class DecisionModel(nn.Module):
         else:
             self.embed_state = nn.Linear(config.obs_dim, d)
         self.embed_action = nn.Linear(config.act_dim, d)
+        self.embed_state_return = (
+            nn.Linear(1, d, bias=False) if config.return_in_state_token else None
+        )
         self.embed_ln = nn.LayerNorm(d)
         self.embed_drop = nn.Dropout(config.net.dropout)
         self.backbone: Backbone = make_backbone(config.backbone, config.net)
@@ -127,6 +150,14 @@ class DecisionModel(nn.Module):
         self.action_head = nn.Sequential(*(head if config.discrete else head + [nn.Tanh()]))
         self.sample_actions = False  # discrete acting: sample from the logits, not argmax
         self.apply(self._init_weights)
+        if config.embed_init == "torch":  # official DT / d3rlpy: these keep PyTorch's init
+            parts = [self.embed_return, self.embed_state, self.embed_action, self.action_head]
+            if self.embed_state_return is not None:
+                parts.append(self.embed_state_return)
+            for part in parts:
+                for m in part.modules():
+                    if isinstance(m, nn.Linear):
+                        m.reset_parameters()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -144,6 +175,14 @@ class DecisionModel(nn.Module):
 
     def _token(self, emb: torch.Tensor) -> torch.Tensor:
         return self.embed_drop(self.embed_ln(emb))
+
+    def _state_embedding(
+        self, observations: torch.Tensor, returns_to_go: torch.Tensor
+    ) -> torch.Tensor:
+        s = self.embed_state(observations)
+        if self.embed_state_return is not None:
+            s = s + self.embed_state_return(returns_to_go)
+        return s
 
     def forward(
         self,
@@ -182,7 +221,7 @@ class DecisionModel(nn.Module):
             )
         time = self._time(timesteps)  # (B, K, d)
         r = self.embed_return(returns_to_go) + time
-        s = self.embed_state(observations) + time
+        s = self._state_embedding(observations, returns_to_go) + time
         a = self.embed_action(actions) + time
         x = torch.stack([r, s, a], dim=2).reshape(b, 3 * k, -1)  # (B, 3K, d): R1 s1 a1 R2 ...
         token_mask = None if mask is None else mask.repeat_interleave(3, dim=1)  # (B, 3K)
@@ -257,7 +296,8 @@ class DecisionModel(nn.Module):
         """
         time = self._time(timestep)
         _, state = self.backbone.step(self._token(self.embed_return(returns_to_go) + time), state)
-        y, state = self.backbone.step(self._token(self.embed_state(observation) + time), state)
+        s = self._state_embedding(observation, returns_to_go) + time
+        y, state = self.backbone.step(self._token(s), state)
         return self.to_action(self.action_head(y)), state
 
     def observe_action(self, action: torch.Tensor, timestep: torch.Tensor, state: tuple) -> tuple:

@@ -132,6 +132,8 @@ class FusedAarenPolicy(nn.Module):
             emb_w[:d, :a_dim] = model.embed_action.weight
             emb_w[d : 2 * d, a_dim : a_dim + 1] = model.embed_return.weight
             emb_w[2 * d :, a_dim + 1 :] = state_out.weight
+            if model.embed_state_return is not None:  # R_t enters the state token too
+                emb_w[2 * d :, a_dim : a_dim + 1] = model.embed_state_return.weight
             emb_b = torch.cat([model.embed_action.bias, model.embed_return.bias, state_out.bias])
             keep("emb_w", emb_w)
             keep("emb_b", emb_b)

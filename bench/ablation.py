@@ -53,7 +53,9 @@ DEFAULT_ROWS = (
     "bf16:precision=bf16",
     "no-dropout:model.dropout=0",
     "query-init-1:model.query_init_std=1.0",  # Aaren only (the Transformer row = baseline)
-    "d3rlpy-all:model.activation=relu,loss_reduction=sum,padding=left,warmup_steps=10000",
+    "torch-init:embed_init=torch",
+    "d3rlpy-all:model.activation=relu,loss_reduction=sum,padding=left,warmup_steps=10000,"
+    "embed_init=torch",
 )
 # backbone -> acting modes it is scored in.
 ACTING = {"aaren": ("recurrent", "window"), "transformer": ("window",)}

@@ -74,7 +74,11 @@ class _SamplerBase:
         state_mean: np.ndarray | None = None,
         state_std: np.ndarray | None = None,
         seed: int = 0,
+        anchor: str = "start",
     ) -> None:
+        if anchor not in ("start", "end"):
+            raise ConfigError(f"anchor must be start or end, got {anchor!r}.")
+        self.anchor = anchor
         if context_length < 1 or batch_size < 1:
             raise ConfigError(
                 f"context_length and batch_size must be >= 1, got {context_length}, {batch_size}."
@@ -103,14 +107,14 @@ class _SamplerBase:
         self._p = self.lengths / self.lengths.sum()  # P(traj) proportional to its length
         self.rng = np.random.default_rng(seed)
 
-    def _starts(self, traj_idx: np.ndarray) -> np.ndarray:
+    def _windows(self, traj_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, real length) of one window in each drawn trajectory, both (B,)."""
         raise NotImplementedError
 
     def sample(self) -> Batch:
         """Draw one batch. See the class docstring for how windows are chosen."""
         traj_idx = self.rng.choice(len(self.lengths), size=self.batch_size, p=self._p)
-        start = self._starts(traj_idx)  # (B,) start within each trajectory
-        real = np.minimum(self.context_length, self.lengths[traj_idx] - start)  # (B,) >= 1
+        start, real = self._windows(traj_idx)  # (B,) start within each trajectory, (B,) >= 1
         # Only as long as the longest real window: right padding beyond it would be pure
         # waste (a causal model's real outputs never depend on it). Episode windows of up
         # to 1000 steps over ~400-step episodes would otherwise be half padding.
@@ -142,7 +146,12 @@ def _with_zero_row(a: np.ndarray) -> np.ndarray:
 
 
 class WindowSampler(_SamplerBase):
-    """K-step windows, trajectory ~ length, start ~ Uniform[0, T-1], right-padded.
+    """K-step windows, trajectory ~ length, right-padded.
+
+    ``anchor="start"`` (official DT): the start is uniform on ``[0, T-1]``; a window that
+    runs past the episode's end is shorter. ``anchor="end"`` (d3rlpy): the last step is
+    uniform on ``[0, T-1]``; a window that would begin before ``t = 0`` is shorter. Either
+    way every real step is equally likely to be drawn.
 
     Args:
         dataset: the offline dataset.
@@ -151,11 +160,17 @@ class WindowSampler(_SamplerBase):
         return_scale: returns-to-go are divided by this (DT: 1000 for MuJoCo).
         state_mean, state_std: (obs_dim,) normalisation; default the dataset's own.
         seed: seeds this sampler's own generator.
+        anchor: "start" or "end", see above.
     """
 
-    def _starts(self, traj_idx: np.ndarray) -> np.ndarray:
+    def _windows(self, traj_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        length = self.lengths[traj_idx]
         # floor(u * T) is uniform on 0..T-1 for each drawn trajectory, in one call
-        return np.floor(self.rng.random(len(traj_idx)) * self.lengths[traj_idx]).astype(np.int64)
+        t = np.floor(self.rng.random(len(traj_idx)) * length).astype(np.int64)
+        if self.anchor == "end":
+            start = np.maximum(t - self.context_length + 1, 0)
+            return start, t - start + 1
+        return t, np.minimum(self.context_length, length - t)
 
 
 class EpisodeSampler(_SamplerBase):
@@ -163,10 +178,19 @@ class EpisodeSampler(_SamplerBase):
 
     Same arguments as :class:`WindowSampler`; use ``context_length`` >= the longest episode
     (1000 for MuJoCo) to train on whole episodes. Trajectories are drawn proportional to length.
+    Windows always start at ``t = 0``: ``anchor`` must be "start".
     """
 
-    def _starts(self, traj_idx: np.ndarray) -> np.ndarray:
-        return np.zeros(len(traj_idx), dtype=np.int64)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.anchor != "start":
+            raise ConfigError(
+                "episode windows start at t = 0: anchor 'end' is for the window recipe."
+            )
+
+    def _windows(self, traj_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start = np.zeros(len(traj_idx), dtype=np.int64)
+        return start, np.minimum(self.context_length, self.lengths[traj_idx])
 
 
 SAMPLERS: dict[str, type[_SamplerBase]] = {"window": WindowSampler, "episode": EpisodeSampler}

@@ -39,6 +39,19 @@ RESUMABLE_FIELDS = (
     "progress",
 )
 
+# Fields added after runs had been saved, with the value those older runs used: a run
+# directory whose config.json lacks one of them ran with this value, whatever today's
+# default is (docs/training.md, "The recipe at 10k steps"). embed_init is not here: it only
+# sets initial weights, and a resumed run loads its own.
+VALUES_BEFORE_THE_FIELD = {
+    "model.activation": "gelu",
+    "window_anchor": "start",
+    "loss_reduction": "mean",
+    "padding": "right",
+    "state_encoder": "linear",
+    "model.query_init_std": 0.02,
+}
+
 # Seeds feed torch.manual_seed, numpy's generators and Gymnasium's reset (seed + rank, seed +
 # episode): 2**31 - 1 keeps every derived seed a valid non-negative 64-bit integer.
 MAX_SEED = 2**31 - 1
@@ -108,10 +121,24 @@ class TrainConfig:
     # ---- ablation knobs (docs/training.md, "Precision, speed and recipe") ----
     state_encoder: Literal["linear", "mlp"] = "linear"
     """Observation embedding: linear (DT) or mlp (Linear-ReLU-Linear, 128 hidden)."""
-    loss_reduction: Literal["mean", "sum"] = "mean"
+    loss_reduction: Literal["mean", "sum"] = "sum"
     """Squared action error over action dimensions: mean (DT) or sum (d3rlpy); either way
     averaged over real positions. sum scales the gradient by act_dim before the 0.25 clip."""
-    padding: Literal["right", "left"] = "right"
+    embed_init: Literal["gpt2", "torch"] = "torch"
+    """Initial weights of the return/state/action embeddings and the action head: gpt2
+    (N(0, 0.02), zero biases) or torch (PyTorch's default Linear init, as official DT and
+    d3rlpy)."""
+    return_in_state_token: bool = False
+    """Add a linear embedding of the return-to-go to the state token too (the token the
+    action is read at), so the conditioning return reaches the action without attention.
+    See docs/training.md, "Recurrent acting and the return"."""
+    window_anchor: Literal["start", "end"] = "end"
+    """How the window recipe picks a window: start (uniform start, a window past the episode's
+    end is shorter: official DT) or end (uniform last step, a window before the episode's
+    start is shorter: d3rlpy). Either way each real step of a trajectory is equally likely
+    to be drawn; they differ in which windows come out short. The episode recipe's windows
+    always start at t = 0 and ignore it."""
+    padding: Literal["right", "left"] = "left"
     """Where short training windows are padded. right: after the real steps (causal models
     never see it). left: before them, as DT/d3rlpy, with the padded tokens masked out."""
 
@@ -254,8 +281,9 @@ def _flag(name: str) -> str:
 def config_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     """Fields (other than the resumable ones) whose values differ from a saved config.
 
-    Nested fields are compared one by one (``model.dim``), so a field added to the model
-    config after the run was saved, left at its default, is not a difference either.
+    Nested fields are compared one by one (``model.dim``). A field added after the run was
+    saved is compared with the value runs had before it existed (``VALUES_BEFORE_THE_FIELD``,
+    else today's default), so a default that changed later cannot slip into a resumed run.
     """
     now, defaults = _flatten(current.to_dict()), _flatten(TrainConfig().to_dict())
     saved = _flatten(saved)
@@ -263,8 +291,14 @@ def config_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]
     for key in sorted(set(saved) | set(now)):
         if key in RESUMABLE_FIELDS or key == "run_dir":
             continue
-        if key not in saved and now.get(key) == defaults.get(key):
-            continue  # a field newer than the run, left at its default: the same run
+        if key not in saved:  # a field newer than the run: the run had its value before
+            was = VALUES_BEFORE_THE_FIELD.get(key, defaults.get(key))
+            if now.get(key) != was:
+                diffs.append(
+                    f"{key}: run has {was!r} (saved before the field existed), command line "
+                    f"gives {now.get(key)!r}"
+                )
+            continue
         if saved.get(key) != now.get(key):
             diffs.append(f"{key}: run has {saved.get(key)!r}, command line gives {now.get(key)!r}")
     return diffs

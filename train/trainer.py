@@ -185,6 +185,8 @@ class Trainer:
             net=cfg.model,
             max_timestep=cfg.max_timestep,
             state_encoder=cfg.state_encoder,
+            embed_init=cfg.embed_init,
+            return_in_state_token=cfg.return_in_state_token,
             discrete=ds.discrete_actions,  # integer actions: categorical head
         )
         self.model = DecisionModel(self.model_config).to(self.device)  # float32 master weights
@@ -203,6 +205,7 @@ class Trainer:
             state_mean=ds.state_mean,
             state_std=ds.state_std,
             seed=rank_seed,
+            anchor=cfg.window_anchor if cfg.resolved_recipe == "window" else "start",
         )
         torch.manual_seed(rank_seed)  # dropout differs across ranks
         self.net: nn.Module = self.model

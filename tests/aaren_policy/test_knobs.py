@@ -80,8 +80,11 @@ def test_mlp_state_encoder_shape_and_config() -> None:
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("encoder", ["linear", "mlp"])
-def test_fused_step_follows_the_knobs(activation: str, encoder: str) -> None:
-    model = _model(activation=activation, state_encoder=encoder)
+@pytest.mark.parametrize("return_in_state", [False, True])
+def test_fused_step_follows_the_knobs(activation: str, encoder: str, return_in_state: bool) -> None:
+    model = _model(
+        activation=activation, state_encoder=encoder, return_in_state_token=return_in_state
+    )
     policy = FusedAarenPolicy(model)
     b = 2
     ref, st = model.init_state(b), policy.init_state(b)
@@ -184,3 +187,64 @@ def test_query_init_std() -> None:
     assert float(w_big.norm()) > 20 * float(w_small.norm())
     with pytest.raises(ValueError, match="query_init_std"):
         BackboneConfig(query_init_std=0.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_embed_init_torch_leaves_the_input_layers_at_pytorchs_default(kind: str) -> None:
+    net = BackboneConfig(dim=16, num_layers=2, num_heads=2)
+    torch.manual_seed(0)
+    gpt2 = DecisionModel(DecisionModelConfig(OBS, ACT, kind, net, embed_init="gpt2"))
+    torch.manual_seed(0)
+    tinit = DecisionModel(DecisionModelConfig(OBS, ACT, kind, net, embed_init="torch"))
+    inputs = ("embed_return", "embed_state", "embed_action", "action_head")
+    for name in inputs:
+        for a, b in zip(getattr(gpt2, name).parameters(), getattr(tinit, name).parameters()):
+            assert not torch.equal(a, b)
+    # gpt2: N(0, 0.02) weights and zero biases; torch: U(+-1/sqrt(fan_in)), biases included
+    assert float(gpt2.embed_return.bias.detach().abs().max()) == 0.0
+    assert float(tinit.embed_return.bias.detach().abs().max()) > 0.1  # fan_in 1: U(-1, 1)
+    bound = 1 / OBS**0.5
+    w = tinit.embed_state.weight.detach()
+    assert float(w.abs().max()) <= bound and float(w.std()) > 3 * 0.02
+    # the backbone and the timestep table are initialised alike in both
+    for (na, a), (_, b) in zip(gpt2.named_parameters(), tinit.named_parameters()):
+        if not na.startswith(inputs):
+            assert torch.equal(a, b), na
+    with pytest.raises(ValueError, match="embed_init"):
+        DecisionModelConfig(OBS, ACT, embed_init="xavier")  # type: ignore[arg-type]
+
+
+def test_a_saved_config_without_activation_is_gelu_and_defaults_are_the_recipes() -> None:
+    cfg = DecisionModelConfig(OBS, ACT)
+    assert cfg.net.activation == "relu" and cfg.embed_init == "torch"  # the 10k-step recipe
+    saved = cfg.to_dict()
+    del saved["net"]["activation"]  # written before the field existed: every model was GELU
+    assert DecisionModelConfig.from_dict(saved).net.activation == "gelu"
+    saved["net"]["activation"] = "relu"
+    assert DecisionModelConfig.from_dict(saved).net.activation == "relu"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_return_in_state_token(kind: str) -> None:
+    """R_t also enters s_t's token: d more weights, the parallel path equals act/observe,
+    and the action at s_t then depends on R_t even with attention made blind to it."""
+    plain, with_r = _model(kind), _model(kind, return_in_state_token=True)
+    assert with_r.num_parameters() - plain.num_parameters() == 16  # Linear(1, d), no bias
+    rtg, obs, act, ts = _batch(b=2, k=5)
+    pred, _ = with_r(rtg, obs, act, ts)
+    state = with_r.init_state(2)
+    state = tuple(type(s)(*(t.to(F64) for t in s)) for s in state) if kind == "aaren" else None
+    with torch.no_grad():
+        for t in range(5):
+            a_t, state = with_r.act(obs[:, t], rtg[:, t], ts[:, t], state)
+            torch.testing.assert_close(a_t, pred[:, t], atol=1e-10, rtol=1e-10)
+            state = with_r.observe_action(act[:, t], ts[:, t], state)
+    # One token only (k = 1), the return token's key made irrelevant by zeroing its
+    # embedding: the action at s_1 still moves with R_1 through the state token alone.
+    for model, moves in ((plain, False), (with_r, True)):
+        with torch.no_grad():
+            model.embed_return.weight.zero_()
+            model.embed_return.bias.zero_()
+        a1, _ = model(rtg[:, :1], obs[:, :1], act[:, :1], ts[:, :1])
+        a2, _ = model(rtg[:, :1] + 3.0, obs[:, :1], act[:, :1], ts[:, :1])
+        assert (not torch.allclose(a1, a2)) == moves

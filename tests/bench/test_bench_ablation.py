@@ -19,12 +19,12 @@ from aaren_rl.train.config import TrainConfig
 
 
 def test_rows_parse_and_apply() -> None:
-    name, over = parse_row("mix:model.activation=relu,learning_rate=3e-4,warmup_steps=10000")
+    name, over = parse_row("mix:model.activation=gelu,learning_rate=3e-4,warmup_steps=10000")
     assert name == "mix"
-    assert over == {"model.activation": "relu", "learning_rate": 3e-4, "warmup_steps": 10000}
+    assert over == {"model.activation": "gelu", "learning_rate": 3e-4, "warmup_steps": 10000}
     tc = apply_overrides(TrainConfig(), over)
-    assert tc.model.activation == "relu" and tc.learning_rate == 3e-4
-    assert tc.resolved_warmup == 10000 and TrainConfig().model.activation == "gelu"
+    assert tc.model.activation == "gelu" and tc.learning_rate == 3e-4
+    assert tc.resolved_warmup == 10000 and TrainConfig().model.activation == "relu"
     assert parse_row("baseline") == ("baseline", {})
     with pytest.raises(ConfigError, match="unknown field"):
         apply_overrides(TrainConfig(), {"model.actvation": "relu"})

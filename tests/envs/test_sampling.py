@@ -69,6 +69,30 @@ def test_window_content_matches_trajectory(ds):
         )
 
 
+def test_end_anchored_windows_are_short_only_at_the_episode_start(ds):
+    batch = WindowSampler(ds, **_kw(ds, batch_size=256, anchor="end")).sample()
+    m = batch.mask.numpy()
+    assert (m == (np.arange(6)[None] < m.sum(1)[:, None])).all()  # still right-padded
+    for b in range(256):
+        i, s = _locate(ds, batch, b)
+        t, n = ds.trajectories[i], int(m[b].sum())
+        assert n == 6 or (s == 0 and n < min(6, len(t)) + 1)  # short only when it starts at 0
+        np.testing.assert_array_equal(batch.timesteps[b, :n].numpy(), np.arange(s, s + n))
+        np.testing.assert_allclose(batch.actions[b, :n].numpy(), t.actions[s : s + n])
+    # the last real step of a window is uniform over a trajectory's steps: in the 40-step
+    # trajectory, windows ending before step 5 (short, starting at 0) have 5/40 of its draws
+    long = [b for b in range(256) if _locate(ds, batch, b)[0] == 3]
+    short = [b for b in long if m[b].sum() < 6]
+    assert 0 < len(short) < len(long) / 2
+
+
+def test_episode_sampler_refuses_end_anchor(ds):
+    with pytest.raises(ValueError, match="window recipe"):
+        EpisodeSampler(ds, **_kw(ds, anchor="end"))
+    with pytest.raises(ValueError, match="anchor must be"):
+        WindowSampler(ds, **_kw(ds, anchor="middle"))
+
+
 def test_trajectories_drawn_in_proportion_to_length(ds):
     s = WindowSampler(ds, **_kw(ds, batch_size=4000, context_length=1))
     batch = s.sample()

@@ -137,6 +137,25 @@ def test_a_run_saved_before_a_new_field_existed_still_resumes(
     assert run_cli(["--run-dir", run_dir, "--resume", "--steps", "20", "--no-progress"]) == 0
 
 
+def test_a_run_saved_before_a_default_changed_resumes_only_with_its_old_value(
+    tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run saved before model.activation existed was GELU; today's default is ReLU. Resuming
+    # it with the defaults must be refused (not silently switched), and with gelu it resumes.
+    run_dir = tmp_path / "run"
+    args = _train_args(tiny_hopper_dataset, run_dir, 10) + ["--model.activation", "gelu"]
+    assert run_cli(args) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["model"]["activation"]  # as written by an older aaren-rl
+    (run_dir / "config.json").write_text(json.dumps(config))
+    resume = ["--run-dir", run_dir, "--resume", "--steps", "20", "--no-progress"]
+    assert run_cli(resume) == 2
+    assert "model.activation: run has 'gelu' (saved before the field existed)" in (
+        capsys.readouterr().err
+    )
+    assert run_cli(resume + ["--model.activation", "gelu"]) == 0
+
+
 def test_existing_run_is_not_overwritten(
     tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

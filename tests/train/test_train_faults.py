@@ -167,13 +167,20 @@ def test_corrupt_config_json_names_the_file(
 
 
 def test_a_run_saved_with_flat_model_size_fields_still_resumes(
-    finished_run: Path, capsys: pytest.CaptureFixture[str]
+    tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    finished_run = tmp_path / "run"  # aaren-rl 0.x models were all GELU
+    assert main(_args(tiny_hopper_dataset, finished_run, 10) + ["--model.activation", "gelu"]) == 0
     config = json.loads((finished_run / "config.json").read_text())
     model = config.pop("model")
     config.update({k: model[k] for k in ("dim", "num_layers", "num_heads", "dropout")})
+    for key in ("embed_init", "window_anchor"):  # newer than 0.x too
+        del config[key]
     (finished_run / "config.json").write_text(json.dumps(config))  # as aaren-rl 0.x wrote it
     rc, out = _run(["--run-dir", finished_run, "--resume", "--steps", 20], capsys)
+    assert rc == 2 and "model.activation: run has 'gelu'" in out  # not silently today's ReLU
+    resume = ["--run-dir", finished_run, "--resume", "--steps", 20, "--model.activation", "gelu"]
+    rc, out = _run(resume + ["--window-anchor", "start"], capsys)
     assert rc == 0, out
 
 

@@ -64,7 +64,9 @@ def test_knobs_train_and_are_recorded(knobs: dict, tiny_hopper_dataset: Path, tm
 
 def test_loss_reduction_sum_is_act_dim_times_mean(tiny_hopper_dataset: Path, tmp_path) -> None:
     """Same seed, one step: the summed loss is act_dim (3) times the mean one."""
-    mean = train(_cfg(tiny_hopper_dataset, tmp_path / "a", steps=1, precision="fp32"))
+    mean = train(
+        _cfg(tiny_hopper_dataset, tmp_path / "a", steps=1, precision="fp32", loss_reduction="mean")
+    )
     total = train(
         _cfg(tiny_hopper_dataset, tmp_path / "b", steps=1, precision="fp32", loss_reduction="sum")
     )
