@@ -45,6 +45,7 @@ class Aaren(nn.Module):
         scan_method: ``aaren_policy.scan`` method for the parallel path.
         chunk_size: chunk length for the ``"chunked"`` scan.
         query_init_std: standard deviation of the query token at initialisation.
+        recency_init: initial recency slope (0: none; BackboneConfig.recency_init).
 
     Example:
         >>> layer = Aaren(16, 2)
@@ -61,6 +62,7 @@ class Aaren(nn.Module):
         scan_method: str = "chunked",
         chunk_size: int = DEFAULT_CHUNK,
         query_init_std: float = 0.02,
+        recency_init: float = 0.0,
     ) -> None:
         super().__init__()
         if dim <= 0 or num_heads <= 0 or dim % num_heads:
@@ -75,6 +77,22 @@ class Aaren(nn.Module):
         self.k_proj = nn.Linear(dim, dim, bias=bias)
         self.v_proj = nn.Linear(dim, dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
+        # Recency slope per head, lambda = softplus(recency) > 0; absent when recency_init = 0.
+        self.recency: nn.Parameter | None = None
+        if recency_init > 0:
+            inv = recency_init + math.log(-math.expm1(-recency_init))  # softplus^-1
+            self.recency = nn.Parameter(torch.full((num_heads,), inv))
+
+    def recency_slope(self) -> torch.Tensor | None:
+        """lambda (H,) of the recency bias (token i's score + lambda * i), or None."""
+        return None if self.recency is None else nn.functional.softplus(self.recency)
+
+    @staticmethod
+    def _older(state: AttentionState | None, shift: torch.Tensor | None) -> AttentionState | None:
+        """The state seen from ``k`` tokens later (``shift`` = k * lambda): its scores drop."""
+        if state is None or shift is None:
+            return state
+        return AttentionState(state.m - shift.to(state.m.dtype), state.u, state.w)
 
     def score_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Folded score weights: ``s_h(x) = x . W[h] + b[h]`` equals ``q_h . k_h(x) / sqrt(dh)``.
@@ -132,6 +150,11 @@ class Aaren(nn.Module):
         self._check_dtype(x)
         bsz, t, _ = x.shape
         scores, values = self._scores_values(x)  # (B, T, H), (B, T, H, dh)
+        lam = self.recency_slope()
+        if lam is not None:  # token i gets + lambda i; the carried state is one token older
+            pos = torch.arange(t, device=x.device, dtype=scores.dtype)
+            scores = scores + pos.unsqueeze(-1) * lam.to(scores.dtype)
+            state = self._older(state, lam)
         if mask is not None:
             scores = scores.masked_fill(~mask.unsqueeze(-1), MASKED)
         out, state = prefix_attention(
@@ -141,6 +164,8 @@ class Aaren(nn.Module):
             method=self.scan_method,
             chunk_size=self.chunk_size,
         )
+        if lam is not None:  # back to scores as seen from the last token
+            state = self._older(state, lam * (t - 1))
         y = self.out_proj(out.transpose(1, 2).reshape(bsz, t, self.dim))
         return y, state
 
@@ -160,7 +185,7 @@ class Aaren(nn.Module):
             raise ValueError(f"expected x_t of shape (B, {self.dim}), got {tuple(x_t.shape)}")
         self._check_dtype(x_t)
         scores, values = self._scores_values(x_t)  # (B, H), (B, H, dh)
-        out, state = attention_step(scores, values, state)
+        out, state = attention_step(scores, values, self._older(state, self.recency_slope()))
         return self.out_proj(out.reshape(x_t.shape[0], self.dim)), state
 
     def init_state(

@@ -15,6 +15,7 @@ size); the Transformer's is a tuple of ``KVCache`` (grows by one slot per token)
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,6 +81,12 @@ class BackboneConfig:
     is a product of three small factors (query, query and key projections), so from 0.02
     the scores stay near 0 for thousands of steps and attention stays a near-uniform running
     mean (docs/training.md); 1.0 starts the query at a unit token's scale."""
+    recency_init: float = 0.0
+    """Aaren only: a learned recency slope per head, started at this value (0: none, and no
+    parameter). Token i's score gains lambda * i, which inside the softmax over i <= T is the
+    ALiBi-style penalty -lambda * (T - i): recent tokens weigh more, and the prefix scan and
+    the constant-size state are unchanged (docs/training.md, "Recurrent acting and the
+    return"). lambda = softplus of a learned parameter, per token."""
     activation: Literal["gelu", "gelu_tanh", "relu"] = "relu"
     """Feed-forward non-linearity: relu (d3rlpy's DT; the default since the 10k-step recipe
     study, docs/training.md), gelu (exact erf, GPT-2 / official DT) or gelu_tanh (its tanh
@@ -99,6 +106,8 @@ class BackboneConfig:
             raise ValueError(f"scan_method must be one of {METHODS}, got {self.scan_method!r}")
         if self.ffn_dim is not None and self.ffn_dim <= 0:
             raise ValueError(f"ffn_dim must be positive, got {self.ffn_dim}")
+        if not (math.isfinite(self.recency_init) and self.recency_init >= 0):
+            raise ValueError(f"recency_init must be a finite number >= 0, got {self.recency_init}")
         if not self.query_init_std > 0:
             raise ValueError(f"query_init_std must be > 0, got {self.query_init_std}")
         if self.activation not in ACTIVATIONS:
@@ -255,6 +264,7 @@ class AarenBackbone(Backbone):
             scan_method=config.scan_method,
             chunk_size=config.chunk_size,
             query_init_std=config.query_init_std,
+            recency_init=config.recency_init,
         )
 
     def reset_state(self, state: tuple, done: torch.Tensor) -> tuple:

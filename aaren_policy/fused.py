@@ -166,6 +166,9 @@ class FusedAarenPolicy(nn.Module):
                 keep(f"l{i}_fc1_b", block.mlp[0].bias)
                 keep(f"l{i}_fc2_w", block.mlp[2].weight)
                 keep(f"l{i}_fc2_b", block.mlp[2].bias)
+                lam = mixer.recency_slope()
+                if lam is not None:  # recency: token k of [a, R, s] + lambda k, state - lambda
+                    keep(f"l{i}_rec", lam.view(1, -1, 1, 1))
                 self.layer_eps.append(block.ln1.eps)
             keep("lnf_w", model.backbone.ln_f.weight)
             keep("lnf_b", model.backbone.ln_f.bias)
@@ -180,6 +183,9 @@ class FusedAarenPolicy(nn.Module):
                 torch.tensor([MASKED, 0.0, 0.0], dtype=p.dtype, device=p.device).view(1, 1, 3),
             )
         self.lnf_eps = model.backbone.ln_f.eps
+        self.recency = hasattr(self, "l0_rec")
+        if self.recency:
+            keep("token_pos", torch.arange(3, dtype=p.dtype, device=p.device).view(1, 1, 3))
         self._params: list[tuple[torch.Tensor, ...]] | None = None
         self.eval()
 
@@ -315,7 +321,13 @@ class FusedAarenPolicy(nn.Module):
             sv = F.linear(F.layer_norm(x, (d,), ln1_w, ln1_b, eps), sv_w, sv_b)  # (B, 3, H + d)
             s = sv[..., :h].transpose(1, 2) + score_bias  # (B, H, 3)
             v = sv[..., h:].reshape(-1, 3, h, dh).transpose(1, 2)  # (B, H, 3, dh)
-            o, m_i, u_i, w_i = self._attend(s, v, m_in[i], u_in[i], w_in[i])
+            m_prev = m_in[i]
+            if self.recency:  # Aaren.forward's bias over [a, R, s] after the state
+                rec = getattr(self, f"l{i}_rec")  # (1, H, 1, 1)
+                s, m_prev = s + rec.squeeze(-1) * self.token_pos, m_prev - rec
+            o, m_i, u_i, w_i = self._attend(s, v, m_prev, u_in[i], w_in[i])
+            if self.recency:
+                m_i = m_i - 2 * rec  # the state as seen from s_t, its last token
             ms.append(m_i)
             us.append(u_i)
             ws.append(w_i)

@@ -181,6 +181,15 @@ class DeployStep(nn.Module):
             start[:, :2] = MASKED
             keep("bias_run", run.view(1, 1, 3, 4))
             keep("bias_start", start.view(1, 1, 3, 4))
+            # Recency (Aaren.recency_slope): columns [state, a, R, s] get lambda * (-1, 0, 1,
+            # 2), and the new state's c is seen from s_t: - 2 lambda.
+            self.recency = fused.recency
+            if self.recency:
+                cols = torch.tensor([-1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+                for i in range(self.num_layers):
+                    lam = f64(f"l{i}_rec").view(1, h, 1, 1)
+                    keep(f"l{i}_rec_bias", lam * cols)
+                    keep(f"l{i}_rec_shift", 2 * lam)
         # Timestep of each token: a_{t-1} at the previous t, R_t and s_t at t.
         self.register_buffer("time_offsets", torch.tensor([0, 1, 1]))
         self.eval()
@@ -234,8 +243,12 @@ class DeployStep(nn.Module):
             s, v = tokens.split([1, d], dim=-1)  # (B, H, 4, 1), (B, H, 4, d)
             # The last layer only needs prefix 3 (the state token's output).
             logits = s.reshape(-1, h, 1, 4) + (bias[:, :, 2:] if i == last else bias)
+            if self.recency:
+                logits = logits + getattr(self, f"l{i}_rec_bias")
             o = torch.softmax(logits, dim=-1) @ v  # (B, H, K, d): output after each prefix
             c = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, K, 1)
+            if self.recency:
+                c = c - getattr(self, f"l{i}_rec_shift")
             new = torch.cat([c, o], dim=-1)  # (B, H, K, 1 + d)
             new_states.append(new if i == last else new[:, :, 2:])
             if i == last:

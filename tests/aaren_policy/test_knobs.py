@@ -23,9 +23,13 @@ F64 = torch.float64
 KINDS = ("aaren", "transformer")
 
 
-def _model(backbone: str = "aaren", dtype=F64, activation: str = "gelu", **kw) -> DecisionModel:
+def _model(
+    backbone: str = "aaren", dtype=F64, activation: str = "gelu", recency: float = 0.0, **kw
+) -> DecisionModel:
     torch.manual_seed(0)
-    net = BackboneConfig(dim=16, num_layers=2, num_heads=2, dropout=0.0, activation=activation)
+    net = BackboneConfig(
+        dim=16, num_layers=2, num_heads=2, dropout=0.0, activation=activation, recency_init=recency
+    )
     model = DecisionModel(DecisionModelConfig(OBS, ACT, backbone, net, **kw)).eval().to(dtype)
     with torch.no_grad():  # away from the init, so every weight matters
         for p in model.parameters():
@@ -80,10 +84,15 @@ def test_mlp_state_encoder_shape_and_config() -> None:
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("encoder", ["linear", "mlp"])
-@pytest.mark.parametrize("return_in_state", [False, True])
-def test_fused_step_follows_the_knobs(activation: str, encoder: str, return_in_state: bool) -> None:
+@pytest.mark.parametrize("return_in_state, recency", [(False, 0.0), (True, 0.0), (False, 0.2)])
+def test_fused_step_follows_the_knobs(
+    activation: str, encoder: str, return_in_state: bool, recency: float
+) -> None:
     model = _model(
-        activation=activation, state_encoder=encoder, return_in_state_token=return_in_state
+        activation=activation,
+        state_encoder=encoder,
+        return_in_state_token=return_in_state,
+        recency=recency,
     )
     policy = FusedAarenPolicy(model)
     b = 2
@@ -248,3 +257,48 @@ def test_return_in_state_token(kind: str) -> None:
         a1, _ = model(rtg[:, :1], obs[:, :1], act[:, :1], ts[:, :1])
         a2, _ = model(rtg[:, :1] + 3.0, obs[:, :1], act[:, :1], ts[:, :1])
         assert (not torch.allclose(a1, a2)) == moves
+
+
+def test_recency_is_an_alibi_penalty_inside_the_scan() -> None:
+    """Output t of a recency layer = softmax over i <= t of (s_i - lambda (t - i)); the
+    parallel path, the step path and a continuation agree; recency_init 0 adds nothing."""
+    from aaren_rl.aaren_policy.aaren import Aaren
+
+    torch.manual_seed(0)
+    layer = Aaren(16, 2, recency_init=0.3).double()
+    with torch.no_grad():
+        layer.recency.copy_(torch.tensor([-1.0, 0.5], dtype=F64))  # two different slopes
+    x = torch.randn(2, 9, 16, dtype=F64)
+    y, state = layer(x)
+    scores, values = layer._scores_values(x)  # (B, T, H), (B, T, H, dh)
+    lam = layer.recency_slope()
+    t = torch.arange(9, dtype=F64)
+    logits = scores.permute(0, 2, 1).unsqueeze(-2) - lam.view(1, 2, 1, 1) * (t.view(-1, 1) - t)
+    logits = logits.masked_fill(t.view(1, -1) > t.view(-1, 1), -torch.inf)  # (B, H, t, i)
+    ref = torch.softmax(logits, dim=-1) @ values.permute(0, 2, 1, 3)  # (B, H, T, dh)
+    ref = layer.out_proj(ref.permute(0, 2, 1, 3).reshape(2, 9, 16))
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    steps, s = [], None
+    for i in range(9):
+        o, s = layer.step(x[:, i], s)
+        steps.append(o)
+    torch.testing.assert_close(torch.stack(steps, 1), y, atol=1e-12, rtol=0)
+    y1, s1 = layer(x[:, :4])
+    y2, s2 = layer(x[:, 4:], s1)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y, atol=1e-12, rtol=0)
+    torch.testing.assert_close(s2.m, state.m, atol=1e-12, rtol=0)
+    assert Aaren(16, 2).recency is None and Aaren(16, 2).recency_slope() is None
+    with pytest.raises(ValueError, match="recency_init"):
+        BackboneConfig(recency_init=-0.1)
+
+
+def test_recency_keeps_a_left_padded_batch_equal_to_its_real_tokens() -> None:
+    model = _model(recency=0.2)
+    rtg, obs, act, ts = _batch(b=3, k=6)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 1 + [0] * 5], dtype=torch.bool)
+    right, _ = model(rtg, obs, act, ts)
+    lmask, (l_rtg, l_obs, l_act, l_ts) = to_left_padding(mask, rtg, obs, act, ts)
+    left, _ = model(l_rtg, l_obs, l_act, l_ts, mask=lmask)
+    # left padding shifts every real token by the same number of positions: the bias
+    # lambda * i moves by a constant, which the softmax cancels
+    torch.testing.assert_close(left[lmask], right[mask], atol=1e-10, rtol=1e-10)

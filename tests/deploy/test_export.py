@@ -76,11 +76,16 @@ def test_onnx_agent_matches_torch_agent_on_hopper(
     assert onnx_agent.state_nbytes() == num_envs * (8 + 8 + 4 * ACT + 3 * 4 * (1 + 128))
 
 
-@pytest.mark.parametrize("heads, return_in_state", [(1, False), (2, False), (1, True)])
-def test_deploy_step_equals_act_observe_in_float64(heads: int, return_in_state: bool) -> None:
+@pytest.mark.parametrize(
+    "heads, return_in_state, recency",
+    [(1, False, 0.0), (2, False, 0.0), (1, True, 0.0), (1, False, 0.2), (2, False, 0.2)],
+)
+def test_deploy_step_equals_act_observe_in_float64(
+    heads: int, return_in_state: bool, recency: float
+) -> None:
     """The (c, o) pseudo-token form, folded weights and in-graph bookkeeping are exact."""
     torch.manual_seed(heads)
-    net = BackboneConfig(dim=16, num_layers=3, num_heads=heads)
+    net = BackboneConfig(dim=16, num_layers=3, num_heads=heads, recency_init=recency)
     cfg = DecisionModelConfig(
         OBS, ACT, net=net, max_timestep=20, return_in_state_token=return_in_state
     )
