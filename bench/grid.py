@@ -72,6 +72,23 @@ def _guarded(fn: Callable[[Any], str], item: Any) -> str:
         return f"FAILED {getattr(item, 'name', item)}: {last}"
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: end this worker when the grid process ends, however it ends.
+
+    Ctrl-C reaches every process of the terminal's group, but a ``kill`` (SIGTERM) or an
+    out-of-memory kill of the grid process reaches it alone; its workers would otherwise
+    train on unseen and write their results. Linux: ``PR_SET_PDEATHSIG`` sends this worker
+    SIGTERM when its parent dies (a run's checkpoints are atomic, so it resumes).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -120,7 +137,11 @@ def _run_local(fn: Callable[[Any], str], items: Sequence[Any], opts: GridOptions
     _log(f"local pool: {jobs} processes; {len(items)} tasks")
     out = []
     # spawn: CUDA cannot be used in forked children; one task per process keeps memory flat.
-    kwargs: dict[str, Any] = {"mp_context": mp.get_context("spawn")}
+    kwargs: dict[str, Any] = {
+        "mp_context": mp.get_context("spawn"),
+        "initializer": _die_with_parent,
+        "initargs": (os.getpid(),),
+    }
     if sys.version_info >= (3, 11):
         kwargs["max_tasks_per_child"] = 1
     with ProcessPoolExecutor(jobs, **kwargs) as ex:
