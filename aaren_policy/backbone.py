@@ -28,6 +28,7 @@ from aaren_rl.aaren_policy.transformer import CausalSelfAttention, KVCache
 
 __all__ = [
     "ACTIVATIONS",
+    "ACTIVATION_BEFORE_THE_FIELD",
     "AarenBackbone",
     "Backbone",
     "BackboneConfig",
@@ -39,6 +40,9 @@ __all__ = [
 # The feed-forward block's non-linearity. "gelu" is GPT-2's exact erf form (official DT);
 # "gelu_tanh" its tanh approximation (cheaper on CPU); "relu" is d3rlpy's DT choice.
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+# Every model saved before BackboneConfig had ``activation`` was GELU: a saved config without
+# the field loads as this (DecisionModelConfig.from_dict, and a resumed run's config).
+ACTIVATION_BEFORE_THE_FIELD = "gelu"
 
 
 def activation_fn(name: str) -> Any:

@@ -30,7 +30,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from aaren_rl.aaren_policy.backbone import BACKBONES, Backbone, BackboneConfig, make_backbone
+from aaren_rl.aaren_policy.backbone import (
+    ACTIVATION_BEFORE_THE_FIELD,
+    BACKBONES,
+    Backbone,
+    BackboneConfig,
+    make_backbone,
+)
 
 __all__ = ["DecisionModel", "DecisionModelConfig", "to_left_padding"]
 
@@ -108,7 +114,7 @@ class DecisionModelConfig:
         whatever today's default."""
         net = d.get("net")
         if isinstance(net, dict) and "activation" not in net:
-            d = {**d, "net": {**net, "activation": "gelu"}}
+            d = {**d, "net": {**net, "activation": ACTIVATION_BEFORE_THE_FIELD}}
         return cls(**d)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aaren_rl.aaren_policy import BackboneConfig
+from aaren_rl.aaren_policy.backbone import ACTIVATION_BEFORE_THE_FIELD
 from aaren_rl.errors import ConfigError
 
 __all__ = ["MAX_SEED", "TrainConfig", "config_differences"]
@@ -44,7 +45,7 @@ RESUMABLE_FIELDS = (
 # default is (docs/training.md, "The recipe at 10k steps"). embed_init is not here: it only
 # sets initial weights, and a resumed run loads its own.
 VALUES_BEFORE_THE_FIELD = {
-    "model.activation": "gelu",
+    "model.activation": ACTIVATION_BEFORE_THE_FIELD,
     "window_anchor": "start",
     "loss_reduction": "mean",
     "padding": "right",

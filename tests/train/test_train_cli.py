@@ -126,14 +126,22 @@ def test_resume_refuses_a_default_valued_flag_that_contradicts_the_run(
     assert "backbone" in capsys.readouterr().err
 
 
+def _saved_by_an_older_version(run_dir: Path, *key: str) -> None:
+    """Drop one (nested) field from the run's config.json, as an older aaren-rl wrote it."""
+    config = json.loads((run_dir / "config.json").read_text())
+    parent = config
+    for k in key[:-1]:
+        parent = parent[k]
+    del parent[key[-1]]
+    (run_dir / "config.json").write_text(json.dumps(config))
+
+
 def test_a_run_saved_before_a_new_field_existed_still_resumes(
     tiny_hopper_dataset: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
     assert run_cli(_train_args(tiny_hopper_dataset, run_dir, 10)) == 0
-    config = json.loads((run_dir / "config.json").read_text())
-    del config["download"]  # as written by an older aaren-rl
-    (run_dir / "config.json").write_text(json.dumps(config))
+    _saved_by_an_older_version(run_dir, "download")
     assert run_cli(["--run-dir", run_dir, "--resume", "--steps", "20", "--no-progress"]) == 0
 
 
@@ -145,9 +153,7 @@ def test_a_run_saved_before_a_default_changed_resumes_only_with_its_old_value(
     run_dir = tmp_path / "run"
     args = _train_args(tiny_hopper_dataset, run_dir, 10) + ["--model.activation", "gelu"]
     assert run_cli(args) == 0
-    config = json.loads((run_dir / "config.json").read_text())
-    del config["model"]["activation"]  # as written by an older aaren-rl
-    (run_dir / "config.json").write_text(json.dumps(config))
+    _saved_by_an_older_version(run_dir, "model", "activation")
     resume = ["--run-dir", run_dir, "--resume", "--steps", "20", "--no-progress"]
     assert run_cli(resume) == 2
     assert "model.activation: run has 'gelu' (saved before the field existed)" in (
