@@ -271,6 +271,12 @@ class AarenBackbone(Backbone):
             recency_init=config.recency_init,
         )
 
+    @staticmethod
+    def age_state(state: tuple, decay: float) -> tuple:
+        """The state one timestep later under a memory horizon: every token's score drops by
+        ``decay`` (its weight by e^-decay), in every layer and head. O(1): only ``m`` moves."""
+        return tuple(AttentionState(s.m - decay, s.u, s.w) for s in state)
+
     def reset_state(self, state: tuple, done: torch.Tensor) -> tuple:
         fresh = self.init_state(done.shape[0], done.device, state[0].w.dtype)
         out = []

@@ -39,8 +39,9 @@ tests/aaren_policy/test_fused.py (1e-5 in float32, 1e-10 in float64).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,7 +51,37 @@ from aaren_rl.aaren_policy.backbone import activation_fn
 from aaren_rl.aaren_policy.decision import DecisionModel, greedy_one_hot
 from aaren_rl.aaren_policy.scan import MASKED
 
-__all__ = ["MASKED", "FusedAarenPolicy", "FusedState", "trace_policy"]
+__all__ = [
+    "MASKED",
+    "FusedAarenPolicy",
+    "FusedState",
+    "check_memory_horizon",
+    "memory_decay",
+    "trace_policy",
+]
+
+
+def check_memory_horizon(horizon: Any) -> int:
+    """``horizon`` as an int >= 0 (0: no horizon), or ValueError saying what is allowed."""
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 0:
+        raise ValueError(
+            f"memory horizon must be a whole number of timesteps >= 0 (0: the whole episode), "
+            f"got {horizon!r}"
+        )
+    return int(horizon)
+
+
+def memory_decay(horizon: int) -> float:
+    """Score drop per timestep of age for a memory horizon of ``horizon`` steps (0: none).
+
+    Acting recurrently with a horizon H, token j of timestep t_j is read at timestep t with
+    the score ``s_j - (t - t_j) / H`` (the action token ``a_{t-1}`` counts with timestep t,
+    the step whose prediction first sees it): a soft window, weights e^-1 at H steps back,
+    computed on the constant-size state by lowering its running maximum by 1/H per step
+    (docs/training.md, "Recurrent acting and the return").
+    """
+    return 1.0 / horizon if horizon else 0.0
+
 
 # MASKED (scan.py): the score of an absent token (no previous action at t = 0). Finite on
 # purpose: with -inf, an empty state (m = -inf) would give exp(-inf - -inf) = NaN in that
@@ -86,6 +117,10 @@ class FusedAarenPolicy(nn.Module):
 
     Args:
         model: a ``DecisionModel`` whose backbone is ``"aaren"``.
+        memory_horizon: H > 0 acts with a memory horizon of H timesteps: at each call the
+            carried state ages by one timestep (every earlier token's score drops by 1/H, its
+            weight by e^(-1/H)), so a token H steps old weighs e^-1 of a new one. 0: exact
+            attention over the whole episode. See ``memory_decay``.
 
     Example:
         >>> from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
@@ -98,9 +133,11 @@ class FusedAarenPolicy(nn.Module):
         (torch.Size([2, 3]), torch.Size([2, 3, 1, 32]))
     """
 
-    def __init__(self, model: DecisionModel) -> None:
+    def __init__(self, model: DecisionModel, memory_horizon: int = 0) -> None:
         super().__init__()
         cfg = model.config
+        self.memory_horizon = check_memory_horizon(memory_horizon)
+        self.decay = memory_decay(memory_horizon)
         if cfg.backbone != "aaren":
             raise ValueError(
                 f"FusedAarenPolicy needs an Aaren backbone, got {cfg.backbone!r}: a Transformer's "
@@ -284,6 +321,8 @@ class FusedAarenPolicy(nn.Module):
             ``DecisionModel.act``; the state holds it as the deferred action token.
         """
         m_all, u_all, w_all, prev_action, prev_t = state
+        if self.decay:  # the tokens up to s_{t-1} age one timestep (a_{t-1} counts with t)
+            m_all = m_all - self.decay
         # -1 for the batch axis (not B): an exported graph then needs no Shape arithmetic.
         d, h, dh = self.dim, self.num_heads, self.head_dim
         tmax = self.max_timestep - 1

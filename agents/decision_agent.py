@@ -19,6 +19,11 @@ Modes:
   ``model.act`` + ``model.observe_action``, the reference).
 - ``"window"``: the last ``context_length`` steps are re-run in parallel at every action,
   as the original Decision Transformer does (the baseline and fallback).
+
+``memory_horizon`` (Aaren, recurrent mode): a soft window on the constant-size state. Each
+timestep, every earlier token's score drops by 1/H (``aaren_policy.fused.memory_decay``), so a
+token H steps old weighs e^-1 of a new one; 0 attends to the whole episode exactly. Trained
+checkpoints carry the value acting uses by default (``aaren-train --memory-horizon``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 import torch
 
 from aaren_rl.aaren_policy import DecisionModel, __version__
-from aaren_rl.aaren_policy.fused import FusedAarenPolicy
+from aaren_rl.aaren_policy.fused import FusedAarenPolicy, check_memory_horizon, memory_decay
 from aaren_rl.agents.base import check_context_length, check_target_return
 from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.agents.step_inputs import StepInputs
@@ -64,6 +69,9 @@ class DecisionAgent(StepInputs):
             unfused ``model.act`` / ``observe_action`` path. Ignored otherwise.
         sample: discrete actions are sampled from the policy's logits instead of taken by
             argmax (acts on the unfused path). Ignored for continuous actions.
+        memory_horizon: H timesteps of memory when acting recurrently with an Aaren backbone
+            (module docstring); 0: the whole episode. Kept in checkpoints; ignored in window
+            mode and by a Transformer's KV cache.
     """
 
     input_error = AgentInputError
@@ -82,6 +90,7 @@ class DecisionAgent(StepInputs):
         device: torch.device | str = "cpu",
         fused: bool = True,
         sample: bool = False,
+        memory_horizon: int = 0,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -89,6 +98,10 @@ class DecisionAgent(StepInputs):
         if not return_scale > 0 or not math.isfinite(return_scale):
             raise ConfigError(f"return_scale must be a positive number, got {return_scale}")
         check_target_return(target_return)
+        try:
+            self.memory_horizon = check_memory_horizon(memory_horizon)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         obs_dim = model.config.obs_dim
         self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
         self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
@@ -111,6 +124,9 @@ class DecisionAgent(StepInputs):
         self.model.sample_actions = bool(sample and model.config.discrete)
         self.fused = fused and mode == "recurrent" and model.config.backbone == "aaren"
         self.fused = self.fused and not self.model.sample_actions
+        # The per-timestep score drop of the memory horizon, where it applies.
+        aaren_recurrent = mode == "recurrent" and model.config.backbone == "aaren"
+        self._decay = memory_decay(self.memory_horizon) if aaren_recurrent else 0.0
         self._fused_cache: FusedAarenPolicy | None = None
         # Parameters are updated in place (optimiser, load_state_dict); a module whose
         # Parameter objects are replaced needs a new agent.
@@ -201,6 +217,8 @@ class DecisionAgent(StepInputs):
             done = torch.as_tensor(start, device=self.device)
             self.state = self.model.backbone.reset_state(self.state, done)
         action, state = self.model.act(obs, rtg, time, self.state)
+        if self._decay:  # R_t, s_t and all before age one step; a_t then counts with t + 1
+            state = self.model.backbone.age_state(state, self._decay)
         self.state = self.model.observe_action(action, time, state)
         return action
 
@@ -210,7 +228,7 @@ class DecisionAgent(StepInputs):
         # is cached: walking model.parameters() costs ~90 us per call at d = 128.
         version = tuple(p._version for p in self._parameters)
         if self._fused_cache is None or version != self._fused_cache_version:
-            self._fused_cache = FusedAarenPolicy(self.model)
+            self._fused_cache = FusedAarenPolicy(self.model, self.memory_horizon)
             self._fused_cache_version = version
         return self._fused_cache
 
@@ -259,6 +277,7 @@ class DecisionAgent(StepInputs):
             "target_return": self.target_return,
             "target_returns": self.metadata.get("target_returns", [self.target_return]),
             "context_length": self.context_length,
+            "memory_horizon": self.memory_horizon,
             "env_id": self.env_id,
         }
 
@@ -278,11 +297,13 @@ class DecisionAgent(StepInputs):
         target_return: float | None = None,
         context_length: int | None = None,
         sample: bool = False,
+        memory_horizon: int | None = None,
     ) -> DecisionAgent:
         """Load an agent saved by ``save`` (or by aaren-train).
 
-        ``target_return`` and ``context_length`` override the checkpoint's values (None keeps
-        them); they are checked before the checkpoint is read.
+        ``target_return``, ``context_length`` and ``memory_horizon`` override the checkpoint's
+        values (None keeps them; a checkpoint without ``memory_horizon`` acts over the whole
+        episode, as it did when it was written); they are checked before the checkpoint is read.
 
         Raises:
             ConfigError: a bad ``mode``, ``target_return`` or ``context_length``.
@@ -294,6 +315,11 @@ class DecisionAgent(StepInputs):
             check_target_return(target_return)
         if context_length is not None:
             check_context_length(context_length)
+        if memory_horizon is not None:
+            try:
+                check_memory_horizon(memory_horizon)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         model, meta = load_model(directory, device)
         try:
             return cls(
@@ -310,18 +336,25 @@ class DecisionAgent(StepInputs):
                 metadata={
                     k: v
                     for k, v in meta.items()
-                    if k not in ("state_mean", "state_std", "model_config", "format")
+                    if k
+                    not in ("state_mean", "state_std", "model_config", "format", "memory_horizon")
                 },
                 device=device,
                 sample=sample,
+                memory_horizon=(
+                    meta.get("memory_horizon", 0) if memory_horizon is None else memory_horizon
+                ),
             )
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{directory}: inconsistent checkpoint metadata: {e}") from e
 
     def __repr__(self) -> str:
         c = self.model.config
+        memory = ""
+        if c.backbone == "aaren" and self.mode == "recurrent":
+            memory = f"memory_horizon={self.memory_horizon or 'whole episode'}, "
         return (
-            f"DecisionAgent(backbone={c.backbone}, mode={self.mode}, env={self.env_id}, "
+            f"DecisionAgent(backbone={c.backbone}, mode={self.mode}, {memory}env={self.env_id}, "
             f"target_return={self.target_return}, params={self.model.num_parameters():,}, "
             f"aaren-rl {__version__})"
         )

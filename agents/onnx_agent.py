@@ -302,6 +302,7 @@ class OnnxAgent(StepInputs):
     def __repr__(self) -> str:
         return (
             f"OnnxAgent({self.path.name}, env={self.env_id}, target_return={self.target_return}, "
+            f"memory_horizon={self.metadata.get('aaren.memory_horizon', '0')}, "
             f"aaren-rl {self.package_version})"
         )
 

@@ -141,8 +141,11 @@ def score_checkpoint(
     episodes: int,
     max_episode_steps: int | None = None,
     num_envs: int = 10,
+    memory_horizon: int | None = None,
 ) -> dict[str, Any]:
     """Score a checkpoint the way every results grid does; ``EvalResult.to_dict()``.
+
+    ``memory_horizon`` overrides the checkpoint's (None keeps it; Aaren recurrent acting).
 
     Episode ``i`` of training seed ``S`` is reset with env seed ``1000 + 100 S + i`` (the same
     episodes for every agent and acting mode); ``num_envs`` of them are stepped in lockstep
@@ -151,8 +154,8 @@ def score_checkpoint(
     from aaren_rl.agents import DecisionAgent
     from aaren_rl.eval.rollout import evaluate
 
-    agent = DecisionAgent.load(checkpoint, mode=mode)
-    return evaluate(
+    agent = DecisionAgent.load(checkpoint, mode=mode, memory_horizon=memory_horizon)
+    result = evaluate(
         agent,
         agent.env_id,
         episodes=episodes,
@@ -160,3 +163,6 @@ def score_checkpoint(
         seed=1000 + 100 * train_seed,
         max_episode_steps=max_episode_steps,
     ).to_dict()
+    aaren_recurrent = mode == "recurrent" and agent.model.config.backbone == "aaren"
+    result["memory_horizon"] = agent.memory_horizon if aaren_recurrent else None
+    return result

@@ -4,8 +4,9 @@ For every dataset x (backbone, recipe) x seed, one *run* trains with the DT refe
 (d = 128, 3 layers, 1 head, K = 20) for ``--steps`` gradient steps and is scored every
 ``--eval-every`` steps in each of its acting modes:
 
-- Aaren (default recipe: whole episodes from t = 0): ``recurrent`` (O(1) state; the main
-  mode) and ``window`` (re-run the last K steps, as DT);
+- Aaren (default recipe: whole episodes from t = 0): ``recurrent`` (O(1) state with the
+  checkpoint's memory horizon, K steps by default; the main mode), ``window`` (re-run the last
+  K steps, as DT) and ``recurrent-full`` (O(1) state, exact attention over the whole episode);
 - Transformer (default recipe: random K-step windows): ``window`` (the main mode) and
   ``kv-cache`` (the whole episode in a growing KV cache, for reference).
 
@@ -25,12 +26,15 @@ Record schema (one file per run and acting mode; every key is written by every r
 
     dataset, dataset_spec, dataset_sha256, dataset_source_sha256 (slim copies), env_id,
     behaviour_normalized_score, transitions, episodes
-    backbone, recipe, acting ("recurrent" | "window" | "kv-cache"), mode (the agent's), seed
+    backbone, recipe, acting ("recurrent" | "window" | "recurrent-full" | "kv-cache"),
+    mode (the agent's), seed, memory_horizon (Aaren recurrent acting; else null)
     steps, normalized_mean, normalized_std, return_mean, return_std, returns, lengths
                           (the FINAL evaluation, at ``steps``: the main number)
     best_normalized_mean, best_step, best_convention
                           (the best evaluation during training: CORL's convention, optimistic)
     curve                 [{step, episodes, normalized_mean, normalized_std, return_mean}]
+    curve_note            null, or why the curve has fewer points (an acting mode added
+                          after the run was trained is scored on its final checkpoint only)
     precision, device, settings, versions
     timing                {train_seconds, eval_seconds, wall_seconds, train_seconds_per_step,
                            act_us_per_call}
@@ -65,11 +69,19 @@ DEFAULT_DATASETS = tuple(
     f"d4rl:runs/datasets/{env}-{level}.hdf5" for env in GRID_ENVS for level in GRID_LEVELS
 )
 # backbone -> acting modes it is scored in (main first); acting mode -> the agent's mode.
+# recurrent acts with the checkpoint's memory horizon (aaren-train's default: K steps);
+# recurrent-full attends to the whole episode (horizon 0).
 ACTING: dict[str, tuple[str, ...]] = {
-    "aaren": ("recurrent", "window"),
+    "aaren": ("recurrent", "window", "recurrent-full"),
     "transformer": ("window", "kv-cache"),
 }
-AGENT_MODE = {"recurrent": "recurrent", "window": "window", "kv-cache": "recurrent"}
+AGENT_MODE = {
+    "recurrent": "recurrent",
+    "window": "window",
+    "kv-cache": "recurrent",
+    "recurrent-full": "recurrent",
+}
+MEMORY_HORIZON = {"recurrent-full": 0}  # acting -> horizon override (else the checkpoint's)
 BEST_CONVENTION = (
     "best of the evaluations every eval_every steps during training (CORL's convention); "
     "optimistic: it selects on the evaluation episodes. The final score is the main number."
@@ -313,6 +325,7 @@ def _evaluate(spec: RunSpec, acting: str) -> dict[str, Any]:
         spec.cfg.eval_episodes,
         spec.cfg.eval_max_episode_steps,
         spec.cfg.eval_envs,
+        MEMORY_HORIZON.get(acting),
     )
 
 
@@ -350,6 +363,28 @@ def _score_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
     progress["curve"].append(point)
 
 
+def _score_new_actings(spec: RunSpec, progress: dict[str, Any]) -> list[str]:
+    """Score, on the final checkpoint only, acting modes added after the run was scored.
+
+    Their curve then has one point (the final step) and their best is their final score;
+    the JSON says so (``curve_note``). Returns the actings scored.
+    """
+    new = [a for a in spec.actings if a not in progress["final"]]
+    if not new:
+        return []
+    t0 = time.perf_counter()
+    last = next(c for c in progress["curve"] if c["step"] == spec.cfg.steps)
+    for acting in new:
+        ev = _evaluate(spec, acting)
+        last[acting] = {
+            k: ev[k] for k in ("episodes", "normalized_mean", "normalized_std", "return_mean")
+        }
+        progress["final"][acting] = ev
+        progress.setdefault("scored_after_training", []).append(acting)
+    progress["timing"]["eval_seconds"] += time.perf_counter() - t0
+    return new
+
+
 def run_one(spec: RunSpec) -> str:
     """Train and score one run (resuming where it stopped); writes its JSON files."""
     import torch
@@ -384,6 +419,8 @@ def run_one(spec: RunSpec) -> str:
             continue
         _train_stage(spec, stage, progress)
         _score_stage(spec, stage, progress)
+        atomic_write_json(progress_path, progress, indent=1)
+    if _score_new_actings(spec, progress):
         atomic_write_json(progress_path, progress, indent=1)
     device = _device_name(spec.cfg.device)
     for acting in spec.actings:
@@ -434,7 +471,7 @@ def _record(
     from aaren_rl import __version__
 
     cfg, ev = spec.cfg, progress["final"][acting]
-    curve = [{"step": c["step"], **c[acting]} for c in progress["curve"]]
+    curve = [{"step": c["step"], **c[acting]} for c in progress["curve"] if acting in c]
     best = max(curve, key=lambda c: (c["normalized_mean"], -c["step"]))
     timing = progress["timing"]
     sps = timing["seconds_per_step"]
@@ -455,6 +492,12 @@ def _record(
         "best_step": best["step"],
         "best_convention": BEST_CONVENTION,
         "curve": curve,
+        "curve_note": (
+            "scored on the final checkpoint only (acting mode added after the run was trained)"
+            if acting in progress.get("scored_after_training", ())
+            else None
+        ),
+        "memory_horizon": ev.get("memory_horizon"),
         "precision": progress.get("precision", "float32"),
         "device": device,
         "settings": {

@@ -32,7 +32,13 @@ def markers(out_dir: Path) -> tuple[str, str]:
     return f"<!-- returns-grid:{name}:begin -->", f"<!-- returns-grid:{name}:end -->"
 
 
-ROW_ORDER = ("aaren/recurrent", "aaren/window", "transformer/window", "transformer/kv-cache")
+ROW_ORDER = (
+    "aaren/recurrent",
+    "aaren/window",
+    "aaren/recurrent-full",
+    "transformer/window",
+    "transformer/kv-cache",
+)
 MAIN = "aaren/recurrent"
 # Aaren acting through a window is a rival too: recurrent acting should lose nothing to it
 RIVALS = ("transformer/window", "d3rlpy-dt/window", "aaren/window")
@@ -110,6 +116,10 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ),  # a slim copy counts as the dataset it was made from
                 "device": sorted({str(r.get("device", "cpu")) for r in rs}),
                 "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
+                "memory_horizon": sorted(
+                    {r["memory_horizon"] for r in rs if r.get("memory_horizon") is not None}
+                ),
+                "curve_notes": sorted({r["curve_note"] for r in rs if r.get("curve_note")}),
             }
         )
     order = {k: i for i, k in enumerate(ROW_ORDER)}
@@ -208,16 +218,25 @@ def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[
         "(mean ± std) | final per seed | wall-clock per run (min) | train s/step |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for r in ds_rows:
         wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60
+        acting = r["acting"]
+        if r["memory_horizon"]:  # Aaren recurrent: the memory horizon it acted with
+            h = "/".join(str(v) if v else "whole episode" for v in r["memory_horizon"])
+            acting += f" (memory {h})" if h == "whole episode" else f" (memory horizon {h})"
+        if r["curve_notes"]:
+            notes.append(f"{r['backbone']} acting {r['acting']}: " + "; ".join(r["curve_notes"]))
+            acting += " §"
         lines.append(
-            f"| {r['backbone']} | {r['recipe']} | {r['acting']} | {r['steps']} | {len(r['seeds'])} | "
+            f"| {r['backbone']} | {r['recipe']} | {acting} | {r['steps']} | {len(r['seeds'])} | "
             f"**{_fmt(r['final_mean'])} ± {_fmt(r['final_std'])}** | "
             f"{_fmt(r['best_mean'])} ± {_fmt(r['best_std'])} | "
             f"{', '.join(map(str, r['final_per_seed']))} | {_fmt(wall)} | "
             f"{_fmt(r['train_seconds_per_step'], 3)} |"
         )
     lines.append(f"| behaviour policy | - | - | - | - | {_fmt(behaviour)} | - | - | - | - |")
+    lines += [f"\n§ {n}: its best during training is its final score." for n in notes]
     if targets:
         lines += ["", "| target | Aaren recurrent | other | margin | paired diff, final (mean ± std, n) "
                   "| paired diff, every evaluation‡ (mean ± std, n, Aaren ahead) | met |",
@@ -310,8 +329,10 @@ def _plot_curves(ds: str, records: list[dict[str, Any]], path: Path) -> None:
         steps = sorted(set.intersection(*(set(p) for p in runs)))
         vals = np.array([[p[s] for s in steps] for p in runs])
         mean, std = vals.mean(0), vals.std(0)
-        # each agent's main acting mode solid, the other one (Aaren window, KV cache) dashed
-        ls = "--" if label.endswith(("aaren (episode) acting window", "acting kv-cache")) else "-"
+        # each agent's main acting mode solid, the others (Aaren window and whole-episode
+        # recurrent, the KV cache) dashed
+        main = label.endswith("acting recurrent") or label.startswith(("transformer", "d3rlpy"))
+        ls = "--" if not main or label.endswith("acting kv-cache") else "-"
         ax.plot(
             steps, mean, ls=ls, marker="o", ms=3, color=f"C{i}", label=f"{label} (n={len(runs)})"
         )

@@ -51,7 +51,7 @@ from aaren_rl.aaren_policy.fused import MASKED, FusedAarenPolicy
 from aaren_rl.agents.checkpoint import load_model
 from aaren_rl.agents.onnx_safety import ONNX_FORMAT
 from aaren_rl.cli import run_cli
-from aaren_rl.errors import DependencyNotInstalled, ExportError
+from aaren_rl.errors import CheckpointError, DependencyNotInstalled, ExportError
 from aaren_rl.fileio import atomic_path, check_output_file
 
 __all__ = [
@@ -115,6 +115,8 @@ class DeployStep(nn.Module):
         model: an Aaren ``DecisionModel``.
         state_mean, state_std: (obs_dim,) observation statistics.
         return_scale: returns-to-go are divided by it before entering the model.
+        memory_horizon: H timesteps of memory (``FusedAarenPolicy``): the state column's
+            score drops by 1/H at every step; 0: the whole episode.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class DeployStep(nn.Module):
         state_mean: np.ndarray,
         state_std: np.ndarray,
         return_scale: float,
+        memory_horizon: int = 0,
     ) -> None:
         super().__init__()
         if model.config.state_encoder != "linear":
@@ -130,7 +133,8 @@ class DeployStep(nn.Module):
                 f"aaren-export supports the linear state encoder only, the checkpoint has "
                 f"{model.config.state_encoder!r}"
             )
-        fused = FusedAarenPolicy(model)
+        fused = FusedAarenPolicy(model, memory_horizon)
+        self.memory_horizon = fused.memory_horizon
         self.activation = fused.activation  # the model's feed-forward non-linearity
         self.obs_dim, self.act_dim = fused.obs_dim, fused.act_dim
         self.discrete = fused.discrete
@@ -190,6 +194,11 @@ class DeployStep(nn.Module):
                     lam = f64(f"l{i}_rec").view(1, h, 1, 1)
                     keep(f"l{i}_rec_bias", lam * cols)
                     keep(f"l{i}_rec_shift", 2 * lam)
+            # Memory horizon: the state column (every token up to s_{t-1}) ages one step.
+            self.aging = bool(fused.decay)
+            if self.aging:
+                age = torch.tensor([-fused.decay, 0.0, 0.0, 0.0], dtype=torch.float64)
+                keep("age_bias", age.view(1, 1, 1, 4))
         # Timestep of each token: a_{t-1} at the previous t, R_t and s_t at t.
         self.register_buffer("time_offsets", torch.tensor([0, 1, 1]))
         self.eval()
@@ -245,6 +254,8 @@ class DeployStep(nn.Module):
             logits = s.reshape(-1, h, 1, 4) + (bias[:, :, 2:] if i == last else bias)
             if self.recency:
                 logits = logits + getattr(self, f"l{i}_rec_bias")
+            if self.aging:
+                logits = logits + self.age_bias
             o = torch.softmax(logits, dim=-1) @ v  # (B, H, K, d): output after each prefix
             c = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, K, 1)
             if self.recency:
@@ -291,9 +302,14 @@ class ExportConfig:
     """ONNX opset (17: LayerNormalization is a single node)."""
     verify: bool = True
     """Run the exported graph in onnxruntime against PyTorch for 5 steps, batch 2."""
+    memory_horizon: int | None = None
+    """Timesteps of memory the graph acts with (aaren-eval --memory-horizon), baked into the
+    graph; 0: the whole episode. Default: the checkpoint's."""
 
 
-def _metadata(meta: dict[str, Any], model: DecisionModel, target_return: float) -> dict[str, str]:
+def _metadata(
+    meta: dict[str, Any], model: DecisionModel, target_return: float, memory_horizon: int
+) -> dict[str, str]:
     cfg = model.config
     net = cfg.net
     state_shapes = {
@@ -321,6 +337,7 @@ def _metadata(meta: dict[str, Any], model: DecisionModel, target_return: float) 
         "aaren.act_dim": str(cfg.act_dim),
         "aaren.target_return": repr(float(target_return)),
         "aaren.return_scale": repr(float(meta["return_scale"])),
+        "aaren.memory_horizon": str(memory_horizon),
         "aaren.package_version": __version__,
         "aaren.model_config": json.dumps(cfg.to_dict()),
         "aaren.contract": json.dumps(contract),
@@ -357,6 +374,11 @@ def check_config(config: ExportConfig) -> None:
             f"--target-return must be a finite number, got {config.target_return}; pass e.g. "
             "--target-return 3600, or leave it out to use the checkpoint's"
         )
+    if config.memory_horizon is not None and config.memory_horizon < 0:
+        raise ExportError(
+            f"--memory-horizon must be >= 0 timesteps (0: the whole episode), got "
+            f"{config.memory_horizon}"
+        )
     check_output_file(config.out, "--out")
 
 
@@ -378,7 +400,15 @@ def export_onnx(config: ExportConfig) -> Path:
     model, meta = load_model(directory, "cpu")
     _check_exportable(model, directory)
     target = float(meta["target_return"] if config.target_return is None else config.target_return)
-    step = DeployStep(model, meta["state_mean"], meta["state_std"], meta["return_scale"]).eval()
+    horizon = (
+        meta.get("memory_horizon", 0) if config.memory_horizon is None else config.memory_horizon
+    )
+    try:
+        step = DeployStep(
+            model, meta["state_mean"], meta["state_std"], meta["return_scale"], horizon
+        ).eval()
+    except ValueError as e:  # a memory_horizon in agent.json that is not a count of steps
+        raise CheckpointError(f"{directory}: {e}") from None
     example = _example_inputs(step, 2, target)
     out = Path(config.out)
     with atomic_path(out) as tmp:  # only a complete, verified file takes the name
@@ -413,7 +443,7 @@ def _export_to(
             dynamo=False,  # the TorchScript exporter: a plain graph, no onnxscript needed
         )
     proto = onnx.load(str(out))
-    for key, value in _metadata(meta, model, target).items():
+    for key, value in _metadata(meta, model, target, step.memory_horizon).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = f"aaren-rl {__version__} step graph of {directory}"

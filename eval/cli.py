@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aaren_rl.cli import check_minimums, run_cli
 from aaren_rl.errors import DependencyNotInstalled, EvalError
@@ -49,6 +49,11 @@ class EvalArgs:
     """Environment (short name or Gymnasium id); default: the checkpoint's. Must match it."""
     context_length: int | None = None
     """Window length K for --mode window; default: the checkpoint's."""
+    memory_horizon: int | None = None
+    """Aaren acting recurrently: timesteps of memory, a soft window on the constant-size state
+    (a token H steps old weighs e^-1 of a new one); 0: the whole episode, exact. Default: the
+    checkpoint's (aaren-train --memory-horizon; the whole episode for checkpoints written
+    before the option). An ONNX export carries its own (aaren-export --memory-horizon)."""
     max_episode_steps: int | None = None
     """Truncate episodes earlier than the env's time limit (quick checks)."""
     json: Path | None = None
@@ -181,6 +186,18 @@ def check_args(args: EvalArgs) -> None:
         check_context_length(args.context_length)
         if args.mode != "window" or args.onnx is not None:
             raise EvalError("--context-length is the window length of --mode window; drop it")
+    if args.memory_horizon is not None:
+        if args.memory_horizon < 0:
+            raise EvalError(
+                f"--memory-horizon must be >= 0 timesteps (0: the whole episode), got "
+                f"{args.memory_horizon}"
+            )
+        if args.mode != "recurrent" or args.onnx is not None:
+            raise EvalError(
+                "--memory-horizon applies to a checkpoint acting with --mode recurrent (an "
+                "ONNX file keeps the horizon it was exported with: aaren-export "
+                "--memory-horizon); drop it"
+            )
     if args.track:
         try:
             import wandb  # noqa: F401
@@ -212,6 +229,7 @@ def _load_agent(args: EvalArgs):
         device=args.device,
         context_length=args.context_length,
         sample=args.sample,
+        memory_horizon=args.memory_horizon,
     )
 
 
@@ -246,6 +264,14 @@ def wall_clock_split(result: dict) -> dict:
     }
 
 
+def _memory_horizon(agent: Any) -> int | None:
+    """The memory horizon an agent acts with (Aaren recurrent; ONNX: the export's), or None."""
+    if hasattr(agent, "model"):
+        aaren_recurrent = agent.model.config.backbone == "aaren" and agent.mode == "recurrent"
+        return agent.memory_horizon if aaren_recurrent else None
+    return int(agent.metadata.get("aaren.memory_horizon", "0"))
+
+
 def run(args: EvalArgs) -> dict:
     """Everything ``aaren-eval`` does; returns the JSON payload."""
     check_args(args)
@@ -257,6 +283,12 @@ def run(args: EvalArgs) -> dict:
     from aaren_rl.eval.rollout import evaluate
 
     agent = _load_agent(args)
+    backbone = getattr(getattr(agent, "model", None), "config", None)
+    if args.memory_horizon is not None and getattr(backbone, "backbone", None) != "aaren":
+        raise EvalError(
+            "--memory-horizon is for Aaren checkpoints (a Transformer acting recurrently keeps "
+            "its whole KV cache); drop it"
+        )
     env = _check_env(args, agent.env_id)
     targets = list(args.target_return) or [agent.target_return]
     results = []
@@ -274,7 +306,12 @@ def run(args: EvalArgs) -> dict:
         results.append({**res.to_dict(), "wall_clock": wall_clock_split(res.to_dict())})
     _check_results(results)
     source = args.onnx if args.onnx is not None else args.checkpoint
-    payload = {**results[0], "checkpoint": str(source), "results": results}
+    payload = {
+        **results[0],
+        "checkpoint": str(source),
+        "memory_horizon": _memory_horizon(agent),
+        "results": results,
+    }
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(format_table(results))
     for r in results:

@@ -127,6 +127,7 @@ def tiny_agent(
     state_std: np.ndarray | None = None,
     return_scale: float = 1000.0,
     target_return: float = 3600.0,
+    memory_horizon: int = 0,
 ):
     """A 2-layer, d = 16 decision agent for Hopper-v5's shapes (or the given ones).
 
@@ -154,6 +155,7 @@ def tiny_agent(
         context_length=context_length,
         env_id="Hopper-v5",
         metadata={"target_returns": [3600.0, 1800.0]},
+        memory_horizon=memory_horizon,
     )
 
 

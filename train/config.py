@@ -38,6 +38,7 @@ RESUMABLE_FIELDS = (
     "wandb_entity",
     "wandb_group",
     "progress",
+    "memory_horizon",  # an acting default: training does not use it
 )
 
 # Fields added after runs had been saved, with the value those older runs used: a run
@@ -157,6 +158,13 @@ class TrainConfig:
     eval_mode: Literal["recurrent", "window"] = "recurrent"
     """How the agent acts in evaluation: recurrent (state carried, O(1) per step for Aaren) or
     window (re-run the last K steps, as DT)."""
+    memory_horizon: int | None = None
+    """Timesteps of memory when an Aaren agent acts recurrently: each step, every earlier
+    token's attention score drops by 1/H, so a token H steps old weighs e^-1 of a new one (a
+    soft window on the constant-size state). Default: --context-length. 0: the whole episode,
+    exact (what memory tasks need). Saved in the checkpoint as the acting default
+    (aaren-eval --memory-horizon overrides it); training itself does not use it. See
+    docs/training.md, "Recurrent acting and the return"."""
     checkpoint_every: int = 1000
     """Write the checkpoint (atomically) every N steps, and at the end."""
     log_every: int = 50
@@ -199,6 +207,7 @@ class TrainConfig:
             "warmup_steps": (self.warmup_steps, 0),
             "threads": (self.threads, 1),
             "eval_max_episode_steps": (self.eval_max_episode_steps, 1),
+            "memory_horizon": (self.memory_horizon, 0),
             "model.chunk_size": (self.model.chunk_size, 1),  # the rest BackboneConfig checks
         }
         for name, (value, low) in at_least.items():
@@ -230,6 +239,11 @@ class TrainConfig:
         if self.recipe != "auto":
             return self.recipe
         return "episode" if self.backbone == "aaren" else "window"
+
+    @property
+    def resolved_memory_horizon(self) -> int:
+        """The memory horizon agents of this run act with (None: the context length)."""
+        return self.context_length if self.memory_horizon is None else self.memory_horizon
 
     @property
     def window_length(self) -> int:

@@ -116,8 +116,36 @@ def test_interrupted_run_resumes_to_the_same_json(
     assert not spec.done
     monkeypatch.setattr(*target, original)
     run_one(spec)
-    for acting in ("recurrent", "window"):
+    for acting in ("recurrent", "window", "recurrent-full"):
         assert without_timing(spec.result_path(acting)) == without_timing(ref.result_path(acting))
+
+
+def test_aaren_acts_with_its_memory_horizon_and_over_the_whole_episode(
+    tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch
+):
+    """recurrent: the checkpoint's horizon (K = 4 here); recurrent-full: the whole episode.
+    An acting mode added after a run was scored is scored on its final checkpoint only."""
+    import aaren_rl.bench.returns as returns
+
+    monkeypatch.chdir(tmp_path)
+    (spec,) = grid_specs(tiny_cfg(tmp_path, tiny_hopper_dataset))
+    monkeypatch.setitem(returns.ACTING, "aaren", ("recurrent", "window"))  # an older grid
+    run_one(spec)
+    assert not spec.result_path("recurrent-full").exists()
+    monkeypatch.undo()
+    assert not spec.done
+    run_one(spec)
+    rec, full = (
+        json.loads(spec.result_path(a).read_text()) for a in ("recurrent", "recurrent-full")
+    )
+    assert rec["memory_horizon"] == 4 and full["memory_horizon"] == 0
+    assert [c["step"] for c in rec["curve"]] == [2, 4] and rec["curve_note"] is None
+    assert [c["step"] for c in full["curve"]] == [4] and "final checkpoint only" in full[
+        "curve_note"
+    ]
+    assert full["best_normalized_mean"] == full["normalized_mean"]
+    window = json.loads(spec.result_path("window").read_text())
+    assert window["memory_horizon"] is None and window["curve_note"] is None
 
 
 def _record(ds: str, backbone: str, acting: str, seed: int, final: float, **kw) -> dict:
@@ -216,11 +244,11 @@ def test_grid_on_a_local_ray_instance(tmp_path: Path, tiny_hopper_dataset: Path,
     finally:
         ray.shutdown()
     assert {(r["backbone"], r["acting"]) for r in rows} == {
-        ("aaren", "recurrent"), ("aaren", "window"),
+        ("aaren", "recurrent"), ("aaren", "window"), ("aaren", "recurrent-full"),
         ("transformer", "window"), ("transformer", "kv-cache"),
     }  # fmt: skip
     files = sorted(p.name for p in (tmp_path / "out").glob("tiny-hopper__*.json"))
-    assert len(files) == 4
+    assert len(files) == 5
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("tiny-hopper__*.json")}
     assert all(s.done for s in grid_specs(cfg))
     run_returns_bench(cfg)  # nothing left to do: no task runs, no file is rewritten
@@ -239,7 +267,7 @@ def test_a_run_refuses_a_dataset_that_changed_under_it(
 
     def stop_at_the_second_stage(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # stage 1 scored in both modes; stop in stage 2
+        if len(calls) == len(returns.ACTING["aaren"]) + 1:  # stage 1 scored; stop in stage 2
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 

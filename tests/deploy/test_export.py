@@ -77,13 +77,22 @@ def test_onnx_agent_matches_torch_agent_on_hopper(
 
 
 @pytest.mark.parametrize(
-    "heads, return_in_state, recency",
-    [(1, False, 0.0), (2, False, 0.0), (1, True, 0.0), (1, False, 0.2), (2, False, 0.2)],
+    "heads, return_in_state, recency, horizon",
+    [
+        (1, False, 0.0, 0),
+        (2, False, 0.0, 0),
+        (1, True, 0.0, 0),
+        (1, False, 0.2, 0),
+        (2, False, 0.2, 0),
+        (1, False, 0.0, 3),
+        (2, False, 0.2, 3),
+    ],
 )
 def test_deploy_step_equals_act_observe_in_float64(
-    heads: int, return_in_state: bool, recency: float
+    heads: int, return_in_state: bool, recency: float, horizon: int
 ) -> None:
-    """The (c, o) pseudo-token form, folded weights and in-graph bookkeeping are exact."""
+    """The (c, o) pseudo-token form, folded weights and in-graph bookkeeping are exact (with
+    a memory horizon: the reference ages its state between s_t and a_t, as DecisionAgent)."""
     torch.manual_seed(heads)
     net = BackboneConfig(dim=16, num_layers=3, num_heads=heads, recency_init=recency)
     cfg = DecisionModelConfig(
@@ -96,7 +105,7 @@ def test_deploy_step_equals_act_observe_in_float64(
     model.eval()
     gen = np.random.default_rng(heads)
     mean, std, scale, target = gen.standard_normal(OBS), gen.uniform(0.5, 2, OBS), 100.0, 50.0
-    step = DeployStep(model, mean, std, scale)
+    step = DeployStep(model, mean, std, scale, memory_horizon=horizon)
     b = 3
     state = {k: torch.as_tensor(v) for k, v in initial_state(step, b, target).items()}
     state["attn"] = state["attn"].double()
@@ -119,6 +128,8 @@ def test_deploy_step_equals_act_observe_in_float64(
                 time,
                 ref,
             )
+            if horizon:
+                ref = model.backbone.age_state(ref, 1.0 / horizon)
             ref = model.observe_action(a_ref, time, ref)
             # Episode start: timestep -1 and rtg = target; attn and prev_action are
             # ignored there, so leave them as any finite garbage.
@@ -333,3 +344,36 @@ def test_steady_call_path_equals_the_checked_path(exported: tuple[Path, Path]) -
     np.testing.assert_array_equal(  # a refused call changed nothing
         fast.predict(obs[0], rewards[0], starts[1]), slow.predict(obs[0], rewards[0], starts[1])
     )
+
+
+def test_an_export_with_a_memory_horizon_acts_like_the_torch_agent(tmp_path: Path) -> None:
+    """The horizon is baked into the graph (and its metadata); onnxruntime agrees with the
+    PyTorch agent given the same horizon, and differs from the whole-episode export."""
+    ckpt = _agent().save(tmp_path / "ckpt")
+    path = export_onnx(ExportConfig(ckpt, tmp_path / "h5.onnx", memory_horizon=5))
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["aaren.memory_horizon"] == "5"
+    full = OnnxAgent(export_onnx(ExportConfig(ckpt, tmp_path / "full.onnx")))
+    torch_agent, onnx_agent = DecisionAgent.load(ckpt, memory_horizon=5), OnnxAgent(path)
+    assert "memory_horizon=5" in repr(onnx_agent)
+    env = make_env("hopper", seed=0)
+    obs, reward, start = env.reset(seed=0)[0][None], np.zeros(1), np.ones(1, dtype=bool)
+    for agent in (torch_agent, onnx_agent, full):
+        agent.reset(1)
+    worst, apart = 0.0, 0.0
+    for _ in range(60):
+        a_torch = torch_agent.predict(obs, reward, start)
+        worst = max(worst, float(np.abs(a_torch - onnx_agent.predict(obs, reward, start)).max()))
+        apart = max(apart, float(np.abs(a_torch - full.predict(obs, reward, start)).max()))
+        start = np.zeros(1, dtype=bool)
+        obs[0], reward[0], term, trunc, _ = env.step(a_torch[0])
+        if term or trunc:
+            break
+    env.close()
+    assert worst <= 1e-5, worst
+    assert apart > 1e-3, apart
+
+
+def test_a_negative_memory_horizon_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="--memory-horizon must be >= 0"):
+        export_onnx(ExportConfig(tmp_path / "ckpt", tmp_path / "p.onnx", memory_horizon=-1))

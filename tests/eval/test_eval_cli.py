@@ -131,3 +131,31 @@ def test_the_onnx_path_checks_its_flags_without_torch(tmp_path: Path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["2", "False"], out.stderr
+
+
+def test_memory_horizon_flag(aaren_checkpoint: Path, tmp_path: Path, capsys):
+    out = tmp_path / "res.json"
+    args = ["--checkpoint", str(aaren_checkpoint), "--episodes", "2", *FAST]
+    assert main([*args, "--memory-horizon", "5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["memory_horizon"] == 5
+    assert "memory_horizon=5" in capsys.readouterr().out
+    assert main([*args, "--json", str(out)]) == 0  # the checkpoint's own (0 here)
+    assert json.loads(out.read_text())["memory_horizon"] == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--memory-horizon", "-1"], "--memory-horizon must be >= 0"),
+        (["--memory-horizon", "5", "--mode", "window"], "applies to a checkpoint acting with"),
+    ],
+)
+def test_bad_memory_horizon(aaren_checkpoint: Path, capsys, extra, message):
+    assert main(["--checkpoint", str(aaren_checkpoint), *extra, *FAST]) == 2
+    assert message in _err(capsys)
+
+
+def test_memory_horizon_is_for_aaren(make_agent, tmp_path: Path, capsys):
+    ckpt = make_agent("transformer").save(tmp_path / "tf")
+    assert main(["--checkpoint", str(ckpt), "--memory-horizon", "5", *FAST]) == 2
+    assert "--memory-horizon is for Aaren checkpoints" in _err(capsys)

@@ -50,6 +50,8 @@ def test_smoke_each_backbone_with_wandb_offline(
     assert len(meta["state_mean"]) == 11
     config = json.loads((run_dir / "config.json").read_text())
     assert config["backbone"] == backbone
+    # the acting default: a memory horizon of K steps (--memory-horizon None resolves to it)
+    assert config["memory_horizon"] is None and meta["memory_horizon"] == 20
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert offline_runs, "W&B offline run directory missing"
     assert list(offline_runs[0].glob("*.wandb")), "W&B run file missing"
