@@ -8,6 +8,7 @@
     aaren-bench datasets  load D4RL-format Hopper files and check them against their metadata
     aaren-bench memory    success vs memory length (T-Maze, POPGym) and time per action
     aaren-bench attention how local a trained Aaren model's attention is on dataset episodes
+    aaren-bench horizon   scores of Aaren checkpoints acting recurrently, per memory horizon
 
 Results go under ``--out`` (default ``runs/bench/`` in the current directory; the commands in
 the docs pass ``--out docs/results/...``). Each subcommand prints a Markdown table with its
@@ -27,6 +28,7 @@ from aaren_rl.bench.act import ActBenchConfig
 from aaren_rl.bench.attention import AttentionConfig, run_attention
 from aaren_rl.bench.common import RESULTS, machine, markdown_table, report, write_json
 from aaren_rl.bench.datasets_check import DatasetsConfig, run_datasets
+from aaren_rl.bench.horizon import HorizonConfig, run_horizon
 from aaren_rl.bench.memory import MemoryConfig, run_memory
 from aaren_rl.bench.returns import ReturnsConfig, run_returns_bench
 from aaren_rl.bench.scan import ScanConfig, run_scan
@@ -232,6 +234,7 @@ BENCHMARKS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "datasets": (DatasetsConfig, run_datasets),
     "memory": (MemoryConfig, run_memory),
     "attention": (AttentionConfig, run_attention),
+    "horizon": (HorizonConfig, run_horizon),
 }
 
 
