@@ -161,7 +161,8 @@ class TrainConfig:
     memory_horizon: int | None = None
     """Timesteps of memory when an Aaren agent acts recurrently: each step, every earlier
     token's attention score drops by 1/H, so a token H steps old weighs e^-1 of a new one (a
-    soft window on the constant-size state). Default: --context-length. 0: the whole episode,
+    soft window on the constant-size state). Default: --context-length for continuous actions
+    (MuJoCo), 0 for discrete actions (the memory tasks: T-Maze, POPGym). 0: the whole episode,
     exact (what memory tasks need). Saved in the checkpoint as the acting default
     (aaren-eval --memory-horizon overrides it); training itself does not use it. See
     docs/training.md, "Recurrent acting and the return"."""
@@ -240,10 +241,12 @@ class TrainConfig:
             return self.recipe
         return "episode" if self.backbone == "aaren" else "window"
 
-    @property
-    def resolved_memory_horizon(self) -> int:
-        """The memory horizon agents of this run act with (None: the context length)."""
-        return self.context_length if self.memory_horizon is None else self.memory_horizon
+    def resolved_memory_horizon(self, discrete: bool) -> int:
+        """The memory horizon agents of this run act with: the given one, else K for
+        continuous actions and 0 (the whole episode) for discrete ones (the memory tasks)."""
+        if self.memory_horizon is not None:
+            return self.memory_horizon
+        return 0 if discrete else self.context_length
 
     @property
     def window_length(self) -> int:

@@ -390,7 +390,7 @@ class Trainer:
             target_return=self.target,
             mode=cfg.eval_mode,
             context_length=cfg.context_length,
-            memory_horizon=cfg.resolved_memory_horizon,
+            memory_horizon=cfg.resolved_memory_horizon(self.model.config.discrete),
             env_id=self.env_spec.gym_id,
             device=self.device,  # DecisionAgent moves the model: keep it where it trains
             metadata={

@@ -39,6 +39,7 @@ def test_checkpoint_keeps_the_categorical_head_and_eval_reports_success(
 ) -> None:
     agent = DecisionAgent.load(tmaze_checkpoint)
     assert agent.model.config.discrete and agent.act_dim == 4
+    assert agent.memory_horizon == 0  # a memory task acts over the whole episode by default
     res = evaluate(agent, "tmaze-8", episodes=6, num_envs=3, seed=0)
     assert res.success is not None and len(res.success) == 6
     assert res.success_rate == pytest.approx(np.mean(res.returns))  # reward 1 iff success
