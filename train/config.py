@@ -165,7 +165,7 @@ class TrainConfig:
     (MuJoCo), 0 for discrete actions (the memory tasks: T-Maze, POPGym). 0: the whole episode,
     exact (what memory tasks need). Saved in the checkpoint as the acting default
     (aaren-eval --memory-horizon overrides it); training itself does not use it. See
-    docs/training.md, "Recurrent acting and the return"."""
+    docs/training.md, "The fix: a memory horizon at acting time"."""
     checkpoint_every: int = 1000
     """Write the checkpoint (atomically) every N steps, and at the end."""
     log_every: int = 50
