@@ -10,11 +10,13 @@ agent                      what                                                 
 =========================  ========================================================  =======
 aaren-unfused              ``model.act`` + ``observe_action`` (three backbone steps)  eager
 aaren-recurrent            ``DecisionAgent`` default: the fused step                 eager
+aaren-recurrent-h20        the same with a memory horizon of 20 steps                eager
 aaren-window               Aaren re-running the last K steps (DT's way)              eager
 transformer-window         Transformer, last K = 20 steps re-run per action          eager
 transformer-kv             Transformer stepping with a KV cache (grows with t)       eager
 aaren-compiled             TorchScript trace of the fused step                       TorchScript
 aaren-onnx                 the ``aaren-export`` step graph                           ONNX
+aaren-onnx-h20             the same, exported with a memory horizon of 20 steps      ONNX
 aaren-onnx-fp16            the same, weights stored in float16                       ONNX
 aaren-onnx-int8            the same, MatMul/Gemm dynamically quantised to int8       ONNX
 transformer-window-onnx    the K-step window as one graph                            ONNX
@@ -127,7 +129,9 @@ class PolicySource:
             raise ConfigError(f"the checkpoints are for different environments: {sorted(envs)}")
         return cls(models, settings, workdir, envs.pop(), context_length, threads)
 
-    def agent(self, backbone: str, mode: str, fused: bool = True) -> DecisionAgent:
+    def agent(
+        self, backbone: str, mode: str, fused: bool = True, memory_horizon: int = 0
+    ) -> DecisionAgent:
         """A PyTorch ``DecisionAgent`` (the reference of every compiled path)."""
         return _Counted(
             self.models[backbone],
@@ -136,6 +140,7 @@ class PolicySource:
             context_length=self.context_length,
             env_id=self.env_id,
             fused=fused,
+            memory_horizon=memory_horizon,
         )
 
 
@@ -256,8 +261,10 @@ def onnx_nodes(path: Path) -> int:
 # ---- factories: name -> (source -> agent) ---------------------------------------------------
 
 
-def _eager(backbone: str, mode: str, fused: bool = True) -> Callable[[PolicySource], BenchAgent]:
-    return lambda src: src.agent(backbone, mode, fused)
+def _eager(
+    backbone: str, mode: str, fused: bool = True, horizon: int = 0
+) -> Callable[[PolicySource], BenchAgent]:
+    return lambda src: src.agent(backbone, mode, fused, horizon)
 
 
 def _compiled(src: PolicySource) -> BenchAgent:
@@ -270,13 +277,13 @@ class _BenchOnnxAgent(OnnxAgent):
     params = 0
 
 
-def _aaren_onnx(variant: str) -> Callable[[PolicySource], BenchAgent]:
+def _aaren_onnx(variant: str, horizon: int = 0) -> Callable[[PolicySource], BenchAgent]:
     def make(src: PolicySource) -> BenchAgent:
-        folder = src.workdir / "aaren-onnx"
+        folder = src.workdir / ("aaren-onnx" + (f"-h{horizon}" if horizon else ""))
         path = folder / "policy.onnx"
         if not path.exists():
             ckpt = src.agent("aaren", "recurrent").save(folder / "ckpt")
-            export_onnx(ExportConfig(ckpt, path, verify=False))
+            export_onnx(ExportConfig(ckpt, path, verify=False, memory_horizon=horizon))
         if variant == "fp16":
             path = weights_to_fp16(path, folder / "policy-fp16.onnx")
         elif variant == "int8":
@@ -284,8 +291,9 @@ def _aaren_onnx(variant: str) -> Callable[[PolicySource], BenchAgent]:
         agent = _BenchOnnxAgent(path, threads=src.threads)
         agent.params = src.models["aaren"].num_parameters()
         name = "aaren-onnx" + ("" if variant == "fp32" else f"-{variant}")
+        name += f"-h{horizon}" if horizon else ""
         src.checks[name] = tx.max_action_error(
-            src.agent("aaren", "recurrent"), agent, agent.obs_dim
+            src.agent("aaren", "recurrent", memory_horizon=horizon), agent, agent.obs_dim
         )
         return agent
 
@@ -321,11 +329,13 @@ def _transformer_onnx(kind: str) -> Callable[[PolicySource], BenchAgent]:
 ACT_AGENTS: dict[str, Callable[[PolicySource], BenchAgent]] = {
     "aaren-unfused": _eager("aaren", "recurrent", fused=False),
     "aaren-recurrent": _eager("aaren", "recurrent"),
+    "aaren-recurrent-h20": _eager("aaren", "recurrent", horizon=20),
     "aaren-window": _eager("aaren", "window"),
     "transformer-window": _eager("transformer", "window"),
     "transformer-kv": _eager("transformer", "recurrent"),
     "aaren-compiled": _compiled,
     "aaren-onnx": _aaren_onnx("fp32"),
+    "aaren-onnx-h20": _aaren_onnx("fp32", horizon=20),
     "aaren-onnx-fp16": _aaren_onnx("fp16"),
     "aaren-onnx-int8": _aaren_onnx("int8"),
     "transformer-window-onnx": _transformer_onnx("window"),

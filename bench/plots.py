@@ -20,6 +20,8 @@ _STYLE = {
     "transformer-kv": {"color": "tab:red", "ls": "-"},
     "aaren-compiled": {"color": "tab:green", "ls": "-"},
     "aaren-onnx": {"color": "tab:purple", "ls": "-"},
+    "aaren-recurrent-h20": {"color": "tab:blue", "ls": ":"},
+    "aaren-onnx-h20": {"color": "tab:purple", "ls": ":"},
     "aaren-unfused": {"color": "tab:gray", "ls": "-"},
     "aaren-onnx-fp16": {"color": "tab:pink", "ls": "-."},
     "aaren-onnx-int8": {"color": "tab:olive", "ls": "-."},

@@ -155,3 +155,20 @@ def test_reduced_precision_variants_act_close_and_shrink_the_file(tmp_path: Path
     assert src.checks["aaren-onnx"] <= 1e-5
     assert src.checks["aaren-onnx-fp16"] <= 1e-2  # finite: the -1e30 mask stayed float32
     assert src.checks["aaren-onnx-int8"] <= 0.1  # the embedding Gemm stayed float32
+
+
+def test_the_memory_horizon_agents_act_like_their_reference(tmp_path: Path) -> None:
+    """aaren-onnx-h20 is checked against the PyTorch agent with the same horizon, and both
+    keep the whole-episode agents' state size (the horizon adds no state)."""
+    src = _source(tmp_path)
+    onnx_h = ACT_AGENTS["aaren-onnx-h20"](src)
+    assert src.checks["aaren-onnx-h20"] <= 1e-5
+    eager_h, eager = ACT_AGENTS["aaren-recurrent-h20"](src), ACT_AGENTS["aaren-recurrent"](src)
+    assert eager_h.memory_horizon == 20 and eager.memory_horizon == 0
+    onnx = ACT_AGENTS["aaren-onnx"](src)
+    for agent in (onnx_h, eager_h, eager, onnx):
+        agent.reset(2)
+        for t in range(3):
+            agent.predict(np.zeros((2, 11)), np.zeros(2), np.array([t == 0] * 2))
+    assert eager_h.state_nbytes() == eager.state_nbytes()
+    assert onnx_h.state_nbytes() == onnx.state_nbytes()
