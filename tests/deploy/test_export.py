@@ -377,3 +377,31 @@ def test_an_export_with_a_memory_horizon_acts_like_the_torch_agent(tmp_path: Pat
 def test_a_negative_memory_horizon_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="--memory-horizon must be >= 0"):
         export_onnx(ExportConfig(tmp_path / "ckpt", tmp_path / "p.onnx", memory_horizon=-1))
+
+
+def test_an_export_with_a_recency_slope_runs_in_onnxruntime(tmp_path: Path) -> None:
+    """A model trained with --model.recency-init: the exported file, not only the traced
+    module, acts like the PyTorch agent in onnxruntime (and with a memory horizon on top)."""
+    torch.manual_seed(0)
+    net = BackboneConfig(recency_init=0.05)
+    model = DecisionModel(DecisionModelConfig(OBS, ACT, net=net))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    agent = DecisionAgent(model, np.zeros(OBS), np.ones(OBS), 1000.0, 3600.0, env_id="hopper")
+    ckpt = agent.save(tmp_path / "ckpt")
+    for horizon in (0, 7):
+        path = export_onnx(
+            ExportConfig(ckpt, tmp_path / f"h{horizon}.onnx", memory_horizon=horizon)
+        )
+        torch_agent = DecisionAgent.load(ckpt, memory_horizon=horizon)
+        onnx_agent = OnnxAgent(path)
+        rng = np.random.default_rng(horizon)
+        torch_agent.reset(2), onnx_agent.reset(2)
+        worst = 0.0
+        for t in range(40):
+            obs, reward = rng.standard_normal((2, OBS)), rng.standard_normal(2)
+            start = np.array([t == 0, t in (0, 17)])
+            a = torch_agent.predict(obs, reward, start)
+            worst = max(worst, float(np.abs(a - onnx_agent.predict(obs, reward, start)).max()))
+        assert worst <= 1e-5, (horizon, worst)
