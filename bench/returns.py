@@ -4,9 +4,10 @@ For every dataset x (backbone, recipe) x seed, one *run* trains with the DT refe
 (d = 128, 3 layers, 1 head, K = 20) for ``--steps`` gradient steps and is scored every
 ``--eval-every`` steps in each of its acting modes:
 
-- Aaren (default recipe: whole episodes from t = 0): ``recurrent`` (O(1) state with the
-  checkpoint's memory horizon, K steps by default; the main mode), ``window`` (re-run the last
-  K steps, as DT) and ``recurrent-full`` (O(1) state, exact attention over the whole episode);
+- Aaren (default recipe: whole episodes from t = 0): ``recurrent`` (O(1) state, with the
+  memory horizon chosen at each evaluation on validation episodes among
+  ``--horizon-candidates``, ``eval/horizon.py``; the main mode), ``window`` (re-run the last K
+  steps, as DT) and ``recurrent-full`` (O(1) state, exact attention over the whole episode);
 - Transformer (default recipe: random K-step windows): ``window`` (the main mode) and
   ``kv-cache`` (the whole episode in a growing KV cache, for reference).
 
@@ -27,12 +28,15 @@ Record schema (one file per run and acting mode; every key is written by every r
     dataset, dataset_spec, dataset_sha256, dataset_source_sha256 (slim copies), env_id,
     behaviour_normalized_score, transitions, episodes
     backbone, recipe, acting ("recurrent" | "window" | "recurrent-full" | "kv-cache"),
-    mode (the agent's), seed, memory_horizon (Aaren recurrent acting; else null)
+    mode (the agent's), seed, memory_horizon (Aaren recurrent acting; else null),
+    horizon_choice        null, or (recurrent) {memory_horizon, validation_scores,
+                          validation_episodes, validation_seed}: the final checkpoint's choice
     steps, normalized_mean, normalized_std, return_mean, return_std, returns, lengths
                           (the FINAL evaluation, at ``steps``: the main number)
     best_normalized_mean, best_step, best_convention
                           (the best evaluation during training: CORL's convention, optimistic)
-    curve                 [{step, episodes, normalized_mean, normalized_std, return_mean}]
+    curve                 [{step, episodes, normalized_mean, normalized_std, return_mean,
+                            memory_horizon (recurrent: the horizon chosen at that step)}]
     curve_note            null, or why the curve has fewer points (an acting mode added
                           after the run was trained is scored on its final checkpoint only)
     precision, device, settings, versions
@@ -55,9 +59,11 @@ from typing import Any, Literal
 import numpy as np
 
 from aaren_rl.aaren_policy.backbone import BackboneConfig
+from aaren_rl.agents.checkpoint import read_metadata
 from aaren_rl.bench.common import score_checkpoint
 from aaren_rl.bench.grid import GridOptions, run_grid
 from aaren_rl.errors import ConfigError, DatasetError
+from aaren_rl.eval.horizon import HORIZON_CANDIDATES
 from aaren_rl.fileio import atomic_write_json, sha256_file
 from aaren_rl.train.config import TrainConfig
 
@@ -69,8 +75,9 @@ DEFAULT_DATASETS = tuple(
     f"d4rl:runs/datasets/{env}-{level}.hdf5" for env in GRID_ENVS for level in GRID_LEVELS
 )
 # backbone -> acting modes it is scored in (main first); acting mode -> the agent's mode.
-# recurrent acts with the checkpoint's memory horizon (aaren-train's default: K steps);
-# recurrent-full attends to the whole episode (horizon 0).
+# recurrent acts with the memory horizon chosen for the checkpoint on validation episodes
+# (eval/horizon.py; candidates --horizon-candidates); recurrent-full attends to the whole
+# episode (horizon 0).
 ACTING: dict[str, tuple[str, ...]] = {
     "aaren": ("recurrent", "window", "recurrent-full"),
     "transformer": ("window", "kv-cache"),
@@ -81,7 +88,7 @@ AGENT_MODE = {
     "kv-cache": "recurrent",
     "recurrent-full": "recurrent",
 }
-MEMORY_HORIZON = {"recurrent-full": 0}  # acting -> horizon override (else the checkpoint's)
+MEMORY_HORIZON = {"recurrent-full": 0}  # acting -> a fixed horizon ("recurrent": chosen)
 BEST_CONVENTION = (
     "best of the evaluations every eval_every steps during training (CORL's convention); "
     "optimistic: it selects on the evaluation episodes. The final score is the main number."
@@ -108,6 +115,10 @@ class ReturnsConfig:
     """Episodes per evaluation."""
     eval_max_episode_steps: int | None = None
     """Cut evaluation episodes earlier than the env's limit (tests; default: the env's 1000)."""
+    horizon_candidates: tuple[int, ...] = HORIZON_CANDIDATES
+    """Memory horizons Aaren's recurrent acting chooses from at every evaluation, by return on
+    --eval-episodes validation episodes (env seeds 1,000,000 + 100 * seed + i; 0: the whole
+    episode)."""
     eval_envs: int = 10
     """Environments stepped in lockstep per evaluation (batched agent calls). Episode i has seed
     1000 + 100 * seed + i whatever this is; returns agree with one env to float rounding."""
@@ -158,6 +169,11 @@ class ReturnsConfig:
                     f"--runs {run!r}: expected BACKBONE:RECIPE with BACKBONE in "
                     f"{', '.join(ACTING)} and RECIPE in auto, window, episode"
                 )
+        if not self.horizon_candidates or min(self.horizon_candidates) < 0:
+            raise ConfigError(
+                f"--horizon-candidates must be one or more timesteps >= 0 (0: the whole "
+                f"episode), got {self.horizon_candidates}"
+            )
         self.grid_options  # noqa: B018  (validates the executor flags)
 
     @property
@@ -318,15 +334,32 @@ def _train_config(spec: RunSpec, steps: int, resume: bool) -> TrainConfig:
 
 
 def _evaluate(spec: RunSpec, acting: str) -> dict[str, Any]:
-    return score_checkpoint(
-        spec.run_dir / "checkpoint",
+    cfg, ckpt = spec.cfg, spec.run_dir / "checkpoint"
+    horizon, choice = MEMORY_HORIZON.get(acting), None
+    if spec.backbone == "aaren" and acting == "recurrent":  # choose it on validation episodes
+        from aaren_rl.agents import DecisionAgent
+        from aaren_rl.eval.horizon import choose_memory_horizon
+
+        choice = choose_memory_horizon(
+            lambda h: DecisionAgent.load(ckpt, memory_horizon=h),
+            str(read_metadata(ckpt)["env_id"]),
+            spec.seed,
+            cfg.horizon_candidates,
+            cfg.eval_episodes,
+            cfg.eval_envs,
+            cfg.eval_max_episode_steps,
+        ).to_dict()
+        horizon = choice["memory_horizon"]
+    ev = score_checkpoint(
+        ckpt,
         AGENT_MODE[acting],
         spec.seed,
-        spec.cfg.eval_episodes,
-        spec.cfg.eval_max_episode_steps,
-        spec.cfg.eval_envs,
-        MEMORY_HORIZON.get(acting),
+        cfg.eval_episodes,
+        cfg.eval_max_episode_steps,
+        cfg.eval_envs,
+        horizon,
     )
+    return {**ev, "horizon_choice": choice}
 
 
 def _train_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
@@ -349,14 +382,20 @@ def _train_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
     )
 
 
+def _point(ev: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation on a learning curve (with the memory horizon, where one was chosen)."""
+    point = {k: ev[k] for k in ("episodes", "normalized_mean", "normalized_std", "return_mean")}
+    if ev.get("horizon_choice"):
+        point["memory_horizon"] = ev["memory_horizon"]
+    return point
+
+
 def _score_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     point: dict[str, Any] = {"step": stage}
     for acting in spec.actings:
         ev = _evaluate(spec, acting)
-        point[acting] = {
-            k: ev[k] for k in ("episodes", "normalized_mean", "normalized_std", "return_mean")
-        }
+        point[acting] = _point(ev)
         if stage == spec.cfg.steps:
             progress["final"][acting] = ev
     progress["timing"]["eval_seconds"] += time.perf_counter() - t0
@@ -376,9 +415,7 @@ def _score_new_actings(spec: RunSpec, progress: dict[str, Any]) -> list[str]:
     last = next(c for c in progress["curve"] if c["step"] == spec.cfg.steps)
     for acting in new:
         ev = _evaluate(spec, acting)
-        last[acting] = {
-            k: ev[k] for k in ("episodes", "normalized_mean", "normalized_std", "return_mean")
-        }
+        last[acting] = _point(ev)
         progress["final"][acting] = ev
         progress.setdefault("scored_after_training", []).append(acting)
     progress["timing"]["eval_seconds"] += time.perf_counter() - t0
@@ -498,6 +535,7 @@ def _record(
             else None
         ),
         "memory_horizon": ev.get("memory_horizon"),
+        "horizon_choice": ev.get("horizon_choice"),
         "precision": progress.get("precision", "float32"),
         "device": device,
         "settings": {

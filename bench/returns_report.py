@@ -116,9 +116,8 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ),  # a slim copy counts as the dataset it was made from
                 "device": sorted({str(r.get("device", "cpu")) for r in rs}),
                 "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
-                "memory_horizon": sorted(
-                    {r["memory_horizon"] for r in rs if r.get("memory_horizon") is not None}
-                ),
+                "memory_horizon": [r.get("memory_horizon") for r in rs],
+                "horizon_chosen": any(r.get("horizon_choice") for r in rs),
                 "curve_notes": sorted({r["curve_note"] for r in rs if r.get("curve_note")}),
             }
         )
@@ -205,6 +204,19 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _horizon_label(row: dict[str, Any]) -> str:
+    """How an Aaren recurrent row attended: the horizon per seed (chosen on validation
+    episodes, or fixed), or the whole episode; empty for other rows."""
+    hs = row.get("memory_horizon") or []
+    if not hs or all(h is None for h in hs):
+        return ""
+    if not any(hs):
+        return " (whole episode)"
+    names = ", ".join("whole episode" if h == 0 else str(h) for h in hs)
+    how = "chosen on validation episodes" if row.get("horizon_chosen") else "fixed"
+    return f" (memory horizon {how}, per seed: {names})"
+
+
 def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[str]:
     behaviour = next((r["behaviour"] for r in ds_rows if r["behaviour"] is not None), None)
     sha = sorted({s for r in ds_rows for s in r["dataset_sha256"] if s != "None"})
@@ -221,10 +233,7 @@ def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[
     notes = []
     for r in ds_rows:
         wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60
-        acting = r["acting"]
-        if r["memory_horizon"]:  # Aaren recurrent: the memory horizon it acted with
-            h = "/".join(str(v) if v else "whole episode" for v in r["memory_horizon"])
-            acting += f" (memory {h})" if h == "whole episode" else f" (memory horizon {h})"
+        acting = r["acting"] + _horizon_label(r)
         if r["curve_notes"]:
             notes.append(f"{r['backbone']} acting {r['acting']}: " + "; ".join(r["curve_notes"]))
             acting += " §"

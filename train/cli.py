@@ -55,9 +55,24 @@ def _train(argv: Sequence[str] | None) -> int:
         f"steps: {result.steps}, final loss {result.final_loss:.4f}, "
         f"{result.seconds_per_step * 1000:.0f} ms per training step (median)"
     )
+    print_horizon(result.memory_horizon)
     if result.eval:
         print_eval(result.eval)
     return 0
+
+
+def print_horizon(choice: dict | None) -> None:
+    """The memory horizon chosen at the end of training, with every candidate's score."""
+    if not choice:
+        return
+    tried = ", ".join(
+        f"{'whole episode' if k == '0' else k}: {v:.1f}"
+        for k, v in choice["validation_scores"].items()
+    )
+    print(
+        f"memory horizon for recurrent acting: {choice['memory_horizon'] or 'whole episode'} "
+        f"(validation scores over {choice['validation_episodes']} episodes: {tried})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

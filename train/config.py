@@ -38,7 +38,8 @@ RESUMABLE_FIELDS = (
     "wandb_entity",
     "wandb_group",
     "progress",
-    "memory_horizon",  # an acting default: training does not use it
+    "memory_horizon",  # acting defaults: training does not use them
+    "horizon_candidates",
 )
 
 # Fields added after runs had been saved, with the value those older runs used: a run
@@ -161,11 +162,15 @@ class TrainConfig:
     memory_horizon: int | None = None
     """Timesteps of memory when an Aaren agent acts recurrently: each step, every earlier
     token's attention score drops by 1/H, so a token H steps old weighs e^-1 of a new one (a
-    soft window on the constant-size state). Default: --context-length for continuous actions
-    (MuJoCo), 0 for discrete actions (the memory tasks: T-Maze, POPGym). 0: the whole episode,
-    exact (what memory tasks need). Saved in the checkpoint as the acting default
+    soft window on the constant-size state); 0: the whole episode, exact. Default (None):
+    chosen at the end of training for continuous actions, by return on --eval-episodes
+    validation episodes (env seeds 1,000,000 + 100 x seed + i, apart from every evaluation's)
+    among --horizon-candidates; 0 for discrete actions (the memory tasks: T-Maze, POPGym) and
+    without evaluation (--eval-episodes 0). Saved in the checkpoint as the acting default
     (aaren-eval --memory-horizon overrides it); training itself does not use it. See
     docs/training.md, "The fix: a memory horizon at acting time"."""
+    horizon_candidates: tuple[int, ...] = (0, 10, 20, 40)
+    """Memory horizons the end of training chooses from (with --memory-horizon unset)."""
     checkpoint_every: int = 1000
     """Write the checkpoint (atomically) every N steps, and at the end."""
     log_every: int = 50
@@ -228,6 +233,11 @@ class TrainConfig:
             raise ConfigError(
                 f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"
             )
+        if not self.horizon_candidates or min(self.horizon_candidates) < 0:
+            raise ConfigError(
+                f"--horizon-candidates must be one or more timesteps >= 0 (0: the whole "
+                f"episode), got {self.horizon_candidates}"
+            )
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ConfigError(f"--target-return must be a finite number, got {self.target_return}")
         if self.resume and self.run_dir is None:
@@ -241,12 +251,11 @@ class TrainConfig:
             return self.recipe
         return "episode" if self.backbone == "aaren" else "window"
 
-    def resolved_memory_horizon(self, discrete: bool) -> int:
-        """The memory horizon agents of this run act with: the given one, else K for
-        continuous actions and 0 (the whole episode) for discrete ones (the memory tasks)."""
-        if self.memory_horizon is not None:
-            return self.memory_horizon
-        return 0 if discrete else self.context_length
+    def chooses_memory_horizon(self, discrete: bool) -> bool:
+        """Whether the end of training picks the memory horizon (else it is --memory-horizon,
+        or 0: the whole episode)."""
+        aaren_continuous = self.backbone == "aaren" and not discrete
+        return self.memory_horizon is None and aaren_continuous and self.eval_episodes > 0
 
     @property
     def window_length(self) -> int:

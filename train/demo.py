@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 def _demo(argv: list[str] | None) -> int:
     import tyro
 
-    from aaren_rl.train.cli import print_eval
+    from aaren_rl.train.cli import print_eval, print_horizon
     from aaren_rl.train.config import TrainConfig
     from aaren_rl.train.loop import train
 
@@ -74,6 +74,7 @@ def _demo(argv: list[str] | None) -> int:
     print(
         f"\ntrained in {time.perf_counter() - t0:.0f} s; checkpoint: {result.run_dir / 'checkpoint'}"
     )
+    print_horizon(result.memory_horizon)
     if result.eval:
         print_eval(result.eval)
     print(f"evaluate again: aaren-eval --checkpoint {result.run_dir / 'checkpoint'} --episodes 10")

@@ -34,6 +34,9 @@ class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "fp32"
     """The training precision used (``fp32`` or ``bf16``; ``--precision auto`` resolved)."""
+    memory_horizon: dict[str, Any] | None = None
+    """The acting memory horizon chosen at the end of training and every candidate's
+    validation score (``HorizonChoice.to_dict``), or None when it was not chosen."""
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -54,6 +57,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     try:
         trainer.start()  # a new run directory, or the checkpoint of --resume
         _loop(trainer)
+        horizon = trainer.choose_memory_horizon(cfg.steps)  # before the final checkpoint
         trainer.save(cfg.steps)
         final_eval = trainer.evaluate(cfg.steps) if cfg.eval_episodes else None
         trainer.ctx.barrier()  # rank 0 may still be writing or evaluating
@@ -68,6 +72,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         final_loss=trainer.last_loss,
         seconds_per_step=trainer.seconds_per_step,
         eval=final_eval,
+        memory_horizon=horizon,
         metrics=trainer.metrics_log.read() if trainer.ctx.is_main and trainer.metrics_log else [],
         precision=trainer.precision,
     )

@@ -174,6 +174,8 @@ class Trainer:
         self.target = (
             cfg.target_return if cfg.target_return is not None else self.env_spec.target_returns[0]
         )
+        # The acting default saved with checkpoints until the end of training chooses one.
+        self.memory_horizon = cfg.memory_horizon or 0
 
     def _build_model(self) -> None:
         cfg, ds, rank_seed = self.cfg, self.dataset, self.cfg.seed + 7919 * self.ctx.rank
@@ -380,7 +382,7 @@ class Trainer:
         if self.tracker:
             self.tracker.log(step, metrics)
 
-    def agent(self) -> DecisionAgent:
+    def agent(self, memory_horizon: int | None = None) -> DecisionAgent:
         cfg, ds = self.cfg, self.dataset
         return DecisionAgent(
             self.model,
@@ -390,7 +392,7 @@ class Trainer:
             target_return=self.target,
             mode=cfg.eval_mode,
             context_length=cfg.context_length,
-            memory_horizon=cfg.resolved_memory_horizon(self.model.config.discrete),
+            memory_horizon=self.memory_horizon if memory_horizon is None else memory_horizon,
             env_id=self.env_spec.gym_id,
             device=self.device,  # DecisionAgent moves the model: keep it where it trains
             metadata={
@@ -484,6 +486,38 @@ class Trainer:
             self._log(step, {f"eval/{k}": v for k, v in numbers.items()})
         self.ctx.barrier()
         return result
+
+    def choose_memory_horizon(self, step: int) -> dict[str, Any] | None:
+        """With --memory-horizon unset (Aaren, continuous actions, evaluation on): pick the
+        acting horizon among --horizon-candidates on validation episodes
+        (``eval.horizon.choose_memory_horizon``), keep it for the checkpoint and log it.
+        Every rank must call it; returns the choice (rank 0) or None."""
+        cfg = self.cfg
+        if not cfg.chooses_memory_horizon(self.model.config.discrete):
+            return None
+        choice = None
+        if self.ctx.is_main:
+            from aaren_rl.eval.horizon import choose_memory_horizon
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # acting is fastest on one thread (see evaluate)
+            try:
+                choice = choose_memory_horizon(
+                    lambda h: self.agent(memory_horizon=h),
+                    self.env_spec.gym_id,
+                    cfg.seed,
+                    cfg.horizon_candidates,
+                    cfg.eval_episodes,
+                    cfg.eval_num_envs,
+                    cfg.eval_max_episode_steps,
+                ).to_dict()
+            finally:
+                torch.set_num_threads(threads)
+            self.model.train()
+            scores = {f"eval/horizon_{h}": v for h, v in choice["validation_scores"].items()}
+            self._log(step, {"eval/memory_horizon": choice["memory_horizon"], **scores})
+        self.memory_horizon = self.ctx.broadcast(choice["memory_horizon"] if choice else None)
+        return choice
 
     @property
     def seconds_per_step(self) -> float:

@@ -120,15 +120,16 @@ def test_interrupted_run_resumes_to_the_same_json(
         assert without_timing(spec.result_path(acting)) == without_timing(ref.result_path(acting))
 
 
-def test_aaren_acts_with_its_memory_horizon_and_over_the_whole_episode(
+def test_aaren_acts_with_a_chosen_memory_horizon_and_over_the_whole_episode(
     tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch
 ):
-    """recurrent: the checkpoint's horizon (K = 4 here); recurrent-full: the whole episode.
-    An acting mode added after a run was scored is scored on its final checkpoint only."""
+    """recurrent: the horizon chosen at each evaluation on validation episodes (recorded in
+    the curve and the final choice); recurrent-full: the whole episode. An acting mode added
+    after a run was scored is scored on its final checkpoint only."""
     import aaren_rl.bench.returns as returns
 
     monkeypatch.chdir(tmp_path)
-    (spec,) = grid_specs(tiny_cfg(tmp_path, tiny_hopper_dataset))
+    (spec,) = grid_specs(tiny_cfg(tmp_path, tiny_hopper_dataset, horizon_candidates=(0, 3)))
     monkeypatch.setitem(returns.ACTING, "aaren", ("recurrent", "window"))  # an older grid
     run_one(spec)
     assert not spec.result_path("recurrent-full").exists()
@@ -138,7 +139,12 @@ def test_aaren_acts_with_its_memory_horizon_and_over_the_whole_episode(
     rec, full = (
         json.loads(spec.result_path(a).read_text()) for a in ("recurrent", "recurrent-full")
     )
-    assert rec["memory_horizon"] == 4 and full["memory_horizon"] == 0
+    choice = rec["horizon_choice"]
+    assert rec["memory_horizon"] == choice["memory_horizon"] in (0, 3)
+    assert choice["validation_scores"].keys() == {"0", "3"}
+    assert choice["validation_seed"] == 1_000_000 and choice["validation_episodes"] == 1
+    assert [c["memory_horizon"] in (0, 3) for c in rec["curve"]] == [True, True]
+    assert full["memory_horizon"] == 0 and full["horizon_choice"] is None
     assert [c["step"] for c in rec["curve"]] == [2, 4] and rec["curve_note"] is None
     assert [c["step"] for c in full["curve"]] == [4] and "final checkpoint only" in full[
         "curve_note"
@@ -146,6 +152,8 @@ def test_aaren_acts_with_its_memory_horizon_and_over_the_whole_episode(
     assert full["best_normalized_mean"] == full["normalized_mean"]
     window = json.loads(spec.result_path("window").read_text())
     assert window["memory_horizon"] is None and window["curve_note"] is None
+    with pytest.raises(ConfigError, match="--horizon-candidates"):
+        tiny_cfg(tmp_path, tiny_hopper_dataset, horizon_candidates=())
 
 
 def _record(ds: str, backbone: str, acting: str, seed: int, final: float, **kw) -> dict:

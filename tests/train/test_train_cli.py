@@ -50,8 +50,15 @@ def test_smoke_each_backbone_with_wandb_offline(
     assert len(meta["state_mean"]) == 11
     config = json.loads((run_dir / "config.json").read_text())
     assert config["backbone"] == backbone
-    # the acting default: a memory horizon of K steps (--memory-horizon None resolves to it)
-    assert config["memory_horizon"] is None and meta["memory_horizon"] == 20
+    # the acting default: Aaren's memory horizon chosen on validation episodes, logged
+    assert config["memory_horizon"] is None
+    chosen = [r for r in records if "eval/memory_horizon" in r]
+    if backbone == "aaren":
+        assert [r["step"] for r in chosen] == [20]
+        assert meta["memory_horizon"] == chosen[0]["eval/memory_horizon"] in (0, 10, 20, 40)
+        assert {f"eval/horizon_{h}" for h in (0, 10, 20, 40)} <= set(chosen[0])
+    else:
+        assert not chosen and meta["memory_horizon"] == 0
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert offline_runs, "W&B offline run directory missing"
     assert list(offline_runs[0].glob("*.wandb")), "W&B run file missing"
@@ -182,6 +189,8 @@ def test_existing_run_is_not_overwritten(
         (["--context-length", "0"], "context-length"),
         (["--env", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
         (["--env", "halfcheetah"], "expects shape"),
+        (["--memory-horizon", "-3"], "--memory-horizon must be >= 0"),
+        (["--horizon-candidates", "0", "-5"], "--horizon-candidates must be"),
     ],
 )
 def test_bad_input_gives_a_clear_error(
@@ -228,3 +237,15 @@ def test_torchrun_two_processes_gloo(tiny_hopper_dataset: Path, tmp_path: Path) 
     assert len(trainer["ranks"]) == 2  # both ranks' sampler and RNG state are kept
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [10, 20, 30]  # rank 0 alone logs
+
+
+def test_a_given_memory_horizon_is_kept_without_a_choice(
+    tiny_hopper_dataset: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["--dataset", f"d4rl:{tiny_hopper_dataset}", "--steps", 4, "--run-dir", run_dir]
+    args += ["--eval-episodes", 1, "--eval-max-episode-steps", 10, "--memory-horizon", 7]
+    assert run_cli(args + TINY) == 0
+    meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
+    assert meta["memory_horizon"] == 7
+    assert "eval/memory_horizon" not in (run_dir / "metrics.jsonl").read_text()
