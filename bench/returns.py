@@ -37,8 +37,9 @@ Record schema (one file per run and acting mode; every key is written by every r
                           (the best evaluation during training: CORL's convention, optimistic)
     curve                 [{step, episodes, normalized_mean, normalized_std, return_mean,
                             memory_horizon (recurrent: the horizon chosen at that step)}]
-    curve_note            null, or why the curve has fewer points (an acting mode added
-                          after the run was trained is scored on its final checkpoint only)
+    curve_note            null, or the steps the curve lacks (an acting mode added after
+                          a run was scored starts at the next evaluation, or at the final
+                          checkpoint when the run had finished)
     precision, device, settings, versions
     timing                {train_seconds, eval_seconds, wall_seconds, train_seconds_per_step,
                            act_us_per_call}
@@ -417,7 +418,6 @@ def _score_new_actings(spec: RunSpec, progress: dict[str, Any]) -> list[str]:
         ev = _evaluate(spec, acting)
         last[acting] = _point(ev)
         progress["final"][acting] = ev
-        progress.setdefault("scored_after_training", []).append(acting)
     progress["timing"]["eval_seconds"] += time.perf_counter() - t0
     return new
 
@@ -498,6 +498,14 @@ def _train_settings(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
+def _curve_note(progress: dict[str, Any], acting: str) -> str | None:
+    """Why an acting mode's curve lacks steps the run was scored at, or None."""
+    missing = [str(c["step"]) for c in progress["curve"] if acting not in c]
+    if not missing:
+        return None
+    return f"not scored at steps {', '.join(missing)} (acting mode added after those evaluations)"
+
+
 def _record(
     spec: RunSpec, acting: str, progress: dict[str, Any], facts: dict[str, Any], device: str
 ) -> dict[str, Any]:
@@ -529,11 +537,7 @@ def _record(
         "best_step": best["step"],
         "best_convention": BEST_CONVENTION,
         "curve": curve,
-        "curve_note": (
-            "scored on the final checkpoint only (acting mode added after the run was trained)"
-            if acting in progress.get("scored_after_training", ())
-            else None
-        ),
+        "curve_note": _curve_note(progress, acting),
         "memory_horizon": ev.get("memory_horizon"),
         "horizon_choice": ev.get("horizon_choice"),
         "precision": progress.get("precision", "float32"),

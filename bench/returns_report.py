@@ -119,6 +119,7 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "memory_horizon": [r.get("memory_horizon") for r in rs],
                 "horizon_chosen": any(r.get("horizon_choice") for r in rs),
                 "curve_notes": sorted({r["curve_note"] for r in rs if r.get("curve_note")}),
+                "curve_note_seeds": [r["seed"] for r in rs if r.get("curve_note")],
             }
         )
     order = {k: i for i, k in enumerate(ROW_ORDER)}
@@ -235,7 +236,11 @@ def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[
         wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60
         acting = r["acting"] + _horizon_label(r)
         if r["curve_notes"]:
-            notes.append(f"{r['backbone']} acting {r['acting']}: " + "; ".join(r["curve_notes"]))
+            seeds = ", ".join(map(str, r["curve_note_seeds"]))
+            notes.append(
+                f"{r['backbone']} acting {r['acting']}, seed(s) {seeds}: "
+                + "; ".join(r["curve_notes"])
+            )
             acting += " §"
         lines.append(
             f"| {r['backbone']} | {r['recipe']} | {acting} | {r['steps']} | {len(r['seeds'])} | "
@@ -245,7 +250,7 @@ def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[
             f"{_fmt(r['train_seconds_per_step'], 3)} |"
         )
     lines.append(f"| behaviour policy | - | - | - | - | {_fmt(behaviour)} | - | - | - | - |")
-    lines += [f"\n§ {n}: its best during training is its final score." for n in notes]
+    lines += [f"\n§ {n}: its best during training is over the steps scored." for n in notes]
     if targets:
         lines += ["", "| target | Aaren recurrent | other | margin | paired diff, final (mean ± std, n) "
                   "| paired diff, every evaluation‡ (mean ± std, n, Aaren ahead) | met |",
