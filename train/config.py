@@ -196,6 +196,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from a saved config.json
             self.model = BackboneConfig(**self.model)
+        if isinstance(self.horizon_candidates, list):  # JSON has no tuples
+            self.horizon_candidates = tuple(self.horizon_candidates)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first flag whose value cannot work."""
