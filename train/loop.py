@@ -57,8 +57,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     try:
         trainer.start()  # a new run directory, or the checkpoint of --resume
         _loop(trainer)
-        horizon = trainer.choose_memory_horizon(cfg.steps)  # before the final checkpoint
-        trainer.save(cfg.steps)
+        trainer.save(cfg.steps)  # the trained weights are safe before the horizon is chosen
+        horizon = trainer.choose_memory_horizon(cfg.steps)  # None on ranks other than 0
+        if cfg.chooses_memory_horizon(trainer.model.config.discrete):  # alike on every rank
+            trainer.save(cfg.steps)  # the same checkpoint, with the chosen horizon
         final_eval = trainer.evaluate(cfg.steps) if cfg.eval_episodes else None
         trainer.ctx.barrier()  # rank 0 may still be writing or evaluating
     except KeyboardInterrupt as e:

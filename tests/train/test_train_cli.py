@@ -239,6 +239,24 @@ def test_torchrun_two_processes_gloo(tiny_hopper_dataset: Path, tmp_path: Path) 
     assert [r["step"] for r in records] == [10, 20, 30]  # rank 0 alone logs
 
 
+@pytest.mark.slow
+def test_torchrun_chooses_the_memory_horizon_on_rank_0(tiny_hopper_dataset: Path, tmp_path):
+    """Rank 0 scores the candidates, every rank saves the final checkpoint again with it."""
+    run_dir = tmp_path / "ddp"
+    args = [*_train_args(tiny_hopper_dataset, run_dir, 20), "--eval-episodes", "1"]
+    args += ["--eval-num-envs", "1", "--eval-max-episode-steps", "10", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "aaren_rl.train.cli", *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "memory horizon for recurrent acting" in res.stdout
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    chosen = [r["eval/memory_horizon"] for r in records if "eval/memory_horizon" in r]
+    meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
+    assert len(chosen) == 1 and meta["memory_horizon"] == chosen[0] and meta["step"] == 20
+
+
 def test_a_given_memory_horizon_is_kept_without_a_choice(
     tiny_hopper_dataset: Path, tmp_path: Path
 ) -> None:
