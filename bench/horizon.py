@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from aaren_rl.errors import ConfigError
+from aaren_rl.eval.horizon import check_horizon_candidates
 
 __all__ = ["HorizonConfig", "run_horizon"]
 
@@ -58,10 +59,7 @@ def _train_seed(checkpoint: Path) -> int:
 def _check(cfg: HorizonConfig) -> None:
     if not cfg.checkpoints:
         raise ConfigError("--checkpoints: give at least one Aaren checkpoint folder")
-    if not cfg.horizons or any(h < 0 for h in cfg.horizons):
-        raise ConfigError(
-            f"--horizons must be timesteps >= 0 (0: whole episode), got {cfg.horizons}"
-        )
+    check_horizon_candidates(cfg.horizons, "--horizons")
     if cfg.episodes < 1 or cfg.num_envs < 1:
         raise ConfigError("--episodes and --num-envs must be >= 1")
     for ckpt in cfg.checkpoints:

@@ -64,7 +64,7 @@ from aaren_rl.agents.checkpoint import read_metadata
 from aaren_rl.bench.common import score_checkpoint
 from aaren_rl.bench.grid import GridOptions, run_grid
 from aaren_rl.errors import ConfigError, DatasetError
-from aaren_rl.eval.horizon import HORIZON_CANDIDATES
+from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
 from aaren_rl.fileio import atomic_write_json, sha256_file
 from aaren_rl.train.config import TrainConfig
 
@@ -170,11 +170,7 @@ class ReturnsConfig:
                     f"--runs {run!r}: expected BACKBONE:RECIPE with BACKBONE in "
                     f"{', '.join(ACTING)} and RECIPE in auto, window, episode"
                 )
-        if not self.horizon_candidates or min(self.horizon_candidates) < 0:
-            raise ConfigError(
-                f"--horizon-candidates must be one or more timesteps >= 0 (0: the whole "
-                f"episode), got {self.horizon_candidates}"
-            )
+        check_horizon_candidates(self.horizon_candidates)
         self.grid_options  # noqa: B018  (validates the executor flags)
 
     @property

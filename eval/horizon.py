@@ -16,11 +16,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HORIZON_CANDIDATES", "VALIDATION_SEED", "HorizonChoice", "choose_memory_horizon"]
+from aaren_rl.errors import ConfigError
+
+__all__ = [
+    "HORIZON_CANDIDATES",
+    "VALIDATION_SEED",
+    "HorizonChoice",
+    "check_horizon_candidates",
+    "choose_memory_horizon",
+]
 
 HORIZON_CANDIDATES = (0, 10, 20, 40)
 """Default candidates: the whole episode, and soft windows of 10, 20 (= DT's K) and 40 steps."""
 VALIDATION_SEED = 1_000_000
+
+
+def check_horizon_candidates(
+    candidates: tuple[int, ...], flag: str = "--horizon-candidates"
+) -> None:
+    """Raise :class:`ConfigError` naming ``flag`` unless ``candidates`` holds one or more
+    horizons >= 0 (every command that takes a list of horizons checks it here)."""
+    if not candidates or min(candidates) < 0:
+        raise ConfigError(
+            f"{flag} must be one or more timesteps >= 0 (0: the whole episode), got {candidates}"
+        )
 
 
 @dataclass
@@ -65,8 +84,7 @@ def choose_memory_horizon(
     """
     from aaren_rl.eval.rollout import evaluate
 
-    if not candidates or any(h < 0 for h in candidates):
-        raise ValueError(f"horizon candidates must be >= 0 timesteps, got {candidates}")
+    check_horizon_candidates(candidates)
     seed = VALIDATION_SEED + 100 * train_seed
     scores: dict[int, float] = {}
     for h in dict.fromkeys(candidates):

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.aaren_policy.backbone import ACTIVATION_BEFORE_THE_FIELD
 from aaren_rl.errors import ConfigError
+from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
 
 __all__ = ["MAX_SEED", "TrainConfig", "config_differences"]
 
@@ -169,7 +170,7 @@ class TrainConfig:
     without evaluation (--eval-episodes 0). Saved in the checkpoint as the acting default
     (aaren-eval --memory-horizon overrides it); training itself does not use it. See
     docs/training.md, "The fix: a memory horizon at acting time"."""
-    horizon_candidates: tuple[int, ...] = (0, 10, 20, 40)
+    horizon_candidates: tuple[int, ...] = HORIZON_CANDIDATES
     """Memory horizons the end of training chooses from (with --memory-horizon unset)."""
     checkpoint_every: int = 1000
     """Write the checkpoint (atomically) every N steps, and at the end."""
@@ -235,11 +236,7 @@ class TrainConfig:
             raise ConfigError(
                 f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"
             )
-        if not self.horizon_candidates or min(self.horizon_candidates) < 0:
-            raise ConfigError(
-                f"--horizon-candidates must be one or more timesteps >= 0 (0: the whole "
-                f"episode), got {self.horizon_candidates}"
-            )
+        check_horizon_candidates(self.horizon_candidates)
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ConfigError(f"--target-return must be a finite number, got {self.target_return}")
         if self.resume and self.run_dir is None:
