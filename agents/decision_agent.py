@@ -124,9 +124,7 @@ class DecisionAgent(StepInputs):
         self.model.sample_actions = bool(sample and model.config.discrete)
         self.fused = fused and mode == "recurrent" and model.config.backbone == "aaren"
         self.fused = self.fused and not self.model.sample_actions
-        # The per-timestep score drop of the memory horizon, where it applies.
-        aaren_recurrent = mode == "recurrent" and model.config.backbone == "aaren"
-        self._decay = memory_decay(self.memory_horizon) if aaren_recurrent else 0.0
+        self._decay = memory_decay(self.acting_horizon or 0)  # per-timestep score drop
         self._fused_cache: FusedAarenPolicy | None = None
         # Parameters are updated in place (optimiser, load_state_dict); a module whose
         # Parameter objects are replaced needs a new agent.
@@ -140,6 +138,13 @@ class DecisionAgent(StepInputs):
     @property
     def act_dim(self) -> int:
         return self.model.config.act_dim
+
+    @property
+    def acting_horizon(self) -> int | None:
+        """The memory horizon this agent acts with (0: the whole episode), or None where the
+        horizon does not apply (window mode, a Transformer's KV cache)."""
+        aaren_recurrent = self.mode == "recurrent" and self.model.config.backbone == "aaren"
+        return self.memory_horizon if aaren_recurrent else None
 
     # ---- episode bookkeeping ----------------------------------------------------------------
 
@@ -350,9 +355,8 @@ class DecisionAgent(StepInputs):
 
     def __repr__(self) -> str:
         c = self.model.config
-        memory = ""
-        if c.backbone == "aaren" and self.mode == "recurrent":
-            memory = f"memory_horizon={self.memory_horizon or 'whole episode'}, "
+        h = self.acting_horizon
+        memory = "" if h is None else f"memory_horizon={h or 'whole episode'}, "
         return (
             f"DecisionAgent(backbone={c.backbone}, mode={self.mode}, {memory}env={self.env_id}, "
             f"target_return={self.target_return}, params={self.model.num_parameters():,}, "

@@ -163,6 +163,5 @@ def score_checkpoint(
         seed=1000 + 100 * train_seed,
         max_episode_steps=max_episode_steps,
     ).to_dict()
-    aaren_recurrent = mode == "recurrent" and agent.model.config.backbone == "aaren"
-    result["memory_horizon"] = agent.memory_horizon if aaren_recurrent else None
+    result["memory_horizon"] = agent.acting_horizon
     return result

@@ -265,10 +265,9 @@ def wall_clock_split(result: dict) -> dict:
 
 
 def _memory_horizon(agent: Any) -> int | None:
-    """The memory horizon an agent acts with (Aaren recurrent; ONNX: the export's), or None."""
-    if hasattr(agent, "model"):
-        aaren_recurrent = agent.model.config.backbone == "aaren" and agent.mode == "recurrent"
-        return agent.memory_horizon if aaren_recurrent else None
+    """The memory horizon an agent acts with (ONNX: the export's), or None where none applies."""
+    if hasattr(agent, "acting_horizon"):
+        return agent.acting_horizon
     return int(agent.metadata.get("aaren.memory_horizon", "0"))
 
 
@@ -283,8 +282,8 @@ def run(args: EvalArgs) -> dict:
     from aaren_rl.eval.rollout import evaluate
 
     agent = _load_agent(args)
-    backbone = getattr(getattr(agent, "model", None), "config", None)
-    if args.memory_horizon is not None and getattr(backbone, "backbone", None) != "aaren":
+    # check_args allowed the flag with a recurrent checkpoint only: None means a Transformer
+    if args.memory_horizon is not None and agent.acting_horizon is None:
         raise EvalError(
             "--memory-horizon is for Aaren checkpoints (a Transformer acting recurrently keeps "
             "its whole KV cache); drop it"
