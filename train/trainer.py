@@ -20,6 +20,8 @@ import os
 import random
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -460,17 +462,29 @@ class Trainer:
             f"--resume --run-dir {self.run_dir}"
         )
 
+    @contextmanager
+    def _acting(self) -> Iterator[None]:
+        """Act in the env on one torch thread, then put the model back in training mode.
+
+        Acting is a chain of tiny ops: one thread is fastest, and extra threads that spin on a
+        busy machine can slow each action down a hundredfold. (Agents put the model in eval
+        mode.)
+        """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            self.model.train()
+
     def evaluate(self, step: int) -> dict[str, Any] | None:
         """Evaluate in the env on rank 0 and log ``eval/`` metrics (every rank must call it)."""
         result = None
         if self.ctx.is_main:
             from aaren_rl.eval.rollout import evaluate
 
-            # Acting is a chain of tiny ops: one thread is fastest, and extra threads that
-            # spin on a busy machine can slow each action down a hundredfold.
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
+            with self._acting():
                 result = evaluate(
                     self.agent(),
                     self.env_spec.gym_id,
@@ -479,9 +493,6 @@ class Trainer:
                     seed=self.cfg.seed,
                     max_episode_steps=self.cfg.eval_max_episode_steps,
                 ).to_dict()
-            finally:
-                torch.set_num_threads(threads)
-            self.model.train()
             numbers = {k: v for k, v in result.items() if isinstance(v, (int, float))}
             self._log(step, {f"eval/{k}": v for k, v in numbers.items()})
         self.ctx.barrier()
@@ -499,9 +510,7 @@ class Trainer:
         if self.ctx.is_main:
             from aaren_rl.eval.horizon import choose_memory_horizon
 
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # acting is fastest on one thread (see evaluate)
-            try:
+            with self._acting():
                 choice = choose_memory_horizon(
                     lambda h: self.agent(memory_horizon=h),
                     self.env_spec.gym_id,
@@ -511,9 +520,6 @@ class Trainer:
                     cfg.eval_num_envs,
                     cfg.eval_max_episode_steps,
                 ).to_dict()
-            finally:
-                torch.set_num_threads(threads)
-            self.model.train()
             scores = {f"eval/horizon_{h}": v for h, v in choice["validation_scores"].items()}
             self._log(step, {"eval/memory_horizon": choice["memory_horizon"], **scores})
         self.memory_horizon = self.ctx.broadcast(choice["memory_horizon"] if choice else None)
