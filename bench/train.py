@@ -219,6 +219,7 @@ def _synthetic_hopper(path: Path, seed: int = 0) -> Path:
         f["rewards"] = rng.uniform(0, 3, n).astype(np.float32)
         f["terminals"] = terminals
         f["timeouts"] = np.zeros(n, bool)
+        f.attrs["env_id"] = "Hopper-v5"  # as aaren-collect's files: the peer script needs it
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,12 +67,18 @@ def test_break_even_and_targets() -> None:
 
 
 def test_peer_step_from_its_json(tmp_path: Path) -> None:
-    """The peer runs bench/peer/d3rlpy_dt.py in its venv; a stand-in python writes its JSON."""
+    """The peer runs bench/peer/d3rlpy_dt.py in its venv; a stand-in python writes its JSON
+    after the checks the real script makes of its dataset (it must name its environment)."""
     fake = tmp_path / "python"
     fake.write_text(
-        "#!/bin/sh\n"
-        'while [ "$1" != "--out" ]; do shift; done\n'
-        'echo \'{"train_seconds_per_step": 0.2, "settings": {"parameters": 726275}}\' > "$2"\n'
+        f"#!{sys.executable}\n"
+        "import json, sys, h5py\n"
+        "a = sys.argv\n"
+        "with h5py.File(a[a.index('--dataset') + 1]) as f:\n"
+        "    assert '--env' in a or 'env_id' in f.attrs, 'no env_id: d3rlpy_dt.py stops'\n"
+        "    assert f['observations'].shape[1] == 11 and f['actions'].shape[1] == 3\n"
+        "rec = {'train_seconds_per_step': 0.2, 'settings': {'parameters': 726275}}\n"
+        "open(a[a.index('--out') + 1], 'w').write(json.dumps(rec))\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     cfg = replace(TrainBenchConfig(**TINY), peer=True, peer_python=fake)
