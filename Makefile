@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast lint demo clean results results-gpu results-peer
+.PHONY: setup test test-fast lint demo clean results results-gpu results-peer results-1k
 
 setup: $(STAMP)
 
@@ -55,10 +55,16 @@ GPU_EXECUTOR ?= ray
 GPU_JOBS ?= 16
 GPU_PER_RUN ?= 0.0625
 GPU_EVAL_EVERY ?= 5000
+RESULTS_STEPS ?= 10000
+RESULTS_EVAL_EVERY ?= 1000
 PEER_DATASETS ?= hopper-medium walker2d-medium
 PEER_SEEDS ?= 0 1 2
 PEER_JOBS ?= $(RESULTS_CPUS)
-results results-gpu results-peer: SHELL := /bin/bash
+PEER_STEPS ?= $(RESULTS_STEPS)
+PEER_EVAL_EVERY ?= $(RESULTS_EVAL_EVERY)
+PEER_DIR = docs/results/returns-$(shell echo $$(($(PEER_STEPS) / 1000)))k
+PEER_EVAL_AT = $(shell seq -s, $(PEER_EVAL_EVERY) $(PEER_EVAL_EVERY) $$(($(PEER_STEPS) - 1)))
+results results-gpu results-peer results-1k: SHELL := /bin/bash
 
 results: setup
 	@mkdir -p runs/logs runs/datasets
@@ -70,24 +76,31 @@ results: setup
 	      --work-dir runs/collect/$$env-ppo-s0 >> runs/logs/collect-$$env.log 2>&1 || exit 1; \
 	  fi; done
 	set -o pipefail; HF_HUB_OFFLINE=1 MUJOCO_GL=egl nice -n 10 $(PY) -m aaren_rl.bench.cli returns \
-	  --steps 10000 --eval-every 1000 --device cpu --num-cpus $(RESULTS_CPUS) \
+	  --steps $(RESULTS_STEPS) --eval-every $(RESULTS_EVAL_EVERY) --device cpu --num-cpus $(RESULTS_CPUS) \
 	  --docs docs/results.md $(RESULTS_ARGS) 2>&1 | tee -a runs/logs/results.log
 
 # `make results-peer`: d3rlpy's DT (its own venv, bench/peer/) on PEER_DATASETS, the same
-# files, seeds, 10k steps, warm-up 1000 and scoring every 1000 steps as `make results`; a run
-# whose JSON exists is skipped (a d3rlpy run does not resume: an interrupted one starts over).
+# files, seeds, steps, warm-up (steps / 10) and scoring as `make results`; a run whose JSON
+# exists is skipped (a d3rlpy run does not resume: an interrupted one starts over).
 results-peer: setup
 	@mkdir -p runs/logs
 	bash bench/peer/setup_d3rlpy.sh >> runs/logs/setup-d3rlpy.log 2>&1
 	for ds in $(PEER_DATASETS); do for s in $(PEER_SEEDS); do \
-	  out=docs/results/returns-10k/$${ds}__d3rlpy-dt__window__s$${s}__window.json; \
+	  out=$(PEER_DIR)/$${ds}__d3rlpy-dt__window__s$${s}__window.json; \
 	  [ -f $$out ] || echo "$$ds $$s $$out"; done; done | \
 	xargs -r -P $(PEER_JOBS) -L 1 bash -c 'OMP_NUM_THREADS=1 nice -n 10 .venv-d3rlpy/bin/python \
-	  bench/peer/d3rlpy_dt.py --dataset runs/datasets/$$0.hdf5 --seed $$1 --steps 10000 \
-	  --warmup 1000 --eval-at 1000,2000,3000,4000,5000,6000,7000,8000,9000 --eval-episodes 10 \
+	  bench/peer/d3rlpy_dt.py --dataset runs/datasets/$$0.hdf5 --seed $$1 --steps $(PEER_STEPS) \
+	  --warmup $(shell echo $$(($(PEER_STEPS) / 10))) --eval-at $(PEER_EVAL_AT) --eval-episodes 10 \
 	  --curve-episodes 10 --threads 1 --log-every 500 --out $$2 \
 	  >> runs/logs/peer-$$0-s$$1.log 2>&1 && echo "done: $$2"'
-	$(PY) -m aaren_rl.bench.cli returns --steps 10000 --summary-only --docs docs/results.md
+	$(PY) -m aaren_rl.bench.cli returns --steps $(PEER_STEPS) --summary-only --docs docs/results.md
+
+# `make results-1k`: the 1000-step comparison on both Hopper datasets (docs/results.md, "At
+# 1000 steps"): Aaren, the Transformer and d3rlpy's DT, 3 seeds, scored every 250 steps.
+results-1k:
+	$(MAKE) results GRID_ENVS=hopper RESULTS_STEPS=1000 RESULTS_EVAL_EVERY=250 \
+	  RESULTS_ARGS="--datasets d4rl:runs/datasets/hopper-medium.hdf5 d4rl:runs/datasets/hopper-medium-replay.hdf5"
+	$(MAKE) results-peer RESULTS_STEPS=1000 RESULTS_EVAL_EVERY=250 PEER_DATASETS="hopper-medium hopper-medium-replay"
 
 results-gpu:
 	@mkdir -p runs/logs
