@@ -144,6 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.eval_points = sorted(points | {args.steps})
     if args.curve_episodes is None:
         args.curve_episodes = max(1, args.eval_episodes // 2)
+    args.dataset_spec = f"d4rl:{args.dataset}"  # as given (a path relative to the project)
     args.dataset = args.dataset.resolve()
     args.out = args.out.resolve()
     if not args.dataset.is_file():
@@ -407,7 +408,7 @@ def make_record(
                   "act_ms_median")  # fmt: skip
     return {
         "dataset": args.dataset.stem,
-        "dataset_spec": f"d4rl:{args.dataset}",
+        "dataset_spec": args.dataset_spec,
         "dataset_sha256": sha256_file(args.dataset),
         "env_id": args.env,
         "behaviour_normalized_score": None
