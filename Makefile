@@ -96,7 +96,7 @@ results-peer: setup
 	$(PY) -m aaren_rl.bench.cli returns --steps $(PEER_STEPS) --summary-only --docs docs/results.md
 
 # `make results-1k`: the 1000-step comparison on both Hopper datasets (docs/results.md, "At
-# 1000 steps"): Aaren, the Transformer and d3rlpy's DT, 3 seeds, scored every 250 steps.
+# 1,000 steps"): Aaren, the Transformer and d3rlpy's DT, 3 seeds, scored every 250 steps.
 results-1k:
 	$(MAKE) results GRID_ENVS=hopper RESULTS_STEPS=1000 RESULTS_EVAL_EVERY=250 \
 	  RESULTS_ARGS="--datasets d4rl:runs/datasets/hopper-medium.hdf5 d4rl:runs/datasets/hopper-medium-replay.hdf5"

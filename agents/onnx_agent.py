@@ -161,6 +161,12 @@ class OnnxAgent(StepInputs):
         self.state: dict[str, np.ndarray] = {}
 
     @property
+    def acting_horizon(self) -> int:
+        """The memory horizon baked into the graph (0: the whole episode; exports made before
+        the horizon existed have none and act over the whole episode)."""
+        return int(self.metadata.get("aaren.memory_horizon", "0"))
+
+    @property
     def model_bytes(self) -> int:
         """Size of the .onnx file."""
         return self.path.stat().st_size
@@ -302,7 +308,7 @@ class OnnxAgent(StepInputs):
     def __repr__(self) -> str:
         return (
             f"OnnxAgent({self.path.name}, env={self.env_id}, target_return={self.target_return}, "
-            f"memory_horizon={self.metadata.get('aaren.memory_horizon', '0')}, "
+            f"memory_horizon={self.acting_horizon}, "
             f"aaren-rl {self.package_version})"
         )
 

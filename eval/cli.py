@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from aaren_rl.cli import check_minimums, run_cli
 from aaren_rl.errors import DependencyNotInstalled, EvalError
@@ -264,13 +264,6 @@ def wall_clock_split(result: dict) -> dict:
     }
 
 
-def _memory_horizon(agent: Any) -> int | None:
-    """The memory horizon an agent acts with (ONNX: the export's), or None where none applies."""
-    if hasattr(agent, "acting_horizon"):
-        return agent.acting_horizon
-    return int(agent.metadata.get("aaren.memory_horizon", "0"))
-
-
 def run(args: EvalArgs) -> dict:
     """Everything ``aaren-eval`` does; returns the JSON payload."""
     check_args(args)
@@ -308,7 +301,7 @@ def run(args: EvalArgs) -> dict:
     payload = {
         **results[0],
         "checkpoint": str(source),
-        "memory_horizon": _memory_horizon(agent),
+        "memory_horizon": agent.acting_horizon,
         "results": results,
     }
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")

@@ -263,6 +263,7 @@ def test_aaren_eval_onnx_matches_the_checkpoint_without_importing_torch(
     assert eval_main(["--checkpoint", str(ckpt), "--json", str(out_ckpt), *common]) == 0
     a, b = json.loads(out_onnx.read_text()), json.loads(out_ckpt.read_text())
     assert a["lengths"] == b["lengths"]
+    assert a["memory_horizon"] == b["memory_horizon"] == 0  # the export's / the checkpoint's
     np.testing.assert_allclose(a["returns"], b["returns"], rtol=1e-4)
     for r in (a, b):  # the wall clock split: one batched call per step of the longest slot
         w = r["wall_clock"]
