@@ -5,7 +5,7 @@
     aaren-bench train     training step time and activation memory vs context length K
     aaren-bench returns   Aaren-DT vs Transformer-DT scores on the same data, seeds and budget
     aaren-bench scan      the prefix-attention scan methods: time and memory, forward + backward
-    aaren-bench datasets  load D4RL-format Hopper files and check them against their metadata
+    aaren-bench datasets  check D4RL-format files against their attrs and the grid's dataset record
     aaren-bench memory    success vs memory length (T-Maze, POPGym) and time per action
     aaren-bench attention how local a trained Aaren model's attention is on dataset episodes
     aaren-bench horizon   scores of Aaren checkpoints acting recurrently, per memory horizon

@@ -1,111 +1,173 @@
-"""Load the shared Hopper datasets and check their episode returns against their metadata.
+"""Check D4RL-format dataset files: their own attrs, and the record of the published ones.
 
 Usage:
-    aaren-bench datasets --root DIR          # or: python -m aaren_rl.bench.datasets_check
+    aaren-bench datasets                         # runs/datasets/*.hdf5 against docs/results/datasets.json
+    aaren-bench datasets --root DIR --expect None --big  # other files: attrs only; time a 1M load
+    aaren-bench datasets --write-record FILE     # record these files (sha256, counts, scores)
 
-For each ``hopper-*.hdf5`` it prints the load time and compares, within tolerance,
-- transitions / episodes / return mean ± std / D4RL-normalised mean with the README table,
-- ``episode_return_mean`` / ``episodes`` in the file's HDF5 attrs. These attrs count only the
-  episodes that ended naturally (the last episode, cut by the recording and marked as a
-  timeout, is left out), so they are compared with that subset.
+For each ``*.hdf5`` under ``--root`` it loads the file (timed), then compares
+- its ``transitions`` / ``episodes`` / ``episode_return_mean`` attrs (as ``aaren-collect``
+  writes them) with what the loader finds. Some D4RL-style files count only the episodes that
+  ended naturally in these attrs (the last episode, cut by the recording, is left out); the
+  check accepts either count and says which matched;
+- the file's sha256, transitions, episodes and behaviour score with its row in the record
+  (``--expect``, by file name): the datasets behind docs/results.md, so that a rebuild with
+  ``aaren-collect`` (docs/data.md) can be checked byte for byte. A file the record does not
+  name is checked against its attrs only.
+
 Exit status 1 if any check fails. A benchmark, not a test: it needs the files.
-
-    aaren-bench datasets --root DIR --big
-
-also writes a 1M-transition gzip D4RL file (five copies of hopper-medium) to a temp dir and
-times ``load_dataset`` on it (the "seconds, not minutes" requirement).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from aaren_rl.cli import run_cli
 from aaren_rl.envs import load_dataset, normalized_score
 from aaren_rl.errors import DatasetError
+from aaren_rl.fileio import atomic_write_json, sha256_file
 
-# The datasets' README table: transitions, episodes, return mean, std, normalised, terminals
-README = {
-    "hopper-medium.hdf5": (200_000, 483, 1366, 437, 42.6, 481),
-    "hopper-medium_replay.hdf5": (200_000, 1238, 463, 395, 14.9, 1234),
-    "hopper-best.hdf5": (200_000, 287, 2400, 848, 74.4, 202),
-}
+RECORD = Path("docs/results/datasets.json")
 
 
-def check(path: Path) -> bool:
+def describe(path: Path) -> tuple[dict[str, Any], Any]:
+    """What the loader finds in ``path``: counts, returns, score, sha256 and load time."""
     t0 = time.perf_counter()
     ds = load_dataset(f"d4rl:{path}")
     load_s = time.perf_counter() - t0
     rets = ds.episode_returns
-    norm = float(normalized_score(ds.env_id or "hopper", rets).mean())
-    n, eps, mean, std, nrm, terms = README[path.name]
-    got = (ds.num_transitions, len(rets), rets.mean(), rets.std(), norm,
-           sum(t.terminated for t in ds.trajectories))  # fmt: skip
-    ok = got[0] == n and got[1] == eps and got[5] == terms
-    ok &= abs(got[2] - mean) <= 1.0 and abs(got[3] - std) <= 1.0 and abs(got[4] - nrm) <= 0.1
-    line = (f"{path.name:28s} load {load_s:5.2f}s  {got[0]} transitions  {got[1]} episodes  "
-            f"return {got[2]:.1f} ± {got[3]:.1f}  normalised {got[4]:.1f}  [README "
-            f"{eps} eps, {mean} ± {std}, {nrm}]")  # fmt: skip
-    attr_mean = ds.metadata.get("episode_return_mean")
-    if attr_mean is not None:
-        natural = (
-            rets[:-1]
-            if ds.trajectories[-1].timesteps.size and not ds.trajectories[-1].terminated
-            else rets
-        )
-        a_ok = np.isclose(natural.mean(), attr_mean, rtol=1e-5) and len(natural) == ds.metadata.get(
-            "episodes", len(natural)
-        )
-        line += f"  [attrs {ds.metadata.get('episodes')} eps, {attr_mean:.2f}: {'ok' if a_ok else 'MISMATCH'}]"
-        ok &= bool(a_ok)
-    print(("OK   " if ok else "FAIL ") + line)
-    return ok
+    norm = normalized_score(ds.env_id, rets) if ds.env_id else None
+    return {
+        "sha256": sha256_file(path),
+        "env_id": ds.env_id,
+        "transitions": ds.num_transitions,
+        "episodes": len(rets),
+        "return_mean": round(float(rets.mean()), 3),
+        "return_std": round(float(rets.std()), 3),
+        "behaviour_normalized": None if norm is None else round(float(norm.mean()), 3),
+        "load_seconds": round(load_s, 3),
+    }, ds
 
 
-def time_big(medium: Path) -> None:
+def attrs_check(ds: Any) -> str | None:
+    """None when the file has no count attrs; else 'ok (...)' or 'MISMATCH (...)'."""
+    meta = ds.metadata
+    if meta.get("episode_return_mean") is None:
+        return None
+    rets = ds.episode_returns
+    last = ds.trajectories[-1]
+    cut = last.timesteps.size > 0 and not last.terminated
+    variants = [("all episodes", rets)] + ([("natural ends", rets[:-1])] if cut else [])
+    for name, r in variants:
+        if (
+            len(r) == int(meta.get("episodes", len(r)))
+            and np.isclose(r.mean(), float(meta["episode_return_mean"]), rtol=1e-5)
+            and int(meta.get("transitions", ds.num_transitions)) == ds.num_transitions
+        ):
+            return f"ok ({name})"
+    return f"MISMATCH ({meta.get('episodes')} eps, return {float(meta['episode_return_mean']):.2f})"
+
+
+def record_check(got: dict[str, Any], want: dict[str, Any] | None) -> str | None:
+    """None when the record has no row for the file; else 'ok' or what differs."""
+    if want is None:
+        return None
+    bad = [k for k in ("transitions", "episodes") if got[k] != want[k]]
+    gn, wn = got["behaviour_normalized"], want.get("behaviour_normalized")
+    if gn is not None and wn is not None and abs(gn - wn) > 0.05:
+        bad.append(f"behaviour {gn:.1f} vs {wn:.1f}")
+    if got["sha256"] != want["sha256"]:
+        bad.append(f"sha256 {got['sha256'][:12]}… vs {want['sha256'][:12]}…")
+    return "ok" if not bad else "DIFFERS: " + ", ".join(bad)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The ``files`` table of a record written by ``--write-record``."""
+    try:
+        return dict(json.loads(path.read_text())["files"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DatasetError(
+            f"{path} is not a datasets record ({e}); rewrite it with --write-record, "
+            "or pass --expect another file"
+        ) from e
+
+
+def time_big(path: Path, target: int = 1_000_000) -> None:
+    """Time loading a gzip D4RL file of >= ``target`` transitions (``path`` repeated)."""
     import tempfile
 
     import h5py
 
     from aaren_rl.envs.writers import write_d4rl_hdf5
 
-    with h5py.File(medium) as f:
-        arrays = {k: np.concatenate([f[k][()]] * 5) for k in f}
+    with h5py.File(path) as f:
+        reps = -(-target // len(f["rewards"]))
+        arrays = {k: np.concatenate([f[k][()]] * reps) for k in f}
+        env_id = f.attrs.get("env_id", "Hopper-v5")
     with tempfile.TemporaryDirectory() as d:
-        path = write_d4rl_hdf5(Path(d) / "big.hdf5", arrays, {"env_id": "Hopper-v5"})
+        big = write_d4rl_hdf5(Path(d) / "big.hdf5", arrays, {"env_id": env_id})
         t0 = time.perf_counter()
-        ds = load_dataset(f"d4rl:{path}")
+        ds = load_dataset(f"d4rl:{big}")
         print(
-            f"1M-transition gzip file: {ds.num_transitions} transitions, "
+            f"{ds.num_transitions}-transition gzip file ({path.name} x {reps}): "
             f"{len(ds.trajectories)} episodes, load {time.perf_counter() - t0:.2f}s"
         )
 
 
 @dataclass
 class DatasetsConfig:
-    """Load D4RL-format Hopper files and check them against their metadata (also
-    ``python -m aaren_rl.bench.datasets_check``)."""
+    """Check D4RL-format HDF5 files against their own attrs and against the record of the
+    results grid's datasets (also ``python -m aaren_rl.bench.datasets_check``)."""
 
-    root: Path
-    """Folder holding hopper-medium.hdf5, hopper-medium_replay.hdf5 and hopper-best.hdf5."""
+    root: Path = Path("runs/datasets")
+    """Folder whose ``*.hdf5`` files are checked (``make results`` writes the grid's here)."""
+    expect: Path | None = RECORD
+    """The record to compare with (sha256, transitions, episodes, behaviour score per file
+    name); ``None``, or a record that does not exist, means attrs-only checks (for files that
+    are not the grid's)."""
+    write_record: Path | None = None
+    """Write the record of the files checked here (atomically), e.g. after a new collection."""
     big: bool = False
-    """Also time loading a 1M-transition gzip file (five copies of hopper-medium)."""
+    """Also time loading a 1M-transition gzip file (the first file, repeated)."""
 
 
 def run_datasets(cfg: DatasetsConfig) -> int:
-    """Check every known file under ``cfg.root``; 0 if all pass, 1 otherwise."""
+    """Check every ``*.hdf5`` under ``cfg.root``; 0 if all pass, 1 otherwise."""
     root = Path(cfg.root)
-    files = sorted(p for p in root.glob("hopper-*.hdf5") if p.name in README)
+    files = sorted(root.glob("*.hdf5"))
     if not files:
-        raise DatasetError(f"no hopper datasets ({', '.join(README)}) under {root}")
-    ok = all([check(p) for p in files])
+        raise DatasetError(
+            f"no *.hdf5 datasets under {root}: make them with `make results` or aaren-collect "
+            "(docs/data.md), or pass --root FOLDER"
+        )
+    record = read_record(Path(cfg.expect)) if cfg.expect and Path(cfg.expect).is_file() else {}
+    rows, ok = {}, True
+    for path in files:
+        got, ds = describe(path)
+        checks = {"attrs": attrs_check(ds), "record": record_check(got, record.get(path.name))}
+        good = all(c is None or c.startswith("ok") for c in checks.values())
+        ok &= good
+        norm = got["behaviour_normalized"]
+        print(
+            f"{'OK  ' if good else 'FAIL'} {path.name:32s} load {got['load_seconds']:5.2f}s  "
+            f"{got['transitions']:>7} transitions  {got['episodes']:>5} episodes  "
+            f"return {got['return_mean']:7.1f} ± {got['return_std']:6.1f}  "
+            f"normalised {'-' if norm is None else f'{norm:.1f}'}  "
+            + "  ".join(f"[{k}: {v or 'none'}]" for k, v in checks.items())
+        )
+        rows[path.name] = {k: v for k, v in got.items() if k != "load_seconds"}
+    if cfg.write_record is not None:
+        atomic_write_json(cfg.write_record, {"root": str(root), "files": rows})
+        print(f"record of {len(rows)} files written to {cfg.write_record}")
     if cfg.big:
-        time_big(root / "hopper-medium.hdf5")
+        time_big(files[0])
     return 0 if ok else 1
 
 

@@ -84,7 +84,7 @@ def test_bench_cli_user_errors_exit_2(tmp_path: Path, capsys):
     assert main(["act", "--quick", "--agents", "aaren-recurrent", "--out", str(afile)]) == 2
     assert "not a directory" in capsys.readouterr().err
     assert main(["datasets", "--root", str(tmp_path)]) == 2  # no datasets there
-    assert "no hopper datasets" in capsys.readouterr().err
+    assert "no *.hdf5 datasets" in capsys.readouterr().err
 
 
 def test_bench_scan_writes_json(tmp_path: Path):
