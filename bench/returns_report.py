@@ -118,8 +118,7 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
                 "memory_horizon": [r.get("memory_horizon") for r in rs],
                 "horizon_chosen": any(r.get("horizon_choice") for r in rs),
-                "curve_notes": sorted({r["curve_note"] for r in rs if r.get("curve_note")}),
-                "curve_note_seeds": [r["seed"] for r in rs if r.get("curve_note")],
+                "curve_notes": _notes_by_seeds(rs),
             }
         )
     order = {k: i for i, k in enumerate(ROW_ORDER)}
@@ -205,6 +204,15 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _notes_by_seeds(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Each distinct ``curve_note`` of a row's runs -> the seeds it applies to ("0, 1")."""
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        if r.get("curve_note"):
+            seeds.setdefault(r["curve_note"], []).append(r["seed"])
+    return {note: ", ".join(map(str, sorted(s))) for note, s in sorted(seeds.items())}
+
+
 def _horizon_label(row: dict[str, Any]) -> str:
     """How an Aaren recurrent row attended: the horizon per seed (chosen on validation
     episodes, or fixed), or the whole episode; empty for other rows."""
@@ -236,10 +244,9 @@ def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[
         wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60
         acting = r["acting"] + _horizon_label(r)
         if r["curve_notes"]:
-            seeds = ", ".join(map(str, r["curve_note_seeds"]))
             notes.append(
-                f"{r['backbone']} acting {r['acting']}, seed(s) {seeds}: "
-                + "; ".join(r["curve_notes"])
+                f"{r['backbone']} acting {r['acting']}: "
+                + "; ".join(f"seed(s) {seeds}: {note}" for note, seeds in r["curve_notes"].items())
             )
             acting += " §"
         lines.append(

@@ -176,8 +176,11 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     for key, vals in scores.items():
         backbone, acting = key.split("/")
         for seed, v in enumerate(vals):
+            steps = "1000" if seed < 2 else "1000, 2000"  # two notes, one per group of seeds
+            note = f"not scored at steps {steps} (later)" if key == "aaren/recurrent" else None
+            rec = _record("hopper-medium", backbone, acting, seed, v, curve_note=note)
             path = out / f"hopper-medium__{backbone}__s{seed}__{acting}.json"
-            path.write_text(json.dumps(_record("hopper-medium", backbone, acting, seed, v)))
+            path.write_text(json.dumps(rec))
     peer = {k: v for k, v in _record("hopper-medium", "d3rlpy-dt", "window", 0, 60.0).items()
             if k not in ("acting", "timing", "behaviour_normalized_score")}  # fmt: skip
     (out / "hopper-medium__d3rlpy-dt__window__window__s0.json").write_text(json.dumps(peer))
@@ -208,6 +211,10 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     assert "old" not in text and "### hopper-medium" in text
     assert "](grid/curves-hopper-medium.png)" in text
     assert "**52.0 ± 2.0**" in text and "| behaviour policy |" in text
+    assert (
+        "§ aaren acting recurrent: seed(s) 0, 1: not scored at steps 1000 (later); "
+        "seed(s) 2: not scored at steps 1000, 2000 (later)"
+    ) in text
     summarize_returns(out, docs=page)  # idempotent: the section is replaced, not appended
     assert page.read_text() == text
 
