@@ -154,6 +154,9 @@ class ReturnsConfig:
     """Training runs (checkpoints). Default: runs/returns-{steps/1000}k."""
     summary_only: bool = False
     """Only rebuild the summary (tables, curves) from the JSON files."""
+    status: bool = False
+    """Only print where each run of the grid stands (done, at step N from its checkpoint, or
+    not started) and how many are left; starts nothing."""
     docs: Path | None = None
     """Also rewrite the grid section of this markdown page (e.g. docs/results.md)."""
     track: bool = False
@@ -566,10 +569,36 @@ def _record(
 # ----------------------------------------------------------------------------- the grid
 
 
+def grid_status(cfg: ReturnsConfig) -> list[tuple[str, str]]:
+    """(run name, where it stands) for every run of the grid, printed as a table."""
+    from aaren_rl.train.trainer import checkpoint_step
+
+    rows = []
+    for spec in grid_specs(cfg):
+        step = checkpoint_step(spec.run_dir / "checkpoint")
+        if spec.done:
+            wall = json.loads(spec.result_path(spec.actings[0]).read_text())["timing"]
+            state = f"done ({wall['wall_seconds'] / 60:.0f} min)"
+        elif step is not None:
+            state = f"checkpoint at step {step} of {cfg.steps} (running, or resumes from it)"
+        else:
+            state = "not started"
+        rows.append((spec.name, state))
+    width = max(len(n) for n, _ in rows)
+    for name, state in rows:
+        print(f"{name:{width}s}  {state}")
+    done = sum(state.startswith("done") for _, state in rows)
+    print(f"{done} of {len(rows)} runs done; results in {cfg.resolved_out_dir}")
+    return rows
+
+
 def run_returns_bench(cfg: ReturnsConfig) -> list[dict[str, Any]]:
     """Run what is missing of the grid, then summarise; returns the summary rows."""
     from aaren_rl.bench.returns_report import summarize_returns
 
+    if cfg.status:
+        grid_status(cfg)
+        return []
     out_dir = cfg.resolved_out_dir
     if not cfg.summary_only:
         _check_datasets(cfg)  # before anything is created

@@ -56,7 +56,7 @@ from aaren_rl.train.trainer_state import (
 )
 from aaren_rl.untrusted import read_json
 
-__all__ = ["StepStats", "Trainer", "masked_action_loss"]
+__all__ = ["StepStats", "Trainer", "checkpoint_step", "masked_action_loss"]
 
 
 def masked_action_loss(
@@ -96,7 +96,7 @@ def _numpy_rng_state() -> dict[str, Any]:
     return state
 
 
-def _checkpoint_step(ckpt_dir: Path) -> int | None:
+def checkpoint_step(ckpt_dir: Path) -> int | None:
     """The step of the resumable checkpoint on disk (or of the copy an interrupted swap left
     aside, which --resume restores), None if there is none."""
     for d in (ckpt_dir, ckpt_dir.parent / f".{ckpt_dir.name}.old"):
@@ -451,7 +451,7 @@ class Trainer:
         Read from disk, not from memory: an interrupt can land after a checkpoint's swap and
         before ``save`` returns.
         """
-        step = _checkpoint_step(self.ckpt_dir)
+        step = checkpoint_step(self.ckpt_dir)
         if step is None:
             return (
                 f"no checkpoint was written yet, so {self.run_dir} cannot be resumed: remove it "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aaren_rl.aaren_policy import BackboneConfig
-from aaren_rl.bench.returns import ReturnsConfig, grid_specs, run_one, sha256_file
+from aaren_rl.bench.returns import ReturnsConfig, grid_specs, grid_status, run_one, sha256_file
 from aaren_rl.bench.returns_report import markers, summarize_returns
 from aaren_rl.errors import ConfigError
 
@@ -99,7 +99,9 @@ def test_interrupted_run_resumes_to_the_same_json(
     (ref,) = grid_specs(tiny_cfg(tmp_path / "ref", tiny_hopper_dataset))
     run_one(ref)
 
-    (spec,) = grid_specs(tiny_cfg(tmp_path / "cut", tiny_hopper_dataset))
+    cut = tiny_cfg(tmp_path / "cut", tiny_hopper_dataset)
+    (spec,) = grid_specs(cut)
+    assert grid_status(cut) == [(spec.name, "not started")]  # --status
     # "train": killed inside gradient step `at` (the trainer clips every step's gradient).
     target = (torch.nn.utils, "clip_grad_norm_") if where == "train" else (returns, "_evaluate")
     original, calls = getattr(*target), []
@@ -114,8 +116,11 @@ def test_interrupted_run_resumes_to_the_same_json(
     with pytest.raises(KeyboardInterrupt):
         run_one(spec)
     assert not spec.done
+    ((_, state),) = grid_status(cut)
+    assert state.startswith("checkpoint at step 2 of 4" if where == "train" else "checkpoint at")
     monkeypatch.setattr(*target, original)
     run_one(spec)
+    assert grid_status(cut)[0][1].startswith("done (")
     for acting in ("recurrent", "window", "recurrent-full"):
         assert without_timing(spec.result_path(acting)) == without_timing(ref.result_path(acting))
 
