@@ -345,7 +345,7 @@ def _plot_curves(ds: str, records: list[dict[str, Any]], path: Path) -> None:
             curves.setdefault(label, []).append(points)
     if not curves:
         return
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10.5, 4.5))
     for i, (label, runs) in enumerate(sorted(curves.items())):
         steps = sorted(set.intersection(*(set(p) for p in runs)))
         vals = np.array([[p[s] for s in steps] for p in runs])
@@ -364,5 +364,5 @@ def _plot_curves(ds: str, records: list[dict[str, Any]], path: Path) -> None:
         ax.axhline(behaviour, color="grey", ls=":", label="behaviour policy (dataset)")
     ax.set(title=ds, xlabel="gradient steps", ylabel="D4RL-normalised score")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside, off the curves
     save_figure(fig, path)
