@@ -59,7 +59,7 @@ def plot_act(records: list[dict], path: str | Path, title: str = "", smooth: int
     ax_m.set(xscale="log", yscale="log", title="memory held by the agent's state (log-log)")
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    ax_m.legend(fontsize=8)  # one legend (the same agents and styles), where it hides no curve
     return save_figure(fig, path, title)
 
 
