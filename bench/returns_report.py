@@ -3,7 +3,8 @@
 For each task (dataset): one table (final score and best-during-training score, mean ± std
 over seeds, the behaviour policy's score beside), the targets (Aaren acting recurrently vs
 the Transformer acting through a window, vs d3rlpy's DT, vs the behaviour policy) with the
-paired per-seed differences behind them, and one PNG of learning curves. Peers' JSON files
+paired per-seed differences behind them, and one PNG of learning curves; first, one table
+across every dataset (Aaren recurrent against each rival, seed by seed, with a sign test). Peers' JSON files
 (``bench/peer/``, same schema) found in the folder become rows like ours.
 
 Writes ``summary.md``, ``summary.json`` and ``curves-{dataset}.png`` into the folder and, when
@@ -15,6 +16,7 @@ absent), so the CPU grid (returns-10k) and the GPU grid (returns-100k) keep a se
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,8 @@ def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
         slack = max(main["final_std"], other["final_std"])
         out.append(
             {
+                "rival": rival,
+                "paired_values": paired,
                 "target": f"Aaren recurrent >= {rival.replace('/', ' ')} (within one seed-std)"
                 + ("" if other["steps"] == main["steps"] else f" [{other['steps']} steps]"),
                 "aaren": main["final_mean"],
@@ -198,6 +202,52 @@ def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided sign test: the chance of a split at least this uneven if either side were
+    as likely to be ahead (ties left out)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One table over every dataset: Aaren recurrent against each rival, seed by seed."""
+    by_rival: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for ds, ts in targets.items():
+        for t in ts:
+            if t.get("paired_values"):
+                by_rival.setdefault(t["rival"], []).append((ds, t))
+    if not by_rival:
+        return []
+    lines = [
+        "### Across datasets",
+        "",
+        "Aaren acting recurrently against each rival, one pair per (dataset, seed): the final "
+        "scores of the two runs with the same seed (against Aaren's own window: one run acting "
+        "both ways). Different pairs are independent runs; the sign test asks how often a coin "
+        "would give a split at least this uneven.",
+        "",
+        "| Aaren recurrent vs | datasets | pairs | Aaren ahead | paired diff (mean ± std) "
+        "| sign test p (two-sided) | targets met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rival in RIVALS:
+        items = by_rival.get(rival, [])
+        if not items:
+            continue
+        diffs = [d for _, t in items for d in t["paired_values"]]
+        wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+        mean, std = _mean_std(diffs)
+        met = sum(t["met"] for _, t in items)
+        lines.append(
+            f"| {rival.replace('/', ' ')} | {len(items)} | {len(diffs)} | {wins} | "
+            f"{mean:+.1f} ± {std:.1f} | {sign_test(wins, losses):.3f} | {met} of {len(items)} |"
+        )
+    return [*lines, ""]
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -302,6 +352,7 @@ def summarize_returns(out_dir: Path, docs: Path | None = None) -> list[dict[str,
         "pairs than the final scores, but neighbouring evaluations of one run are correlated.",
         "",
     ]
+    tables = []
     for ds in datasets:
         ds_rows = [r for r in rows if r["dataset"] == ds]
         ds_records = [r for r in records if r["dataset"] == ds]
@@ -309,7 +360,8 @@ def summarize_returns(out_dir: Path, docs: Path | None = None) -> list[dict[str,
         summary["targets"][ds] = targets
         png = out_dir / f"curves-{ds}.png"
         _plot_curves(ds, ds_records, png)
-        body += _table(ds, ds_rows, targets, png.name)
+        tables += _table(ds, ds_rows, targets, png.name)
+    body += _across(summary["targets"]) + tables
     atomic_write_json(out_dir / "summary.json", summary, indent=1)
     atomic_write_text(out_dir / "summary.md", "\n".join(body) + "\n")
     print("\n".join(body), flush=True)

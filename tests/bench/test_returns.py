@@ -10,7 +10,7 @@ import pytest
 
 from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.bench.returns import ReturnsConfig, grid_specs, grid_status, run_one, sha256_file
-from aaren_rl.bench.returns_report import markers, summarize_returns
+from aaren_rl.bench.returns_report import markers, sign_test, summarize_returns
 from aaren_rl.errors import ConfigError
 
 TINY = dict(
@@ -216,6 +216,8 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     assert "old" not in text and "### hopper-medium" in text
     assert "](grid/curves-hopper-medium.png)" in text
     assert "**52.0 ± 2.0**" in text and "| behaviour policy |" in text
+    # across datasets (one here): Aaren vs the Transformer 50-48, 52-50, 54-58 -> 2 of 3 ahead
+    assert "| transformer window | 1 | 3 | 2 | +0.0 ± 3.5 | 1.000 | 1 of 1 |" in text
     assert (
         "§ aaren acting recurrent: seed(s) 0, 1: not scored at steps 1000 (later); "
         "seed(s) 2: not scored at steps 1000, 2000 (later)"
@@ -311,3 +313,9 @@ def test_overrides_reach_every_run_and_its_record(tmp_path: Path, tiny_hopper_da
     bad = tiny_cfg(tmp_path, tiny_hopper_dataset, overrides=("no_such_field=1",))
     with pytest.raises(ConfigError, match="no_such_field"):
         _train_config(grid_specs(bad)[0], 10, resume=False)
+
+
+def test_sign_test():
+    assert sign_test(8, 1) == pytest.approx(20 / 512)  # 2 * (C(9,0) + C(9,1)) / 2^9
+    assert sign_test(3, 0) == pytest.approx(0.25) and sign_test(0, 3) == pytest.approx(0.25)
+    assert sign_test(2, 2) == 1.0 and sign_test(0, 0) == 1.0
