@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast lint demo clean results results-gpu results-peer results-1k
+.PHONY: setup test test-fast lint demo clean results results-status results-gpu results-peer results-1k
 
 setup: $(STAMP)
 
@@ -97,6 +97,11 @@ results-peer: setup
 	  --curve-episodes 10 --threads 1 --log-every 500 --out $$2 \
 	  >> runs/logs/peer-$$0-s$$1.log 2>&1 && echo "done: $$2"'
 	$(PY) -m aaren_rl.bench.cli returns --steps $(PEER_STEPS) --summary-only --docs docs/results.md
+
+# `make results-status`: where each run of `make results` stands (done, its checkpoint's step,
+# or not started); starts nothing.
+results-status: setup
+	@$(PY) -m aaren_rl.bench.cli returns --status --steps $(RESULTS_STEPS) $(RESULTS_ARGS)
 
 # `make results-1k`: the 1000-step comparison on both Hopper datasets (docs/results.md, "At
 # 1,000 steps"): Aaren, the Transformer and d3rlpy's DT, 3 seeds, scored every 250 steps.
