@@ -76,7 +76,7 @@ results: setup
 	      --work-dir runs/collect/$$env-ppo-s0 >> runs/logs/collect-$$env.log 2>&1 || exit 1; \
 	  fi; done
 	@$(PY) -m aaren_rl.bench.cli datasets > runs/logs/datasets-check.log 2>&1 \
-	  && echo "datasets: the same files as docs/results/datasets.json" \
+	  && echo "datasets: the files here match their records in docs/results/datasets.json" \
 	  || echo "datasets: NOT the published files (runs/logs/datasets-check.log; docs/data.md, 'Datasets check')"
 	set -o pipefail; HF_HUB_OFFLINE=1 MUJOCO_GL=egl nice -n 10 $(PY) -m aaren_rl.bench.cli returns \
 	  --steps $(RESULTS_STEPS) --eval-every $(RESULTS_EVAL_EVERY) --device cpu --num-cpus $(RESULTS_CPUS) \

@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from aaren_rl.bench.returns import dataset_facts
 from aaren_rl.cli import run_cli
-from aaren_rl.envs import load_dataset, normalized_score
+from aaren_rl.envs import load_dataset
 from aaren_rl.errors import DatasetError
-from aaren_rl.fileio import atomic_write_json, sha256_file
+from aaren_rl.fileio import atomic_write_json
 
 RECORD = Path("docs/results/datasets.json")
 
@@ -42,61 +43,78 @@ def describe(path: Path) -> tuple[dict[str, Any], Any]:
     t0 = time.perf_counter()
     ds = load_dataset(f"d4rl:{path}")
     load_s = time.perf_counter() - t0
-    rets = ds.episode_returns
-    norm = normalized_score(ds.env_id, rets) if ds.env_id else None
+    facts = dataset_facts(f"d4rl:{path}", ds)
+    rets, norm = ds.episode_returns, facts["behaviour_normalized_score"]
     return {
-        "sha256": sha256_file(path),
+        "sha256": facts["dataset_sha256"],
         "env_id": ds.env_id,
-        "transitions": ds.num_transitions,
-        "episodes": len(rets),
+        "transitions": facts["transitions"],
+        "episodes": facts["episodes"],
         "return_mean": round(float(rets.mean()), 3),
         "return_std": round(float(rets.std()), 3),
-        "behaviour_normalized": None if norm is None else round(float(norm.mean()), 3),
+        "behaviour_normalized": None if norm is None else round(norm, 3),
         "load_seconds": round(load_s, 3),
     }, ds
 
 
 def attrs_check(ds: Any) -> str | None:
-    """None when the file has no count attrs; else 'ok (...)' or 'MISMATCH (...)'."""
+    """None when the file has no count attrs; else 'ok (...)' or 'MISMATCH (...)' naming the
+    attrs that disagree with what the loader finds."""
     meta = ds.metadata
-    if meta.get("episode_return_mean") is None:
+    if all(meta.get(k) is None for k in ("transitions", "episodes", "episode_return_mean")):
         return None
     rets = ds.episode_returns
     last = ds.trajectories[-1]
     cut = last.timesteps.size > 0 and not last.terminated
     variants = [("all episodes", rets)] + ([("natural ends", rets[:-1])] if cut else [])
+    first: list[str] = []  # what is wrong when every episode counts (the usual convention)
     for name, r in variants:
-        if (
-            len(r) == int(meta.get("episodes", len(r)))
-            and np.isclose(r.mean(), float(meta["episode_return_mean"]), rtol=1e-5)
-            and int(meta.get("transitions", ds.num_transitions)) == ds.num_transitions
-        ):
+        wrong = []
+        if meta.get("transitions") is not None and int(meta["transitions"]) != ds.num_transitions:
+            wrong.append(f"transitions {meta['transitions']} vs {ds.num_transitions}")
+        if meta.get("episodes") is not None and int(meta["episodes"]) != len(r):
+            wrong.append(f"episodes {meta['episodes']} vs {len(r)}")
+        mean = meta.get("episode_return_mean")
+        if mean is not None and not np.isclose(r.mean(), float(mean), rtol=1e-5):
+            wrong.append(f"episode_return_mean {float(mean):.2f} vs {r.mean():.2f}")
+        if not wrong:
             return f"ok ({name})"
-    return f"MISMATCH ({meta.get('episodes')} eps, return {float(meta['episode_return_mean']):.2f})"
+        first = first or wrong
+    return "MISMATCH (attr vs file: " + ", ".join(first) + ")"
 
 
 def record_check(got: dict[str, Any], want: dict[str, Any] | None) -> str | None:
     """None when the record has no row for the file; else 'ok' or what differs."""
     if want is None:
         return None
-    bad = [k for k in ("transitions", "episodes") if got[k] != want[k]]
+    bad = [
+        f"{k} {got[k]} vs {want.get(k)}"
+        for k in ("transitions", "episodes")
+        if got[k] != want.get(k)
+    ]
     gn, wn = got["behaviour_normalized"], want.get("behaviour_normalized")
     if gn is not None and wn is not None and abs(gn - wn) > 0.05:
         bad.append(f"behaviour {gn:.1f} vs {wn:.1f}")
-    if got["sha256"] != want["sha256"]:
-        bad.append(f"sha256 {got['sha256'][:12]}… vs {want['sha256'][:12]}…")
-    return "ok" if not bad else "DIFFERS: " + ", ".join(bad)
+    if got["sha256"] != want.get("sha256"):
+        bad.append(f"sha256 {got['sha256'][:12]}… vs {str(want.get('sha256'))[:12]}…")
+    return "ok" if not bad else "DIFFERS (file vs record): " + ", ".join(bad)
 
 
-def read_record(path: Path) -> dict[str, Any]:
-    """The ``files`` table of a record written by ``--write-record``."""
-    try:
-        return dict(json.loads(path.read_text())["files"])
-    except (ValueError, KeyError, TypeError) as e:
+def read_record(path: Path) -> dict[str, dict[str, Any]]:
+    """The ``files`` table of a record written by ``--write-record``: file name -> row."""
+    hint = "rewrite it with --write-record, or pass --expect another file (None: attrs only)"
+    if not path.is_file():
         raise DatasetError(
-            f"{path} is not a datasets record ({e}); rewrite it with --write-record, "
-            "or pass --expect another file"
-        ) from e
+            f"the record {path} does not exist: {hint}; run from the repository root"
+        )
+    try:
+        files = json.loads(path.read_text())["files"]
+        bad = [k for k, v in files.items() if not isinstance(v, dict) or "sha256" not in v]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DatasetError(f"{path} is not a datasets record ({e}); {hint}") from e
+    if bad:
+        raise DatasetError(f"{path}: rows without a sha256 for {', '.join(bad)}; {hint}")
+    return files
 
 
 def time_big(path: Path, target: int = 1_000_000) -> None:
@@ -109,7 +127,9 @@ def time_big(path: Path, target: int = 1_000_000) -> None:
 
     with h5py.File(path) as f:
         reps = -(-target // len(f["rewards"]))
-        arrays = {k: np.concatenate([f[k][()]] * reps) for k in f}
+        arrays = {  # the top-level arrays (D4RL's own files also hold groups of metadata)
+            k: np.concatenate([v[()]] * reps) for k, v in f.items() if isinstance(v, h5py.Dataset)
+        }
         env_id = f.attrs.get("env_id", "Hopper-v5")
     with tempfile.TemporaryDirectory() as d:
         big = write_d4rl_hdf5(Path(d) / "big.hdf5", arrays, {"env_id": env_id})
@@ -130,8 +150,8 @@ class DatasetsConfig:
     """Folder whose ``*.hdf5`` files are checked (``make results`` writes the grid's here)."""
     expect: Path | None = RECORD
     """The record to compare with (sha256, transitions, episodes, behaviour score per file
-    name); ``None``, or a record that does not exist, means attrs-only checks (for files that
-    are not the grid's)."""
+    name; a missing record is an error); ``None``: attrs-only checks, for files that are not
+    the grid's."""
     write_record: Path | None = None
     """Write the record of the files checked here (atomically), e.g. after a new collection."""
     big: bool = False
@@ -147,7 +167,7 @@ def run_datasets(cfg: DatasetsConfig) -> int:
             f"no *.hdf5 datasets under {root}: make them with `make results` or aaren-collect "
             "(docs/data.md), or pass --root FOLDER"
         )
-    record = read_record(Path(cfg.expect)) if cfg.expect and Path(cfg.expect).is_file() else {}
+    record = read_record(Path(cfg.expect)) if cfg.expect is not None else {}
     rows, ok = {}, True
     for path in files:
         got, ds = describe(path)
@@ -163,6 +183,13 @@ def run_datasets(cfg: DatasetsConfig) -> int:
             + "  ".join(f"[{k}: {v or 'none'}]" for k, v in checks.items())
         )
         rows[path.name] = {k: v for k, v in got.items() if k != "load_seconds"}
+    if record:
+        same = sum(record_check(rows[n], record[n]) == "ok" for n in record if n in rows)
+        absent = sorted(set(record) - set(rows))
+        print(
+            f"{same} of the record's {len(record)} files here and identical"
+            + (f"; not in {root}: {', '.join(absent)}" if absent else "")
+        )
     if cfg.write_record is not None:
         atomic_write_json(cfg.write_record, {"root": str(root), "files": rows})
         print(f"record of {len(rows)} files written to {cfg.write_record}")

@@ -63,12 +63,22 @@ from aaren_rl.aaren_policy.backbone import BackboneConfig
 from aaren_rl.agents.checkpoint import read_metadata
 from aaren_rl.bench.common import score_checkpoint
 from aaren_rl.bench.grid import GridOptions, run_grid
-from aaren_rl.errors import ConfigError, DatasetError
+from aaren_rl.errors import ConfigError, DatasetError, EnvError
 from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
 from aaren_rl.fileio import atomic_write_json, sha256_file
 from aaren_rl.train.config import TrainConfig
 
-__all__ = ["ACTING", "ReturnsConfig", "RunSpec", "run_returns_bench", "run_one"]
+__all__ = [
+    "ACTING",
+    "ReturnsConfig",
+    "RunSpec",
+    "behaviour_score",
+    "dataset_facts",
+    "grid_specs",
+    "grid_status",
+    "run_one",
+    "run_returns_bench",
+]
 
 GRID_ENVS = ("hopper", "halfcheetah", "walker2d")
 GRID_LEVELS = ("medium", "medium-replay")
@@ -281,16 +291,31 @@ def dataset_file(spec: str) -> Path | None:
     return Path(spec) if spec.endswith((".hdf5", ".h5")) else None
 
 
-def dataset_facts(spec: str) -> dict[str, Any]:
-    """sha256, env and the behaviour policy's normalised score (its episodes' mean)."""
-    from aaren_rl.envs import get_env_spec, load_dataset
+def behaviour_score(ds: Any) -> float | None:
+    """The behaviour policy's D4RL-normalised score: the mean over the dataset's episodes,
+    with the file's reference scores, else its env's; None when neither is known."""
+    from aaren_rl.envs import get_env_spec
 
-    ds = load_dataset(spec)
-    env = get_env_spec(ds.env_id) if ds.env_id else None
-    lo, hi = ds.reference_scores or ((env.random_score, env.expert_score) if env else (None, None))
-    behaviour = None
-    if lo is not None and hi is not None:
-        behaviour = float(np.mean(100.0 * (ds.episode_returns - lo) / (hi - lo)))
+    lo, hi = ds.reference_scores or (None, None)
+    if (lo is None or hi is None) and ds.env_id:
+        try:
+            env = get_env_spec(ds.env_id)
+            lo, hi = env.random_score, env.expert_score
+        except EnvError:  # an env this toolkit has no scores for
+            pass
+    if lo is None or hi is None:
+        return None
+    return float(np.mean(100.0 * (ds.episode_returns - lo) / (hi - lo)))
+
+
+def dataset_facts(spec: str, ds: Any = None) -> dict[str, Any]:
+    """sha256, env and the behaviour policy's normalised score (its episodes' mean).
+
+    ``ds``: the dataset ``spec`` names, when the caller has loaded it already."""
+    from aaren_rl.envs import load_dataset
+
+    ds = ds if ds is not None else load_dataset(spec)
+    behaviour = behaviour_score(ds)
     path = dataset_file(spec)
     return {
         "dataset_sha256": sha256_file(path) if path is not None and path.is_file() else None,
@@ -575,12 +600,14 @@ def grid_status(cfg: ReturnsConfig) -> list[tuple[str, str]]:
 
     rows = []
     for spec in grid_specs(cfg):
-        step = checkpoint_step(spec.run_dir / "checkpoint")
+        ckpt = spec.run_dir / "checkpoint"
+        step = checkpoint_step(ckpt)
         if spec.done:
-            wall = json.loads(spec.result_path(spec.actings[0]).read_text())["timing"]
-            state = f"done ({wall['wall_seconds'] / 60:.0f} min)"
+            state = "done" + _wall_clock(spec.result_path(spec.actings[0]))
         elif step is not None:
             state = f"checkpoint at step {step} of {cfg.steps} (running, or resumes from it)"
+        elif ckpt.exists():
+            state = f"its checkpoint cannot be read: move {spec.run_dir} aside to start it again"
         else:
             state = "not started"
         rows.append((spec.name, state))
@@ -590,6 +617,14 @@ def grid_status(cfg: ReturnsConfig) -> list[tuple[str, str]]:
     done = sum(state.startswith("done") for _, state in rows)
     print(f"{done} of {len(rows)} runs done; results in {cfg.resolved_out_dir}")
     return rows
+
+
+def _wall_clock(result: Path) -> str:
+    """' (N min)' from a result file's timing, or why it cannot say."""
+    try:
+        return f" ({json.loads(result.read_text())['timing']['wall_seconds'] / 60:.0f} min)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f" ({result.name} has no readable timing)"
 
 
 def run_returns_bench(cfg: ReturnsConfig) -> list[dict[str, Any]]:

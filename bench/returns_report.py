@@ -176,6 +176,8 @@ def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
             {
                 "rival": rival,
                 "paired_values": paired,
+                "steps": main["steps"],
+                "rival_steps": other["steps"],
                 "target": f"Aaren recurrent >= {rival.replace('/', ' ')} (within one seed-std)"
                 + ("" if other["steps"] == main["steps"] else f" [{other['steps']} steps]"),
                 "aaren": main["final_mean"],
@@ -231,8 +233,8 @@ def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
         "both ways). Different pairs are independent runs; the sign test asks how often a coin "
         "would give a split at least this uneven.",
         "",
-        "| Aaren recurrent vs | datasets | pairs | Aaren ahead | paired diff (mean ± std) "
-        "| sign test p (two-sided) | targets met |",
+        "| Aaren recurrent vs | datasets | pairs | Aaren ahead / behind / tied | paired diff "
+        "(mean ± std) | sign test p (two-sided) | targets met |",
         "|---|---|---|---|---|---|---|",
     ]
     for rival in RIVALS:
@@ -243,9 +245,16 @@ def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
         wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
         mean, std = _mean_std(diffs)
         met = sum(t["met"] for _, t in items)
+        other_budget = sorted(
+            {t["rival_steps"] for _, t in items if t["rival_steps"] != t["steps"]}
+        )
+        name = rival.replace("/", " ") + (
+            f" [{', '.join(map(str, other_budget))} steps on some datasets]" if other_budget else ""
+        )
         lines.append(
-            f"| {rival.replace('/', ' ')} | {len(items)} | {len(diffs)} | {wins} | "
-            f"{mean:+.1f} ± {std:.1f} | {sign_test(wins, losses):.3f} | {met} of {len(items)} |"
+            f"| {name} | {len(items)} | {len(diffs)} | {wins} / {losses} / {len(diffs) - wins - losses} | "
+            f"{mean:+.1f} ± {_fmt(std if len(diffs) > 1 else None)} | "
+            f"{sign_test(wins, losses):.3f} | {met} of {len(items)} |"
         )
     return [*lines, ""]
 
@@ -260,7 +269,10 @@ def _notes_by_seeds(runs: list[dict[str, Any]]) -> dict[str, str]:
     for r in runs:
         if r.get("curve_note"):
             seeds.setdefault(r["curve_note"], []).append(r["seed"])
-    return {note: ", ".join(map(str, sorted(s))) for note, s in sorted(seeds.items())}
+    return {
+        note: ", ".join(map(str, sorted(s)))
+        for note, s in sorted(seeds.items(), key=lambda x: min(x[1]))
+    }
 
 
 def _horizon_label(row: dict[str, Any]) -> str:

@@ -50,15 +50,50 @@ def test_record_round_trip_and_a_changed_file_fails(tmp_path: Path, synth, capsy
     assert main(["datasets", "--root", str(other), "--expect", "None"]) == 0  # attrs only
 
 
-def test_attrs_that_disagree_with_the_file_fail(tmp_path: Path, synth, capsys):
+def test_attrs_that_disagree_with_the_file_fail_naming_them(tmp_path: Path, synth, capsys):
     _collected_like(synth, tmp_path / "x.hdf5", episodes_attr=7)
     assert main(["datasets", "--root", str(tmp_path), "--expect", "None"]) == 1
-    assert "[attrs: MISMATCH (7 eps" in capsys.readouterr().out
+    assert "[attrs: MISMATCH (attr vs file: episodes 7 vs 4)]" in capsys.readouterr().out
+    arrays = synth.arrays((5, 6), (True, True))  # only a wrong transitions attr
+    synth.write(tmp_path / "x.hdf5", arrays, env_id="Hopper-v5", transitions=99)
+    assert main(["datasets", "--root", str(tmp_path), "--expect", "None"]) == 1
+    assert "MISMATCH (attr vs file: transitions 99 vs 11)" in capsys.readouterr().out
 
 
-def test_a_bad_record_is_a_clear_error(tmp_path: Path, synth, capsys):
+def test_attrs_may_count_only_the_episodes_that_ended(tmp_path: Path, synth, capsys):
+    """Some D4RL-style files leave the recording's cut last episode out of their attrs."""
+    arrays = synth.arrays((5, 6), (True, True), trailing=3, rewards="uniform")
+    ends = np.array([5, 11])
+    natural = np.add.reduceat(arrays["rewards"][:11], np.concatenate([[0], ends[:-1]]))
+    synth.write(tmp_path / "x.hdf5", arrays, episodes=2, episode_return_mean=natural.mean())
+    assert main(["datasets", "--root", str(tmp_path), "--expect", "None"]) == 0
+    out = capsys.readouterr().out
+    assert "[attrs: ok (natural ends)]" in out and "normalised -" in out  # no env: no score
+
+
+def test_record_files_missing_here_are_named(tmp_path: Path, synth, capsys):
+    _collected_like(synth, tmp_path / "a.hdf5")
+    record = tmp_path / "record.json"
+    assert main(["datasets", "--root", str(tmp_path), "--expect", "None",
+                 "--write-record", str(record)]) == 0  # fmt: skip
+    rows = json.loads(record.read_text())
+    rows["files"]["b.hdf5"] = rows["files"]["a.hdf5"]
+    record.write_text(json.dumps(rows))
+    capsys.readouterr()
+    assert main(["datasets", "--root", str(tmp_path), "--expect", str(record)]) == 0
+    assert f"1 of the record's 2 files here and identical; not in {tmp_path}: b.hdf5" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_bad_or_missing_record_is_a_clear_error(tmp_path: Path, synth, capsys):
     _collected_like(synth, tmp_path / "x.hdf5")
     bad = tmp_path / "record.json"
-    bad.write_text("[1, 2]")
-    assert main(["datasets", "--root", str(tmp_path), "--expect", str(bad)]) == 2
-    assert "not a datasets record" in capsys.readouterr().err
+    for text, says in [("[1, 2]", "not a datasets record"), ('{"files": {"x.hdf5": 5}}',
+                       "rows without a sha256 for x.hdf5")]:  # fmt: skip
+        bad.write_text(text)
+        assert main(["datasets", "--root", str(tmp_path), "--expect", str(bad)]) == 2
+        assert says in capsys.readouterr().err
+    typo = tmp_path / "recrod.json"  # a record that is not there is not "no differences"
+    assert main(["datasets", "--root", str(tmp_path), "--expect", str(typo)]) == 2
+    assert f"the record {typo} does not exist" in capsys.readouterr().err

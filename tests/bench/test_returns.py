@@ -160,6 +160,20 @@ def test_aaren_acts_with_a_chosen_memory_horizon_and_over_the_whole_episode(
         tiny_cfg(tmp_path, tiny_hopper_dataset, horizon_candidates=())
 
 
+def test_status_says_what_it_cannot_read(tmp_path: Path, tiny_hopper_dataset: Path):
+    cfg = tiny_cfg(tmp_path, tiny_hopper_dataset, seeds=(0, 1))
+    done, broken = grid_specs(cfg)
+    for acting in done.actings:  # results without their timing block
+        done.result_path(acting).parent.mkdir(parents=True, exist_ok=True)
+        done.result_path(acting).write_text("{}")
+    (broken.run_dir / "checkpoint").mkdir(parents=True)  # a checkpoint folder, no state
+    status = dict(grid_status(cfg))
+    assert (
+        status[done.name] == f"done ({done.result_path('recurrent').name} has no readable timing)"
+    )
+    assert status[broken.name].startswith("its checkpoint cannot be read: move ")
+
+
 def _record(ds: str, backbone: str, acting: str, seed: int, final: float, **kw) -> dict:
     curve = [{"step": 1000, "normalized_mean": final + 5}, {"step": 2000, "normalized_mean": final}]
     return {
@@ -181,7 +195,7 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     for key, vals in scores.items():
         backbone, acting = key.split("/")
         for seed, v in enumerate(vals):
-            steps = "1000" if seed < 2 else "1000, 2000"  # two notes, one per group of seeds
+            steps = "1000, 2000" if seed < 2 else "1000"  # two notes, listed by their seeds
             note = f"not scored at steps {steps} (later)" if key == "aaren/recurrent" else None
             rec = _record("hopper-medium", backbone, acting, seed, v, curve_note=note)
             path = out / f"hopper-medium__{backbone}__s{seed}__{acting}.json"
@@ -217,10 +231,11 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     assert "](grid/curves-hopper-medium.png)" in text
     assert "**52.0 ± 2.0**" in text and "| behaviour policy |" in text
     # across datasets (one here): Aaren vs the Transformer 50-48, 52-50, 54-58 -> 2 of 3 ahead
-    assert "| transformer window | 1 | 3 | 2 | +0.0 ± 3.5 | 1.000 | 1 of 1 |" in text
+    assert "| transformer window | 1 | 3 | 2 / 1 / 0 | +0.0 ± 3.5 | 1.000 | 1 of 1 |" in text
+    assert "| d3rlpy-dt window | 1 | 1 | 0 / 1 / 0 | -10.0 ± - | 1.000 | 0 of 1 |" in text
     assert (
-        "§ aaren acting recurrent: seed(s) 0, 1: not scored at steps 1000 (later); "
-        "seed(s) 2: not scored at steps 1000, 2000 (later)"
+        "§ aaren acting recurrent: seed(s) 0, 1: not scored at steps 1000, 2000 (later); "
+        "seed(s) 2: not scored at steps 1000 (later)"
     ) in text
     summarize_returns(out, docs=page)  # idempotent: the section is replaced, not appended
     assert page.read_text() == text
