@@ -330,6 +330,21 @@ def test_overrides_reach_every_run_and_its_record(tmp_path: Path, tiny_hopper_da
         _train_config(grid_specs(bad)[0], 10, resume=False)
 
 
+def test_across_datasets_flags_a_rival_at_another_budget(tmp_path: Path):
+    out = tmp_path / "grid"
+    out.mkdir()
+    for ds in ("hopper-medium", "walker2d-medium"):
+        for seed in (0, 1):
+            rec = _record(ds, "aaren", "recurrent", seed, 50.0 + seed)
+            (out / f"{ds}__aaren__s{seed}__recurrent.json").write_text(json.dumps(rec))
+            steps = 1000 if ds == "walker2d-medium" else 2000  # no 2000-step rival there
+            rec = _record(ds, "transformer", "window", seed, 40.0, steps=steps)
+            (out / f"{ds}__transformer__s{seed}__window.json").write_text(json.dumps(rec))
+    summarize_returns(out)
+    text = (out / "summary.md").read_text()
+    assert "| transformer window [1000 steps on some datasets] | 2 | 4 | 4 / 0 / 0 |" in text
+
+
 def test_sign_test():
     assert sign_test(8, 1) == pytest.approx(20 / 512)  # 2 * (C(9,0) + C(9,1)) / 2^9
     assert sign_test(3, 0) == pytest.approx(0.25) and sign_test(0, 3) == pytest.approx(0.25)
