@@ -4,8 +4,8 @@ For each task (dataset): one table (final score and best-during-training score, 
 over seeds, the behaviour policy's score beside), the targets (Aaren acting recurrently vs
 the Transformer acting through a window, vs d3rlpy's DT, vs the behaviour policy) with the
 paired per-seed differences behind them, and one PNG of learning curves; first, one table
-across every dataset (Aaren recurrent against each rival, seed by seed, with a sign test). Peers' JSON files
-(``bench/peer/``, same schema) found in the folder become rows like ours.
+across every dataset (Aaren recurrent against each rival, seed by seed, with a sign test).
+Peers' JSON files (``bench/peer/``, same schema) found in the folder become rows like ours.
 
 Writes ``summary.md``, ``summary.json`` and ``curves-{dataset}.png`` into the folder and, when
 asked, replaces the section between ``<!-- returns-grid:FOLDER:begin -->`` and
@@ -218,11 +218,11 @@ def sign_test(wins: int, losses: int) -> float:
 
 def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One table over every dataset: Aaren recurrent against each rival, seed by seed."""
-    by_rival: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for ds, ts in targets.items():
+    by_rival: dict[str, list[dict[str, Any]]] = {}  # rival -> its target on each dataset
+    for ts in targets.values():
         for t in ts:
             if t.get("paired_values"):
-                by_rival.setdefault(t["rival"], []).append((ds, t))
+                by_rival.setdefault(t["rival"], []).append(t)
     if not by_rival:
         return []
     lines = [
@@ -241,13 +241,11 @@ def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
         items = by_rival.get(rival, [])
         if not items:
             continue
-        diffs = [d for _, t in items for d in t["paired_values"]]
+        diffs = [d for t in items for d in t["paired_values"]]
         wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
         mean, std = _mean_std(diffs)
-        met = sum(t["met"] for _, t in items)
-        other_budget = sorted(
-            {t["rival_steps"] for _, t in items if t["rival_steps"] != t["steps"]}
-        )
+        met = sum(t["met"] for t in items)
+        other_budget = sorted({t["rival_steps"] for t in items if t["rival_steps"] != t["steps"]})
         name = rival.replace("/", " ") + (
             f" [{', '.join(map(str, other_budget))} steps on some datasets]" if other_budget else ""
         )
