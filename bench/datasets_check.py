@@ -20,7 +20,6 @@ Exit status 1 if any check fails. A benchmark, not a test: it needs the files.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from aaren_rl.cli import run_cli
 from aaren_rl.envs import load_dataset
 from aaren_rl.errors import DatasetError
 from aaren_rl.fileio import atomic_write_json
+from aaren_rl.untrusted import read_json
 
 RECORD = Path("docs/results/datasets.json")
 
@@ -107,10 +107,11 @@ def read_record(path: Path) -> dict[str, dict[str, Any]]:
         raise DatasetError(
             f"the record {path} does not exist: {hint}; run from the repository root"
         )
+    data = read_json(path, DatasetError)  # size-capped; unreadable or invalid JSON: DatasetError
     try:
-        files = json.loads(path.read_text())["files"]
+        files = data["files"]
         bad = [k for k, v in files.items() if not isinstance(v, dict) or "sha256" not in v]
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise DatasetError(f"{path} is not a datasets record ({e}); {hint}") from e
     if bad:
         raise DatasetError(f"{path}: rows without a sha256 for {', '.join(bad)}; {hint}")
@@ -168,12 +169,13 @@ def run_datasets(cfg: DatasetsConfig) -> int:
             "(docs/data.md), or pass --root FOLDER"
         )
     record = read_record(Path(cfg.expect)) if cfg.expect is not None else {}
-    rows, ok = {}, True
+    rows, ok, same = {}, True, 0
     for path in files:
         got, ds = describe(path)
         checks = {"attrs": attrs_check(ds), "record": record_check(got, record.get(path.name))}
         good = all(c is None or c.startswith("ok") for c in checks.values())
         ok &= good
+        same += checks["record"] == "ok"
         norm = got["behaviour_normalized"]
         print(
             f"{'OK  ' if good else 'FAIL'} {path.name:32s} load {got['load_seconds']:5.2f}s  "
@@ -184,7 +186,6 @@ def run_datasets(cfg: DatasetsConfig) -> int:
         )
         rows[path.name] = {k: v for k, v in got.items() if k != "load_seconds"}
     if record:
-        same = sum(record_check(rows[n], record[n]) == "ok" for n in record if n in rows)
         absent = sorted(set(record) - set(rows))
         print(
             f"{same} of the record's {len(record)} files here and identical"

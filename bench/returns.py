@@ -601,10 +601,9 @@ def grid_status(cfg: ReturnsConfig) -> list[tuple[str, str]]:
     rows = []
     for spec in grid_specs(cfg):
         ckpt = spec.run_dir / "checkpoint"
-        step = checkpoint_step(ckpt)
         if spec.done:
             state = "done" + _wall_clock(spec.result_path(spec.actings[0]))
-        elif step is not None:
+        elif (step := checkpoint_step(ckpt)) is not None:
             state = f"checkpoint at step {step} of {cfg.steps} (running, or resumes from it)"
         elif ckpt.exists():
             state = f"its checkpoint cannot be read: move {spec.run_dir} aside to start it again"
