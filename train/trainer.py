@@ -40,7 +40,12 @@ from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetErr
 from aaren_rl.fileio import atomic_directory
 from aaren_rl.tracking import MetricsLog, WandbTracker
 from aaren_rl.train.config import TrainConfig, config_differences
-from aaren_rl.train.data_checks import check_action_range, dataset_fingerprint, warn_long_episodes
+from aaren_rl.train.data_checks import (
+    check_action_range,
+    dataset_fingerprint,
+    warn_long_episodes,
+    warn_target_return,
+)
 from aaren_rl.train.distributed import DistContext
 from aaren_rl.train.run_dir import (
     CHECKPOINT,
@@ -176,6 +181,8 @@ class Trainer:
         self.target = (
             cfg.target_return if cfg.target_return is not None else self.env_spec.target_returns[0]
         )
+        if self.ctx.is_main:
+            warn_target_return(self.dataset, self.target)
         # The acting default saved with checkpoints until the end of training chooses one.
         self.memory_horizon = cfg.memory_horizon or 0
 

@@ -1,0 +1,39 @@
+"""The target-return warning: conditioning far above every return in the data."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from aaren_rl.train.data_checks import TARGET_RETURN_WARN_RATIO, warn_target_return
+
+
+def _dataset(*episode_returns: float) -> SimpleNamespace:
+    # Each episode: 4 steps whose rewards sum to the given return.
+    trajs = [SimpleNamespace(rewards=np.full(4, r / 4, dtype=np.float32)) for r in episode_returns]
+    return SimpleNamespace(trajectories=trajs)
+
+
+def test_a_target_far_above_the_best_episode_warns_with_the_numbers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ds = _dataset(938.0, 1604.0, 200.0)  # halfcheetah-medium-replay's best and mean
+    assert warn_target_return(ds, 6000.0)
+    err = capsys.readouterr().err
+    assert "6000 is 3.7x the best episode return in the dataset (1,604)" in err
+    assert "aaren-eval --target-return 6000 1604" in err
+
+
+@pytest.mark.parametrize("target", [1604.0, 3000.0, TARGET_RETURN_WARN_RATIO * 1604.0])
+def test_a_target_within_reach_of_the_data_is_quiet(
+    target: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not warn_target_return(_dataset(938.0, 1604.0), target)
+    assert capsys.readouterr().err == ""
+
+
+def test_data_without_a_positive_return_gives_no_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    assert not warn_target_return(_dataset(-150.0, -20.0), 6000.0)
+    assert capsys.readouterr().err == ""
