@@ -216,6 +216,36 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def signed_rank_test(diffs: list[float]) -> float:
+    """Two-sided Wilcoxon signed-rank test, exact: the chance, if each difference were as
+    likely positive as negative, of a rank sum at least this far from the middle.
+
+    Unlike the sign test it weighs each pair by the rank of its size, so a 0.1-point loss
+    counts for less than a 30-point win. Zeros are left out; tied sizes share their mean rank
+    (the exact distribution is taken over those ranks, doubled to integers).
+    """
+    sizes = sorted(abs(d) for d in diffs if d != 0)
+    if not sizes:
+        return 1.0
+    ranks2: dict[float, int] = {}  # |d| -> 2 x its mean rank
+    i = 0
+    while i < len(sizes):
+        j = i
+        while j < len(sizes) and sizes[j] == sizes[i]:
+            j += 1
+        ranks2[sizes[i]] = i + j + 1  # 2 x mean of ranks i+1 .. j
+        i = j
+    w_plus = sum(ranks2[abs(d)] for d in diffs if d > 0)
+    counts = [1] + [0] * sum(ranks2[x] for x in sizes)  # sign patterns giving each W+ (x2)
+    for x in sizes:
+        r = ranks2[x]
+        for total in range(len(counts) - 1, r - 1, -1):
+            counts[total] += counts[total - r]
+    n = 2 ** len(sizes)
+    low, high = sum(counts[: w_plus + 1]) / n, sum(counts[w_plus:]) / n
+    return min(1.0, 2 * min(low, high))
+
+
 def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One table over every dataset: Aaren recurrent against each rival, seed by seed."""
     by_rival: dict[str, list[dict[str, Any]]] = {}  # rival -> its target on each dataset
@@ -231,11 +261,12 @@ def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
         "Aaren acting recurrently against each rival, one pair per (dataset, seed): the final "
         "scores of the two runs with the same seed (against Aaren's own window: one run acting "
         "both ways). Different pairs are independent runs; the sign test asks how often a coin "
-        "would give a split at least this uneven.",
+        "would give a split at least this uneven, the signed-rank test (Wilcoxon, exact) also "
+        "weighs each pair by the size of its difference.",
         "",
         "| Aaren recurrent vs | datasets | pairs | Aaren ahead / behind / tied | paired diff "
-        "(mean ± std) | sign test p (two-sided) | targets met |",
-        "|---|---|---|---|---|---|---|",
+        "(mean ± std) | sign test p (two-sided) | signed-rank p (two-sided) | targets met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for rival in RIVALS:
         items = by_rival.get(rival, [])
@@ -252,7 +283,8 @@ def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
         lines.append(
             f"| {name} | {len(items)} | {len(diffs)} | {wins} / {losses} / {len(diffs) - wins - losses} | "
             f"{mean:+.1f} ± {_fmt(std if len(diffs) > 1 else None)} | "
-            f"{sign_test(wins, losses):.3f} | {met} of {len(items)} |"
+            f"{sign_test(wins, losses):.3f} | {signed_rank_test(diffs):.3f} | "
+            f"{met} of {len(items)} |"
         )
     return [*lines, ""]
 

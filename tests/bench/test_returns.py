@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.bench.returns import ReturnsConfig, grid_specs, grid_status, run_one, sha256_file
-from aaren_rl.bench.returns_report import markers, sign_test, summarize_returns
+from aaren_rl.bench.returns_report import markers, sign_test, signed_rank_test, summarize_returns
 from aaren_rl.errors import ConfigError
 
 TINY = dict(
@@ -231,8 +233,10 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     assert "](grid/curves-hopper-medium.png)" in text
     assert "**52.0 ± 2.0**" in text and "| behaviour policy |" in text
     # across datasets (one here): Aaren vs the Transformer 50-48, 52-50, 54-58 -> 2 of 3 ahead
-    assert "| transformer window | 1 | 3 | 2 / 1 / 0 | +0.0 ± 3.5 | 1.000 | 1 of 1 |" in text
-    assert "| d3rlpy-dt window | 1 | 1 | 0 / 1 / 0 | -10.0 ± - | 1.000 | 0 of 1 |" in text
+    assert (
+        "| transformer window | 1 | 3 | 2 / 1 / 0 | +0.0 ± 3.5 | 1.000 | 1.000 | 1 of 1 |" in text
+    )
+    assert "| d3rlpy-dt window | 1 | 1 | 0 / 1 / 0 | -10.0 ± - | 1.000 | 1.000 | 0 of 1 |" in text
     assert (
         "§ aaren acting recurrent: seed(s) 0, 1: not scored at steps 1000, 2000 (later); "
         "seed(s) 2: not scored at steps 1000 (later)"
@@ -349,3 +353,33 @@ def test_sign_test():
     assert sign_test(8, 1) == pytest.approx(20 / 512)  # 2 * (C(9,0) + C(9,1)) / 2^9
     assert sign_test(3, 0) == pytest.approx(0.25) and sign_test(0, 3) == pytest.approx(0.25)
     assert sign_test(2, 2) == 1.0 and sign_test(0, 0) == 1.0
+
+
+def test_signed_rank_test_by_hand():
+    assert signed_rank_test([1.0, 2.0, 3.0]) == pytest.approx(0.25)  # W+ = 6 of 6: 1/8, x2
+    # ranks 1..5, W- = 2: sign patterns with W- <= 2 are {}, {1}, {2}: 2 * 3/32
+    assert signed_rank_test([1.0, -2.0, 3.0, 4.0, 5.0]) == pytest.approx(6 / 32)
+    # a tiny loss against big wins: W- = 1, patterns with W- <= 1 are {}, {1}: 2 * 2/16,
+    # where the sign test (3 to 1) gives 10/16
+    assert signed_rank_test([30.0, 25.0, 20.0, -0.1]) == pytest.approx(4 / 16)
+    assert sign_test(3, 1) == pytest.approx(10 / 16)
+    # one loss each: a big one leaves the two sides closer than a tiny one
+    assert signed_rank_test([0.1, 0.2, 0.3, -30.0]) > signed_rank_test([-0.1, 0.2, 0.3, 30.0])
+    assert signed_rank_test([1.0, -1.0, 2.0]) == pytest.approx(0.75)  # tied sizes: ranks 1.5
+    assert signed_rank_test([0.0, 0.0]) == 1.0 and signed_rank_test([]) == 1.0
+
+
+def test_signed_rank_test_matches_enumerating_every_sign_pattern():
+    rng = np.random.default_rng(3)
+    for n in (6, 9, 11):
+        diffs = list(np.round(rng.normal(1.0, 3.0, n), 0))  # rounding makes ties and zeros
+        sizes = sorted(abs(d) for d in diffs if d != 0)
+        rank = {x: np.mean([i + 1 for i, y in enumerate(sizes) if y == x]) for x in sizes}
+        w = sum(rank[abs(d)] for d in diffs if d > 0)
+        sums = [
+            sum(rank[x] for x, keep in zip(sizes, pattern) if keep)
+            for pattern in itertools.product((0, 1), repeat=len(sizes))
+        ]
+        low = np.mean([t <= w + 1e-9 for t in sums])
+        high = np.mean([t >= w - 1e-9 for t in sums])
+        assert signed_rank_test(diffs) == pytest.approx(min(1.0, 2 * min(low, high)))
