@@ -91,7 +91,7 @@ def warn_target_return(dataset: Any, target: float) -> bool:
     if best <= 0 or target <= TARGET_RETURN_WARN_RATIO * best:
         return False
     print(
-        f"[aaren-rl] warning: --target-return {target:g} is {target / best:.1f}x the best "
+        f"[aaren-rl] warning: the target return {target:g} is {target / best:.1f}x the best "
         f"episode return in the dataset ({best:,.0f}); the model never saw a return-to-go "
         "that high and may act badly when conditioned on it (docs/results.md, "
         "halfcheetah-medium-replay). Evaluate at the data's best as well: aaren-eval "
