@@ -87,7 +87,7 @@ def warn_target_return(dataset: Any, target: float) -> bool:
     halfcheetah-medium, at nearly the same ratio (3.6), nothing collapsed. Returns whether it
     warned.
     """
-    best = max(float(np.sum(t.rewards)) for t in dataset.trajectories)
+    best = float(dataset.episode_returns.max())
     if best <= 0 or target <= TARGET_RETURN_WARN_RATIO * best:
         return False
     print(

@@ -11,9 +11,8 @@ from aaren_rl.train.data_checks import TARGET_RETURN_WARN_RATIO, warn_target_ret
 
 
 def _dataset(*episode_returns: float) -> SimpleNamespace:
-    # Each episode: 4 steps whose rewards sum to the given return.
-    trajs = [SimpleNamespace(rewards=np.full(4, r / 4, dtype=np.float32)) for r in episode_returns]
-    return SimpleNamespace(trajectories=trajs)
+    # What the check reads of an OfflineDataset: its episodes' returns.
+    return SimpleNamespace(episode_returns=np.array(episode_returns, dtype=np.float64))
 
 
 def test_a_target_far_above_the_best_episode_warns_with_the_numbers(
