@@ -17,7 +17,7 @@ from aaren_rl.bench.act import (
     summarize,
     throughput,
 )
-from aaren_rl.bench.agents import ACT_AGENTS, PolicySource
+from aaren_rl.bench.agents import ACT_AGENTS, INT16_MAX, PolicySource, int16_pair_worst_case
 from aaren_rl.errors import ConfigError
 
 TINY = dict(model=BackboneConfig(dim=16, num_layers=1, num_heads=1, dropout=0.0))
@@ -155,6 +155,28 @@ def test_reduced_precision_variants_act_close_and_shrink_the_file(tmp_path: Path
     assert src.checks["aaren-onnx"] <= 1e-5
     assert src.checks["aaren-onnx-fp16"] <= 1e-2  # finite: the -1e30 mask stayed float32
     assert src.checks["aaren-onnx-int8"] <= 0.1  # the embedding Gemm stayed float32
+    # No int16 pair can saturate, so a CPU without VNNI computes the integers this one does.
+    int8_file = src.workdir / "aaren-onnx" / "policy-int8.onnx"
+    assert int16_pair_worst_case(int8_file) <= INT16_MAX
+
+
+def test_int16_pair_worst_case_flags_full_range_int8_weights(tmp_path: Path) -> None:
+    """The check sees what AVX2's vpmaddubsw would clip: a pair of -128 / 127 weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph_with(w: np.ndarray) -> Path:
+        init = numpy_helper.from_array(w, "w")
+        node = helper.make_node("Identity", ["w"], ["y"])
+        out = helper.make_tensor_value_info("y", TensorProto.INT8, list(w.shape))
+        path = tmp_path / f"g{int(np.abs(w).max())}.onnx"
+        onnx.save(helper.make_model(helper.make_graph([node], "g", [], [out], [init])), path)
+        return path
+
+    full = np.array([[127, 1], [-128, 2], [3, 4]], dtype=np.int8)
+    assert int16_pair_worst_case(graph_with(full)) == 255 * 255 > INT16_MAX
+    reduced = np.array([[64, 1], [-64, 2], [3, 4]], dtype=np.int8)
+    assert int16_pair_worst_case(graph_with(reduced)) == 255 * 128 <= INT16_MAX
 
 
 def test_the_memory_horizon_agents_act_like_their_reference(tmp_path: Path) -> None:
