@@ -25,6 +25,8 @@ from typing import Literal
 
 import torch
 
+from aaren_rl.cpu import cpu_flags
+
 __all__ = ["PRECISIONS", "autocast", "cpu_supports_bf16", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -37,16 +39,7 @@ def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     Without it, bfloat16 matrix products are emulated and slower than float32, so ``auto``
     keeps float32. Reads the Linux CPU flags; False where they cannot be read.
     """
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> Literal["fp32", "bf16"]:

@@ -22,3 +22,9 @@ is described in ``docs/design.md`` and checked by ``tests/test_layering.py``.
 """
 
 __version__ = "0.2.0"
+
+# Short OpenMP spinning unless the user chose a policy: this must run before torch loads its
+# OpenMP runtime, which reads the environment once (aaren_rl/cpu.py says why).
+from aaren_rl.cpu import set_wait_policy as _set_wait_policy  # noqa: E402
+
+_set_wait_policy()

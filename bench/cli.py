@@ -3,6 +3,7 @@
     aaren-bench act       time per action and state memory vs episode step t, actions/s vs
                           batch size, for every acting path (eager, TorchScript, ONNX)
     aaren-bench train     training step time and activation memory vs context length K
+    aaren-bench threads   the training step per threading setting, next to 0..N busy processes
     aaren-bench returns   Aaren-DT vs Transformer-DT scores on the same data, seeds and budget
     aaren-bench scan      the prefix-attention scan methods: time and memory, forward + backward
     aaren-bench datasets  check D4RL-format files against their attrs and the grid's dataset record
@@ -32,6 +33,7 @@ from aaren_rl.bench.horizon import HorizonConfig, run_horizon
 from aaren_rl.bench.memory import MemoryConfig, run_memory
 from aaren_rl.bench.returns import ReturnsConfig, run_returns_bench
 from aaren_rl.bench.scan import ScanConfig, run_scan
+from aaren_rl.bench.threads import ThreadsBenchConfig
 from aaren_rl.bench.train import TrainBenchConfig, run_train_bench, train_targets
 from aaren_rl.bench.train import records_to_json as train_json
 from aaren_rl.cli import run_cli
@@ -215,6 +217,27 @@ def run_train(cmd: TrainCommand) -> None:
     report(rows, cols, train_targets(records), json_path, png)
 
 
+def run_threads(cmd: ThreadsBenchConfig) -> None:
+    from aaren_rl.bench.threads import run_threads_bench, threads_rows, threads_targets
+
+    check_output_dir(cmd.out, "--out")
+    where = machine()
+    print(f"machine: {where}", flush=True)
+    records = run_threads_bench(cmd, log=lambda s: print(s, flush=True))
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cmd).items()}
+    data = {
+        "command": _command_line(),
+        "machine": where,
+        "settings": settings,
+        "targets": threads_targets(records),
+        "records": records,
+    }
+    json_path = write_json(Path(cmd.out) / "threads.json", data)
+    cols = [("backbone", "backbone"), ("busy processes", "load")]
+    cols += [(f"{s} ms (x best)", s) for s in cmd.settings]
+    report(threads_rows(records), cols, data["targets"], json_path)
+
+
 def run_returns(cmd: ReturnsConfig) -> int:
     print(f"machine: {machine()}", flush=True)
     try:
@@ -229,6 +252,7 @@ def run_returns(cmd: ReturnsConfig) -> int:
 BENCHMARKS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "act": (ActCommand, run_act),
     "train": (TrainCommand, run_train),
+    "threads": (ThreadsBenchConfig, run_threads),
     "returns": (ReturnsConfig, run_returns),
     "scan": (ScanConfig, run_scan),
     "datasets": (DatasetsConfig, run_datasets),

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
+from aaren_rl.cpu import cpu_record
 from aaren_rl.fileio import atomic_write_json
 
 __all__ = [
@@ -98,11 +99,20 @@ def machine() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, load average {load}"
+    flags = [f for f, on in cpu_record()["flags"].items() if on and f != "fma"]
+    return (
+        f"{cpu} ({' '.join(flags) or 'no AVX2'}), {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, load average {load}"
+    )
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (parent folders created); returns it."""
+    """Write ``data`` as JSON to ``path`` atomically (parent folders created); returns it.
+
+    A dictionary gains ``cpu`` (:func:`aaren_rl.cpu.cpu_record`: model, cores, instruction-set
+    flags) unless it has one: no benchmark number is kept without the CPU it came from."""
+    if isinstance(data, dict) and "cpu" not in data:
+        data = {**data, "cpu": cpu_record()}
     atomic_write_json(path, data, indent=1)
     return Path(path)
 

@@ -56,6 +56,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     trainer = Trainer.build(cfg)  # data, model, optimiser, sampler: checked, nothing written
     try:
         trainer.start()  # a new run directory, or the checkpoint of --resume
+        if cfg.progress and trainer.ctx.is_main:
+            print(trainer.compute_path(), flush=True)
         _loop(trainer)
         trainer.save(cfg.steps)  # the trained weights are safe before the horizon is chosen
         horizon = trainer.choose_memory_horizon(cfg.steps)  # None on ranks other than 0

@@ -34,6 +34,7 @@ from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version_
 from aaren_rl.aaren_policy.precision import autocast, resolve_precision
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import load_model, save_model
+from aaren_rl.cpu import cpu_record, default_threads
 from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
 from aaren_rl.envs.datasets import check_dataset_matches_env
 from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetError, RunDirError
@@ -134,6 +135,10 @@ class Trainer:
         self._window_start = time.perf_counter()
         self.step_times: list[float] = []
         self.last_loss = math.nan
+        # --threads, else the cores other processes leave free now (a resumed run takes the
+        # count its checkpoint recorded: the count changes float rounding; aaren_rl/cpu.py)
+        auto = cfg.threads is None and device.type == "cpu" and not ctx.enabled
+        self.threads = default_threads() if auto else cfg.resolved_threads
 
     # ---- build: every check and every object; nothing is written ----
 
@@ -143,8 +148,8 @@ class Trainer:
         ctx = DistContext.from_env(device.type)
         if ctx.enabled and device.type == "cuda":
             device = torch.device("cuda", ctx.local_rank)
-        torch.set_num_threads(cfg.resolved_threads)
         self = cls(cfg, ctx, device)
+        torch.set_num_threads(self.threads)
         if cfg.resume:
             self._check_resume_config()
         self._load_data()
@@ -294,6 +299,10 @@ class Trainer:
             ) from None
         self.start_step = step
         self.wandb_id = state.get("wandb_id")
+        recorded_threads = state.get("threads")
+        if self.cfg.threads is None and isinstance(recorded_threads, int) and recorded_threads >= 1:
+            self.threads = min(recorded_threads, 1024)
+            torch.set_num_threads(self.threads)
 
     def _check_resume_fits(self, step: int, world: int, recorded: str | None) -> None:
         if world != self.ctx.world_size:
@@ -335,6 +344,25 @@ class Trainer:
             np.random.set_state({**np_state, "state": {**np_state["state"], "key": key}})
         if rank_state.get("python_rng") is not None:
             random.setstate(rank_state["python_rng"])
+
+    def compute_path(self) -> str:
+        """One line: where and how this run computes (device, precision and why, threads)."""
+        if self.device.type != "cpu":
+            return f"training on {self.device} in {self.precision}"
+        cpu = cpu_record()
+        native = [f for f in ("avx512_bf16", "amx_bf16") if cpu["flags"][f]]
+        why = (
+            f"native on this CPU: {', '.join(native)}"
+            if native
+            else "no AVX512-BF16/AMX on this CPU"
+            if self.precision == "fp32"
+            else "emulated"
+        )
+        isa = "AVX-512" if cpu["flags"]["avx512f"] else "AVX2" if cpu["flags"]["avx2"] else "x86"
+        return (
+            f"training on cpu ({cpu['model']}, {isa}) in {self.precision} ({why}), "
+            f"{self.threads} of {cpu['cores']} cores"
+        )
 
     # ---- step, log, save, evaluate ----
 
@@ -434,6 +462,7 @@ class Trainer:
             "wandb_id": self.tracker.id if self.tracker else self.wandb_id,
             "dataset_fingerprint": self.fingerprint,
             "package_version": __version__,
+            "threads": self.threads,
         }
         try:
             with atomic_directory(self.ckpt_dir) as tmp:

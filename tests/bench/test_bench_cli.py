@@ -113,7 +113,10 @@ def test_common_helpers(tmp_path: Path):
     )
     assert "**no**" in targets_table([{"target": "t", "measured": "m", "met": False}])
     write_json(tmp_path / "sub" / "x.json", {"k": [1]})
-    assert json.loads((tmp_path / "sub" / "x.json").read_text()) == {"k": [1]}
+    written = json.loads((tmp_path / "sub" / "x.json").read_text())
+    assert written["k"] == [1]  # and the CPU it was measured on, with its instruction sets
+    assert set(written["cpu"]["flags"]) >= {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}
+    assert written["cpu"]["cores"] >= 1 and written["cpu"]["model"]
     size = ModelSize(model=BackboneConfig(dim=16, num_layers=1, dropout=0.0))
     a, t = bench_model(size, "aaren"), bench_model(size, "transformer")
     assert not a.training and a.num_parameters() - t.num_parameters() == 16
@@ -129,3 +132,24 @@ def test_train_plot_takes_a_record_without_memory(tmp_path: Path):
         {**rec, "backbone": "d3rlpy-dt", "saved_tensor_bytes": None},
     ]
     assert plot_train(records, tmp_path / "t.png").stat().st_size > 0
+
+
+def test_threads_bench_times_each_setting_in_its_own_process(tmp_path: Path) -> None:
+    """aaren-bench threads: one record per (load, setting), each setting's ratio to the best,
+    the target row of the default, and the CPU record in the JSON."""
+    from aaren_rl.bench.cli import main
+
+    out = tmp_path / "threads"
+    args = ["threads", "--loads", "0", "--settings", "default", "threads-1", "all-cores-spin"]
+    args += ["--steps", "1", "--warmup", "0", "--context-length", "4", "--batch-size", "2"]
+    args += ["--model.dim", "16", "--model.num-layers", "1", "--out", str(out)]
+    assert main(args) == 0
+    data = json.loads((out / "threads.json").read_text())
+    recs = {r["setting"]: r for r in data["records"]}
+    assert set(recs) == {"default", "threads-1", "all-cores-spin"}
+    assert recs["threads-1"]["threads"] == 1
+    assert recs["all-cores-spin"]["gomp_spincount"] == "300000"
+    assert recs["default"]["gomp_spincount"] == "2000"  # aaren_rl.cpu's policy
+    assert min(r["vs_best"] for r in recs.values()) == 1.0
+    assert [t["target"] for t in data["targets"]] == ["aaren, 0 busy: default <= 1.2x best"]
+    assert "avx2" in data["cpu"]["flags"]

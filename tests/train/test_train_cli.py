@@ -267,3 +267,29 @@ def test_a_given_memory_horizon_is_kept_without_a_choice(
     meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
     assert meta["memory_horizon"] == 7
     assert "eval/memory_horizon" not in (run_dir / "metrics.jsonl").read_text()
+
+
+def test_default_threads_are_recorded_and_a_resumed_run_keeps_them(
+    tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --threads the run picks its thread count once (aaren_rl.cpu.default_threads),
+    prints it with the CPU path, and a resumed run takes the checkpoint's count (a different
+    count would change the last bits of its steps)."""
+    run_dir = tmp_path / "run"
+    common = ["--dataset", f"d4rl:{tiny_hopper_dataset}", "--episode-length", 40]
+    common += ["--eval-episodes", 0, "--model.dim", 16, "--model.num-layers", 1]
+    common += ["--run-dir", run_dir, "--log-every", 1]
+    assert run_cli([*common, "--steps", 2, "--checkpoint-every", 1]) == 0
+    out = capsys.readouterr().out
+    assert "training on cpu (" in out and (" in fp32 (" in out or " in bf16 (" in out)
+    state = load_trainer_state(run_dir / "checkpoint")
+    cores = len(os.sched_getaffinity(0))
+    assert isinstance(state["threads"], int) and 1 <= state["threads"] <= cores
+    assert f"{state['threads']} of {cores} cores" in out
+    # a checkpoint that recorded another count: the resumed run uses that count
+    from aaren_rl.train.trainer_state import save_trainer_state
+
+    state["threads"] = 1 if state["threads"] > 1 else 2
+    save_trainer_state(run_dir / "checkpoint", state)
+    assert run_cli([*common, "--steps", 3, "--resume"]) == 0
+    assert load_trainer_state(run_dir / "checkpoint")["threads"] == state["threads"]

@@ -1,0 +1,157 @@
+"""What CPU this is, and how many threads a command should use on it.
+
+Two facts decide how fast aaren-rl runs on a CPU, and both are read here:
+
+- **Instruction sets.** bfloat16 training is native only with AVX512-BF16 or AMX-BF16
+  (``aaren_policy.precision``); onnxruntime's int8 kernels take a VNNI path or AVX2's
+  saturating one (``bench/agents.py``). :func:`cpu_record` is the dictionary every benchmark
+  and results JSON carries, so a number is never read without the CPU it came from.
+- **Other work on the machine.** PyTorch's OpenMP threads spin between parallel regions by
+  default. With another busy process on a 2-core machine a spinning thread takes the core
+  that process needs, and a DT training step went from 0.85 s to 4.1 s (AMD EPYC, AVX2).
+  Two things prevent that: :func:`default_threads` leaves out the cores other processes keep
+  busy when a run starts, and :func:`set_wait_policy` shortens OpenMP's spinning (it runs on
+  ``import aaren_rl``, before torch loads its OpenMP runtime, which reads the variable once).
+  ``aaren-bench threads`` measures both under 0, 1 and 2 busy processes (docs/benchmarks.md,
+  "Threads under load").
+
+This module imports nothing heavy: it must run before torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CPU_FLAGS",
+    "SPIN_COUNT",
+    "cpu_flags",
+    "cpu_record",
+    "default_threads",
+    "others_busy_cores",
+    "set_wait_policy",
+]
+
+CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+"""The instruction-set flags that change which kernels run (recorded in every benchmark)."""
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpuinfo_fields(cpuinfo: Path) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of /proc/cpuinfo ({} where unreadable)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break  # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """Every flag the CPU reports (empty where /proc/cpuinfo cannot be read)."""
+    return set(_cpuinfo_fields(cpuinfo).get("flags", "").split())
+
+
+def cpu_record(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
+    """The CPU a number was measured on: model, cores available, the flags of
+    :data:`CPU_FLAGS` (each true or false) and the training precision ``auto`` picks."""
+    fields = _cpuinfo_fields(cpuinfo)
+    flags = set(fields.get("flags", "").split())
+    return {
+        "model": fields.get("model name", "unknown"),
+        "cores": len(os.sched_getaffinity(0)),
+        "flags": {f: f in flags for f in CPU_FLAGS},
+        "auto_precision": "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32",
+    }
+
+
+SPIN_COUNT = "2000"
+"""Busy-wait iterations of an idle OpenMP thread before it sleeps (libgomp's default: 300,000).
+
+Short enough that a thread sharing its core with another busy process gives the core back
+within microseconds, long enough to catch the next parallel region of a training step on an
+idle machine (docs/benchmarks.md, "Threads under load", measured 0, 1000, 3000 and 300,000)."""
+
+
+def set_wait_policy() -> None:
+    """Short OpenMP spinning (``GOMP_SPINCOUNT``, :data:`SPIN_COUNT`) unless the user chose a
+    policy (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set) or torch is already loaded (its
+    OpenMP runtime read the environment when it loaded)."""
+    if "torch" in sys.modules:
+        return
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
+def _busy_jiffies(stat: Path) -> int | None:
+    """Jiffies all CPUs spent working since boot (the ``cpu`` line of /proc/stat): user,
+    nice, system, irq, softirq and steal (None where unreadable)."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    except (OSError, ValueError):
+        return None
+    return user + nice + system + irq + softirq + steal
+
+
+def others_busy_cores(window: float = 0.25, stat: Path = Path("/proc/stat")) -> float:
+    """How many cores other processes kept busy over the next ``window`` seconds (0.0 where
+    /proc/stat cannot be read).
+
+    Time this process spent is taken out. Niced processes count as much as any: with the
+    kernel's autogroup scheduling (most desktop and server distributions) nice only ranks
+    processes within one session, and a niced process of another session keeps a fair share
+    of the core (measured here: nice-19 processes of other sessions took 1.6 of 2 cores next
+    to two nice-0 busy loops).
+    """
+    hz = os.sysconf("SC_CLK_TCK")
+    t0, own0, busy0 = time.monotonic(), _own_seconds(), _busy_jiffies(stat)
+    time.sleep(window)
+    t1, own1, busy1 = time.monotonic(), _own_seconds(), _busy_jiffies(stat)
+    if busy0 is None or busy1 is None or t1 <= t0:
+        return 0.0
+    others = (busy1 - busy0) / hz - (own1 - own0)
+    return max(0.0, others / (t1 - t0))
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def default_threads(window: float = 0.25) -> int:
+    """Intra-op threads when the user gives none: the cores this process may use, less the
+    cores other processes keep busy right now (half a core or more counts as one), at least 1.
+
+    Chosen once, at the start of a run: the thread count changes float rounding (the last bit
+    of a reduction), and a resumed run must repeat its steps bit for bit, so the trainer keeps
+    it in its checkpoint. Load that arrives later meets short-spinning threads
+    (:func:`set_wait_policy`), measured in docs/benchmarks.md.
+    """
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores - math.floor(others_busy_cores(window) + 0.5))

@@ -1,0 +1,93 @@
+"""aaren_rl.cpu: the CPU record every benchmark JSON carries, and the threading defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aaren_rl.cpu import (
+    CPU_FLAGS,
+    SPIN_COUNT,
+    cpu_flags,
+    cpu_record,
+    default_threads,
+    others_busy_cores,
+)
+
+AVX2_ZEN3 = (
+    "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"
+    "flags\t\t: fpu sse2 avx fma avx2 bmi2\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+)
+SAPPHIRE = (
+    "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+    "flags\t\t: avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8\n"
+)
+
+
+def test_cpu_record_names_the_model_and_every_flag(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(AVX2_ZEN3)
+    rec = cpu_record(info)
+    assert rec["model"] == "AMD EPYC 7B13"
+    assert set(rec["flags"]) == set(CPU_FLAGS)
+    assert rec["flags"]["avx2"] and rec["flags"]["fma"]
+    assert not any(rec["flags"][f] for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"))
+    assert rec["auto_precision"] == "fp32"
+    assert rec["cores"] == len(os.sched_getaffinity(0))
+    info.write_text(SAPPHIRE)
+    rec = cpu_record(info)
+    assert rec["flags"]["avx512_bf16"] and rec["flags"]["amx_int8"] and not rec["flags"]["avx_vnni"]
+    assert rec["auto_precision"] == "bf16"
+
+
+def test_cpu_record_without_cpuinfo(tmp_path: Path) -> None:
+    rec = cpu_record(tmp_path / "missing")
+    assert rec["model"] == "unknown" and not any(rec["flags"].values())
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def _spin_env(**env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import aaren_rl, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_importing_aaren_rl_shortens_openmp_spinning_unless_the_user_chose() -> None:
+    assert _spin_env() == f"{SPIN_COUNT} None"
+    assert _spin_env(OMP_WAIT_POLICY="ACTIVE") == "None ACTIVE"
+    assert _spin_env(GOMP_SPINCOUNT="5") == "5 None"
+
+
+def test_set_wait_policy_changes_nothing_once_torch_is_loaded() -> None:
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import torch, aaren_rl, os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True)
+    assert out.stdout.strip() == "None"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to leave one free")
+def test_default_threads_leaves_out_the_cores_busy_processes_keep() -> None:
+    cores = len(os.sched_getaffinity(0))
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert others_busy_cores(0.5) >= 0.5 * cores  # every core had a busy loop
+        assert default_threads(0.5) < cores
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert 1 <= default_threads(0.1) <= cores
