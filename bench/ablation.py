@@ -40,7 +40,7 @@ from aaren_rl.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["AblationConfig", "AblationRun", "apply_overrides", "parse_row", "run_ablation"]
 
-# The rows (docs/design.md §4): every known difference between d3rlpy's DT and ours, one at a time.
+# The rows (docs/research/pilot.md, d3rlpy's config): every known difference between d3rlpy's DT and ours, one at a time.
 DEFAULT_ROWS = (
     "baseline",
     "relu:model.activation=relu",
