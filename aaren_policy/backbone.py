@@ -77,23 +77,23 @@ class BackboneConfig:
     dropout: float = 0.1
     """Dropout on each block's residual branches (DT default 0.1)."""
     scan_method: str = "chunked"
-    """Aaren only: parallel scan implementation (docs/core.md has the measurements behind the choice)."""
+    """Aaren only: parallel scan implementation (docs/research/scan.md has the measurements behind the choice)."""
     chunk_size: int = DEFAULT_CHUNK
     """Aaren only: chunk length of the chunked scan (64: fastest measured, docs/core.md)."""
     query_init_std: float = 0.02
     """Aaren only: standard deviation of the learned query tokens at initialisation. A score
     is a product of three small factors (query, query and key projections), so from 0.02
     the scores stay near 0 for thousands of steps and attention stays a near-uniform running
-    mean (docs/training.md); 1.0 starts the query at a unit token's scale."""
+    mean (docs/research/recipe.md); 1.0 starts the query at a unit token's scale."""
     recency_init: float = 0.0
     """Aaren only: a learned recency slope per head, started at this value (0: none, and no
     parameter). Token i's score gains lambda * i, which inside the softmax over i <= T is the
     ALiBi-style penalty -lambda * (T - i): recent tokens weigh more, and the prefix scan and
-    the constant-size state are unchanged (docs/training.md, "Recurrent acting and the
+    the constant-size state are unchanged (docs/research/recipe.md, "Recurrent acting and the
     return"). lambda = softplus of a learned parameter, per token."""
     activation: Literal["gelu", "gelu_tanh", "relu"] = "relu"
     """Feed-forward non-linearity: relu (d3rlpy's DT; the default since the 10k-step recipe
-    study, docs/training.md), gelu (exact erf, GPT-2 / official DT) or gelu_tanh (its tanh
+    study, docs/research/recipe.md), gelu (exact erf, GPT-2 / official DT) or gelu_tanh (its tanh
     approximation). A saved config without this field is gelu (see DecisionModelConfig)."""
 
     def __post_init__(self) -> None:

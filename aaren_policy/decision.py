@@ -77,7 +77,7 @@ class DecisionModelConfig:
     stays). The action is read at ``s_t``, so the return it is asked for then reaches it
     through the residual stream, not only through attention: an Aaren layer's attention
     with a learned, input-independent query cannot single out the latest ``R_t`` among a
-    whole episode's tokens (docs/training.md, "Recurrent acting and the return")."""
+    whole episode's tokens (docs/research/recipe.md, "Recurrent acting and the return")."""
     discrete: bool = False
     """Discrete actions: act_dim choices, one-hot action tokens, a categorical head (logits,
     cross-entropy loss, argmax acting). False: continuous actions in [-1, 1] (tanh, MSE)."""

@@ -3,7 +3,7 @@
 ``bf16`` runs the forward pass under ``torch.autocast(dtype=torch.bfloat16)``: the matrix
 products (linear layers, the Transformer's attention) run in bfloat16, which on CPUs with
 AVX512-BF16 / AMX and on recent GPUs is about twice as fast per training step (measured by
-``aaren-bench train``, docs/training.md). What must stay exact stays float32:
+``aaren-bench train``, docs/research/recipe.md). What must stay exact stays float32:
 
 - the parameters and the optimiser's state (autocast casts copies; the master weights,
   gradients and AdamW moments are float32), so checkpoints are float32;

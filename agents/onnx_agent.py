@@ -85,7 +85,7 @@ class SessionPerBatch:
     onnxruntime plans a session's buffers (its "memory pattern") for the input shapes of the
     session's first run; runs at other shapes then go without that plan. Measured on the DT-size
     step graph at batch 1: 59 µs per call when the session's first run was at batch 1, 68 µs
-    when it was at batch 2 (docs/deployment.md). So an agent reset to a new number of
+    when it was at batch 2 (docs/research/acting.md). So an agent reset to a new number of
     environments acts through a session of its own for that number; the ``keep`` most
     recently used are kept. Every session is built from the file's bytes as read once here,
     so all of them hold the same model even if the file is replaced on disk later.

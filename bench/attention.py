@@ -2,7 +2,7 @@
 
 Each Aaren layer attends with one learned query over every earlier token, so what recurrent
 acting feeds a layer is a weighted mean of the whole history. When the scores barely differ
-(a fresh or briefly trained model: docs/training.md, "Recurrent vs window acting"), that
+(a fresh or briefly trained model: docs/research/recipe.md, "Recurrent vs window acting"), that
 mean is near uniform, and acting recurrently (whole episode) and through a window (last K
 steps) feed the layers different averages of the same tokens. This command measures it on
 dataset episodes, teacher-forced as in training:

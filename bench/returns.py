@@ -352,7 +352,7 @@ def _train_config(spec: RunSpec, steps: int, resume: bool) -> TrainConfig:
         wandb_group=f"returns-{spec.dataset_name}",
     )
     if cfg.overrides:
-        from aaren_rl.bench.ablation import apply_overrides, parse_overrides
+        from aaren_rl.bench.overrides import apply_overrides, parse_overrides
 
         tc = apply_overrides(tc, parse_overrides(cfg.overrides, "--overrides"))
     return tc

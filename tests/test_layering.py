@@ -30,6 +30,8 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 # Trees that run in their own virtual environment and cannot import aaren_rl at all.
 OUTSIDE = ("bench/peer/d3rlpy_dt.py",)
+# One-off research scripts (studies/, not installed): above every room, imported by none.
+STUDIES = sorted((ROOT / "studies").rglob("*.py"))
 
 
 def product_modules() -> list[tuple[str, Path]]:
@@ -102,6 +104,27 @@ def test_only_the_aaren_rl_import_root(room: str, path: Path):
     assert not bad, "\n".join(bad)
 
 
+def test_the_product_never_imports_the_studies():
+    """studies/ is not installed: a product module that imported it would fail for users."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for _, path in MODULES
+        for line, name in imported_names(path)
+        if name.split(".")[0] == "studies"
+    ]
+    assert STUDIES and not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[str(p.relative_to(ROOT)) for p in STUDIES])
+def test_studies_import_the_product_by_its_one_root(path: Path):
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {name!r}"
+        for line, name in imported_names(path)
+        if name.split(".")[0] in ROOMS or name.startswith(".")
+    ]
+    assert not bad, "\n".join(bad)
+
+
 def test_the_checker_sees_function_level_imports(tmp_path: Path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from aaren_rl.train.loop import x\n    import envs\n")
@@ -119,7 +142,7 @@ OUTSIDE_REFERENCE = re.compile(
 def test_no_citation_of_files_outside_the_repo():
     """Code and docs cite docs/*.md, never files outside the repository or a tracker."""
     files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "tests").rglob("*.py")]
-    files += [p for _, p in MODULES] + [ROOT / p for p in OUTSIDE]
+    files += [p for _, p in MODULES] + [ROOT / p for p in OUTSIDE] + STUDIES
     files += list((ROOT / "bench").rglob("*.md"))
     bad = []
     for path in files:

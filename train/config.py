@@ -45,7 +45,7 @@ RESUMABLE_FIELDS = (
 
 # Fields added after runs had been saved, with the value those older runs used: a run
 # directory whose config.json lacks one of them ran with this value, whatever today's
-# default is (docs/training.md, "The recipe at 10k steps"). embed_init is not here: it only
+# default is (docs/research/recipe.md, "The recipe at 10k steps"). embed_init is not here: it only
 # sets initial weights, and a resumed run loads its own.
 VALUES_BEFORE_THE_FIELD = {
     "model.activation": ACTIVATION_BEFORE_THE_FIELD,
@@ -117,10 +117,10 @@ class TrainConfig:
     """Training precision. bf16: bfloat16 autocast around the forward pass (weights,
     optimiser, loss, LayerNorm statistics and Aaren's scan stay float32; checkpoints are
     float32). auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU computes it natively, else
-    fp32. See docs/training.md for the measured speed and loss curves."""
+    fp32. See docs/research/recipe.md for the measured speed and loss curves."""
     compile: bool = False
     """torch.compile the model for training (off: measured slower on CPU, after a minutes-long
-    warm-up; see docs/training.md)."""
+    warm-up; see docs/research/recipe.md)."""
 
     # ---- ablation knobs (docs/training.md, "Precision, speed and recipe") ----
     state_encoder: Literal["linear", "mlp"] = "linear"
@@ -135,7 +135,7 @@ class TrainConfig:
     return_in_state_token: bool = False
     """Add a linear embedding of the return-to-go to the state token too (the token the
     action is read at), so the conditioning return reaches the action without attention.
-    See docs/training.md, "Recurrent acting and the return"."""
+    See docs/research/recipe.md, "Recurrent acting and the return"."""
     window_anchor: Literal["start", "end"] = "end"
     """How the window recipe picks a window: start (uniform start, a window past the episode's
     end is shorter: official DT) or end (uniform last step, a window before the episode's

@@ -13,16 +13,16 @@ where it was), then ``summary.json`` and ``summary.md``: mean ± std over seeds 
 (dataset, row, backbone, acting), with the difference to the ``baseline`` row; and
 ``loss_curves.png``, the training loss of every row (mean ± std over seeds).
 
-Example (the ablation grid on the two Hopper datasets, 16 workers sharing one GPU):
+A one-off study, not part of the installed package: run it from the repository root. Example
+(the ablation grid on the two Hopper datasets, 16 workers sharing one GPU):
 
-    python -m aaren_rl.bench.ablation \\
+    python -m studies.ablation \\
         --datasets d4rl:/data/hopper-medium.hdf5 d4rl:/data/hopper-medium_replay.hdf5 \\
         --seeds 0 1 2 --steps 1000 --eval-episodes 10 --jobs 16 --out-dir runs/ablation
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -35,12 +35,14 @@ from typing import Any, Literal
 import numpy as np
 
 from aaren_rl.bench.common import score_checkpoint
+from aaren_rl.bench.overrides import apply_overrides, parse_overrides, parse_row
 from aaren_rl.errors import ConfigError
 from aaren_rl.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["AblationConfig", "AblationRun", "apply_overrides", "parse_row", "run_ablation"]
+__all__ = ["AblationConfig", "AblationRun", "run_ablation", "summarize"]
 
-# The rows (docs/design.md §4): every known difference between d3rlpy's DT and ours, one at a time.
+# The rows (docs/research/pilot.md): every known difference between d3rlpy's DT and ours, one
+# at a time.
 DEFAULT_ROWS = (
     "baseline",
     "relu:model.activation=relu",
@@ -112,47 +114,6 @@ class AblationConfig:
     @property
     def resolved_work_dir(self) -> Path:
         return self.work_dir or self.out_dir / "work"
-
-
-def parse_row(row: str) -> tuple[str, dict[str, Any]]:
-    """``"name:a=1,model.b=x"`` -> ``("name", {"a": 1, "model.b": "x"})``."""
-    name, _, spec = row.partition(":")
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"--rows {row!r}: a row needs a plain name (NAME or NAME:k=v,...)")
-    return name, parse_overrides(spec, f"--rows {row!r}")
-
-
-def parse_overrides(spec: str | tuple[str, ...], where: str) -> dict[str, Any]:
-    items = spec if isinstance(spec, tuple) else [s for s in spec.split(",") if s.strip()]
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, value = item.strip().partition("=")
-        if not eq or not key:
-            raise ConfigError(f"{where}: expected field=value, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
-    """A copy of dataclass ``obj`` with dotted-path fields replaced (nested dataclasses too)."""
-    for path, value in overrides.items():
-        obj = _replace_path(obj, path.split("."), value, path)
-    return obj
-
-
-def _replace_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
-    names = {f.name for f in dataclasses.fields(obj)}
-    if parts[0] not in names:
-        raise ConfigError(f"unknown field {path!r} (not one of {sorted(names)})")
-    if len(parts) > 1:
-        value = _replace_path(getattr(obj, parts[0]), parts[1:], value, path)
-    try:
-        return dataclasses.replace(obj, **{parts[0]: value})
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}={value!r}: {e}") from None
 
 
 def _train_config(

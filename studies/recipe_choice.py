@@ -1,6 +1,6 @@
 """Pick the training recipe from an ablation, by a rule fixed before the results are seen.
 
-The rule (docs/training.md, "Precision, speed and recipe"): a row *helps* when its score,
+The rule (docs/research/recipe.md, "The ablation, as far as it ran here"): a row *helps* when its score,
 averaged over every (dataset, backbone) cell at each backbone's main acting mode (Aaren acting
 recurrently, the Transformer through its window), is above the baseline's by more than
 ``margin`` normalised points. Every row that helps is adopted, for both backbones alike;
@@ -8,7 +8,9 @@ when two adopted rows set the same field (``relu`` and ``gelu-tanh`` both set th
 the one that helps more wins. Rows that change precision (speed, not recipe) and composite
 rows (several fields at once) are reported but never adopted.
 
-    python -m aaren_rl.bench.recipe_choice --summary runs/ablation/summary.json \\
+A one-off study tool, not part of the installed package (run it from the repository root):
+
+    python -m studies.recipe_choice --summary runs/ablation/summary.json \\
         --rows baseline relu:model.activation=relu ...   # the same --rows as the ablation
 """
 
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import tyro
 
-from aaren_rl.bench.ablation import parse_row
+from aaren_rl.bench.overrides import parse_row
 from aaren_rl.errors import ConfigError
 
 MAIN_ACTING = {"aaren": "recurrent", "transformer": "window"}
@@ -70,7 +72,7 @@ class ChoiceArgs:
     """Pick the recipe from an ablation summary (prints field=value overrides)."""
 
     summary: Path = Path("runs/ablation/summary.json")
-    """summary.json written by python -m aaren_rl.bench.ablation."""
+    """summary.json written by python -m studies.ablation."""
     rows: list[str] = field(default_factory=list)
     """The ablation's --rows (NAME:field=value,...), to map row names to overrides."""
     margin: float = 0.0

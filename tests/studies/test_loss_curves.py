@@ -1,4 +1,4 @@
-"""bench/loss_curves.py: runs grouped by a config field, mean ± std over seeds."""
+"""studies/loss_curves.py: runs grouped by a config field, mean ± std over seeds."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aaren_rl.bench.loss_curves import group_curves
 from aaren_rl.errors import ConfigError
+from studies.loss_curves import group_curves
 
 
 def fake_run(root: Path, name: str, precision: str, losses: list[float]) -> Path:

@@ -3,9 +3,10 @@
 Each run directory written by ``aaren-train`` holds ``config.json`` and ``metrics.jsonl``; runs
 are grouped by (backbone, the chosen field) and drawn as mean ± std over their seeds, one
 panel per backbone. A JSON file beside the plot holds the curves and, per group, the mean
-final loss, so that "the curves agree within seed noise" can be read as numbers::
+final loss, so that "the curves agree within seed noise" can be read as numbers (a one-off
+study tool, not part of the installed package; run it from the repository root)::
 
-    python -m aaren_rl.bench.loss_curves --runs runs/prec/* --field precision \\
+    python -m studies.loss_curves --runs runs/prec/* --field precision \\
         --out docs/results/precision/loss
 """
 

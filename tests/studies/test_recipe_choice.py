@@ -1,11 +1,11 @@
-"""bench/recipe_choice.py: the fixed rule that turns an ablation into the default recipe."""
+"""studies/recipe_choice.py: the fixed rule that turns an ablation into the default recipe."""
 
 from __future__ import annotations
 
 import pytest
 
-from aaren_rl.bench.recipe_choice import choose, row_gains
 from aaren_rl.errors import ConfigError
+from studies.recipe_choice import choose, row_gains
 
 ROWS = [
     "baseline",

@@ -1,4 +1,4 @@
-"""bench/ablation.py: rows of overrides, a 2-run grid in a process pool, resume, summary."""
+"""studies/ablation.py: rows of overrides, a 2-run grid in a process pool, resume, summary."""
 
 from __future__ import annotations
 
@@ -7,33 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from aaren_rl.bench.ablation import (
-    AblationConfig,
-    apply_overrides,
-    parse_row,
-    run_ablation,
-    summarize,
-)
 from aaren_rl.errors import ConfigError
-from aaren_rl.train.config import TrainConfig
+from studies.ablation import AblationConfig, run_ablation, summarize
 
 
-def test_rows_parse_and_apply() -> None:
-    name, over = parse_row("mix:model.activation=gelu,learning_rate=3e-4,warmup_steps=10000")
-    assert name == "mix"
-    assert over == {"model.activation": "gelu", "learning_rate": 3e-4, "warmup_steps": 10000}
-    tc = apply_overrides(TrainConfig(), over)
-    assert tc.model.activation == "gelu" and tc.learning_rate == 3e-4
-    assert tc.resolved_warmup == 10000 and TrainConfig().model.activation == "relu"
-    assert parse_row("baseline") == ("baseline", {})
-    with pytest.raises(ConfigError, match="unknown field"):
-        apply_overrides(TrainConfig(), {"model.actvation": "relu"})
-    with pytest.raises(ConfigError, match="field=value"):
-        parse_row("x:relu")
+def test_rows_are_checked_before_any_run() -> None:
     with pytest.raises(ConfigError, match="unique"):
         AblationConfig(rows=("a", "a:padding=left"))
     with pytest.raises(ConfigError):  # a value the model refuses, caught before any run
         AblationConfig(rows=("a:model.activation=swish",))
+    with pytest.raises(ConfigError, match="unknown field"):
+        AblationConfig(rows=("a:model.actvation=relu",))
+    with pytest.raises(ConfigError, match="plain name"):
+        AblationConfig(rows=("../a:padding=left",))
 
 
 TINY_BASE = (
