@@ -33,6 +33,7 @@ __all__ = [
     "cpu_flags",
     "cpu_record",
     "default_threads",
+    "fp32_peak_gflops",
     "others_busy_cores",
     "set_wait_policy",
 ]
@@ -80,12 +81,30 @@ def cpu_record(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
     :data:`CPU_FLAGS` (each true or false) and the training precision ``auto`` picks."""
     fields = _cpuinfo_fields(cpuinfo)
     flags = set(fields.get("flags", "").split())
+    try:
+        mhz = float(fields.get("cpu MHz", "nan"))
+    except ValueError:
+        mhz = float("nan")
     return {
         "model": fields.get("model name", "unknown"),
         "cores": len(os.sched_getaffinity(0)),
+        "mhz": mhz,
         "flags": {f: f in flags for f in CPU_FLAGS},
         "auto_precision": "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32",
     }
+
+
+def fp32_peak_gflops(record: dict[str, Any]) -> float:
+    """One core's float32 peak, GFLOP/s: FMA lanes x 2 FMA units x 2 flops x the clock that
+    /proc/cpuinfo reports (16 lanes with AVX-512, 8 with AVX2 + FMA, else 4 with SSE).
+
+    An estimate: two FMA units is what Zen 3 and Ice Lake / Sapphire Rapids server cores
+    have; a VM's ``cpu MHz`` is often the base clock, so a core that boosts runs faster than
+    this and a fraction of this peak is an upper estimate. NaN where the clock is unknown.
+    """
+    flags = record["flags"]
+    lanes = 16 if flags.get("avx512f") else 8 if flags.get("avx2") and flags.get("fma") else 4
+    return lanes * 2 * 2 * record["mhz"] / 1e3
 
 
 SPIN_COUNT = "2000"

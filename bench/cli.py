@@ -57,7 +57,8 @@ class TrainCommand(TrainBenchConfig):
     """Training step time and activation memory vs context length K."""
 
     out: Path = RESULTS
-    """Folder for train.json (one record per backbone and K) and train.png."""
+    """Folder for train.json (the command, the CPU, one record per backbone, K and precision)
+    and train.png."""
 
 
 def _command_line() -> str:
@@ -192,7 +193,9 @@ def run_train(cmd: TrainCommand) -> None:
     records = run_train_bench(cmd, log=lambda s: print(s, flush=True))
     data = train_json(records)
     out = Path(cmd.out)
-    json_path = write_json(out / "train.json", data)
+    json_path = write_json(
+        out / "train.json", {"command": _command_line(), "machine": where, "records": data}
+    )
     png = plot_train(
         [r for r in data if r["precision"] == "fp32" and not r["compiled"]] or data,
         out / "train.png",

@@ -497,13 +497,14 @@ def plot(rows: list[dict], path: Path) -> Path | None:
 
 
 def write_summary(cfg: MemoryConfig) -> dict:
+    from aaren_rl.cpu import cpu_record
     from aaren_rl.fileio import atomic_write_json, atomic_write_text
 
     records = [json.loads(p.read_text()) for p in sorted((cfg.out / "records").glob("*.json"))]
     rows = summarise(records)
     tg = targets(rows)
     data = {"records": len(records), "summary": rows, "targets": tg}
-    atomic_write_json(cfg.out / "memory.json", data)
+    atomic_write_json(cfg.out / "memory.json", {**data, "cpu": cpu_record()})
     md = (
         _table(rows, COLUMNS)
         + "\n\n"

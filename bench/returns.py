@@ -63,6 +63,7 @@ from aaren_rl.aaren_policy.backbone import BackboneConfig
 from aaren_rl.agents.checkpoint import read_metadata
 from aaren_rl.bench.common import score_checkpoint
 from aaren_rl.bench.grid import GridOptions, run_grid
+from aaren_rl.cpu import cpu_record
 from aaren_rl.errors import ConfigError, DatasetError, EnvError
 from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
 from aaren_rl.fileio import atomic_write_json, sha256_file
@@ -485,7 +486,8 @@ def run_one(spec: RunSpec) -> str:
         atomic_write_json(progress_path, progress, indent=1)
     device = _device_name(spec.cfg.device)
     for acting in spec.actings:
-        atomic_write_json(spec.result_path(acting), _record(spec, acting, progress, facts, device))
+        record = {**_record(spec, acting, progress, facts, device), "cpu": cpu_record()}
+        atomic_write_json(spec.result_path(acting), record)
     final = progress["final"][spec.actings[0]]["normalized_mean"]
     return f"{spec.name}: final {spec.actings[0]} score {final:.1f}"
 

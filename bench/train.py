@@ -43,6 +43,7 @@ from torch import nn
 from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.aaren_policy.precision import autocast, resolve_precision
 from aaren_rl.bench.common import ModelSize, bench_model
+from aaren_rl.cpu import cpu_record, fp32_peak_gflops
 
 __all__ = [
     "TrainBenchConfig",
@@ -122,6 +123,13 @@ class TrainRecord:
     param_state_bytes: int
     params: int
     threads: int
+    flops_per_step: float | None = None
+    """Floating-point operations of one step (forward + backward; FlopCounterMode: matrix
+    products and attention, not element-wise ops or the optimiser); None for d3rlpy's."""
+    gflops_per_s: float | None = None
+    """flops_per_step over the median step."""
+    fp32_peak_fraction: float | None = None
+    """gflops_per_s over the threads' fp32 peak (``aaren_rl.cpu.fp32_peak_gflops``), fp32."""
 
 
 def _batch(b: int, k: int, cfg: TrainBenchConfig, gen: torch.Generator) -> tuple:
@@ -130,6 +138,17 @@ def _batch(b: int, k: int, cfg: TrainBenchConfig, gen: torch.Generator) -> tuple
     act = torch.rand(b, k, cfg.act_dim, generator=gen) * 2 - 1
     ts = torch.arange(k).expand(b, k)
     return rtg, obs, act, ts
+
+
+def step_flops(loss: Callable[[], torch.Tensor]) -> float:
+    """FLOPs of one forward + backward as PyTorch's FlopCounterMode counts them (every
+    matrix product, convolution and attention kernel; element-wise ops are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss().backward()
+    return float(counter.get_total_flops())
 
 
 def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: nn.Module | None = None) -> int:
@@ -185,6 +204,11 @@ def _measure(
         step()
         times.append(time.perf_counter() - t0)
     saved = None if compiled else saved_tensor_bytes(loss, exclude=model)
+    flops = None if compiled else step_flops(loss)
+    med = statistics.median(times)
+    gflops = flops / med / 1e9 if flops else None
+    peak = fp32_peak_gflops(cpu_record()) * torch.get_num_threads()
+    fraction = gflops / peak if gflops and precision == "fp32" and peak > 0 else None
     params = model.num_parameters()
     return TrainRecord(
         backbone=backbone,
@@ -193,13 +217,16 @@ def _measure(
         tokens=3 * k * b,
         precision=precision,
         compiled=compiled,
-        step_s_median=statistics.median(times),
+        step_s_median=med,
         step_s_min=min(times),
         first_step_s=first,
         saved_tensor_bytes=saved,
         param_state_bytes=4 * 4 * params,  # weights, grads, AdamW exp_avg and exp_avg_sq
         params=params,
         threads=torch.get_num_threads(),
+        flops_per_step=flops,
+        gflops_per_s=gflops,
+        fp32_peak_fraction=fraction,
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from aaren_rl.cli import check_minimums, run_cli
+from aaren_rl.cpu import cpu_record
 from aaren_rl.errors import DependencyNotInstalled, EvalError
 from aaren_rl.fileio import atomic_write_json
 
@@ -303,6 +304,7 @@ def run(args: EvalArgs) -> dict:
         "checkpoint": str(source),
         "memory_horizon": agent.acting_horizon,
         "results": results,
+        "cpu": cpu_record(),  # the per-action timings depend on it
     }
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
     print(format_table(results))
