@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from aaren_rl.aaren_policy import DecisionModel
 from aaren_rl.aaren_policy.fused import FusedState, trace_policy
@@ -274,6 +275,47 @@ def quantize_int8(src: Path, dst: Path) -> Path:
         nodes_to_exclude=exclude,
     )
     return dst
+
+
+def gemv_limit_us(model: Any, threads: int = 1, calls: int = 2000) -> float:
+    """The floor of one action: one float32 matrix-vector product over every weight of
+    ``model``'s linear layers (their values laid out as one (N / 128, 128) matrix), run by
+    onnxruntime with the ONNX agent's session settings. Median µs per call over ``calls``.
+
+    An exported step reads each of those weights once per action and multiplies each once:
+    the same bytes and multiply-adds, without the rest of the graph. aaren-onnx's time over
+    this one is its overhead factor (the target: <= 1.3 at t = 1000, same run).
+    """
+    import time
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from aaren_rl.agents.onnx_agent import make_session
+
+    flat = torch.cat(
+        [m.weight.detach().float().flatten() for m in model.modules() if isinstance(m, nn.Linear)]
+    ).numpy()  # nn.Linear weights only: embedding tables are looked up, not multiplied
+    cols = 128
+    w = np.zeros((-(-flat.size // cols), cols), dtype=np.float32)
+    w.flat[: flat.size] = flat
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "gemv_limit",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = make_session("gemv_limit.onnx", threads, proto.SerializeToString())
+    feed = {"x": np.random.default_rng(0).standard_normal((1, w.shape[0])).astype(np.float32)}
+    for _ in range(50):
+        session.run(None, feed)
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e6)
 
 
 def onnx_nodes(path: Path) -> int:

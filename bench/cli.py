@@ -132,7 +132,7 @@ def paths_table(data: dict) -> list[dict]:
 
 def run_act(cmd: ActCommand) -> None:
     from aaren_rl.bench import act
-    from aaren_rl.bench.agents import PolicySource, temporary_workdir
+    from aaren_rl.bench.agents import PolicySource, gemv_limit_us, temporary_workdir
     from aaren_rl.bench.plots import plot_act, plot_throughput
 
     check_output_dir(cmd.out, "--out")
@@ -154,6 +154,10 @@ def run_act(cmd: ActCommand) -> None:
             source = PolicySource.fresh(cmd, Path(tmp), cmd.context_length, cmd.threads)
         records, agents = act.run_act_bench(cmd, source, log=lambda s: print(s, flush=True))
         info = act.agent_info(agents, source)
+        gemv_us = None
+        if "aaren-onnx" in agents:  # the floor aaren-onnx is held to, in the same run
+            gemv_us = gemv_limit_us(source.models["aaren"], cmd.threads)
+            print(f"fp32 GEMV limit (every linear weight once): {gemv_us:.0f} µs", flush=True)
         returns = {}
         if cmd.eval_episodes:
             print(f"scoring every agent on {cmd.eval_episodes} episodes...", flush=True)
@@ -167,7 +171,8 @@ def run_act(cmd: ActCommand) -> None:
         "returns": returns,
         "summary": act.summarize(records),
         "throughput": act.throughput(records),
-        "targets": act.act_targets(records, d3rlpy_ms),
+        "gemv_limit_us": gemv_us,
+        "targets": act.act_targets(records, d3rlpy_ms, gemv_us),
         "records": act.records_to_json(records),
     }
     out = Path(cmd.out)
