@@ -122,6 +122,41 @@ class BackboneConfig:
         return self.ffn_dim if self.ffn_dim is not None else 4 * self.dim
 
 
+class Dropout(nn.Module):
+    """Dropout whose random mask costs a quarter of the generator calls of ``nn.Dropout``.
+
+    On CPU, ``nn.Dropout`` draws one random number per element (``bernoulli_``, ~6 ns per
+    element on one thread): 10% of a DT training step (docs/benchmarks.md, "Which CPU"). Here
+    each 64-bit draw of torch's generator gives four 16-bit lanes, and an element is dropped
+    when its lane falls below round(p * 65536) of 65536: probability p to within 1 / 65536,
+    kept elements scaled by the exact inverse of the keep probability, so the expectation is
+    unchanged. Forward + backward at 64 x 60 x 128 on one thread: 2.8 ms against 4.7 ms.
+    Deterministic under ``torch.manual_seed`` (the default generator, whose state checkpoints
+    save). Identity in eval mode and at p = 0; on other devices, ``nn.functional.dropout``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+        self._drop_below = round(p * 65536)  # lanes 0 .. this - 1 (of 65536) are dropped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self._drop_below == 0:
+            return x
+        if x.device.type != "cpu":
+            return nn.functional.dropout(x, self.p, True)
+        n = x.numel()
+        draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        lanes = draws.view(torch.int16)[:n].view(x.shape)  # uniform over -32768 .. 32767
+        keep = lanes >= self._drop_below - 32768
+        return torch.where(keep, x * (65536 / (65536 - self._drop_below)), 0.0)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Block(nn.Module):
     """Pre-LN residual block: x + mixer(LN(x)), then x + MLP(LN(x))."""
 
@@ -135,7 +170,7 @@ class Block(nn.Module):
             _activation_module(config.activation),
             nn.Linear(config.ffn_size, config.dim),
         )
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(
         self, x: torch.Tensor, state: Any = None, mask: torch.Tensor | None = None

@@ -35,6 +35,7 @@ from aaren_rl.aaren_policy.backbone import (
     BACKBONES,
     Backbone,
     BackboneConfig,
+    Dropout,
     make_backbone,
 )
 
@@ -150,7 +151,7 @@ class DecisionModel(nn.Module):
             nn.Linear(1, d, bias=False) if config.return_in_state_token else None
         )
         self.embed_ln = nn.LayerNorm(d)
-        self.embed_drop = nn.Dropout(config.net.dropout)
+        self.embed_drop = Dropout(config.net.dropout)
         self.backbone: Backbone = make_backbone(config.backbone, config.net)
         head: list[nn.Module] = [nn.Linear(d, config.act_dim)]
         self.action_head = nn.Sequential(*(head if config.discrete else head + [nn.Tanh()]))
