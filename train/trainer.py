@@ -15,6 +15,7 @@ bit-identical to an uninterrupted run with the same seed and thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -185,6 +186,25 @@ class Trainer:
             warn_target_return(self.dataset, self.target)
         # The acting default saved with checkpoints until the end of training chooses one.
         self.memory_horizon = cfg.memory_horizon or 0
+        self.horizon_choice: dict[str, Any] | None = None
+        self._hold_out_episodes()
+
+    def _hold_out_episodes(self) -> None:
+        """Offline horizon selection: split off the held-out episodes (``heldout``, dataset
+        indices, saved in the checkpoint); ``train_data`` is the rest, all the sampler sees.
+        Observation statistics stay the whole file's (the agent's normalisation)."""
+        ds = self.dataset
+        self.heldout: list[int] = []
+        self.train_data = ds
+        if self.cfg.holds_out_episodes(ds.discrete_actions):
+            from aaren_rl.eval.offline_horizon import heldout_episodes
+
+            self.heldout = heldout_episodes(
+                len(ds.trajectories), self.cfg.seed, self.cfg.holdout_fraction
+            )
+            out = set(self.heldout)
+            kept = [t for i, t in enumerate(ds.trajectories) if i not in out]
+            self.train_data = dataclasses.replace(ds, trajectories=kept)
 
     def _build_model(self) -> None:
         cfg, ds, rank_seed = self.cfg, self.dataset, self.cfg.seed + 7919 * self.ctx.rank
@@ -209,7 +229,7 @@ class Trainer:
         )
         self.sampler = make_sampler(
             cfg.resolved_recipe,
-            ds,
+            self.train_data,  # without the held-out episodes
             context_length=cfg.window_length,
             batch_size=cfg.resolved_batch_size,
             return_scale=cfg.return_scale,
@@ -412,6 +432,7 @@ class Trainer:
                 "train_precision": self.precision,
                 # docs/design.md §5: normalise with the dataset's own reference returns.
                 "reference_scores": ds.reference_scores,
+                "horizon_selection": self._selection_record(),
             },
         )
 
@@ -505,32 +526,60 @@ class Trainer:
         self.ctx.barrier()
         return result
 
+    def _selection_record(self) -> dict[str, Any] | None:
+        """How the acting horizon was (or will be) chosen, for the checkpoint's metadata."""
+        if not self.cfg.chooses_memory_horizon(self.dataset.discrete_actions):
+            return None
+        return {
+            "selection": self.cfg.horizon_selection,
+            "heldout_episodes": self.heldout,  # [] when online: every episode was trained on
+            "holdout_fraction": self.cfg.holdout_fraction if self.heldout else None,
+            "choice": self.horizon_choice,
+        }
+
     def choose_memory_horizon(self, step: int) -> dict[str, Any] | None:
-        """With --memory-horizon unset (Aaren, continuous actions, evaluation on): pick the
-        acting horizon among --horizon-candidates on validation episodes
-        (``eval.horizon.choose_memory_horizon``), keep it for the checkpoint and log it.
-        Every rank must call it; returns the choice (rank 0) or None."""
+        """With --memory-horizon unset (Aaren, continuous actions): pick the acting horizon
+        among --horizon-candidates as --horizon-selection says (offline: action error on the
+        held-out episodes, ``eval.offline_horizon``; online: return on validation episodes
+        in the env, ``eval.horizon``), keep it for the checkpoint and log it. Every rank
+        must call it; returns the choice (rank 0) or None."""
         cfg = self.cfg
         if not cfg.chooses_memory_horizon(self.model.config.discrete):
             return None
         choice = None
         if self.ctx.is_main:
-            from aaren_rl.eval.horizon import choose_memory_horizon
-
             with self._acting():
-                choice = choose_memory_horizon(
-                    lambda h: self.agent(memory_horizon=h),
-                    self.env_spec.gym_id,
-                    cfg.seed,
-                    cfg.horizon_candidates,
-                    cfg.eval_episodes,
-                    cfg.eval_num_envs,
-                    cfg.eval_max_episode_steps,
-                ).to_dict()
-            scores = {f"eval/horizon_{h}": v for h, v in choice["validation_scores"].items()}
-            self._log(step, {"eval/memory_horizon": choice["memory_horizon"], **scores})
+                choice = self._offline_choice() if self.heldout else self._online_choice()
+            self._log(step, _choice_metrics(choice))
         self.memory_horizon = self.ctx.broadcast(choice["memory_horizon"] if choice else None)
+        self.horizon_choice = self.ctx.broadcast(choice)
         return choice
+
+    def _offline_choice(self) -> dict[str, Any]:
+        from aaren_rl.eval.offline_horizon import choose_memory_horizon_offline
+
+        return choose_memory_horizon_offline(
+            self.model,
+            self.dataset,
+            self.heldout,
+            self.cfg.return_scale,
+            self.cfg.horizon_candidates,
+            self.cfg.offline_criterion,
+        ).to_dict()
+
+    def _online_choice(self) -> dict[str, Any]:
+        from aaren_rl.eval.horizon import choose_memory_horizon
+
+        cfg = self.cfg
+        return choose_memory_horizon(
+            lambda h: self.agent(memory_horizon=h),
+            self.env_spec.gym_id,
+            cfg.seed,
+            cfg.horizon_candidates,
+            cfg.eval_episodes,
+            cfg.eval_num_envs,
+            cfg.eval_max_episode_steps,
+        ).to_dict()
 
     @property
     def seconds_per_step(self) -> float:
@@ -540,3 +589,20 @@ class Trainer:
         if self.tracker:
             self.tracker.finish()
         self.ctx.close()
+
+
+def _choice_metrics(choice: dict[str, Any]) -> dict[str, Any]:
+    """Log lines of a horizon choice, labelled by how it was made (``offline/`` or
+    ``online/``): the chosen H and every candidate's score."""
+    if choice.get("selection") == "offline":
+        errs = choice["action_errors_by_criterion"]
+        return {
+            "offline/memory_horizon": choice["memory_horizon"],
+            **{
+                f"offline/{c}_action_error_h{h}": e
+                for c, by_h in errs.items()
+                for h, e in by_h.items()
+            },
+        }
+    scores = {f"online/validation_score_h{h}": v for h, v in choice["validation_scores"].items()}
+    return {"online/memory_horizon": choice["memory_horizon"], **scores}
