@@ -49,6 +49,7 @@ __all__ = [
     "choose_memory_horizon_offline",
     "heldout_episodes",
     "offline_action_errors",
+    "top_return_episodes",
 ]
 
 HOLDOUT_FRACTION = 0.05
@@ -148,6 +149,15 @@ def offline_action_errors(
     return (err / lengths).cpu().numpy()
 
 
+def top_return_episodes(dataset: Any, heldout: list[int]) -> list[int]:
+    """The held-out episodes scored: the ``TOP_SHARE`` with the highest returns (at least
+    one; ties: the earlier index), sorted."""
+    returns = np.array([dataset.trajectories[i].episode_return for i in heldout])
+    top = max(1, math.ceil(TOP_SHARE * len(heldout)))
+    order = np.argsort(-returns, kind="stable")[:top]
+    return sorted(heldout[i] for i in order)
+
+
 @dataclass
 class OfflineHorizonChoice:
     """The horizon chosen on held-out episodes, and every candidate's action errors."""
@@ -203,10 +213,7 @@ def choose_memory_horizon_offline(
         raise ConfigError(f"offline criterion must be one of {OFFLINE_CRITERIA}, got {criterion!r}")
     if not heldout:
         raise ConfigError("no held-out episodes to choose the memory horizon on")
-    returns = np.array([dataset.trajectories[i].episode_return for i in heldout])
-    top = max(1, math.ceil(TOP_SHARE * len(heldout)))
-    order = np.argsort(-returns, kind="stable")[:top]
-    scored = sorted(heldout[i] for i in order)
+    scored = top_return_episodes(dataset, heldout)
     trajs = [dataset.trajectories[i] for i in scored]
     mean = dataset.state_mean if state_mean is None else state_mean
     std = dataset.state_std if state_std is None else state_std
