@@ -100,6 +100,17 @@ def test_offline_selection_needs_no_evaluation(tiny_hopper_dataset: Path, tmp_pa
     choice = meta["horizon_selection"]["choice"]
     assert choice["selection"] == "offline" and meta["memory_horizon"] == choice["memory_horizon"]
     assert choice["heldout_episodes"] == meta["horizon_selection"]["heldout_episodes"]
+    # aaren-eval says how the horizon it acts with was chosen
+    from aaren_rl.eval.cli import main as evaluate
+
+    out = tmp_path / "eval.json"
+    common = ["--checkpoint", str(run_dir / "checkpoint"), "--episodes", "1",
+              "--max-episode-steps", "5", "--no-progress", "--json", str(out)]  # fmt: skip
+    assert evaluate(common) == 0
+    assert "memory horizon chosen offline, on held-out dataset episodes" in capsys.readouterr().out
+    assert json.loads(out.read_text())["horizon_selection"] == "offline"
+    assert evaluate([*common, "--memory-horizon", "3"]) == 0
+    assert json.loads(out.read_text())["horizon_selection"] == "given"
 
 
 def test_bad_holdout_fraction() -> None:
