@@ -57,6 +57,8 @@ VALUES_BEFORE_THE_FIELD = {
     "state_encoder": "linear",
     "model.query_init_std": 0.02,
     "horizon_selection": "online",  # runs before it chose the horizon in the environment
+    "curriculum": [],
+    "decision_weight": False,
     "holdout_fraction": HOLDOUT_FRACTION,
 }
 
@@ -150,6 +152,17 @@ class TrainConfig:
     """Where short training windows are padded. right: after the real steps (causal models
     never see it). left: before them, as DT/d3rlpy, with the padded tokens masked out."""
 
+    # ---- memory tasks (docs/memory.md: T-Maze from aaren-train, as aaren-bench memory) ----
+    curriculum: tuple[int, ...] = ()
+    """Train in stages on episodes of growing length: stage i draws only the episodes of at
+    most curriculum[i] timesteps; --steps is split evenly over the stages (e.g. 11 31 101 301
+    on T-Maze data of L = 10, 30, 100, 300: an episode of L has L + 1 steps). Empty: every
+    episode throughout."""
+    decision_weight: bool = False
+    """Weight the loss of each training window's last real step by the window's length (with
+    the episode recipe: the episode's last step, the T-Maze decision, weighs as much as the
+    rest of the episode), as aaren-bench memory trains."""
+
     # ---- evaluation, checkpoints, logging ----
     target_return: float | None = None
     """Return-to-go to condition on when evaluating. Default: the env's reference target."""
@@ -218,6 +231,8 @@ class TrainConfig:
             self.model = BackboneConfig(**self.model)
         if isinstance(self.horizon_candidates, list):  # JSON has no tuples
             self.horizon_candidates = tuple(self.horizon_candidates)
+        if isinstance(self.curriculum, list):
+            self.curriculum = tuple(self.curriculum)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first flag whose value cannot work."""
@@ -258,6 +273,11 @@ class TrainConfig:
         check_horizon_candidates(self.horizon_candidates)
         if not (math.isfinite(self.holdout_fraction) and 0 < self.holdout_fraction < 1):
             raise ConfigError(f"--holdout-fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.curriculum and (min(self.curriculum) < 1 or len(self.curriculum) > self.steps):
+            raise ConfigError(
+                f"--curriculum must be episode lengths >= 1, at most one per step, got "
+                f"{self.curriculum}"
+            )
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ConfigError(f"--target-return must be a finite number, got {self.target_return}")
         if self.resume and self.run_dir is None:
@@ -281,6 +301,11 @@ class TrainConfig:
     def holds_out_episodes(self, discrete: bool) -> bool:
         """Whether episodes are held out of training for the offline horizon choice."""
         return self.chooses_memory_horizon(discrete) and self.horizon_selection == "offline"
+
+    def curriculum_stage(self, step: int) -> int:
+        """The --curriculum stage of gradient step ``step`` (1-based); 0 without one."""
+        n = len(self.curriculum)
+        return min((step - 1) * n // self.steps, n - 1) if n else 0
 
     @property
     def window_length(self) -> int:
@@ -322,6 +347,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["curriculum"] = list(self.curriculum)  # as config.json holds it (JSON has no tuples)
         d["run_dir"] = None if self.run_dir is None else str(self.run_dir)
         return d
 

@@ -35,7 +35,7 @@ from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version_
 from aaren_rl.aaren_policy.precision import autocast, resolve_precision
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import load_model, save_model
-from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
+from aaren_rl.envs import get_env_spec, make_sampler
 from aaren_rl.envs.datasets import check_dataset_matches_env
 from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetError, RunDirError
 from aaren_rl.fileio import atomic_directory
@@ -48,6 +48,7 @@ from aaren_rl.train.data_checks import (
     warn_target_return,
 )
 from aaren_rl.train.distributed import DistContext
+from aaren_rl.train.mixed_data import load_training_data
 from aaren_rl.train.run_dir import (
     CHECKPOINT,
     check_new_run_dir,
@@ -62,7 +63,7 @@ from aaren_rl.train.trainer_state import (
 )
 from aaren_rl.untrusted import read_json
 
-__all__ = ["StepStats", "Trainer", "checkpoint_step", "masked_action_loss"]
+__all__ = ["StepStats", "Trainer", "checkpoint_step", "decision_weights", "masked_action_loss"]
 
 
 def masked_action_loss(
@@ -80,6 +81,19 @@ def masked_action_loss(
     per_pos = err.sum(-1) if reduction == "sum" else err.mean(-1)  # (B, K)
     m = mask.to(per_pos.dtype)
     return (per_pos * m).sum() / m.sum().clamp_min(1.0)
+
+
+def decision_weights(mask: torch.Tensor) -> torch.Tensor:
+    """(B, K) loss weights for --decision-weight: 1, and at each row's last real step the
+    row's number of real steps (with the episode recipe: the episode's last step, where a
+    T-Maze agent decides, weighs as much as the rest of the episode)."""
+    n = mask.sum(1)  # (B,)
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(mask, pos, -1).amax(1)  # the last real position (either padding)
+    w = torch.ones(mask.shape, dtype=torch.float32, device=mask.device)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    w[rows, last.clamp_min(0)] = n.to(torch.float32).clamp_min(1.0)
+    return w
 
 
 def _lr_lambda(warmup: int):
@@ -167,7 +181,7 @@ class Trainer:
 
     def _load_data(self) -> None:
         cfg = self.cfg
-        self.dataset = load_dataset(cfg.dataset, download=cfg.download)
+        self.dataset = load_training_data(cfg.dataset, download=cfg.download)
         env_name = cfg.env or self.dataset.env_id
         if env_name is None:
             raise DatasetError(
@@ -227,17 +241,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(cfg.resolved_warmup)
         )
-        self.sampler = make_sampler(
-            cfg.resolved_recipe,
-            self.train_data,  # without the held-out episodes
-            context_length=cfg.window_length,
-            batch_size=cfg.resolved_batch_size,
-            return_scale=cfg.return_scale,
-            state_mean=ds.state_mean,
-            state_std=ds.state_std,
-            seed=rank_seed,
-            anchor=cfg.window_anchor if cfg.resolved_recipe == "window" else "start",
-        )
+        self._rank_seed = rank_seed
+        self.stage = 0  # the --curriculum stage the sampler draws from
+        for stage in range(1, len(cfg.curriculum)):  # every stage has episodes: checked now
+            self._stage_data(stage)
+        self.sampler = self._make_sampler(0)
+        self._next_step = 1  # the step the next train_step() makes (restore moves it)
         torch.manual_seed(rank_seed)  # dropout differs across ranks
         self.net: nn.Module = self.model
         if self.ctx.enabled:
@@ -245,6 +254,40 @@ class Trainer:
                 self.model, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
             )
         self.forward: nn.Module = torch.compile(self.net) if cfg.compile else self.net
+
+    def _stage_data(self, stage: int) -> Any:
+        """The episodes curriculum stage ``stage`` trains on (all without --curriculum)."""
+        data, top = self.train_data, self.cfg.curriculum
+        if not top:
+            return data
+        kept = [t for t in data.trajectories if len(t) <= top[stage]]
+        if not kept:
+            raise ConfigError(
+                f"--curriculum stage {stage + 1} ({top[stage]} steps): no training episode is "
+                f"that short (the shortest has {min(len(t) for t in data.trajectories)} steps)"
+            )
+        return dataclasses.replace(data, trajectories=kept)
+
+    def _make_sampler(self, stage: int) -> Any:
+        cfg, ds = self.cfg, self.dataset
+        return make_sampler(
+            cfg.resolved_recipe,
+            self._stage_data(stage),  # without the held-out episodes
+            context_length=cfg.window_length,
+            batch_size=cfg.resolved_batch_size,
+            return_scale=cfg.return_scale,
+            state_mean=ds.state_mean,
+            state_std=ds.state_std,
+            seed=self._rank_seed + 104_729 * stage,  # stage 0: the run's sampler seed
+            anchor=cfg.window_anchor if cfg.resolved_recipe == "window" else "start",
+        )
+
+    def _enter_stage_of(self, step: int) -> None:
+        """Switch the sampler to the --curriculum stage of ``step`` (a fresh sampler at each
+        stage's first step, as in a run that was never interrupted)."""
+        stage = self.cfg.curriculum_stage(step)
+        if stage != self.stage:
+            self.stage, self.sampler = stage, self._make_sampler(stage)
 
     def _on_main(self, fn: Any, *args: Any) -> None:
         """Run ``fn`` on rank 0; if it raises, every rank raises (none waits at a barrier)."""
@@ -303,6 +346,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{self.ckpt_dir}: trainer state lacks {e}") from None
         self._check_resume_fits(step, len(ranks), recorded)
+        self._enter_stage_of(step)  # the sampler whose state was saved
         try:
             self.model.load_state_dict(loaded.state_dict())
             self.optimizer.load_state_dict(state["optimizer"])
@@ -312,7 +356,7 @@ class Trainer:
             raise CheckpointError(
                 f"{self.ckpt_dir}: the trainer state does not fit this run ({e}); start a new run"
             ) from None
-        self.start_step = step
+        self.start_step, self._next_step = step, step + 1
         self.wandb_id = state.get("wandb_id")
 
     def _check_resume_fits(self, step: int, world: int, recorded: str | None) -> None:
@@ -361,6 +405,8 @@ class Trainer:
     def train_step(self) -> StepStats:
         """One gradient step on one batch (DDP averages the gradients across ranks)."""
         t0 = time.perf_counter()
+        self._enter_stage_of(self._next_step)
+        self._next_step += 1
         batch = self.sampler.sample().to(self.device)
         rtg, obs, act, ts, mask = (
             batch.returns_to_go,
@@ -375,7 +421,10 @@ class Trainer:
             token_mask = mask
         with autocast(self.precision, self.device):  # bf16 matmuls; the scan stays float32
             preds, _ = self.forward(rtg, obs, act, ts, mask=token_mask)
-        loss = self.model.action_loss(preds, act, mask, reduction=self.cfg.loss_reduction)
+        weights = decision_weights(mask) if self.cfg.decision_weight else None
+        loss = self.model.action_loss(
+            preds, act, mask, weights=weights, reduction=self.cfg.loss_reduction
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
