@@ -46,6 +46,8 @@ class Aaren(nn.Module):
         chunk_size: chunk length for the ``"chunked"`` scan.
         query_init_std: standard deviation of the query token at initialisation.
         recency_init: initial recency slope (0: none; BackboneConfig.recency_init).
+        recency_fixed: keep the slopes at their initial values (not learned).
+        recency_multiscale: head h starts at ``recency_init / 2**h`` (else all alike).
 
     Example:
         >>> layer = Aaren(16, 2)
@@ -63,6 +65,8 @@ class Aaren(nn.Module):
         chunk_size: int = DEFAULT_CHUNK,
         query_init_std: float = 0.02,
         recency_init: float = 0.0,
+        recency_fixed: bool = False,
+        recency_multiscale: bool = False,
     ) -> None:
         super().__init__()
         if dim <= 0 or num_heads <= 0 or dim % num_heads:
@@ -80,8 +84,11 @@ class Aaren(nn.Module):
         # Recency slope per head, lambda = softplus(recency) > 0; absent when recency_init = 0.
         self.recency: nn.Parameter | None = None
         if recency_init > 0:
-            inv = recency_init + math.log(-math.expm1(-recency_init))  # softplus^-1
-            self.recency = nn.Parameter(torch.full((num_heads,), inv))
+            lam = torch.full((num_heads,), float(recency_init), dtype=torch.float64)
+            if recency_multiscale:
+                lam = lam * 0.5 ** torch.arange(num_heads, dtype=torch.float64)
+            inv = lam + torch.log(-torch.expm1(-lam))  # softplus^-1
+            self.recency = nn.Parameter(inv.float(), requires_grad=not recency_fixed)
 
     def recency_slope(self) -> torch.Tensor | None:
         """lambda (H,) of the recency bias (token i's score + lambda * i), or None."""

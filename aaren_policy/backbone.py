@@ -91,6 +91,14 @@ class BackboneConfig:
     ALiBi-style penalty -lambda * (T - i): recent tokens weigh more, and the prefix scan and
     the constant-size state are unchanged (docs/research/recipe.md, "Recurrent acting and the
     return"). lambda = softplus of a learned parameter, per token."""
+    recency_fixed: bool = False
+    """Aaren only, with recency_init > 0: keep the slopes at their initial values instead of
+    learning them: fixed decays, so training sees the same forgetting the recurrent state
+    applies when acting (docs/training.md, "Train as you act: fixed multi-scale decays")."""
+    recency_multiscale: bool = False
+    """Aaren only, with recency_init > 0: head h starts at recency_init / 2^h (RetNet-style
+    multi-scale decays: heads with short and long memories side by side); off: every head
+    starts at recency_init."""
     activation: Literal["gelu", "gelu_tanh", "relu"] = "relu"
     """Feed-forward non-linearity: relu (d3rlpy's DT; the default since the 10k-step recipe
     study, docs/research/recipe.md), gelu (exact erf, GPT-2 / official DT) or gelu_tanh (its tanh
@@ -304,6 +312,8 @@ class AarenBackbone(Backbone):
             chunk_size=config.chunk_size,
             query_init_std=config.query_init_std,
             recency_init=config.recency_init,
+            recency_fixed=config.recency_fixed,
+            recency_multiscale=config.recency_multiscale,
         )
 
     @staticmethod

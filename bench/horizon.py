@@ -9,6 +9,14 @@ through a K-step window, with the results grid's evaluation protocol (episode i 
 seed S is env seed 1000 + 100 S + i; the seed is read from the run's config.json beside the
 checkpoint).
 
+Where a checkpoint was trained with offline horizon selection (aaren-train
+``--horizon-selection offline``: its held-out episodes are named in the checkpoint), it also
+computes, for each H, the action errors the offline choice is made from
+(``eval/offline_horizon.py``: the model acting recurrently over the held-out episodes, reading
+its own or the dataset's previous actions, on the higher-return half or on all of them), and
+the env score of the horizon each criterion picks next to the best H's: how well an offline
+criterion ranks horizons, measured (``offline`` in ``horizon.json``).
+
 Writes ``horizon.json`` (settings, one record per checkpoint and acting, the mean ± std over
 checkpoints per H) and ``horizon.png`` (score vs H), and prints both tables::
 
@@ -67,6 +75,57 @@ def _check(cfg: HorizonConfig) -> None:
             raise ConfigError(f"{ckpt} is not a checkpoint folder (no agent.json)")
 
 
+def _offline(ckpt: Path, meta: dict[str, Any], env_scores: dict[int, float],
+             datasets: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """Offline action errors per H on the checkpoint's held-out episodes, what each criterion
+    picks, and the env score of its pick (None without held-out episodes)."""
+    from aaren_rl.agents import DecisionAgent
+    from aaren_rl.envs import load_dataset
+    from aaren_rl.eval.offline_horizon import offline_action_errors, top_return_episodes
+
+    heldout = (meta.get("horizon_selection") or {}).get("heldout_episodes") or []
+    if not heldout or not env_scores:
+        return None
+    spec = str(meta["dataset"])
+    if spec not in datasets:
+        datasets[spec] = load_dataset(spec)
+    ds, agent = datasets[spec], DecisionAgent.load(ckpt)
+    scopes = {"top": top_return_episodes(ds, heldout), "all": heldout}
+    errors: dict[str, dict[str, float]] = {}
+    for scope, episodes in scopes.items():
+        trajs = [ds.trajectories[i] for i in episodes]
+        for crit in ("own-actions", "teacher-forced"):
+            errors[f"{crit}, {scope}"] = {
+                str(h): float(offline_action_errors(agent.model, trajs, agent.state_mean,
+                              agent.state_std, agent.return_scale, h, crit == "teacher-forced").mean())
+                for h in env_scores
+            }  # fmt: skip
+    picks = {name: int(min(e, key=e.get)) for name, e in errors.items()}
+    best = max(env_scores, key=env_scores.get)
+    return {
+        "checkpoint": str(ckpt),
+        "heldout_episodes": heldout,
+        "scored_episodes": scopes["top"],
+        "action_errors": errors,
+        "picks": picks,
+        "env_best_horizon": best,
+        "env_score_of_pick": {name: env_scores[h] for name, h in picks.items()},
+        "env_best_score": env_scores[best],
+    }
+
+
+def _print_offline(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print("offline criteria: env score of the horizon each picks (regret vs the best H)")
+    for name in rows[0]["picks"]:
+        regret = [r["env_best_score"] - r["env_score_of_pick"][name] for r in rows]
+        picks = ", ".join(str(r["picks"][name]) for r in rows)
+        print(f"  {name:26s} picks {picks}; regret {np.mean(regret):.1f} (per checkpoint: "
+              f"{', '.join(f'{x:.1f}' for x in regret)})")  # fmt: skip
+    print(f"  best H in the env: {', '.join(str(r['env_best_horizon']) for r in rows)}")
+
+
 def _summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± std over checkpoints for each acting (window, then each H)."""
     rows = []
@@ -121,7 +180,7 @@ def run_horizon(cfg: HorizonConfig) -> dict[str, Any]:
     actings += [
         (f"recurrent H={h}" if h else "recurrent-full", "recurrent", h) for h in cfg.horizons
     ]
-    records = []
+    records, offline, datasets = [], [], {}
     for ckpt in cfg.checkpoints:
         meta = read_metadata(ckpt)
         if meta.get("model_config", {}).get("backbone") != "aaren":
@@ -141,15 +200,22 @@ def run_horizon(cfg: HorizonConfig) -> dict[str, Any]:
             )
             print(f"{ckpt} {acting}: {ev['normalized_mean']:.1f} ± {ev['normalized_std']:.1f}",
                   flush=True)  # fmt: skip
+        env = {r["memory_horizon"]: r["normalized_mean"] for r in records
+               if r["checkpoint"] == str(ckpt) and r["memory_horizon"] is not None}  # fmt: skip
+        row = _offline(Path(ckpt), meta, env, datasets)
+        if row is not None:
+            offline.append(row)
     summary = _summary(records)
     shown = [{**r, "score": f"{r['mean']:.1f} ± {r['std']:.1f}",
               "seeds": ", ".join(map(str, r["per_checkpoint"]))} for r in summary]  # fmt: skip
     print(markdown_table(shown, [("acting", "acting"), ("checkpoints", "checkpoints"),
                                  ("final score (mean ± std)", "score"), ("per checkpoint", "seeds")]))  # fmt: skip
+    _print_offline(offline)
     out = Path(cfg.out)
     settings = {k: [str(c) for c in v] if k == "checkpoints" else v for k, v in asdict(cfg).items()}
     settings["out"] = str(cfg.out)
-    data = {"settings": settings, "machine": machine(), "records": records, "summary": summary}
+    data = {"settings": settings, "machine": machine(), "records": records, "summary": summary,
+            "offline": offline}  # fmt: skip
     path = write_json(out / "horizon.json", data)
     png = _plot(summary, out / "horizon.png")
     print(f"wrote {path}, {png}")

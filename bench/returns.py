@@ -5,9 +5,13 @@ For every dataset x (backbone, recipe) x seed, one *run* trains with the DT refe
 ``--eval-every`` steps in each of its acting modes:
 
 - Aaren (default recipe: whole episodes from t = 0): ``recurrent`` (O(1) state, with the
-  memory horizon chosen at each evaluation on validation episodes among
-  ``--horizon-candidates``, ``eval/horizon.py``; the main mode), ``window`` (re-run the last K
-  steps, as DT) and ``recurrent-full`` (O(1) state, exact attention over the whole episode);
+  memory horizon chosen at each evaluation among ``--horizon-candidates`` as
+  ``--horizon-selection`` says: offline, by action error on the run's held-out dataset
+  episodes, ``eval/offline_horizon.py``, the default; or online, by return on validation
+  episodes played in the env, ``eval/horizon.py``; the main mode), ``window`` (re-run the
+  last K steps, as DT), ``recurrent-full`` (O(1) state, exact attention over the whole
+  episode) and, with ``--also-online``, ``recurrent-online`` (the horizon chosen online, for
+  comparison with the offline choice);
 - Transformer (default recipe: random K-step windows): ``window`` (the main mode) and
   ``kv-cache`` (the whole episode in a growing KV cache, for reference).
 
@@ -29,14 +33,19 @@ Record schema (one file per run and acting mode; every key is written by every r
     behaviour_normalized_score, transitions, episodes
     backbone, recipe, acting ("recurrent" | "window" | "recurrent-full" | "kv-cache"),
     mode (the agent's), seed, memory_horizon (Aaren recurrent acting; else null),
-    horizon_choice        null, or (recurrent) {memory_horizon, validation_scores,
-                          validation_episodes, validation_seed}: the final checkpoint's choice
+    horizon_selection     "offline" | "online" (how memory_horizon was chosen) | null
+    horizon_choice        null, or the final checkpoint's choice: offline {selection,
+                          memory_horizon, criterion, action_errors (lower: better),
+                          action_errors_by_criterion, heldout_episodes, scored_episodes};
+                          online {selection, memory_horizon, validation_scores,
+                          validation_episodes, validation_seed}. Records written before the
+                          field existed lack ``selection``: their choice was online.
     steps, normalized_mean, normalized_std, return_mean, return_std, returns, lengths
                           (the FINAL evaluation, at ``steps``: the main number)
     best_normalized_mean, best_step, best_convention
                           (the best evaluation during training: CORL's convention, optimistic)
     curve                 [{step, episodes, normalized_mean, normalized_std, return_mean,
-                            memory_horizon (recurrent: the horizon chosen at that step)}]
+                            memory_horizon (recurrent*: the horizon chosen at that step)}]
     curve_note            null, or the steps the curve lacks (an acting mode added after
                           a run was scored starts at the next evaluation, or at the final
                           checkpoint when the run had finished)
@@ -66,6 +75,7 @@ from aaren_rl.bench.grid import GridOptions, run_grid
 from aaren_rl.cpu import cpu_record
 from aaren_rl.errors import ConfigError, DatasetError, EnvError
 from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
+from aaren_rl.eval.offline_horizon import HOLDOUT_FRACTION
 from aaren_rl.fileio import atomic_write_json, sha256_file
 from aaren_rl.train.config import TrainConfig
 
@@ -87,18 +97,21 @@ DEFAULT_DATASETS = tuple(
     f"d4rl:runs/datasets/{env}-{level}.hdf5" for env in GRID_ENVS for level in GRID_LEVELS
 )
 # backbone -> acting modes it is scored in (main first); acting mode -> the agent's mode.
-# recurrent acts with the memory horizon chosen for the checkpoint on validation episodes
-# (eval/horizon.py; candidates --horizon-candidates); recurrent-full attends to the whole
-# episode (horizon 0).
+# recurrent acts with the memory horizon chosen for the checkpoint as --horizon-selection says
+# (offline: held-out episodes, eval/offline_horizon.py; online: validation episodes in the
+# env, eval/horizon.py; candidates --horizon-candidates); recurrent-online (--also-online)
+# with the one chosen online; recurrent-full attends to the whole episode (horizon 0).
 ACTING: dict[str, tuple[str, ...]] = {
     "aaren": ("recurrent", "window", "recurrent-full"),
     "transformer": ("window", "kv-cache"),
 }
+ALSO_ONLINE = "recurrent-online"
 AGENT_MODE = {
     "recurrent": "recurrent",
     "window": "window",
     "kv-cache": "recurrent",
     "recurrent-full": "recurrent",
+    ALSO_ONLINE: "recurrent",
 }
 MEMORY_HORIZON = {"recurrent-full": 0}  # acting -> a fixed horizon ("recurrent": chosen)
 BEST_CONVENTION = (
@@ -128,9 +141,22 @@ class ReturnsConfig:
     eval_max_episode_steps: int | None = None
     """Cut evaluation episodes earlier than the env's limit (tests; default: the env's 1000)."""
     horizon_candidates: tuple[int, ...] = HORIZON_CANDIDATES
-    """Memory horizons Aaren's recurrent acting chooses from at every evaluation, by return on
-    --eval-episodes validation episodes (env seeds 1,000,000 + 100 * seed + i; 0: the whole
+    """Memory horizons Aaren's recurrent acting chooses from at every evaluation (0: the whole
     episode)."""
+    horizon_selection: Literal["offline", "online"] = "offline"
+    """How Aaren's recurrent acting chooses its horizon at every evaluation. offline: by the
+    action error on the run's held-out dataset episodes (never trained on; aaren-train
+    --horizon-selection offline). online: by return on --eval-episodes validation episodes
+    played in the env (env seeds 1,000,000 + 100 * seed + i): model selection in the
+    environment, reported as such."""
+    also_online: bool = False
+    """With offline selection, also score acting recurrent-online (the horizon chosen online)
+    so that the report shows both choices side by side."""
+    holdout_fraction: float = HOLDOUT_FRACTION
+    """Offline selection: the share of episodes each Aaren run holds out (at least 5, at most
+    a fifth)."""
+    offline_criterion: Literal["own-actions", "teacher-forced"] = "own-actions"
+    """Offline selection: the action error that decides (aaren-train --offline-criterion)."""
     eval_envs: int = 10
     """Environments stepped in lockstep per evaluation (batched agent calls). Episode i has seed
     1000 + 100 * seed + i whatever this is; returns agree with one env to float rounding."""
@@ -246,7 +272,9 @@ class RunSpec:
 
     @property
     def actings(self) -> tuple[str, ...]:
-        return ACTING[self.backbone]
+        extra = self.backbone == "aaren" and self.cfg.also_online
+        extra = extra and self.cfg.horizon_selection == "offline"
+        return ACTING[self.backbone] + ((ALSO_ONLINE,) if extra else ())
 
     def result_path(self, acting: str) -> Path:
         return Path(self.root) / self.cfg.resolved_out_dir / f"{self.name}__{acting}.json"
@@ -351,6 +379,10 @@ def _train_config(spec: RunSpec, steps: int, resume: bool) -> TrainConfig:
         progress=False,
         track=cfg.track,
         wandb_group=f"returns-{spec.dataset_name}",
+        horizon_selection=cfg.horizon_selection,
+        horizon_candidates=cfg.horizon_candidates,
+        holdout_fraction=cfg.holdout_fraction,
+        offline_criterion=cfg.offline_criterion,
     )
     if cfg.overrides:
         from aaren_rl.bench.overrides import apply_overrides, parse_overrides
@@ -359,33 +391,79 @@ def _train_config(spec: RunSpec, steps: int, resume: bool) -> TrainConfig:
     return tc
 
 
-def _evaluate(spec: RunSpec, acting: str) -> dict[str, Any]:
-    cfg, ckpt = spec.cfg, spec.run_dir / "checkpoint"
-    horizon, choice = MEMORY_HORIZON.get(acting), None
-    if spec.backbone == "aaren" and acting == "recurrent":  # choose it on validation episodes
-        from aaren_rl.agents import DecisionAgent
-        from aaren_rl.eval.horizon import choose_memory_horizon
+def _offline_choice(spec: RunSpec, ckpt: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The horizon chosen offline on the run's held-out episodes (recorded in its checkpoint)."""
+    from aaren_rl.agents import DecisionAgent
+    from aaren_rl.envs import load_dataset
+    from aaren_rl.eval.offline_horizon import choose_memory_horizon_offline
 
-        choice = choose_memory_horizon(
-            lambda h: DecisionAgent.load(ckpt, memory_horizon=h),
-            str(read_metadata(ckpt)["env_id"]),
-            spec.seed,
-            cfg.horizon_candidates,
-            cfg.eval_episodes,
-            cfg.eval_envs,
-            cfg.eval_max_episode_steps,
-        ).to_dict()
-        horizon = choice["memory_horizon"]
-    ev = score_checkpoint(
-        ckpt,
-        AGENT_MODE[acting],
+    record = read_metadata(ckpt).get("horizon_selection") or {}
+    heldout = record.get("heldout_episodes") or []
+    if not heldout:
+        raise ConfigError(
+            f"{spec.run_dir} was trained on every episode (no held-out episodes in its "
+            "checkpoint): its horizon cannot be chosen offline. Score it with "
+            "--horizon-selection online, or start it again in a new --work-dir"
+        )
+    if "dataset" not in data:  # loaded once per evaluation stage
+        data["dataset"] = load_dataset(spec.dataset)
+    agent = DecisionAgent.load(ckpt)
+    return choose_memory_horizon_offline(
+        agent.model,
+        data["dataset"],
+        heldout,
+        agent.return_scale,
+        spec.cfg.horizon_candidates,
+        spec.cfg.offline_criterion,
+        agent.state_mean,
+        agent.state_std,
+    ).to_dict()
+
+
+def _online_choice(spec: RunSpec, ckpt: Path) -> dict[str, Any]:
+    """The horizon chosen online: by return on validation episodes played in the env."""
+    from aaren_rl.agents import DecisionAgent
+    from aaren_rl.eval.horizon import choose_memory_horizon
+
+    cfg = spec.cfg
+    return choose_memory_horizon(
+        lambda h: DecisionAgent.load(ckpt, memory_horizon=h),
+        str(read_metadata(ckpt)["env_id"]),
         spec.seed,
+        cfg.horizon_candidates,
         cfg.eval_episodes,
-        cfg.eval_max_episode_steps,
         cfg.eval_envs,
-        horizon,
-    )
-    return {**ev, "horizon_choice": choice}
+        cfg.eval_max_episode_steps,
+    ).to_dict()
+
+
+def _evaluate(spec: RunSpec, acting: str, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """Score one acting mode of the run's checkpoint. ``cache`` (one per evaluation stage)
+    keeps scores by (agent mode, horizon): an acting whose horizon another acting already
+    played (recurrent with H = 0 and recurrent-full; offline and online choosing alike) is
+    not played again, the episodes being seeded alike."""
+    cfg, ckpt = spec.cfg, spec.run_dir / "checkpoint"
+    cache = {} if cache is None else cache
+    horizon, choice = MEMORY_HORIZON.get(acting), None
+    if spec.backbone == "aaren" and acting == "recurrent" and cfg.horizon_selection == "offline":
+        choice = _offline_choice(spec, ckpt, cache)
+    elif spec.backbone == "aaren" and acting in ("recurrent", ALSO_ONLINE):
+        choice = _online_choice(spec, ckpt)
+    if choice is not None:
+        horizon = choice["memory_horizon"]
+    key = (AGENT_MODE[acting], horizon)
+    if key not in cache:
+        cache[key] = score_checkpoint(
+            ckpt,
+            AGENT_MODE[acting],
+            spec.seed,
+            cfg.eval_episodes,
+            cfg.eval_max_episode_steps,
+            cfg.eval_envs,
+            horizon,
+        )
+    selection = None if choice is None else choice["selection"]
+    return {**cache[key], "horizon_choice": choice, "horizon_selection": selection}
 
 
 def _train_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
@@ -419,8 +497,9 @@ def _point(ev: dict[str, Any]) -> dict[str, Any]:
 def _score_stage(spec: RunSpec, stage: int, progress: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     point: dict[str, Any] = {"step": stage}
+    cache: dict[Any, Any] = {}
     for acting in spec.actings:
-        ev = _evaluate(spec, acting)
+        ev = _evaluate(spec, acting, cache)
         point[acting] = _point(ev)
         if stage == spec.cfg.steps:
             progress["final"][acting] = ev
@@ -439,8 +518,9 @@ def _score_new_actings(spec: RunSpec, progress: dict[str, Any]) -> list[str]:
         return []
     t0 = time.perf_counter()
     last = next(c for c in progress["curve"] if c["step"] == spec.cfg.steps)
+    cache: dict[Any, Any] = {}
     for acting in new:
-        ev = _evaluate(spec, acting)
+        ev = _evaluate(spec, acting, cache)
         last[acting] = _point(ev)
         progress["final"][acting] = ev
     progress["timing"]["eval_seconds"] += time.perf_counter() - t0
@@ -565,6 +645,7 @@ def _record(
         "curve": curve,
         "curve_note": _curve_note(progress, acting),
         "memory_horizon": ev.get("memory_horizon"),
+        "horizon_selection": ev.get("horizon_selection"),
         "horizon_choice": ev.get("horizon_choice"),
         "precision": progress.get("precision", "float32"),
         "device": device,

@@ -36,14 +36,44 @@ def markers(out_dir: Path) -> tuple[str, str]:
 
 ROW_ORDER = (
     "aaren/recurrent",
+    "aaren/recurrent-online",
     "aaren/window",
     "aaren/recurrent-full",
     "transformer/window",
     "transformer/kv-cache",
 )
 MAIN = "aaren/recurrent"
-# Aaren acting through a window is a rival too: recurrent acting should lose nothing to it
-RIVALS = ("transformer/window", "d3rlpy-dt/window", "aaren/window")
+# Aaren acting through a window is a rival too: recurrent acting should lose nothing to it;
+# so is Aaren acting with the horizon chosen online (in the env), when the main row chose
+# it offline: the offline choice should lose little to it.
+RIVALS = ("transformer/window", "d3rlpy-dt/window", "aaren/window", "aaren/recurrent-online")
+SELECTION_LABEL = {
+    "offline": "H chosen offline",
+    "online": "H chosen online, in the env",
+    "mixed": "H chosen offline and online: mixed runs",
+}
+
+
+def selection_of(r: dict[str, Any]) -> str | None:
+    """How a record's memory horizon was chosen: offline, online, or None (fixed or none).
+    Records written before offline selection existed chose theirs online."""
+    if r.get("horizon_selection"):
+        return str(r["horizon_selection"])
+    choice = r.get("horizon_choice")
+    return (choice.get("selection") or "online") if choice else None
+
+
+def _row_selection(runs: list[dict[str, Any]]) -> str | None:
+    found = {selection_of(r) for r in runs} - {None}
+    return None if not found else found.pop() if len(found) == 1 else "mixed"
+
+
+def main_name(row: dict[str, Any] | None) -> str:
+    """ "Aaren recurrent", with how its horizon was chosen where it was."""
+    how = SELECTION_LABEL.get(str((row or {}).get("horizon_selection")))
+    return f"Aaren recurrent ({how})" if how else "Aaren recurrent"
+
+
 DEFAULT_RECIPE = {"aaren": "episode", "transformer": "window"}  # what --recipe auto trains
 
 
@@ -120,6 +150,7 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
                 "memory_horizon": [r.get("memory_horizon") for r in rs],
                 "horizon_chosen": any(r.get("horizon_choice") for r in rs),
+                "horizon_selection": _row_selection(rs),
                 "curve_notes": _notes_by_seeds(rs),
             }
         )
@@ -175,10 +206,11 @@ def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
         out.append(
             {
                 "rival": rival,
+                "main_selection": main["horizon_selection"],
                 "paired_values": paired,
                 "steps": main["steps"],
                 "rival_steps": other["steps"],
-                "target": f"Aaren recurrent >= {rival.replace('/', ' ')} (within one seed-std)"
+                "target": f"{main_name(main)} >= {rival.replace('/', ' ')} (within one seed-std)"
                 + ("" if other["steps"] == main["steps"] else f" [{other['steps']} steps]"),
                 "aaren": main["final_mean"],
                 "other": other["final_mean"],
@@ -196,7 +228,7 @@ def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
     if main["behaviour"] is not None:
         out.append(
             {
-                "target": "Aaren recurrent > behaviour policy",
+                "target": f"{main_name(main)} > behaviour policy",
                 "aaren": main["final_mean"],
                 "other": main["behaviour"],
                 "met": bool(main["final_mean"] > main["behaviour"]),
@@ -255,6 +287,9 @@ def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
                 by_rival.setdefault(t["rival"], []).append(t)
     if not by_rival:
         return []
+    found = {t.get("main_selection") for ts in by_rival.values() for t in ts} - {None}
+    name = main_name({"horizon_selection": found.pop() if len(found) == 1 else "mixed"}
+                     if found else None)  # fmt: skip
     lines = [
         "### Across datasets",
         "",
@@ -264,7 +299,7 @@ def _across(targets: dict[str, list[dict[str, Any]]]) -> list[str]:
         "would give a split at least this uneven, the signed-rank test (Wilcoxon, exact) also "
         "weighs each pair by the size of its difference.",
         "",
-        "| Aaren recurrent vs | datasets | pairs | Aaren ahead / behind / tied | paired diff "
+        f"| {name} vs | datasets | pairs | Aaren ahead / behind / tied | paired diff "
         "(mean ± std) | sign test p (two-sided) | signed-rank p (two-sided) | targets met |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -314,7 +349,11 @@ def _horizon_label(row: dict[str, Any]) -> str:
     if not any(hs):
         return " (whole episode)"
     names = ", ".join("whole episode" if h == 0 else str(h) for h in hs)
-    how = "chosen on validation episodes" if row.get("horizon_chosen") else "fixed"
+    how = {
+        "offline": "chosen offline, on held-out dataset episodes",
+        "online": "chosen online, on validation episodes in the env",
+        "mixed": "chosen offline for some seeds, online for others",
+    }.get(str(row.get("horizon_selection")), "chosen" if row.get("horizon_chosen") else "fixed")
     return f" (memory horizon {how}, per seed: {names})"
 
 
@@ -391,7 +430,12 @@ def summarize_returns(out_dir: Path, docs: Path | None = None) -> list[dict[str,
         "evaluation episodes. Targets: Aaren recurrent within one seed-std (the larger of the "
         "two rows') of the rival or above it, and above the behaviour policy. ‡ the paired "
         "difference over every periodic evaluation of every seed (same seed, same step): more "
-        "pairs than the final scores, but neighbouring evaluations of one run are correlated.",
+        "pairs than the final scores, but neighbouring evaluations of one run are correlated. "
+        "Aaren recurrent acts with a memory horizon H chosen per checkpoint: *offline* = by "
+        "the action error on held-out dataset episodes never trained on (no environment "
+        "used); *online* = by return on validation episodes played in the environment "
+        "(model selection in the env); recurrent-online, where present, is the same "
+        "checkpoint acting with the online choice; recurrent-full = the whole episode.",
         "",
     ]
     tables = []

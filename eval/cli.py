@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aaren_rl.cli import check_minimums, run_cli
 from aaren_rl.cpu import cpu_record
@@ -234,6 +234,19 @@ def _load_agent(args: EvalArgs):
     )
 
 
+def _horizon_selection(agent: Any, given: int | None) -> str | None:
+    """How the horizon the agent acts with was chosen: "given" (--memory-horizon), "offline"
+    or "online" (the checkpoint's choice at the end of training), or None (none chosen, or
+    no horizon applies)."""
+    if getattr(agent, "acting_horizon", None) is None:
+        return None
+    if given is not None:
+        return "given"
+    record = (getattr(agent, "metadata", None) or {}).get("horizon_selection") or {}
+    choice = record.get("choice") if isinstance(record, dict) else None
+    return choice.get("selection") if isinstance(choice, dict) else None
+
+
 def _check_results(results: list[dict]) -> None:
     for r in results:
         if not all(math.isfinite(x) for x in r["returns"]):
@@ -299,14 +312,20 @@ def run(args: EvalArgs) -> dict:
         results.append({**res.to_dict(), "wall_clock": wall_clock_split(res.to_dict())})
     _check_results(results)
     source = args.onnx if args.onnx is not None else args.checkpoint
+    selection = _horizon_selection(agent, args.memory_horizon)
     payload = {
         **results[0],
         "checkpoint": str(source),
         "memory_horizon": agent.acting_horizon,
+        "horizon_selection": selection,
         "results": results,
         "cpu": cpu_record(),  # the per-action timings depend on it
     }
     print(f"{agent!r} on {results[0]['env']}, seeds {args.seed}..{args.seed + args.episodes - 1}")
+    if selection in ("offline", "online"):
+        how = "offline, on held-out dataset episodes" if selection == "offline" else (
+            "online, on validation episodes in the environment")  # fmt: skip
+        print(f"memory horizon chosen {how} at the end of training (aaren-train)")
     print(format_table(results))
     for r in results:
         w = r["wall_clock"]

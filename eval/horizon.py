@@ -55,6 +55,7 @@ class HorizonChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "selection": "online",  # chosen by playing episodes in the environment
             "memory_horizon": self.memory_horizon,
             "validation_scores": {str(h): s for h, s in self.scores.items()},
             "validation_episodes": self.episodes,

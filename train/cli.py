@@ -62,15 +62,23 @@ def _train(argv: Sequence[str] | None) -> int:
 
 
 def print_horizon(choice: dict | None) -> None:
-    """The memory horizon chosen at the end of training, with every candidate's score."""
+    """The memory horizon chosen at the end of training, how (offline: on held-out episodes;
+    online: in the environment) and every candidate's score."""
     if not choice:
         return
-    tried = ", ".join(
-        f"{'whole episode' if k == '0' else k}: {v:.1f}"
-        for k, v in choice["validation_scores"].items()
-    )
+    name = lambda k: "whole episode" if k == "0" else k  # noqa: E731
+    chosen = choice["memory_horizon"] or "whole episode"
+    if choice.get("selection") == "offline":
+        tried = ", ".join(f"{name(k)}: {v:.4f}" for k, v in choice["action_errors"].items())
+        print(
+            f"memory horizon for recurrent acting (chosen offline): {chosen} (action error, "
+            f"{choice['criterion']}, on {len(choice['scored_episodes'])} of "
+            f"{len(choice['heldout_episodes'])} held-out episodes: {tried})"
+        )
+        return
+    tried = ", ".join(f"{name(k)}: {v:.1f}" for k, v in choice["validation_scores"].items())
     print(
-        f"memory horizon for recurrent acting: {choice['memory_horizon'] or 'whole episode'} "
+        f"memory horizon for recurrent acting (chosen online, in the environment): {chosen} "
         f"(validation scores over {choice['validation_episodes']} episodes: {tried})"
     )
 

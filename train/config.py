@@ -26,6 +26,7 @@ from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.aaren_policy.backbone import ACTIVATION_BEFORE_THE_FIELD
 from aaren_rl.errors import ConfigError
 from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
+from aaren_rl.eval.offline_horizon import HOLDOUT_FRACTION
 
 __all__ = ["MAX_SEED", "TrainConfig", "config_differences"]
 
@@ -41,6 +42,7 @@ RESUMABLE_FIELDS = (
     "progress",
     "memory_horizon",  # acting defaults: training does not use them
     "horizon_candidates",
+    "offline_criterion",
 )
 
 # Fields added after runs had been saved, with the value those older runs used: a run
@@ -54,6 +56,10 @@ VALUES_BEFORE_THE_FIELD = {
     "padding": "right",
     "state_encoder": "linear",
     "model.query_init_std": 0.02,
+    "horizon_selection": "online",  # runs before it chose the horizon in the environment
+    "curriculum": [],
+    "decision_weight": False,
+    "holdout_fraction": HOLDOUT_FRACTION,
 }
 
 # Seeds feed torch.manual_seed, numpy's generators and Gymnasium's reset (seed + rank, seed +
@@ -146,6 +152,17 @@ class TrainConfig:
     """Where short training windows are padded. right: after the real steps (causal models
     never see it). left: before them, as DT/d3rlpy, with the padded tokens masked out."""
 
+    # ---- memory tasks (docs/memory.md: T-Maze from aaren-train, as aaren-bench memory) ----
+    curriculum: tuple[int, ...] = ()
+    """Train in stages on episodes of growing length: stage i draws only the episodes of at
+    most curriculum[i] timesteps; --steps is split evenly over the stages (e.g. 11 31 101 301
+    on T-Maze data of L = 10, 30, 100, 300: an episode of L has L + 1 steps). Empty: every
+    episode throughout."""
+    decision_weight: bool = False
+    """Weight the loss of each training window's last real step by the window's length (with
+    the episode recipe: the episode's last step, the T-Maze decision, weighs as much as the
+    rest of the episode), as aaren-bench memory trains."""
+
     # ---- evaluation, checkpoints, logging ----
     target_return: float | None = None
     """Return-to-go to condition on when evaluating. Default: the env's reference target."""
@@ -164,14 +181,29 @@ class TrainConfig:
     """Timesteps of memory when an Aaren agent acts recurrently: each step, every earlier
     token's attention score drops by 1/H, so a token H steps old weighs e^-1 of a new one (a
     soft window on the constant-size state); 0: the whole episode, exact. Default (None):
-    chosen at the end of training for continuous actions, by return on --eval-episodes
-    validation episodes (env seeds 1,000,000 + 100 x seed + i, apart from every evaluation's)
-    among --horizon-candidates; 0 for discrete actions (the memory tasks: T-Maze, POPGym) and
-    without evaluation (--eval-episodes 0). Saved in the checkpoint as the acting default
-    (aaren-eval --memory-horizon overrides it); training itself does not use it. See
-    docs/training.md, "The fix: a memory horizon at acting time"."""
+    chosen at the end of training for continuous actions among --horizon-candidates, as
+    --horizon-selection says; 0 for discrete actions (the memory tasks: T-Maze, POPGym) and
+    for online selection without evaluation (--eval-episodes 0). Saved in the checkpoint as
+    the acting default (aaren-eval --memory-horizon overrides it); training itself does not
+    use it. See docs/training.md, "Offline horizon selection"."""
     horizon_candidates: tuple[int, ...] = HORIZON_CANDIDATES
     """Memory horizons the end of training chooses from (with --memory-horizon unset)."""
+    horizon_selection: Literal["offline", "online"] = "offline"
+    """How the memory horizon is chosen (Aaren, continuous actions, --memory-horizon unset).
+    offline: from the dataset alone. Before training, --holdout-fraction of the episodes
+    (seeded by --seed, at least 5, at most a fifth; their indices are saved in the
+    checkpoint) are held out and never trained on; at the end each candidate is scored by
+    the action error of the model acting recurrently over the higher-return half of them.
+    online: by return on --eval-episodes validation episodes played in the environment (env
+    seeds 1,000,000 + 100 x seed + i, apart from every evaluation's): model selection in the
+    environment, reported as "online"."""
+    holdout_fraction: float = HOLDOUT_FRACTION
+    """Offline horizon selection: the share of episodes held out of training (at least 5,
+    at most a fifth of the dataset's)."""
+    offline_criterion: Literal["own-actions", "teacher-forced"] = "own-actions"
+    """Offline horizon selection: own-actions (the model reads its own previous actions, as
+    when acting) or teacher-forced (the dataset's) when scoring the held-out episodes. Both
+    errors are logged; this one decides."""
     checkpoint_every: int = 1000
     """Write the checkpoint (atomically) every N steps, and at the end."""
     log_every: int = 50
@@ -199,6 +231,8 @@ class TrainConfig:
             self.model = BackboneConfig(**self.model)
         if isinstance(self.horizon_candidates, list):  # JSON has no tuples
             self.horizon_candidates = tuple(self.horizon_candidates)
+        if isinstance(self.curriculum, list):
+            self.curriculum = tuple(self.curriculum)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first flag whose value cannot work."""
@@ -237,6 +271,13 @@ class TrainConfig:
                 f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"
             )
         check_horizon_candidates(self.horizon_candidates)
+        if not (math.isfinite(self.holdout_fraction) and 0 < self.holdout_fraction < 1):
+            raise ConfigError(f"--holdout-fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.curriculum and (min(self.curriculum) < 1 or len(self.curriculum) > self.steps):
+            raise ConfigError(
+                f"--curriculum must be episode lengths >= 1, at most one per step, got "
+                f"{self.curriculum}"
+            )
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ConfigError(f"--target-return must be a finite number, got {self.target_return}")
         if self.resume and self.run_dir is None:
@@ -253,8 +294,18 @@ class TrainConfig:
     def chooses_memory_horizon(self, discrete: bool) -> bool:
         """Whether the end of training picks the memory horizon (else it is --memory-horizon,
         or 0: the whole episode)."""
-        aaren_continuous = self.backbone == "aaren" and not discrete
-        return self.memory_horizon is None and aaren_continuous and self.eval_episodes > 0
+        if self.memory_horizon is not None or self.backbone != "aaren" or discrete:
+            return False
+        return self.horizon_selection == "offline" or self.eval_episodes > 0
+
+    def holds_out_episodes(self, discrete: bool) -> bool:
+        """Whether episodes are held out of training for the offline horizon choice."""
+        return self.chooses_memory_horizon(discrete) and self.horizon_selection == "offline"
+
+    def curriculum_stage(self, step: int) -> int:
+        """The --curriculum stage of gradient step ``step`` (1-based); 0 without one."""
+        n = len(self.curriculum)
+        return min((step - 1) * n // self.steps, n - 1) if n else 0
 
     @property
     def window_length(self) -> int:
@@ -296,6 +347,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["curriculum"] = list(self.curriculum)  # as config.json holds it (JSON has no tuples)
         d["run_dir"] = None if self.run_dir is None else str(self.run_dir)
         return d
 

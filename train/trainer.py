@@ -15,6 +15,7 @@ bit-identical to an uninterrupted run with the same seed and thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -35,7 +36,7 @@ from aaren_rl.aaren_policy.precision import autocast, resolve_precision
 from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.cpu import cpu_record, default_threads
-from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
+from aaren_rl.envs import get_env_spec, make_sampler
 from aaren_rl.envs.datasets import check_dataset_matches_env
 from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetError, RunDirError
 from aaren_rl.fileio import atomic_directory
@@ -48,6 +49,7 @@ from aaren_rl.train.data_checks import (
     warn_target_return,
 )
 from aaren_rl.train.distributed import DistContext
+from aaren_rl.train.mixed_data import load_training_data
 from aaren_rl.train.run_dir import (
     CHECKPOINT,
     check_new_run_dir,
@@ -62,7 +64,7 @@ from aaren_rl.train.trainer_state import (
 )
 from aaren_rl.untrusted import read_json
 
-__all__ = ["StepStats", "Trainer", "checkpoint_step", "masked_action_loss"]
+__all__ = ["StepStats", "Trainer", "checkpoint_step", "decision_weights", "masked_action_loss"]
 
 
 def masked_action_loss(
@@ -80,6 +82,19 @@ def masked_action_loss(
     per_pos = err.sum(-1) if reduction == "sum" else err.mean(-1)  # (B, K)
     m = mask.to(per_pos.dtype)
     return (per_pos * m).sum() / m.sum().clamp_min(1.0)
+
+
+def decision_weights(mask: torch.Tensor) -> torch.Tensor:
+    """(B, K) loss weights for --decision-weight: 1, and at each row's last real step the
+    row's number of real steps (with the episode recipe: the episode's last step, where a
+    T-Maze agent decides, weighs as much as the rest of the episode)."""
+    n = mask.sum(1)  # (B,)
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(mask, pos, -1).amax(1)  # the last real position (either padding)
+    w = torch.ones(mask.shape, dtype=torch.float32, device=mask.device)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    w[rows, last.clamp_min(0)] = n.to(torch.float32).clamp_min(1.0)
+    return w
 
 
 def _lr_lambda(warmup: int):
@@ -171,7 +186,7 @@ class Trainer:
 
     def _load_data(self) -> None:
         cfg = self.cfg
-        self.dataset = load_dataset(cfg.dataset, download=cfg.download)
+        self.dataset = load_training_data(cfg.dataset, download=cfg.download)
         env_name = cfg.env or self.dataset.env_id
         if env_name is None:
             raise DatasetError(
@@ -190,6 +205,25 @@ class Trainer:
             warn_target_return(self.dataset, self.target)
         # The acting default saved with checkpoints until the end of training chooses one.
         self.memory_horizon = cfg.memory_horizon or 0
+        self.horizon_choice: dict[str, Any] | None = None
+        self._hold_out_episodes()
+
+    def _hold_out_episodes(self) -> None:
+        """Offline horizon selection: split off the held-out episodes (``heldout``, dataset
+        indices, saved in the checkpoint); ``train_data`` is the rest, all the sampler sees.
+        Observation statistics stay the whole file's (the agent's normalisation)."""
+        ds = self.dataset
+        self.heldout: list[int] = []
+        self.train_data = ds
+        if self.cfg.holds_out_episodes(ds.discrete_actions):
+            from aaren_rl.eval.offline_horizon import heldout_episodes
+
+            self.heldout = heldout_episodes(
+                len(ds.trajectories), self.cfg.seed, self.cfg.holdout_fraction
+            )
+            out = set(self.heldout)
+            kept = [t for i, t in enumerate(ds.trajectories) if i not in out]
+            self.train_data = dataclasses.replace(ds, trajectories=kept)
 
     def _build_model(self) -> None:
         cfg, ds, rank_seed = self.cfg, self.dataset, self.cfg.seed + 7919 * self.ctx.rank
@@ -212,17 +246,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(cfg.resolved_warmup)
         )
-        self.sampler = make_sampler(
-            cfg.resolved_recipe,
-            ds,
-            context_length=cfg.window_length,
-            batch_size=cfg.resolved_batch_size,
-            return_scale=cfg.return_scale,
-            state_mean=ds.state_mean,
-            state_std=ds.state_std,
-            seed=rank_seed,
-            anchor=cfg.window_anchor if cfg.resolved_recipe == "window" else "start",
-        )
+        self._rank_seed = rank_seed
+        self.stage = 0  # the --curriculum stage the sampler draws from
+        for stage in range(1, len(cfg.curriculum)):  # every stage has episodes: checked now
+            self._stage_data(stage)
+        self.sampler = self._make_sampler(0)
+        self._next_step = 1  # the step the next train_step() makes (restore moves it)
         torch.manual_seed(rank_seed)  # dropout differs across ranks
         self.net: nn.Module = self.model
         if self.ctx.enabled:
@@ -230,6 +259,40 @@ class Trainer:
                 self.model, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
             )
         self.forward: nn.Module = torch.compile(self.net) if cfg.compile else self.net
+
+    def _stage_data(self, stage: int) -> Any:
+        """The episodes curriculum stage ``stage`` trains on (all without --curriculum)."""
+        data, top = self.train_data, self.cfg.curriculum
+        if not top:
+            return data
+        kept = [t for t in data.trajectories if len(t) <= top[stage]]
+        if not kept:
+            raise ConfigError(
+                f"--curriculum stage {stage + 1} ({top[stage]} steps): no training episode is "
+                f"that short (the shortest has {min(len(t) for t in data.trajectories)} steps)"
+            )
+        return dataclasses.replace(data, trajectories=kept)
+
+    def _make_sampler(self, stage: int) -> Any:
+        cfg, ds = self.cfg, self.dataset
+        return make_sampler(
+            cfg.resolved_recipe,
+            self._stage_data(stage),  # without the held-out episodes
+            context_length=cfg.window_length,
+            batch_size=cfg.resolved_batch_size,
+            return_scale=cfg.return_scale,
+            state_mean=ds.state_mean,
+            state_std=ds.state_std,
+            seed=self._rank_seed + 104_729 * stage,  # stage 0: the run's sampler seed
+            anchor=cfg.window_anchor if cfg.resolved_recipe == "window" else "start",
+        )
+
+    def _enter_stage_of(self, step: int) -> None:
+        """Switch the sampler to the --curriculum stage of ``step`` (a fresh sampler at each
+        stage's first step, as in a run that was never interrupted)."""
+        stage = self.cfg.curriculum_stage(step)
+        if stage != self.stage:
+            self.stage, self.sampler = stage, self._make_sampler(stage)
 
     def _on_main(self, fn: Any, *args: Any) -> None:
         """Run ``fn`` on rank 0; if it raises, every rank raises (none waits at a barrier)."""
@@ -288,6 +351,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{self.ckpt_dir}: trainer state lacks {e}") from None
         self._check_resume_fits(step, len(ranks), recorded)
+        self._enter_stage_of(step)  # the sampler whose state was saved
         try:
             self.model.load_state_dict(loaded.state_dict())
             self.optimizer.load_state_dict(state["optimizer"])
@@ -297,7 +361,7 @@ class Trainer:
             raise CheckpointError(
                 f"{self.ckpt_dir}: the trainer state does not fit this run ({e}); start a new run"
             ) from None
-        self.start_step = step
+        self.start_step, self._next_step = step, step + 1
         self.wandb_id = state.get("wandb_id")
         recorded_threads = state.get("threads")
         if self.cfg.threads is None and isinstance(recorded_threads, int) and recorded_threads >= 1:
@@ -369,6 +433,8 @@ class Trainer:
     def train_step(self) -> StepStats:
         """One gradient step on one batch (DDP averages the gradients across ranks)."""
         t0 = time.perf_counter()
+        self._enter_stage_of(self._next_step)
+        self._next_step += 1
         batch = self.sampler.sample().to(self.device)
         rtg, obs, act, ts, mask = (
             batch.returns_to_go,
@@ -383,7 +449,10 @@ class Trainer:
             token_mask = mask
         with autocast(self.precision, self.device):  # bf16 matmuls; the scan stays float32
             preds, _ = self.forward(rtg, obs, act, ts, mask=token_mask)
-        loss = self.model.action_loss(preds, act, mask, reduction=self.cfg.loss_reduction)
+        weights = decision_weights(mask) if self.cfg.decision_weight else None
+        loss = self.model.action_loss(
+            preds, act, mask, weights=weights, reduction=self.cfg.loss_reduction
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -440,6 +509,7 @@ class Trainer:
                 "train_precision": self.precision,
                 # docs/design.md §5: normalise with the dataset's own reference returns.
                 "reference_scores": ds.reference_scores,
+                "horizon_selection": self._selection_record(),
             },
         )
 
@@ -534,32 +604,60 @@ class Trainer:
         self.ctx.barrier()
         return result
 
+    def _selection_record(self) -> dict[str, Any] | None:
+        """How the acting horizon was (or will be) chosen, for the checkpoint's metadata."""
+        if not self.cfg.chooses_memory_horizon(self.dataset.discrete_actions):
+            return None
+        return {
+            "selection": self.cfg.horizon_selection,
+            "heldout_episodes": self.heldout,  # [] when online: every episode was trained on
+            "holdout_fraction": self.cfg.holdout_fraction if self.heldout else None,
+            "choice": self.horizon_choice,
+        }
+
     def choose_memory_horizon(self, step: int) -> dict[str, Any] | None:
-        """With --memory-horizon unset (Aaren, continuous actions, evaluation on): pick the
-        acting horizon among --horizon-candidates on validation episodes
-        (``eval.horizon.choose_memory_horizon``), keep it for the checkpoint and log it.
-        Every rank must call it; returns the choice (rank 0) or None."""
+        """With --memory-horizon unset (Aaren, continuous actions): pick the acting horizon
+        among --horizon-candidates as --horizon-selection says (offline: action error on the
+        held-out episodes, ``eval.offline_horizon``; online: return on validation episodes
+        in the env, ``eval.horizon``), keep it for the checkpoint and log it. Every rank
+        must call it; returns the choice (rank 0) or None."""
         cfg = self.cfg
         if not cfg.chooses_memory_horizon(self.model.config.discrete):
             return None
         choice = None
         if self.ctx.is_main:
-            from aaren_rl.eval.horizon import choose_memory_horizon
-
             with self._acting():
-                choice = choose_memory_horizon(
-                    lambda h: self.agent(memory_horizon=h),
-                    self.env_spec.gym_id,
-                    cfg.seed,
-                    cfg.horizon_candidates,
-                    cfg.eval_episodes,
-                    cfg.eval_num_envs,
-                    cfg.eval_max_episode_steps,
-                ).to_dict()
-            scores = {f"eval/horizon_{h}": v for h, v in choice["validation_scores"].items()}
-            self._log(step, {"eval/memory_horizon": choice["memory_horizon"], **scores})
+                choice = self._offline_choice() if self.heldout else self._online_choice()
+            self._log(step, _choice_metrics(choice))
         self.memory_horizon = self.ctx.broadcast(choice["memory_horizon"] if choice else None)
+        self.horizon_choice = self.ctx.broadcast(choice)
         return choice
+
+    def _offline_choice(self) -> dict[str, Any]:
+        from aaren_rl.eval.offline_horizon import choose_memory_horizon_offline
+
+        return choose_memory_horizon_offline(
+            self.model,
+            self.dataset,
+            self.heldout,
+            self.cfg.return_scale,
+            self.cfg.horizon_candidates,
+            self.cfg.offline_criterion,
+        ).to_dict()
+
+    def _online_choice(self) -> dict[str, Any]:
+        from aaren_rl.eval.horizon import choose_memory_horizon
+
+        cfg = self.cfg
+        return choose_memory_horizon(
+            lambda h: self.agent(memory_horizon=h),
+            self.env_spec.gym_id,
+            cfg.seed,
+            cfg.horizon_candidates,
+            cfg.eval_episodes,
+            cfg.eval_num_envs,
+            cfg.eval_max_episode_steps,
+        ).to_dict()
 
     @property
     def seconds_per_step(self) -> float:
@@ -569,3 +667,20 @@ class Trainer:
         if self.tracker:
             self.tracker.finish()
         self.ctx.close()
+
+
+def _choice_metrics(choice: dict[str, Any]) -> dict[str, Any]:
+    """Log lines of a horizon choice, labelled by how it was made (``offline/`` or
+    ``online/``): the chosen H and every candidate's score."""
+    if choice.get("selection") == "offline":
+        errs = choice["action_errors_by_criterion"]
+        return {
+            "offline/memory_horizon": choice["memory_horizon"],
+            **{
+                f"offline/{c}_action_error_h{h}": e
+                for c, by_h in errs.items()
+                for h, e in by_h.items()
+            },
+        }
+    scores = {f"online/validation_score_h{h}": v for h, v in choice["validation_scores"].items()}
+    return {"online/memory_horizon": choice["memory_horizon"], **scores}

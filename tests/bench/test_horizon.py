@@ -36,3 +36,32 @@ def test_refuses_what_it_cannot_score(make_agent, tmp_path: Path, capsys) -> Non
         run_horizon(HorizonConfig((tf,), horizons=(-1,), out=tmp_path / "out"))
     assert main(["horizon", "--checkpoints", str(tmp_path / "none")]) == 2
     assert "no agent.json" in capsys.readouterr().err
+
+
+def test_offline_criteria_beside_the_env_scores(tiny_hopper_dataset: Path, tmp_path: Path) -> None:
+    """A checkpoint trained with offline selection: the action errors per H on its held-out
+    episodes, each criterion's pick and the env score of that pick."""
+    from aaren_rl.train.cli import main as train
+
+    run = tmp_path / "run"
+    args = ["--dataset", f"d4rl:{tiny_hopper_dataset}", "--steps", "3", "--run-dir", str(run),
+            "--eval-episodes", "0", "--model.dim", "16", "--model.num-layers", "1",
+            "--threads", "1", "--no-progress"]  # fmt: skip
+    assert train(args) == 0
+    cfg = HorizonConfig((run / "checkpoint",), horizons=(3, 0), window=False, episodes=1,
+                        num_envs=1, out=tmp_path / "out")  # fmt: skip
+    data = run_horizon(cfg)
+    (row,) = data["offline"]
+    meta = json.loads((run / "checkpoint" / "agent.json").read_text())
+    assert row["heldout_episodes"] == meta["horizon_selection"]["heldout_episodes"]
+    assert set(row["action_errors"]) == {
+        f"{c}, {s}" for c in ("own-actions", "teacher-forced") for s in ("top", "all")
+    }
+    env = {r["memory_horizon"]: r["normalized_mean"] for r in data["records"]}
+    for name, errs in row["action_errors"].items():
+        assert set(errs) == {"3", "0"}
+        pick = row["picks"][name]
+        assert errs[str(pick)] == min(errs.values())
+        assert row["env_score_of_pick"][name] == env[pick]
+    assert row["env_best_score"] == max(env.values())
+    assert json.loads((tmp_path / "out" / "horizon.json").read_text())["offline"] == [row]

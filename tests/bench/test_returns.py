@@ -130,36 +130,74 @@ def test_interrupted_run_resumes_to_the_same_json(
 def test_aaren_acts_with_a_chosen_memory_horizon_and_over_the_whole_episode(
     tmp_path: Path, tiny_hopper_dataset: Path, monkeypatch
 ):
-    """recurrent: the horizon chosen at each evaluation on validation episodes (recorded in
-    the curve and the final choice); recurrent-full: the whole episode. An acting mode added
-    after a run was scored is scored on its final checkpoint only."""
+    """recurrent: the horizon chosen offline at each evaluation on the run's held-out episodes
+    (recorded in the curve and the final choice); recurrent-online (--also-online): the one
+    chosen on validation episodes in the env; recurrent-full: the whole episode. An acting
+    mode added after a run was scored is scored on its final checkpoint only."""
     import aaren_rl.bench.returns as returns
 
     monkeypatch.chdir(tmp_path)
     (spec,) = grid_specs(tiny_cfg(tmp_path, tiny_hopper_dataset, horizon_candidates=(0, 3)))
+    assert spec.actings == ("recurrent", "window", "recurrent-full")
     monkeypatch.setitem(returns.ACTING, "aaren", ("recurrent", "window"))  # an older grid
     run_one(spec)
     assert not spec.result_path("recurrent-full").exists()
     monkeypatch.undo()
-    assert not spec.done
+    cfg = tiny_cfg(tmp_path, tiny_hopper_dataset, horizon_candidates=(0, 3), also_online=True)
+    (spec,) = grid_specs(cfg)
+    assert spec.actings[-1] == "recurrent-online" and not spec.done
     run_one(spec)
-    rec, full = (
-        json.loads(spec.result_path(a).read_text()) for a in ("recurrent", "recurrent-full")
+    rec, full, online = (
+        json.loads(spec.result_path(a).read_text())
+        for a in ("recurrent", "recurrent-full", "recurrent-online")
     )
     choice = rec["horizon_choice"]
+    assert rec["horizon_selection"] == choice["selection"] == "offline"
     assert rec["memory_horizon"] == choice["memory_horizon"] in (0, 3)
-    assert choice["validation_scores"].keys() == {"0", "3"}
-    assert choice["validation_seed"] == 1_000_000 and choice["validation_episodes"] == 1
+    assert choice["action_errors"].keys() == {"0", "3"} and choice["criterion"] == "own-actions"
+    held = json.loads((spec.run_dir / "checkpoint" / "agent.json").read_text())
+    assert choice["heldout_episodes"] == held["horizon_selection"]["heldout_episodes"]
+    assert len(choice["heldout_episodes"]) == 2 and len(choice["scored_episodes"]) == 1
     assert [c["memory_horizon"] in (0, 3) for c in rec["curve"]] == [True, True]
+    assert online["horizon_selection"] == online["horizon_choice"]["selection"] == "online"
+    assert online["horizon_choice"]["validation_scores"].keys() == {"0", "3"}
+    assert online["horizon_choice"]["validation_seed"] == 1_000_000
+    assert online["memory_horizon"] == online["horizon_choice"]["memory_horizon"]
+    assert [c["step"] for c in online["curve"]] == [4]
     assert full["memory_horizon"] == 0 and full["horizon_choice"] is None
+    assert full["horizon_selection"] is None
     assert [c["step"] for c in rec["curve"]] == [2, 4] and rec["curve_note"] is None
     assert [c["step"] for c in full["curve"]] == [4]
     assert full["curve_note"].startswith("not scored at steps 2 (")
     assert full["best_normalized_mean"] == full["normalized_mean"]
+    if rec["memory_horizon"] == 0:  # the same horizon on the same episodes: played once
+        assert rec["returns"] == full["returns"]
     window = json.loads(spec.result_path("window").read_text())
     assert window["memory_horizon"] is None and window["curve_note"] is None
     with pytest.raises(ConfigError, match="--horizon-candidates"):
         tiny_cfg(tmp_path, tiny_hopper_dataset, horizon_candidates=())
+
+
+def test_online_selection_trains_on_every_episode(tmp_path: Path, tiny_hopper_dataset: Path,
+                                                  monkeypatch):  # fmt: skip
+    """--horizon-selection online: the grid as before (no held-out episodes), labelled online;
+    a run trained so cannot then be scored offline."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(tmp_path, tiny_hopper_dataset, horizon_selection="online", steps=2,
+                   horizon_candidates=(0, 3))  # fmt: skip
+    (spec,) = grid_specs(cfg)
+    assert "recurrent-online" not in spec.actings
+    run_one(spec)
+    rec = json.loads(spec.result_path("recurrent").read_text())
+    assert rec["horizon_selection"] == rec["horizon_choice"]["selection"] == "online"
+    assert rec["settings"]["horizon_selection"] == "online"
+    meta = json.loads((spec.run_dir / "checkpoint" / "agent.json").read_text())
+    assert meta.get("horizon_selection") is None  # eval_episodes 0: the trainer chose nothing
+    (offline,) = grid_specs(tiny_cfg(tmp_path, tiny_hopper_dataset, steps=2))
+    from aaren_rl.bench.returns import _evaluate
+
+    with pytest.raises(ConfigError, match="trained on every episode"):
+        _evaluate(offline, "recurrent")
 
 
 def test_status_says_what_it_cannot_read(tmp_path: Path, tiny_hopper_dataset: Path):
@@ -243,6 +281,52 @@ def test_summary_tables_targets_curves_and_docs(tmp_path: Path):
     ) in text
     summarize_returns(out, docs=page)  # idempotent: the section is replaced, not appended
     assert page.read_text() == text
+
+
+def test_the_report_labels_how_each_horizon_was_chosen(tmp_path: Path):
+    """Offline and online choices are named in the rows, the targets and the across table;
+    a record written before offline selection existed (a choice without ``selection``) was
+    chosen online."""
+    out = tmp_path / "grid"
+    out.mkdir()
+    offline = {"selection": "offline", "memory_horizon": 20, "action_errors": {"20": 0.1}}
+    kinds = {
+        "recurrent": ({"horizon_selection": "offline", "horizon_choice": offline}, (60, 62, 64)),
+        "recurrent-online": ({"horizon_selection": "online",
+                              "horizon_choice": {"selection": "online"}}, (61, 64, 65)),
+        "recurrent-full": ({}, (40, 41, 42)),
+        "window": ({}, (59, 60, 61)),
+    }  # fmt: skip
+    for acting, (extra, vals) in kinds.items():
+        for seed, v in enumerate(vals):
+            h = {"recurrent": 20, "recurrent-online": 40, "recurrent-full": 0}.get(acting)
+            rec = _record("hopper-medium", "aaren", acting, seed, v, memory_horizon=h, **extra)
+            (out / f"hopper-medium__aaren__s{seed}__{acting}.json").write_text(json.dumps(rec))
+    old = _record("walker2d-medium", "aaren", "recurrent", 0, 50.0, memory_horizon=10,
+                  horizon_choice={"memory_horizon": 10, "validation_scores": {"10": 49.0}})  # fmt: skip
+    (out / "walker2d-medium__aaren__s0__recurrent.json").write_text(json.dumps(old))
+    rows = summarize_returns(out)
+    by = {(r["dataset"], r["acting"]): r for r in rows}
+    assert by[("hopper-medium", "recurrent")]["horizon_selection"] == "offline"
+    assert by[("hopper-medium", "recurrent-online")]["horizon_selection"] == "online"
+    assert by[("hopper-medium", "recurrent-full")]["horizon_selection"] is None
+    assert by[("walker2d-medium", "recurrent")]["horizon_selection"] == "online"
+    text = (out / "summary.md").read_text()
+    assert "recurrent (memory horizon chosen offline, on held-out dataset episodes, per seed: " \
+           "20, 20, 20)" in text  # fmt: skip
+    assert (
+        "recurrent-online (memory horizon chosen online, on validation episodes in the env" in text
+    )
+    assert "recurrent (memory horizon chosen online, on validation episodes in the env, per " \
+           "seed: 10)" in text  # fmt: skip
+    targets = json.loads((out / "summary.json").read_text())["targets"]["hopper-medium"]
+    vs_online = next(t for t in targets if t.get("rival") == "aaren/recurrent-online")
+    assert vs_online["target"].startswith(
+        "Aaren recurrent (H chosen offline) >= aaren recurrent-online"
+    )
+    assert vs_online["paired_difference"] == pytest.approx(-4 / 3)
+    assert "| Aaren recurrent (H chosen offline) vs |" in text  # walker2d: no rival here
+    assert "| aaren recurrent-online | 1 | 3 | 0 / 3 / 0 |" in text
 
 
 def test_without_ray_the_command_says_how_to_install_it(

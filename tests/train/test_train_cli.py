@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aaren_rl.eval.offline_horizon import heldout_episodes
 from aaren_rl.train.cli import main
 from aaren_rl.train.trainer_state import load_trainer_state
 
@@ -50,15 +51,27 @@ def test_smoke_each_backbone_with_wandb_offline(
     assert len(meta["state_mean"]) == 11
     config = json.loads((run_dir / "config.json").read_text())
     assert config["backbone"] == backbone
-    # the acting default: Aaren's memory horizon chosen on validation episodes, logged
-    assert config["memory_horizon"] is None
-    chosen = [r for r in records if "eval/memory_horizon" in r]
+    # the acting default: Aaren's memory horizon chosen offline on held-out episodes, logged
+    assert config["memory_horizon"] is None and config["horizon_selection"] == "offline"
+    chosen = [r for r in records if "offline/memory_horizon" in r]
+    assert not any("online/memory_horizon" in r for r in records)
     if backbone == "aaren":
         assert [r["step"] for r in chosen] == [20]
-        assert meta["memory_horizon"] == chosen[0]["eval/memory_horizon"] in (0, 10, 20, 40)
-        assert {f"eval/horizon_{h}" for h in (0, 10, 20, 40)} <= set(chosen[0])
+        assert meta["memory_horizon"] == chosen[0]["offline/memory_horizon"] in (0, 10, 20, 40)
+        keys = {f"offline/{c}_action_error_h{h}" for h in (0, 10, 20, 40)
+                for c in ("own-actions", "teacher-forced")}  # fmt: skip
+        assert keys <= set(chosen[0])
+        record = meta["horizon_selection"]
+        assert record["selection"] == "offline"  # 12 episodes: a fifth, 2, held out by seed 0
+        assert (
+            record["heldout_episodes"] == heldout_episodes(12, seed=0)
+            and record["holdout_fraction"]
+        )
+        assert len(record["heldout_episodes"]) == 2
+        assert record["choice"]["memory_horizon"] == meta["memory_horizon"]
     else:
         assert not chosen and meta["memory_horizon"] == 0
+        assert meta["horizon_selection"] is None
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert offline_runs, "W&B offline run directory missing"
     assert list(offline_runs[0].glob("*.wandb")), "W&B run file missing"
@@ -104,11 +117,12 @@ def test_kill_and_resume_is_bit_identical(tiny_hopper_dataset: Path, tmp_path: P
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    losses = [
-        [(r["step"], r["train/loss"]) for r in map(json.loads, (d / "metrics.jsonl").open())]
-        for d in (straight, killed)
-    ]
-    assert losses[0] == losses[1]
+    records = [list(map(json.loads, (d / "metrics.jsonl").open())) for d in (straight, killed)]
+    losses = [[(r["step"], r["train/loss"]) for r in rs if "train/loss" in r] for rs in records]
+    assert losses[0] == losses[1] and len(losses[0]) == steps // 10
+    # the same held-out episodes, the same offline choice
+    horizon = [[r for r in rs if "offline/memory_horizon" in r] for rs in records]
+    assert horizon[0] == horizon[1] and len(horizon[0]) == 1
 
 
 def test_resume_with_a_different_config_is_refused(
@@ -236,7 +250,9 @@ def test_torchrun_two_processes_gloo(tiny_hopper_dataset: Path, tmp_path: Path) 
     trainer = load_trainer_state(run_dir / "checkpoint")
     assert len(trainer["ranks"]) == 2  # both ranks' sampler and RNG state are kept
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [10, 20, 30]  # rank 0 alone logs
+    logged = [r["step"] for r in records if "train/loss" in r]
+    assert logged == [10, 20, 30]  # rank 0 alone logs
+    assert [r["step"] for r in records if "offline/memory_horizon" in r] == [30]
 
 
 @pytest.mark.slow
@@ -252,7 +268,7 @@ def test_torchrun_chooses_the_memory_horizon_on_rank_0(tiny_hopper_dataset: Path
     assert res.returncode == 0, res.stderr[-3000:]
     assert "memory horizon for recurrent acting" in res.stdout
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    chosen = [r["eval/memory_horizon"] for r in records if "eval/memory_horizon" in r]
+    chosen = [r["offline/memory_horizon"] for r in records if "offline/memory_horizon" in r]
     meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
     assert len(chosen) == 1 and meta["memory_horizon"] == chosen[0] and meta["step"] == 20
 
@@ -266,7 +282,7 @@ def test_a_given_memory_horizon_is_kept_without_a_choice(
     assert run_cli(args + TINY) == 0
     meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
     assert meta["memory_horizon"] == 7
-    assert "eval/memory_horizon" not in (run_dir / "metrics.jsonl").read_text()
+    assert "memory_horizon" not in (run_dir / "metrics.jsonl").read_text()
 
 
 def test_default_threads_are_recorded_and_a_resumed_run_keeps_them(
