@@ -108,6 +108,8 @@ def _track(args: EvalArgs, payload: dict) -> None:
         project=args.wandb_project,
         name=name,
         job_type="eval",
+        # read WANDB_DIR now: wandb's settings singleton keeps the first run's in this process
+        dir=os.environ.get("WANDB_DIR") or None,
         config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         settings=wandb.Settings(init_timeout=30),
     )
