@@ -28,6 +28,7 @@ import math
 import re
 import types
 import typing
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,9 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "json_depth",
     "MAX_LIST_LEN",
+    "MAX_ZIP_RATIO",
     "check_dataclass_dict",
+    "check_zip",
     "check_env_id",
     "check_number_list",
     "check_type",
@@ -50,6 +53,7 @@ __all__ = [
 MAX_JSON_BYTES = 16 * 2**20  # agent.json of a 10k-dim observation is ~0.5 MB
 MAX_JSON_DEPTH = 64  # nesting of objects/lists (trainer.json, the deepest we write, has ~12)
 MAX_LIST_LEN = 1_000_000  # longest list a metadata field may hold
+MAX_ZIP_RATIO = 1100  # deflate's best is ~1032:1; an entry claiming more is a bomb
 MAX_ENV_ID_LEN = 200
 # Gymnasium ids: [namespace/]Name[-vN]. No ':' - gymnasium imports the module named before it.
 _ENV_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
@@ -110,6 +114,35 @@ def read_json(
     """
     text = read_bytes(path, error, max_bytes, root)
     return parse_json_text(text, str(path), error, max_bytes)
+
+
+def check_zip(source: Any, where: str, error: ErrorClass, max_bytes: int) -> list[zipfile.ZipInfo]:
+    """The entries of a zip (a path or a binary file object), checked before any is read.
+
+    Refused: a zip that is not one; an entry whose declared size is more than
+    ``MAX_ZIP_RATIO`` times its compressed size (stored entries: more than stored); entries
+    that unpack to more than ``max_bytes`` together. Python's and PyTorch's zip readers stop
+    at (or allocate) the declared size, so these caps bound what reading the entries costs.
+    """
+    try:
+        with zipfile.ZipFile(source) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise error(f"{where} is not a readable zip ({e})") from e
+    total = 0
+    for info in infos:
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else MAX_ZIP_RATIO
+        if info.file_size > max(info.compress_size, 1) * ratio:
+            raise error(
+                f"{where}: entry {info.filename!r:.80} unpacks to {info.file_size} bytes from "
+                f"{info.compress_size} (more than {ratio}:1): a zip bomb; refusing it"
+            )
+        total += info.file_size
+    if total > max_bytes:
+        raise error(f"{where}: the zip unpacks to {total} bytes, more than the {max_bytes} allowed")
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return infos
 
 
 def check_env_id(value: Any, where: str, error: ErrorClass) -> str | None:
