@@ -70,7 +70,8 @@ def check_dataset(dsid: Any, name: str, where: str, error: type[Exception] = Val
     """
     import h5py
 
-    dsid = getattr(dsid, "id", dsid)
+    if not hasattr(dsid, "get_create_plist"):  # an h5py.Dataset: its low-level id
+        dsid = dsid.id
     plist = dsid.get_create_plist()
     layout = plist.get_layout()
     if layout == h5py.h5d.VIRTUAL or plist.get_external_count() > 0:

@@ -94,7 +94,7 @@ def parse_json_text(
             raise error(
                 f"{where}: JSON nested deeper than the {max_depth} levels allowed"
             ) from None
-        raise error(f"{where} is not valid JSON ({type(e).__name__}: {e})") from e
+        raise error(f"{where} is corrupt: not valid JSON ({type(e).__name__}: {e})") from e
     if json_depth(value, max_depth) > max_depth:
         raise error(f"{where}: JSON nested deeper than the {max_depth} levels allowed")
     return value

@@ -176,6 +176,11 @@ def load_npz(path: Path, root: Path | None = None) -> dict[str, np.ndarray]:
     (no symlinks below it).
     """
     with open_file(path, RunDirError, "rb", root) as f:
+        if not zipfile.is_zipfile(f):
+            raise RunDirError(
+                f"{path} cannot be read as plain arrays: it is not an .npz (zip) file, and "
+                "nothing else (a pickle) is ever loaded"
+            )
         infos = check_zip(f, str(path), RunDirError, MAX_NPZ_BYTES)
         try:
             with zipfile.ZipFile(f) as z:
@@ -303,7 +308,13 @@ def _zip_data(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 if info.filename.endswith(".pth"):
                     raw = io.BytesIO(z.read(info))
                     # a .pth is a zip too: torch allocates what its entries declare
-                    check_zip(raw, f"{path} (entry {info.filename!r})", RunDirError, MAX_ZIP_BYTES)
+                    if not zipfile.is_zipfile(raw):
+                        raise RunDirError(
+                            f"{path}: entry {info.filename!r} is not plain tensors (not a "
+                            "torch zip; a bare pickle is never loaded); refusing"
+                        )
+                    where = f"{path} (entry {info.filename!r})"
+                    check_zip(raw, where, RunDirError, MAX_ZIP_BYTES)
                     try:  # tensors and plain containers only; a pickle calling code raises
                         tensors[info.filename] = torch.load(
                             raw, map_location="cpu", weights_only=True

@@ -107,7 +107,7 @@ def checkpoint_step(ckpt_dir: Path) -> int | None:
     for d in (ckpt_dir, ckpt_dir.parent / f".{ckpt_dir.name}.old"):
         if has_trainer_state(d):
             try:
-                return int(read_json(d / "agent.json", CheckpointError)["step"])
+                return int(read_json(d / "agent.json", CheckpointError, root=d)["step"])
             except (CheckpointError, KeyError, TypeError, ValueError):
                 return None
     return None
