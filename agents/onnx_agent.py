@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from aaren_rl.agents.onnx_safety import check_external_data, check_onnx_metadata
+from aaren_rl.agents.onnx_safety import check_model, check_onnx_metadata
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import OnnxAgentError
+from aaren_rl.folders import read_bytes
 
 __all__ = ["OnnxAgent", "OnnxAgentError", "SessionPerBatch", "make_session", "ort_value"]
 
@@ -42,12 +43,15 @@ def ort_value(array: np.ndarray) -> Any:
     return _ort().OrtValue.ortvalue_from_numpy(array)
 
 
+MAX_ONNX_BYTES = 2**31  # protobuf's own limit for one file
+
+
 def read_model(path: str | Path) -> bytes:
     """The bytes of an ONNX file (a clear error when there is none)."""
     path = Path(path)
     if not path.is_file():
         raise OnnxAgentError(f"no ONNX file at {path}; write one with aaren-export")
-    return path.read_bytes()
+    return read_bytes(path, OnnxAgentError, MAX_ONNX_BYTES)  # a regular file, size-capped
 
 
 def make_session(path: str | Path, threads: int = 1, data: bytes | None = None) -> Any:
@@ -65,8 +69,8 @@ def make_session(path: str | Path, threads: int = 1, data: bytes | None = None) 
     path = Path(path)
     if data is None:
         data = read_model(path)
-    # no external data outside the model's folder (onnx_safety)
-    source = str(path) if check_external_data(path, data) else data
+    # no external data outside the model's folder, only the operators and sizes we emit
+    source = str(path) if check_model(path, data) else data
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
