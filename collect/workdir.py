@@ -57,7 +57,7 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 SUBDIRS = ("ckpt", "replay", "rollouts")  # the only folders the manifest may name files in
-MAX_ZIP_BYTES = 2**30  # uncompressed size of one SB3 model zip (ours are < 1 MB)
+MAX_ZIP_BYTES = 256 * 2**20  # uncompressed size of one SB3 model zip (ours are < 1 MB)
 MAX_NPZ_BYTES = 4 * 2**30  # uncompressed size of one .npz (a 1M-step SAC buffer: ~0.4 GB)
 
 
@@ -170,9 +170,10 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 def load_npz(path: Path, root: Path | None = None) -> dict[str, np.ndarray]:
     """Read an ``.npz`` without pickle: object arrays raise instead of being unpickled.
 
-    Before anything is decompressed, the zip's entries are checked (:func:`check_zip`: no
-    bombs, at most ``MAX_NPZ_BYTES`` in all) and every array's declared shape must fit its
-    entry, so a small file cannot make numpy allocate a huge array. ``root``: the work dir
+    Before anything is read, the zip's entries are checked: uncompressed (as ``np.savez``
+    writes them: no zip bomb possible), at most ``MAX_NPZ_BYTES`` in all, and every array's
+    declared shape must fit its entry, so a small file cannot make numpy allocate a huge
+    array. ``root``: the work dir
     (no symlinks below it).
     """
     with open_file(path, RunDirError, "rb", root) as f:
@@ -182,6 +183,11 @@ def load_npz(path: Path, root: Path | None = None) -> dict[str, np.ndarray]:
                 "nothing else (a pickle) is ever loaded"
             )
         infos = check_zip(f, str(path), RunDirError, MAX_NPZ_BYTES)
+        if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+            raise RunDirError(
+                f"{path} has compressed entries; aaren-collect writes uncompressed .npz files "
+                "(np.savez), so an entry can never unpack to more than the file's size"
+            )
         try:
             with zipfile.ZipFile(f) as z:
                 for info in infos:

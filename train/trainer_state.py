@@ -42,7 +42,7 @@ TRAINER_JSON = "trainer.json"
 TRAINER_TENSORS = "trainer.safetensors"
 LEGACY_TRAINER = "trainer.pt"
 FORMAT = 1
-MAX_LEGACY_BYTES = 2**30  # unpacked trainer.pt (AdamW moments of a DT-size model: ~10 MB)
+MAX_LEGACY_BYTES = 256 * 2**20  # unpacked trainer.pt (AdamW moments of a DT-size model: ~10 MB)
 
 
 def has_trainer_state(ckpt_dir: Path) -> bool:
