@@ -179,7 +179,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_d4rl(path: Path):
     """MDPDataset from a D4RL HDF5 file; terminals and timeouts kept apart."""
     import h5py
-    from d3rlpy.dataset import MDPDataset
 
     checks = hdf5_checks()
     with h5py.File(path, "r") as f:
@@ -204,6 +203,8 @@ def load_d4rl(path: Path):
     # A trailing partial episode (neither flag on the last row) is dropped by d3rlpy's
     # episode generator; say so rather than lose it silently.
     trailing = 0 if (term[-1] or tout[-1]) else len(term) - 1 - int(np.flatnonzero(term | tout)[-1])
+    from d3rlpy.dataset import MDPDataset  # after the file passed the checks
+
     ds = MDPDataset(
         observations=obs,
         actions=act,
