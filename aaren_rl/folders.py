@@ -185,7 +185,7 @@ def read_bytes(
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
             raise error(f"{path}: {size} bytes, more than the {max_bytes} this file may have")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:  # grew while being read
-        raise error(f"{path}: more than the {max_bytes} bytes this file may have")
+        data = f.read(size + 1)  # not max_bytes + 1: read() allocates what it is asked for
+    if len(data) > size:
+        raise error(f"{path} grew while it was read; read it again when it is complete")
     return data
