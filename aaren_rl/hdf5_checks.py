@@ -136,7 +136,7 @@ def read_numeric(
             "writer, or was crafted: re-export it with numeric arrays (see docs/data.md)."
         )
     if d.ndim not in ranks:
-        want = " or ".join(map(str, ranks))
-        raise error(f"{where}: {key!r} must be {want}-D, got shape {d.shape}.")
+        want = " or ".join(f"{r}-D" for r in ranks)
+        raise error(f"{where}: {key!r} must be {want}, got shape {d.shape}.")
     check_dataset(d, key, where, error)
     return d[()]
