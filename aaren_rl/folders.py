@@ -150,9 +150,9 @@ def open_file(
     path = Path(path)
     if root is not None:
         path = check_inside(root, path, error)
-    flags = os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    flags = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     if root is not None:
-        flags |= os.O_NOFOLLOW
+        flags |= getattr(os, "O_NOFOLLOW", 0)  # POSIX; the folder walk covers the rest
     if mode.startswith("a"):
         flags |= os.O_WRONLY | os.O_APPEND | os.O_CREAT
     elif mode.startswith("r"):

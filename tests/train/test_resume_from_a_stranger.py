@@ -120,3 +120,19 @@ def test_w_and_b_and_download_come_from_flags_only(run: Path, capsys):
     assert "not taken from the file" in err and "wandb_entity='someone'" in err
     cfg = parse_config(["--run-dir", str(run), "--resume", "--track", "--wandb-entity", "me"])
     assert (cfg.track, cfg.wandb_entity) == (True, "me")
+
+
+def test_a_legacy_trainer_pt_zip_bomb_is_refused_before_decompressing(tmp_path: Path):
+    import zipfile
+
+    from aaren_rl.errors import CheckpointError
+    from aaren_rl.train.trainer_state import MAX_LEGACY_BYTES, load_trainer_state
+
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    with zipfile.ZipFile(ckpt / "trainer.pt", "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(3):  # 3 x 100 MB of zeros in ~300 kB
+            z.writestr(f"archive/data/{i}", b"\0" * 100_000_000)
+    assert (ckpt / "trainer.pt").stat().st_size < 1_000_000
+    with pytest.raises(CheckpointError, match=f"more than the {MAX_LEGACY_BYTES} allowed"):
+        load_trainer_state(ckpt)
