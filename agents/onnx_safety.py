@@ -37,13 +37,15 @@ MAX_IO_DIM = 2**20  # aaren.obs_dim / aaren.act_dim (MuJoCo's largest: 376 for H
 MAX_STATE_ELEMENTS = 2**24  # one env's carried state, all tensors (DT-size: ~100 floats)
 MAX_TENSOR_ELEMENTS = 2**26  # any tensor of the graph at batch 1 (the largest we emit: ~10^5)
 # Exactly the operators aaren-export emits (opsets 17-20; relu, gelu and gelu_tanh; discrete
-# and continuous heads; tests/agents/test_onnx_graph.py exports them and checks this list).
-# No control flow (Loop, Scan, If), nothing that sizes a tensor from data (Expand, Tile,
-# ConstantOfShape, Range, Resize, Pad), no other domains or local functions.
+# and continuous heads), plus the two that onnxruntime's dynamic int8 quantisation of that
+# graph adds (docs/deployment.md, aaren-onnx-int8); tests/agents/test_onnx_graph.py exports
+# them and checks this list. No control flow (Loop, Scan, If), nothing that sizes a tensor
+# from data (Expand, Tile, ConstantOfShape, Range, Resize, Pad), no other domains or local
+# functions.
 ALLOWED_OPS = frozenset(
     "Add Cast Clip Concat Constant Div Equal Erf Gather Gelu Gemm Identity LayerNormalization "
     "Less MatMul Mul ReduceLogSumExp ReduceMax ReduceSum Relu Reshape Slice Softmax Split Sub "
-    "Tanh Transpose Unsqueeze Where".split()
+    "Tanh Transpose Unsqueeze Where DynamicQuantizeLinear MatMulInteger".split()
 )
 ONNX_FORMAT = 2
 """The format aaren-export writes (``aaren.format``). 2: the attention state (c, o) in one
@@ -195,6 +197,12 @@ def check_graph(model: Any, path: str | Path) -> None:
                 f"{'unknown' if dims is None else dims} at batch 1 (at most "
                 f"{MAX_TENSOR_ELEMENTS} elements, all dims known); refusing to load it"
             )
+    known = {v.name for v in (*g.input, *g.value_info, *g.output)}
+    unknown = [o for n in g.node for o in n.output if o and o not in known]
+    if unknown:  # inference gave up on them: their size cannot be bounded
+        raise OnnxAgentError(
+            f"{path}: tensor {unknown[0]!r} has no inferred shape at batch 1; refusing to load it"
+        )
     for t in g.initializer:
         if math.prod(t.dims) > MAX_TENSOR_ELEMENTS:
             raise OnnxAgentError(
