@@ -293,7 +293,9 @@ class Trainer:
                 f"{self.ckpt_dir}: the trainer state does not fit this run ({e}); start a new run"
             ) from None
         self.start_step = step
-        self.wandb_id = state.get("wandb_id")
+        wandb_id = state.get("wandb_id")  # from the file: a plain run id, or a fresh W&B run
+        ok = isinstance(wandb_id, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", wandb_id)
+        self.wandb_id = wandb_id if ok else None
 
     def _check_resume_fits(self, step: int, world: int, recorded: str | None) -> None:
         if world != self.ctx.world_size:
