@@ -131,3 +131,17 @@ def test_the_expand_bomb_stays_in_memory_bounds(exports: list[Path], tmp_path: P
     assert out.returncode == 2 and "'Expand', which aaren-export never emits" in out.stderr, (
         out.stderr[-2000:]
     )
+
+
+def test_contract_state_dims_small_each_but_not_their_product(exports: list[Path], tmp_path):
+    import json
+
+    model = onnx.load(str(exports[0]))
+    props = {p.key: p for p in model.metadata_props}
+    contract = json.loads(props["aaren.contract"].value)
+    name = next(iter(contract["state_shapes"]))
+    contract["state_shapes"][name] = ["B", 4096, 4096, 4]  # each <= 2^24; 2^26 per env
+    props["aaren.contract"].value = json.dumps(contract)
+    onnx.save(model, str(tmp_path / "wide.onnx"))
+    with pytest.raises(OnnxAgentError, match=r"hold 671\d{5} values per environment, more than the 16777216"):
+        OnnxAgent(tmp_path / "wide.onnx")
