@@ -71,21 +71,25 @@ def _outside(path: Path, target: Path, root: Path, error: ErrorClass) -> AarenEr
     )
 
 
-def check_folder(root: str | Path, error: ErrorClass) -> None:
+def check_folder(root: str | Path, error: ErrorClass, shallow: tuple[str, ...] = ()) -> None:
     """Walk ``root`` (never following links); refuse special files and links that leave it.
 
     A symlink inside ``root`` must resolve (following every link in its chain) to a path
     inside ``root``; a dangling link counts by where it would point. ``root`` itself may be
     a symlink (you typed it). A missing ``root`` passes (the caller reports that).
+    ``shallow``: folders (relative to ``root``) whose own entries are checked but whose
+    subfolders are not entered: a tool's own run folders that this toolkit never reads or
+    writes (W&B creates a new one on every start, with links to its cache outside the run).
     """
     root = Path(root)
     if not root.is_dir():
         return
     real_root = root.resolve()
+    shallow_paths = {root / s for s in shallow}
     seen = 0
-    stack = [root]
+    stack = [(root, False)]
     while stack:
-        folder = stack.pop()
+        folder, stop = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except OSError as e:
@@ -101,7 +105,8 @@ def check_folder(root: str | Path, error: ErrorClass) -> None:
                 if not target.is_relative_to(real_root):
                     raise _outside(path, target, root, error)
             elif stat.S_ISDIR(mode):
-                stack.append(path)
+                if not stop:
+                    stack.append((path, path in shallow_paths))
             elif not stat.S_ISREG(mode):
                 raise _special(path, mode, error)
 

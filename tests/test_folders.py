@@ -41,6 +41,18 @@ def test_a_link_out_of_the_folder_is_refused(folder: Path, tmp_path: Path, dangl
     assert target.exists() != dangling  # nothing created or written outside
 
 
+def test_a_shallow_folder_is_checked_one_level_deep(folder: Path, tmp_path: Path):
+    logs = folder / "wandb" / "offline-run-1" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "debug-core.log").symlink_to(tmp_path / "cache.log")  # as W&B links its cache
+    check_folder(folder, RunDirError, shallow=("wandb",))
+    with pytest.raises(RunDirError, match="debug-core.log is a symlink"):
+        check_folder(folder, RunDirError)
+    (folder / "wandb" / "debug.log").symlink_to(tmp_path / "cache.log")
+    with pytest.raises(RunDirError, match=r"wandb/debug\.log is a symlink"):
+        check_folder(folder, RunDirError, shallow=("wandb",))
+
+
 def test_a_link_to_a_folder_inside_is_not_opened_through(folder: Path):
     (folder / "rollouts").symlink_to("sub")
     with pytest.raises(RunDirError, match="rollouts is a symlink"):

@@ -72,7 +72,7 @@ def check_resumable(run_dir: Path) -> None:
     _require_run_dir(run_dir)
     # no special files, no symlinks out of the run dir (metrics.jsonl, wandb/, checkpoint/):
     # nothing is read or written outside it (aaren_rl.folders)
-    check_folder(run_dir, RunDirError)
+    check_folder(run_dir, RunDirError, shallow=("wandb",))  # W&B's old run folders: its own
     ckpt = run_dir / CHECKPOINT
     recover_directory(ckpt)
     remove_stale_temporaries(ckpt)

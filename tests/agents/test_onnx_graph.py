@@ -143,5 +143,7 @@ def test_contract_state_dims_small_each_but_not_their_product(exports: list[Path
     contract["state_shapes"][name] = ["B", 4096, 4096, 4]  # each <= 2^24; 2^26 per env
     props["aaren.contract"].value = json.dumps(contract)
     onnx.save(model, str(tmp_path / "wide.onnx"))
-    with pytest.raises(OnnxAgentError, match=r"hold 671\d{5} values per environment, more than the 16777216"):
+    with pytest.raises(
+        OnnxAgentError, match=r"hold 671\d{5} values per environment, more than the 16777216"
+    ):
         OnnxAgent(tmp_path / "wide.onnx")

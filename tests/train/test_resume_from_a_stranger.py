@@ -136,3 +136,19 @@ def test_a_legacy_trainer_pt_zip_bomb_is_refused_before_decompressing(tmp_path: 
     assert (ckpt / "trainer.pt").stat().st_size < 1_000_000
     with pytest.raises(CheckpointError, match=f"more than the {MAX_LEGACY_BYTES} allowed"):
         load_trainer_state(ckpt)
+
+
+def test_a_tracked_run_with_w_and_b_links_inside_still_resumes(
+    run: Path, tmp_path: Path, capsys, monkeypatch
+):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    rc, out = _resume(run, capsys, "--track")
+    assert rc == 0, out
+    links = [p for p in (run / "wandb").iterdir() if p.is_symlink()]
+    assert links  # W&B's own latest-run / debug.log links, inside the run dir
+    rc = main(["--run-dir", str(run), "--resume", "--steps", "20", "--track"])
+    assert rc == 0, capsys.readouterr().err
