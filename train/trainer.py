@@ -282,6 +282,11 @@ class Trainer:
             recorded = state.get("dataset_fingerprint")
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{self.ckpt_dir}: trainer state lacks {e}") from None
+        if not isinstance(ranks, list) or not isinstance(recorded, (str, type(None))):
+            raise CheckpointError(
+                f"{self.ckpt_dir}: trainer state is malformed ('ranks' must be a list, "
+                "'dataset_fingerprint' a string); restore the run directory, or start a new run"
+            )
         self._check_resume_fits(step, len(ranks), recorded)
         try:
             self.model.load_state_dict(loaded.state_dict())

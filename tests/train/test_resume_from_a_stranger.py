@@ -152,3 +152,13 @@ def test_a_tracked_run_with_w_and_b_links_inside_still_resumes(
     assert links  # W&B's own latest-run / debug.log links, inside the run dir
     rc = main(["--run-dir", str(run), "--resume", "--steps", "20", "--track"])
     assert rc == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("ranks", 5), ("dataset_fingerprint", 7)])
+def test_a_malformed_trainer_state_is_one_line(run: Path, capsys, field: str, value):
+    path = run / "checkpoint" / "trainer.json"
+    doc = json.loads(path.read_text())
+    doc["state"][field] = value
+    path.write_text(json.dumps(doc))
+    rc, out = _resume(run, capsys)
+    assert rc == 2 and "trainer state is malformed" in out and "Traceback" not in out, out
