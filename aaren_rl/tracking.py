@@ -14,39 +14,61 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from aaren_rl.errors import DependencyNotInstalled
+from aaren_rl.errors import AarenError, DependencyNotInstalled, RunDirError
 from aaren_rl.fileio import atomic_write_text
+from aaren_rl.folders import open_file, read_bytes
+from aaren_rl.untrusted import parse_json_text
 
 __all__ = ["MetricsLog", "WandbTracker", "wandb_online_possible"]
 
 
+MAX_METRICS_BYTES = 256 * 2**20  # metrics.jsonl of a 1M-step run logged every 50: ~10 MB
+
+
 class MetricsLog:
-    """Append-only JSON lines: one ``{"step": ..., "train/loss": ...}`` record per line."""
+    """Append-only JSON lines: one ``{"step": ..., "train/loss": ...}`` record per line.
+
+    The file lives in the run directory and is held to its folder policy
+    (:mod:`aaren_rl.folders`): never a symlink, never a FIFO or device, read with a size cap
+    and each line through the capped JSON parser.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.root = path.parent
+
+    def _lines(self) -> list[str]:
+        if not (self.path.exists() or self.path.is_symlink()):
+            return []
+        data = read_bytes(self.path, RunDirError, MAX_METRICS_BYTES, root=self.root)
+        return data.decode("utf-8", errors="replace").splitlines()
+
+    def _record(self, line: str) -> dict[str, Any] | None:
+        try:
+            record = parse_json_text(line, str(self.path), RunDirError)
+        except AarenError:
+            return None  # a line cut by a crash
+        return record if isinstance(record, dict) else None
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step`` (they belong to work a resume will redo)."""
-        if not self.path.exists():
+        lines = self._lines()
+        if not lines and not self.path.exists():
             return
         kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
+        for line in lines:
+            record = self._record(line)
+            s = record.get("step", 0) if record is not None else None
+            if isinstance(s, (int, float)) and s <= step:
+                kept.append(line)
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        with open_file(self.path, RunDirError, "ab", root=self.root) as f:
+            f.write((json.dumps({"step": step, **metrics}) + "\n").encode())
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [r for line in self._lines() if line.strip() and (r := self._record(line))]
 
 
 def wandb_online_possible(timeout: float = 3.0) -> tuple[bool, str]:

@@ -6,7 +6,10 @@ HDF5 numeric arrays, npz without pickle, ONNX protobuf); this module holds the s
 every reader shares, so that a crafted value fails early, with the file and key in the
 message, instead of deep inside a library:
 
-- :func:`read_json` reads a JSON file with a size cap (never ``eval``, never pickle);
+- :func:`read_json` reads a JSON file with a size cap and a nesting cap (never ``eval``,
+  never pickle), through the folder policy of :mod:`aaren_rl.folders` (regular files only;
+  with ``root``, no symlinks below the folder); :func:`parse_json_text` is the same for text
+  already in memory. Every JSON the toolkit reads from a file goes through one of them;
 - :func:`check_env_id` refuses environment ids that would make Gymnasium import a module
   (``"module:Env-v0"`` imports ``module`` before looking the id up);
 - :func:`check_type`, :func:`check_number_list` and :func:`check_dataclass_dict` check the
@@ -25,15 +28,21 @@ import math
 import re
 import types
 import typing
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
 from aaren_rl.errors import AarenError
+from aaren_rl.folders import read_bytes
 
 __all__ = [
     "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "json_depth",
     "MAX_LIST_LEN",
+    "MAX_ZIP_RATIO",
     "check_dataclass_dict",
+    "check_zip",
     "check_env_id",
     "check_number_list",
     "check_type",
@@ -42,7 +51,9 @@ __all__ = [
 ]
 
 MAX_JSON_BYTES = 16 * 2**20  # agent.json of a 10k-dim observation is ~0.5 MB
+MAX_JSON_DEPTH = 64  # nesting of objects/lists (trainer.json, the deepest we write, has ~12)
 MAX_LIST_LEN = 1_000_000  # longest list a metadata field may hold
+MAX_ZIP_RATIO = 1100  # deflate's best is ~1032:1; an entry claiming more is a bomb
 MAX_ENV_ID_LEN = 200
 # Gymnasium ids: [namespace/]Name[-vN]. No ':' - gymnasium imports the module named before it.
 _ENV_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
@@ -50,27 +61,88 @@ _ENV_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
 ErrorClass = type[AarenError]
 
 
-def parse_json_text(text: str | bytes, where: str, error: ErrorClass) -> Any:
-    """``json.loads`` with a size cap; any failure is ``error`` naming ``where``."""
-    if len(text) > MAX_JSON_BYTES:
-        raise error(f"{where}: {len(text)} bytes of JSON, more than the {MAX_JSON_BYTES} allowed")
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of a decoded JSON value (a scalar: 0), counted without recursion; stops
+    counting once past ``limit``."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            d += 1
+            deepest = max(deepest, d)
+            if deepest > limit:
+                return deepest
+            stack.extend((x, d) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def parse_json_text(
+    text: str | bytes,
+    where: str,
+    error: ErrorClass,
+    max_bytes: int = MAX_JSON_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> Any:
+    """``json.loads`` with a size cap and a nesting cap; any failure is ``error`` naming
+    ``where`` (never a RecursionError, however deep the text nests)."""
+    if len(text) > max_bytes:
+        raise error(f"{where}: {len(text)} bytes of JSON, more than the {max_bytes} allowed")
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
-        raise error(f"{where} is not valid JSON ({type(e).__name__}: {e})") from e
+        if isinstance(e, RecursionError):
+            raise error(
+                f"{where}: JSON nested deeper than the {max_depth} levels allowed"
+            ) from None
+        raise error(f"{where} is corrupt: not valid JSON ({type(e).__name__}: {e})") from e
+    if json_depth(value, max_depth) > max_depth:
+        raise error(f"{where}: JSON nested deeper than the {max_depth} levels allowed")
+    return value
 
 
-def read_json(path: str | Path, error: ErrorClass, max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """Read a JSON file, refusing files over ``max_bytes``; failures raise ``error``."""
-    path = Path(path)
+def read_json(
+    path: str | Path,
+    error: ErrorClass,
+    max_bytes: int = MAX_JSON_BYTES,
+    root: str | Path | None = None,
+) -> Any:
+    """Read a JSON file (capped as :func:`parse_json_text`); failures raise ``error``.
+
+    The file must be a regular file (a FIFO or device is refused, never waited on) of at
+    most ``max_bytes``; with ``root`` (the run, checkpoint or work dir it belongs to) no
+    component below ``root`` may be a symlink (:mod:`aaren_rl.folders`).
+    """
+    text = read_bytes(path, error, max_bytes, root)
+    return parse_json_text(text, str(path), error, max_bytes)
+
+
+def check_zip(source: Any, where: str, error: ErrorClass, max_bytes: int) -> list[zipfile.ZipInfo]:
+    """The entries of a zip (a path or a binary file object), checked before any is read.
+
+    Refused: a zip that is not one; an entry whose declared size is more than
+    ``MAX_ZIP_RATIO`` times its compressed size (stored entries: more than stored); entries
+    that unpack to more than ``max_bytes`` together. Python's and PyTorch's zip readers stop
+    at (or allocate) the declared size, so these caps bound what reading the entries costs.
+    """
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise error(f"{path}: {size} bytes, more than the {max_bytes} a JSON file may have")
-        text = path.read_bytes()
-    except OSError as e:
-        raise error(f"{path} cannot be read: {e}") from e
-    return parse_json_text(text, str(path), error)
+        with zipfile.ZipFile(source) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise error(f"{where} is not a readable zip ({e})") from e
+    total = 0
+    for info in infos:
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else MAX_ZIP_RATIO
+        if info.file_size > max(info.compress_size, 1) * ratio:
+            raise error(
+                f"{where}: entry {info.filename!r:.80} unpacks to {info.file_size} bytes from "
+                f"{info.compress_size} (more than {ratio}:1): a zip bomb; refusing it"
+            )
+        total += info.file_size
+    if total > max_bytes:
+        raise error(f"{where}: the zip unpacks to {total} bytes, more than the {max_bytes} allowed")
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return infos
 
 
 def check_env_id(value: Any, where: str, error: ErrorClass) -> str | None:

@@ -23,15 +23,18 @@ from typing import Any
 import torch
 
 from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
-from aaren_rl.errors import CheckpointError
+from aaren_rl.errors import AarenError, CheckpointError
 from aaren_rl.fileio import recover_directory
-from aaren_rl.untrusted import check_dataclass_dict, check_env_id, check_number_list
+from aaren_rl.folders import check_folder, check_inside
+from aaren_rl.untrusted import check_dataclass_dict, check_env_id, check_number_list, read_json
 
 # CheckpointError lives in aaren_rl.errors; it is importable from here and from aaren_rl.agents.
 # Checkpoints are written with aaren_rl.fileio.atomic_directory (see DecisionAgent.save).
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "MODEL_LIMITS",
+    "check_model_size",
     "load_model",
     "read_metadata",
     "save_model",
@@ -68,14 +71,16 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
             f"no checkpoint directory at {directory}; pass the run's checkpoint folder "
             "(e.g. runs/NAME/checkpoint) written by aaren-train"
         )
-    if not meta_path.is_file() or not (directory / WEIGHTS).is_file():
+    check_folder(directory, CheckpointError)  # no special files, no links out of it
+    present = [
+        (directory / n).exists() or (directory / n).is_symlink() for n in (METADATA, WEIGHTS)
+    ]
+    if not all(present):
         raise CheckpointError(
             f"{directory} is not a complete checkpoint: expected {METADATA} and {WEIGHTS}"
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_path} is corrupt (not valid JSON: {e})") from e
+    check_inside(directory, directory / WEIGHTS, CheckpointError)  # a regular file, no link
+    meta = read_json(meta_path, CheckpointError, root=directory)  # size- and depth-capped
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_path} is corrupt: it must hold a JSON object")
     fmt = meta.get("format")
@@ -92,7 +97,70 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-MAX_MODEL_INT = 2**24  # no model config field (dims, layers, timesteps) is larger
+MAX_MODEL_INT = 2**24  # no other integer of a model config is larger
+# Each size a model config, agent.json or config.json may name (real models are far below:
+# the DT recipe is obs 17, act 6, dim 128, 3 layers, 1 head, K = 20, 1000 timesteps), and
+# the products that decide memory. A file passing each field's bound could still ask for
+# 2^24 timestep rows x 1024 dims (64 GB): the products are bounded too.
+MODEL_LIMITS = {
+    "obs_dim": 2**20,
+    "act_dim": 2**16,
+    "dim": 2**13,
+    "num_heads": 2**8,
+    "num_layers": 2**8,
+    "ffn_dim": 2**15,
+    "chunk_size": 2**16,
+    "state_encoder_hidden": 2**13,
+    "max_timestep": 2**20,
+    "context_length": 2**12,
+    "episode_length": 2**16,
+    "batch_size": 2**16,
+}
+MAX_MODEL_PARAMS = 2**27  # weights (512 MiB of float32; DT-size models have ~1M)
+MAX_ACTIVATIONS = 2**30  # batch x window x 3 x dim, one layer (DT recipe: 64 x 20 x 3 x 128 = 2^19)
+
+
+def check_model_size(cfg: dict[str, Any], where: str, error: type[AarenError], **extra: Any) -> int:
+    """Bound every size of a model config (a ``DecisionModelConfig`` dict, its ``net``
+    nested, or a flat ``BackboneConfig`` dict) and ``extra`` ones (``context_length``,
+    ``episode_length``, ``batch_size``), each by ``MODEL_LIMITS`` and their products by
+    ``MAX_MODEL_PARAMS`` / ``MAX_ACTIVATIONS``; returns the estimated parameter count.
+    Values of other types are left to the type checks.
+    """
+    net = cfg.get("net") if isinstance(cfg.get("net"), dict) else cfg
+    values = {**cfg, **net, **extra}
+    for key, limit in MODEL_LIMITS.items():
+        v = values.get(key)
+        if type(v) is int and not 0 <= v <= limit:
+            raise error(f"{where}: {key} = {v} is outside 0..{limit} (docs/security.md)")
+
+    def size(key: str, default: int) -> int:
+        v = values.get(key)
+        return v if type(v) is int else default
+
+    dim, layers = size("dim", 128), size("num_layers", 3)
+    ffn = size("ffn_dim", 4 * dim)
+    width = max(dim, size("state_encoder_hidden", 128))
+    params = (
+        layers * (4 * dim * dim + 2 * dim * ffn)
+        + size("max_timestep", 1000) * dim
+        + (size("obs_dim", 0) + size("act_dim", 0) + 2) * width
+        + width * dim
+    )
+    if params > MAX_MODEL_PARAMS:
+        raise error(
+            f"{where}: the model it describes has ~{params:.3g} weights (dim {dim}, "
+            f"{layers} layers, ffn {ffn}, max_timestep {size('max_timestep', 1000)}), more "
+            f"than the {MAX_MODEL_PARAMS} allowed (docs/security.md)"
+        )
+    window = max(size("context_length", 1), size("episode_length", 1))
+    activations = size("batch_size", 1) * window * 3 * dim
+    if activations > MAX_ACTIVATIONS:
+        raise error(
+            f"{where}: batch x window x 3 tokens x dim = {activations:.3g} values per layer, "
+            f"more than the {MAX_ACTIVATIONS} allowed (docs/security.md)"
+        )
+    return params
 
 
 def check_metadata(meta: Any, where: str | Path) -> None:
@@ -114,7 +182,7 @@ def check_metadata(meta: Any, where: str | Path) -> None:
     check_dataclass_dict(DecisionModelConfig, cfg, f"{where}: model_config", err)
     ints = [v for v in (*cfg.values(), *(cfg.get("net") or {}).values()) if type(v) is int]
     if any(v > MAX_MODEL_INT for v in ints):
-        raise err(f"{where}: model_config has a size above {MAX_MODEL_INT}: {cfg}")
+        raise err(f"{where}: model_config has a size above {MAX_MODEL_INT}: {str(cfg)[:200]}")
     obs_dim = cfg.get("obs_dim")
     for key in ("state_mean", "state_std"):
         check_number_list(meta[key], f"{where}: {key}", err, length=obs_dim)
@@ -128,6 +196,8 @@ def check_metadata(meta: Any, where: str | Path) -> None:
         v = meta.get(key)
         if v is not None and (type(v) is not int or not 0 <= v <= 2**62):
             raise err(f"{where}: {key} must be a non-negative integer, got {v!r:.60}")
+    context = meta.get("context_length")
+    check_model_size(cfg, f"{where}: model_config", err, context_length=context)
     check_env_id(meta.get("env_id"), f"{where}: env_id", err)
 
 

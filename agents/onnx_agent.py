@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from aaren_rl.agents.onnx_safety import check_external_data, check_onnx_metadata
+from aaren_rl.agents.onnx_safety import check_external_data, check_model, check_onnx_metadata
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import OnnxAgentError
+from aaren_rl.folders import read_bytes
 
 __all__ = ["OnnxAgent", "OnnxAgentError", "SessionPerBatch", "make_session", "ort_value"]
 
@@ -42,15 +43,20 @@ def ort_value(array: np.ndarray) -> Any:
     return _ort().OrtValue.ortvalue_from_numpy(array)
 
 
+MAX_ONNX_BYTES = 2**31  # protobuf's own limit for one file
+
+
 def read_model(path: str | Path) -> bytes:
     """The bytes of an ONNX file (a clear error when there is none)."""
     path = Path(path)
     if not path.is_file():
         raise OnnxAgentError(f"no ONNX file at {path}; write one with aaren-export")
-    return path.read_bytes()
+    return read_bytes(path, OnnxAgentError, MAX_ONNX_BYTES)  # a regular file, size-capped
 
 
-def make_session(path: str | Path, threads: int = 1, data: bytes | None = None) -> Any:
+def make_session(
+    path: str | Path, threads: int = 1, data: bytes | None = None, vet_graph: bool = True
+) -> Any:
     """An onnxruntime CPU session with the settings every aaren-rl ONNX path uses.
 
     ``threads`` intra-op threads (1: the embedded-device setting), sequential execution, all
@@ -59,14 +65,17 @@ def make_session(path: str | Path, threads: int = 1, data: bytes | None = None) 
     ``data``: the file's bytes, read once by the caller; the session is built from them (and
     checked from them), so several sessions of one agent hold the same model even if the
     file is replaced meanwhile. A model with external data (inside its folder) is loaded from
-    ``path``, where onnxruntime finds those files.
+    ``path``, where onnxruntime finds those files. ``vet_graph``: also check the graph
+    (``onnx_safety.check_graph``: aaren-export's operators only, bounded sizes); only a caller
+    that exported the file itself a moment ago, with other operators, passes False.
     """
     ort = _ort()
     path = Path(path)
     if data is None:
         data = read_model(path)
-    # no external data outside the model's folder (onnx_safety)
-    source = str(path) if check_external_data(path, data) else data
+    # no external data outside the model's folder, only the operators and sizes we emit
+    external = check_model(path, data) if vet_graph else check_external_data(path, data)
+    source = str(path) if external else data
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -91,15 +100,18 @@ class SessionPerBatch:
     so all of them hold the same model even if the file is replaced on disk later.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1, keep: int = 4) -> None:
+    def __init__(
+        self, path: str | Path, threads: int = 1, keep: int = 4, vet_graph: bool = True
+    ) -> None:
         self.path, self.threads, self.keep = Path(path), threads, keep
+        self.vet_graph = vet_graph
         self._data = read_model(self.path)
         self.first = self._make()  # read for the metadata; serves the first batch size
         self._spare: Any = self.first
         self._by_batch: dict[int, Any] = {}
 
     def _make(self) -> Any:
-        return make_session(self.path, self.threads, self._data)
+        return make_session(self.path, self.threads, self._data, self.vet_graph)
 
     def get(self, num_envs: int) -> Any:
         """The session for ``num_envs`` environments (made on first use)."""

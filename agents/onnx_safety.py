@@ -24,9 +24,29 @@ from typing import Any
 from aaren_rl.errors import OnnxAgentError
 from aaren_rl.untrusted import check_env_id, parse_json_text
 
-__all__ = ["check_external_data", "check_onnx_metadata"]
+__all__ = [
+    "ALLOWED_OPS",
+    "check_external_data",
+    "check_graph",
+    "check_model",
+    "check_onnx_metadata",
+]
 
-MAX_DIM = 2**24  # the largest size a contract shape or aaren.obs_dim may name
+MAX_DIM = 2**24  # the largest size a contract shape may name
+MAX_IO_DIM = 2**20  # aaren.obs_dim / aaren.act_dim (MuJoCo's largest: 376 for Humanoid)
+MAX_STATE_ELEMENTS = 2**24  # one env's carried state, all tensors (DT-size: ~100 floats)
+MAX_TENSOR_ELEMENTS = 2**26  # any tensor of the graph at batch 1 (the largest we emit: ~10^5)
+# Exactly the operators aaren-export emits (opsets 17-20; relu, gelu and gelu_tanh; discrete
+# and continuous heads), plus the two that onnxruntime's dynamic int8 quantisation of that
+# graph adds (docs/deployment.md, aaren-onnx-int8); tests/agents/test_onnx_graph.py exports
+# them and checks this list. No control flow (Loop, Scan, If), nothing that sizes a tensor
+# from data (Expand, Tile, ConstantOfShape, Range, Resize, Pad), no other domains or local
+# functions.
+ALLOWED_OPS = frozenset(
+    "Add Cast Clip Concat Constant Div Equal Erf Gather Gelu Gemm Identity LayerNormalization "
+    "Less MatMul Mul ReduceLogSumExp ReduceMax ReduceSum Relu Reshape Slice Softmax Split Sub "
+    "Tanh Transpose Unsqueeze Where DynamicQuantizeLinear MatMulInteger".split()
+)
 ONNX_FORMAT = 2
 """The format aaren-export writes (``aaren.format``). 2: the attention state (c, o) in one
 tensor ``attn``; 1: (m, u, w) in three tensors. The agent follows the contract, so it reads
@@ -76,6 +96,22 @@ def _location_problem(location: str, folder: Path) -> str | None:
     return None
 
 
+def _parse(path: Path, data: bytes | None) -> Any:
+    """The ModelProto of ``path`` (or of ``data``), without loading external data."""
+    try:
+        import onnx
+    except ImportError as e:  # pragma: no cover - onnx is part of the [onnx] extra
+        raise OnnxAgentError(
+            "checking an ONNX file needs onnx: pip install 'aaren-rl[onnx]'"
+        ) from e
+    try:
+        if data is None:
+            return onnx.load(str(path), load_external_data=False)
+        return onnx.load_from_string(data)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise OnnxAgentError(f"{path} is not a readable ONNX model ({e})") from e
+
+
 def check_external_data(path: str | Path, data: bytes | None = None) -> bool:
     """Refuse an ONNX model whose tensors keep external data outside its folder.
 
@@ -91,20 +127,92 @@ def check_external_data(path: str | Path, data: bytes | None = None) -> bool:
             absolute path, has a ``..`` component or resolves (through symlinks) outside
             the model's folder. The message names the tensor and the location.
     """
-    try:
-        import onnx
-    except ImportError as e:  # pragma: no cover - onnx is part of the [onnx] extra
-        raise OnnxAgentError(
-            "checking an ONNX file needs onnx: pip install 'aaren-rl[onnx]'"
-        ) from e
     path = Path(path)
+    return _check_external(_parse(path, data), path)
+
+
+def check_model(path: str | Path, data: bytes | None = None) -> bool:
+    """Every check before onnxruntime opens a model: external data
+    (:func:`check_external_data`) and the graph (:func:`check_graph`). Returns whether the
+    model keeps external data (inside its folder)."""
+    path = Path(path)
+    model = _parse(path, data)
+    external = _check_external(model, path)
+    check_graph(model, path)
+    return external
+
+
+def _dims(value: Any) -> list[int] | None:
+    t = value.type.tensor_type
+    if not t.HasField("shape") or any(not d.HasField("dim_value") for d in t.shape.dim):
+        return None
+    return [d.dim_value for d in t.shape.dim]
+
+
+def check_graph(model: Any, path: str | Path) -> None:
+    """Refuse a graph that could run for ever or allocate without bound.
+
+    Only :data:`ALLOWED_OPS` of the default domain, no local functions and no subgraphs
+    (so no ``Loop``/``Scan``/``If``); then ONNX shape inference (with data propagation)
+    runs with every symbolic input dim set to 1: every tensor's shape must come out fully
+    known, with at most ``MAX_TENSOR_ELEMENTS`` elements (an ``Expand`` to 1.2e9 floats or a
+    broadcast outer product is refused before any session exists).
+    """
+    import onnx
+    from onnx import shape_inference
+
+    path = Path(path)
+    if len(model.functions):
+        raise OnnxAgentError(f"{path}: the model defines local functions; aaren-export emits none")
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ALLOWED_OPS:
+            raise OnnxAgentError(
+                f"{path}: node {node.name or '?'!r} is a {node.domain or 'ai.onnx'} "
+                f"{node.op_type!r}, which aaren-export never emits (allowed: the "
+                f"{len(ALLOWED_OPS)} operators of docs/security.md); refusing to load it"
+            )
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
+            raise OnnxAgentError(f"{path}: node {node.name!r} holds a subgraph; refusing it")
+    concrete = onnx.ModelProto()
+    concrete.CopyFrom(model)
+    for value in concrete.graph.input:
+        for d in value.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value"):
+                d.Clear()
+                d.dim_value = 1
     try:
-        if data is None:
-            model = onnx.load(str(path), load_external_data=False)
-        else:
-            model = onnx.load_from_string(data)
-    except Exception as e:  # protobuf DecodeError and friends
-        raise OnnxAgentError(f"{path} is not a readable ONNX model ({e})") from e
+        inferred = shape_inference.infer_shapes(concrete, strict_mode=True, data_prop=True)
+    except Exception as e:  # InferenceError, ValidationError
+        raise OnnxAgentError(f"{path}: the graph's shapes do not check out ({e})") from e
+    g = inferred.graph
+    for value in (*g.input, *g.value_info, *g.output):
+        dims = _dims(value)
+        size = None if dims is None else math.prod(dims)
+        if size is None or size > MAX_TENSOR_ELEMENTS:
+            raise OnnxAgentError(
+                f"{path}: tensor {value.name!r} has shape "
+                f"{'unknown' if dims is None else dims} at batch 1 (at most "
+                f"{MAX_TENSOR_ELEMENTS} elements, all dims known); refusing to load it"
+            )
+    known = {v.name for v in (*g.input, *g.value_info, *g.output)}
+    unknown = [o for n in g.node for o in n.output if o and o not in known]
+    if unknown:  # inference gave up on them: their size cannot be bounded
+        raise OnnxAgentError(
+            f"{path}: tensor {unknown[0]!r} has no inferred shape at batch 1; refusing to load it"
+        )
+    for t in g.initializer:
+        if math.prod(t.dims) > MAX_TENSOR_ELEMENTS:
+            raise OnnxAgentError(
+                f"{path}: initializer {t.name!r} of shape {list(t.dims)} is too large"
+            )
+
+
+def _check_external(model: Any, path: Path) -> bool:
+    import onnx
+
     tensors = list(_tensors(model.graph, ""))
     for fn in model.functions:
         for node in fn.node:
@@ -130,8 +238,8 @@ def _int(meta: dict[str, str], key: str, path: Path) -> int:
         v = int(meta[key])
     except (KeyError, ValueError) as e:
         raise OnnxAgentError(f"{path}: metadata {key!r} must be an integer ({e})") from e
-    if not 1 <= v <= MAX_DIM:
-        raise OnnxAgentError(f"{path}: metadata {key!r} = {v} is out of range 1..{MAX_DIM}")
+    if not 1 <= v <= MAX_IO_DIM:
+        raise OnnxAgentError(f"{path}: metadata {key!r} = {v} is out of range 1..{MAX_IO_DIM}")
     return v
 
 
@@ -175,6 +283,15 @@ def check_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any
                 f"{path}: aaren.contract state {name!r} has a bad shape {shape!r:.80} "
                 "(dims: 'B' or integers up to 2^24) or no initial value"
             )
+    per_env = sum(
+        math.prod(1 if d == "B" else d for d in shape)
+        for shape in contract["state_shapes"].values()
+    )
+    if per_env > MAX_STATE_ELEMENTS:
+        raise OnnxAgentError(
+            f"{path}: aaren.contract states hold {per_env} values per environment, more than "
+            f"the {MAX_STATE_ELEMENTS} allowed (each dim may be small, their product is not)"
+        )
     for name, value in contract["initial_state"].items():
         if value != "target_return" and (
             isinstance(value, bool) or not isinstance(value, (int, float))

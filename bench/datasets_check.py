@@ -125,11 +125,14 @@ def time_big(path: Path, target: int = 1_000_000) -> None:
     import h5py
 
     from aaren_rl.envs.writers import write_d4rl_hdf5
+    from aaren_rl.hdf5_checks import read_numeric  # in-file, numeric, as large as stored
 
     with h5py.File(path) as f:
         reps = -(-target // len(f["rewards"]))
         arrays = {  # the top-level arrays (D4RL's own files also hold groups of metadata)
-            k: np.concatenate([v[()]] * reps) for k, v in f.items() if isinstance(v, h5py.Dataset)
+            k: np.concatenate([read_numeric(f, k, str(path), DatasetError)] * reps)
+            for k, v in f.items()
+            if isinstance(v, h5py.Dataset)
         }
         env_id = f.attrs.get("env_id", "Hopper-v5")
     with tempfile.TemporaryDirectory() as d:

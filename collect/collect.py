@@ -54,6 +54,7 @@ from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 from aaren_rl.errors import ConfigError, RunDirError
 from aaren_rl.eval.rollout import evaluate
 from aaren_rl.fileio import atomic_path, atomic_write_text, check_output_dir
+from aaren_rl.untrusted import read_json
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
@@ -295,10 +296,10 @@ class Collector:
         # every file loaded from the work dir is checked against it (collect/workdir.py)
         self.manifest = Manifest(self.dir)
         if self.state_path.exists():
-            try:
-                self.state = json.loads(self.state_path.read_text())
+            try:  # size- and depth-capped, a regular file inside the work dir
+                self.state = read_json(self.state_path, RunDirError, root=self.dir)
                 old_key = self.state["key"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+            except (KeyError, TypeError) as e:
                 raise RunDirError(
                     f"{self.state_path} is corrupt ({e}); delete {self.dir} to start over, "
                     "or use another --work-dir"

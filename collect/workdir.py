@@ -25,8 +25,10 @@ refused as a whole, with the reason and what to do.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -36,8 +38,8 @@ import numpy as np
 
 from aaren_rl.errors import RunDirError
 from aaren_rl.fileio import atomic_path, atomic_write_json
-from aaren_rl.fileio import sha256_file as _sha256
-from aaren_rl.untrusted import parse_json_text, read_json
+from aaren_rl.folders import check_folder, check_inside, open_file
+from aaren_rl.untrusted import MAX_JSON_BYTES, check_zip, parse_json_text, read_json
 
 __all__ = [
     "MANIFEST",
@@ -55,7 +57,17 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 SUBDIRS = ("ckpt", "replay", "rollouts")  # the only folders the manifest may name files in
-MAX_ZIP_BYTES = 4 * 2**30  # uncompressed size of one SB3 model zip (ours are < 1 MB)
+MAX_ZIP_BYTES = 256 * 2**20  # uncompressed size of one SB3 model zip (ours are < 1 MB)
+MAX_NPZ_BYTES = 4 * 2**30  # uncompressed size of one .npz (a 1M-step SAC buffer: ~0.4 GB)
+
+
+def _sha256(path: Path, root: Path) -> str:
+    """sha256 of a regular file inside ``root`` (no symlinks, no FIFOs: aaren_rl.folders)."""
+    h = hashlib.sha256()
+    with open_file(path, RunDirError, "rb", root) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -68,8 +80,10 @@ class Manifest:
         self.dir = Path(run_dir)
         self.path = self.dir / MANIFEST
         self.files: dict[str, str] = {}
-        if self.path.exists():
-            doc = read_json(self.path, RunDirError)
+        # no special files, no links out of the work dir (aaren_rl.folders), before any read
+        check_folder(self.dir, RunDirError)
+        if self.path.exists() or self.path.is_symlink():
+            doc = read_json(self.path, RunDirError, root=self.dir)
             files = doc.get("files") if isinstance(doc, dict) else None
             if (
                 not isinstance(files, dict)
@@ -99,11 +113,11 @@ class Manifest:
                 f"{self.dir}: state.json names the file {rel!r:.80}, which is not a file of this "
                 f"work dir ({', '.join(SUBDIRS)}/NAME). Refusing to load it."
             )
-        return self.dir / p
+        return check_inside(self.dir, self.dir / p, RunDirError)
 
     def record(self, rel: str) -> None:
         """Add the file ``rel`` (just written) with its hash; the manifest is saved atomically."""
-        self.files[rel] = _sha256(self._resolve(rel))
+        self.files[rel] = _sha256(self._resolve(rel), self.dir)
         self.save()
 
     def forget(self, rel: str) -> None:
@@ -134,7 +148,7 @@ class Manifest:
             raise RunDirError(
                 f"{path} is missing (listed in {self.path}); the work dir is incomplete."
             )
-        got = _sha256(path)
+        got = _sha256(path, self.dir)
         if got != want:
             raise RunDirError(
                 f"{path} changed since aaren-collect wrote it (sha256 {got[:12]}..., manifest "
@@ -153,13 +167,56 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
             np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` without pickle: object arrays raise instead of being unpickled."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise RunDirError(f"{path} cannot be read as plain arrays ({e})") from e
+def load_npz(path: Path, root: Path | None = None) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` without pickle: object arrays raise instead of being unpickled.
+
+    Before anything is read, the zip's entries are checked: uncompressed (as ``np.savez``
+    writes them: no zip bomb possible), at most ``MAX_NPZ_BYTES`` in all, and every array's
+    declared shape must fit its entry, so a small file cannot make numpy allocate a huge
+    array. ``root``: the work dir
+    (no symlinks below it).
+    """
+    with open_file(path, RunDirError, "rb", root) as f:
+        if not zipfile.is_zipfile(f):
+            raise RunDirError(
+                f"{path} cannot be read as plain arrays: it is not an .npz (zip) file, and "
+                "nothing else (a pickle) is ever loaded"
+            )
+        infos = check_zip(f, str(path), RunDirError, MAX_NPZ_BYTES)
+        if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+            raise RunDirError(
+                f"{path} has compressed entries; aaren-collect writes uncompressed .npz files "
+                "(np.savez), so an entry can never unpack to more than the file's size"
+            )
+        try:
+            with zipfile.ZipFile(f) as z:
+                for info in infos:
+                    _check_npy_header(z, info, path)
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except RunDirError:
+            raise
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise RunDirError(f"{path} cannot be read as plain arrays ({e})") from e
+
+
+def _check_npy_header(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """An entry's ``.npy`` header declares no more array bytes than the entry holds."""
+    from numpy.lib import format as npy
+
+    with z.open(info) as member:
+        version = npy.read_magic(member)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"entry {info.filename!r}: unknown .npy version {version}")
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read(member)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size:
+        raise RunDirError(
+            f"{path}: entry {info.filename!r} declares a {shape} {dtype} array ({declared} "
+            f"bytes) in {info.file_size} bytes; refusing it"
+        )
 
 
 _RMS = ("mean", "var", "count")
@@ -246,15 +303,24 @@ def _zip_data(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
     try:
+        # sizes of every entry checked before one is decompressed (no zip bombs)
+        infos = check_zip(path, str(path), RunDirError, MAX_ZIP_BYTES)
         with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-            if sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
-                raise RunDirError(f"{path}: the zip unpacks to more than {MAX_ZIP_BYTES} bytes")
+            if z.getinfo("data").file_size > MAX_JSON_BYTES:
+                raise RunDirError(f"{path}: entry 'data' is larger than {MAX_JSON_BYTES} bytes")
             data = parse_json_text(z.read("data"), f"{path} (entry 'data')", RunDirError)
             tensors = {}
             for info in infos:
                 if info.filename.endswith(".pth"):
                     raw = io.BytesIO(z.read(info))
+                    # a .pth is a zip too: torch allocates what its entries declare
+                    if not zipfile.is_zipfile(raw):
+                        raise RunDirError(
+                            f"{path}: entry {info.filename!r} is not plain tensors (not a "
+                            "torch zip; a bare pickle is never loaded); refusing"
+                        )
+                    where = f"{path} (entry {info.filename!r})"
+                    check_zip(raw, where, RunDirError, MAX_ZIP_BYTES)
                     try:  # tensors and plain containers only; a pickle calling code raises
                         tensors[info.filename] = torch.load(
                             raw, map_location="cpu", weights_only=True

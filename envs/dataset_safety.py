@@ -8,7 +8,9 @@ loaders must not accept:
   (an "object" array is the usual way to smuggle a pickle, for a reader that would unpickle
   it: we refuse it before anyone can);
 - external links, external raw storage and virtual datasets, which make h5py read *other*
-  files (any file the user can read) into the arrays;
+  files (any file the user can read) into the arrays, and datasets declared larger than the
+  file holds (a few-kB file declaring 90M rows): these checks live in
+  :mod:`aaren_rl.hdf5_checks`, shared with the d3rlpy peer script;
 - attributes that are huge, or of types that are not plain numbers / strings; JSON strings
   are parsed with :mod:`json`, never ``eval`` or pickle;
 - environment ids with a ``module:`` prefix (Gymnasium would import that module).
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from aaren_rl import hdf5_checks
 from aaren_rl.errors import DatasetError
 from aaren_rl.untrusted import check_env_id, parse_json_text, read_json
 
@@ -78,70 +81,23 @@ def read_numeric_datasets(f: Any, keys: tuple[str, ...], spec: str) -> dict[str,
     """Read ``keys`` of an open ``h5py.File`` after checking each is a plain numeric array.
 
     Each key must be a hard link to a dataset (not a group, soft or external link), stored
-    in this file (no external raw storage, not a virtual dataset), of numeric dtype and rank
-    1 or 2.
+    in this file (no external raw storage, not a virtual dataset), holding as many bytes as
+    it declares (at most ``MAX_ARRAY_BYTES``), of numeric dtype and rank 1 or 2
+    (:mod:`aaren_rl.hdf5_checks`).
     """
-    import h5py
-
-    out = {}
-    for key in keys:
-        link = f.get(key, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            raise DatasetError(
-                f"{spec}: {key!r} is a {type(link).__name__} (it points elsewhere: "
-                f"{getattr(link, 'filename', '')}{getattr(link, 'path', '')}); only datasets "
-                "stored in the file itself are read."
-            )
-        d = f[key]
-        if not isinstance(d, h5py.Dataset):
-            raise DatasetError(f"{spec}: {key!r} is a {type(d).__name__}, not an array.")
-        if d.is_virtual or d.external:
-            raise DatasetError(
-                f"{spec}: {key!r} is a {'virtual dataset' if d.is_virtual else 'dataset with external storage'}: "
-                "its data lives in other files, which are never read. Re-export it into one file."
-            )
-        check_numeric(d, key, spec)
-        if d.ndim not in (1, 2):
-            raise DatasetError(f"{spec}: {key!r} must be 1-D or 2-D, got shape {d.shape}.")
-        out[key] = d[()]
-    return out
+    return {key: hdf5_checks.read_numeric(f, key, spec, DatasetError) for key in keys}
 
 
 def check_stored_in_file(dsid: Any, where: str, spec: str) -> None:
-    """Refuse a dataset (a low-level ``h5py.h5d.DatasetID``) whose data lives in other files:
-    a virtual dataset, or one with external raw storage."""
-    import h5py
-
-    plist = dsid.get_create_plist()
-    if plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count() > 0:
-        raise DatasetError(
-            f"{spec}: {where!r} keeps its data in other files (virtual dataset or external "
-            "storage), which are never read. Re-export the dataset into one file."
-        )
+    """Refuse a dataset (a low-level ``h5py.h5d.DatasetID``) whose data lives in other files
+    (a virtual dataset, or external raw storage), or whose declared size the file does not
+    hold (:func:`aaren_rl.hdf5_checks.check_dataset`)."""
+    hdf5_checks.check_dataset(dsid, where, spec, DatasetError)
 
 
 def check_external_links(f: Any, spec: str) -> None:
-    """Refuse an HDF5 file that holds external links (they make h5py open other files).
-
-    Visits the links only (cheap: no object is opened), so it suits Minari files with tens
-    of thousands of episode groups.
-    """
-    import h5py
-
-    found: list[str] = []
-
-    def visit(name: bytes, info: Any) -> None:
-        if info.type == h5py.h5l.TYPE_EXTERNAL:
-            found.append(name.decode(errors="replace"))
-        return None
-
-    f.id.links.visit(visit, info=True)
-    if found:
-        raise DatasetError(
-            f"{spec}: the HDF5 file links to other files ({', '.join(found[:3])}"
-            f"{' ...' if len(found) > 3 else ''}); such links are never followed. Re-export "
-            "the dataset into one file."
-        )
+    """Refuse an HDF5 file that holds external links (they make h5py open other files)."""
+    hdf5_checks.check_external_links(f, spec, DatasetError)
 
 
 # ----------------------------------------------------------------------------- metadata

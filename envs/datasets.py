@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from aaren_rl.envs.dataset_safety import (
     read_numeric_datasets,
 )
 from aaren_rl.errors import DatasetError, EnvError
+from aaren_rl.untrusted import parse_json_text
 
 STD_FLOOR = 1e-6  # added to the state std so constant features do not divide by zero
 DEMO_DIR = Path(__file__).parent / "data"
@@ -293,9 +293,9 @@ def _decode_attr(v: Any) -> Any:
     if isinstance(v, bytes):
         v = v.decode()
     if isinstance(v, str) and v[:1] in "[{":
-        try:
-            return json.loads(v)
-        except (ValueError, RecursionError):
+        try:  # the capped reader: size and nesting
+            return parse_json_text(v, "Minari metadata", DatasetError)
+        except DatasetError:
             return v
     if isinstance(v, np.generic):
         return v.item()

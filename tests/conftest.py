@@ -174,3 +174,27 @@ def checkpoint(request, tmp_path: Path) -> Path:
 @pytest.fixture
 def aaren_checkpoint(tmp_path: Path) -> Path:
     return tiny_agent("aaren").save(tmp_path / "ckpt")
+
+
+# --- crafted files: a command's memory and time, bounded --------------------------------------
+
+MEMORY_CAP = 1536 * 2**20  # address space of a process reading a crafted file (1.5 GiB)
+
+
+def run_limited(code: str, timeout: float = 120, memory: int = MEMORY_CAP):
+    """Run ``code`` in a fresh Python whose address space is capped (``RLIMIT_AS``), with a
+    wall-clock timeout: a crafted file that made a loader allocate gigabytes fails there with
+    MemoryError, one that made it hang fails the timeout, instead of taking the machine down."""
+    import subprocess
+    import sys
+
+    preamble = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n"
+    return subprocess.run(
+        [sys.executable, "-c", preamble + code], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def limited():
+    """``run_limited`` as a fixture."""
+    return run_limited

@@ -14,7 +14,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOMS = ("aaren_policy", "envs", "agents", "eval", "deploy", "train", "collect", "bench")
-BASE = ("errors", "fileio", "cli", "tracking", "untrusted")  # aaren_rl/*.py: below every room
+BASE = (
+    "errors",
+    "fileio",
+    "cli",
+    "tracking",
+    "untrusted",
+    "folders",
+    "hdf5_checks",
+)  # aaren_rl/*.py: below every room
 
 # room -> rooms it must never import (docs/design.md)
 FORBIDDEN: dict[str, set[str]] = {

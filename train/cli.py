@@ -14,10 +14,12 @@ intact), 130 interrupted (the message names the run directory to ``--resume``).
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
-from aaren_rl.train.config import TrainConfig
+from aaren_rl.train.config import FLAGS_ONLY, TrainConfig
 
 __all__ = ["main", "parse_config"]
 
@@ -29,7 +31,10 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     is parsed a second time with the run's saved config.json as tyro's defaults, so a flag
     left out takes the run's value and a flag given keeps the given one (even when it equals
     the built-in default). ``train()`` then refuses any given value that differs from the
-    run's (except ``--steps`` and the W&B/progress flags).
+    run's (except ``--steps`` and the W&B/progress flags). What reaches the network or
+    W&B (``FLAGS_ONLY``: --track, --wandb-*, --download) is never taken from config.json, a
+    file someone may have sent: it is the flags' value (or the built-in default). The values
+    reused from the file and those the flags changed are printed (stderr).
     """
     import tyro
 
@@ -40,10 +45,36 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     cfg.validate()  # before any file is read or written
     if cfg.resume:
         assert cfg.run_dir is not None  # validate() requires it
+        given = cfg  # the flags over the built-in defaults
         saved = saved_train_config(cfg.run_dir)  # reads only; train() checks the checkpoint
         cfg = tyro.cli(TrainConfig, args=args, default=saved, description=TrainConfig.__doc__)
+        # what reaches the network or W&B comes from flags only, never from the file
+        cfg = dataclasses.replace(cfg, **{k: getattr(given, k) for k in FLAGS_ONLY})
         cfg.validate()
+        if os.environ.get("RANK", "0") == "0":
+            print(describe_resume(given, saved, cfg), file=sys.stderr)
     return cfg
+
+
+def describe_resume(given: TrainConfig, saved: TrainConfig, cfg: TrainConfig) -> str:
+    """Which values ``--resume`` took from the run's config.json and which from flags."""
+    from aaren_rl.train.config import flatten_config
+
+    base, file, now = (flatten_config(c.to_dict()) for c in (TrainConfig(), saved, cfg))
+    flags = flatten_config(given.to_dict())
+    skip = {"run_dir", "resume", *FLAGS_ONLY}
+    reused = [f"{k}={v!r}" for k, v in file.items() if k not in skip and v != base.get(k)
+              and now.get(k) == v and flags.get(k) != v]  # fmt: skip
+    changed = [f"{k}={now[k]!r}" for k in now if k not in skip and now[k] != file.get(k)]
+    ignored = [f"{k}={file[k]!r}" for k in FLAGS_ONLY if file.get(k) != now.get(k)]
+    path = cfg.run_dir / "config.json" if cfg.run_dir else "config.json"
+    lines = [f"aaren-train --resume: from {path}: {', '.join(reused) or 'built-in defaults'}"]
+    lines.append(f"  from flags: {', '.join(changed) or 'none'}")
+    if ignored:
+        lines.append(
+            f"  not taken from the file (W&B and downloads follow flags only): {', '.join(ignored)}"
+        )
+    return "\n".join(lines)
 
 
 def _train(argv: Sequence[str] | None) -> int:

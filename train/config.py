@@ -28,7 +28,7 @@ from aaren_rl.errors import ConfigError
 from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
 from aaren_rl.eval.offline_horizon import HOLDOUT_FRACTION
 
-__all__ = ["MAX_SEED", "TrainConfig", "config_differences"]
+__all__ = ["FLAGS_ONLY", "MAX_SEED", "TrainConfig", "config_differences", "flatten_config"]
 
 # Fields that may change between an interrupted run and its --resume (a larger --steps
 # extends a finished run; the warm-up then must be given explicitly to stay the same).
@@ -43,7 +43,13 @@ RESUMABLE_FIELDS = (
     "memory_horizon",  # acting defaults: training does not use them
     "horizon_candidates",
     "offline_criterion",
+    "download",  # FLAGS_ONLY: fetching the data does not change it (the fingerprint is checked)
 )
+
+# What reaches the network or Weights & Biases: on --resume these come from flags (or the
+# built-in defaults) only, never from the run's config.json, which anyone may have crafted
+# (docs/security.md, "Trust").
+FLAGS_ONLY = ("track", "wandb_project", "wandb_entity", "wandb_group", "download")
 
 # Fields added after runs had been saved, with the value those older runs used: a run
 # directory whose config.json lacks one of them ran with this value, whatever today's
@@ -380,6 +386,11 @@ def config_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]
         if saved.get(key) != now.get(key):
             diffs.append(f"{key}: run has {saved.get(key)!r}, command line gives {now.get(key)!r}")
     return diffs
+
+
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dict with nested fields as dotted keys (``model.dim``)."""
+    return _flatten(d, prefix)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -16,8 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from aaren_rl.agents.checkpoint import check_model_size
 from aaren_rl.errors import RunDirError
 from aaren_rl.fileio import atomic_write_json, recover_directory, remove_stale_temporaries
+from aaren_rl.folders import check_folder
 from aaren_rl.train.config import TrainConfig
 from aaren_rl.train.trainer_state import has_trainer_state
 from aaren_rl.untrusted import check_dataclass_dict, check_env_id, read_json
@@ -68,6 +70,9 @@ def check_resumable(run_dir: Path) -> None:
     """Refuse a run directory with nothing to resume; finish an interrupted checkpoint swap and
     remove the temporaries a killed checkpoint write left behind (call it on one process)."""
     _require_run_dir(run_dir)
+    # no special files, no symlinks out of the run dir (metrics.jsonl, wandb/, checkpoint/):
+    # nothing is read or written outside it (aaren_rl.folders)
+    check_folder(run_dir, RunDirError, shallow=("wandb",))  # W&B's old run folders: its own
     ckpt = run_dir / CHECKPOINT
     recover_directory(ckpt)
     remove_stale_temporaries(ckpt)
@@ -90,17 +95,20 @@ def read_saved_config(run_dir: Path) -> dict[str, Any]:
     (reads only: safe on every process)."""
     _require_run_dir(run_dir)
     path = run_dir / CONFIG
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):  # a link or FIFO: read_json says what it is
         raise RunDirError(
             f"nothing to resume in {run_dir}: no {CONFIG}. Start a new run without --resume."
         )
-    saved = read_json(path, RunDirError)
+    saved = read_json(path, RunDirError, root=run_dir)
     if isinstance(saved, dict) and "model" not in saved:  # before `model` held the size
         legacy = {k: saved.pop(k) for k in _LEGACY_MODEL_FIELDS if k in saved}
         if legacy:
             saved["model"] = legacy
     check_dataclass_dict(TrainConfig, saved, str(path), RunDirError)
     check_env_id(saved.get("env"), f"{path}: env", RunDirError)  # no "module:" (docs/security.md)
+    sizes = {k: saved[k] for k in ("context_length", "episode_length", "batch_size") if k in saved}
+    model = {**(saved.get("model") or {}), "max_timestep": saved.get("max_timestep", 1000)}
+    check_model_size(model, str(path), RunDirError, **sizes)  # each size and their products
     return saved
 
 

@@ -123,7 +123,7 @@ def checkpoint_step(ckpt_dir: Path) -> int | None:
     for d in (ckpt_dir, ckpt_dir.parent / f".{ckpt_dir.name}.old"):
         if has_trainer_state(d):
             try:
-                return int(read_json(d / "agent.json", CheckpointError)["step"])
+                return int(read_json(d / "agent.json", CheckpointError, root=d)["step"])
             except (CheckpointError, KeyError, TypeError, ValueError):
                 return None
     return None
@@ -350,6 +350,11 @@ class Trainer:
             recorded = state.get("dataset_fingerprint")
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{self.ckpt_dir}: trainer state lacks {e}") from None
+        if not isinstance(ranks, list) or not isinstance(recorded, (str, type(None))):
+            raise CheckpointError(
+                f"{self.ckpt_dir}: trainer state is malformed ('ranks' must be a list, "
+                "'dataset_fingerprint' a string); restore the run directory, or start a new run"
+            )
         self._check_resume_fits(step, len(ranks), recorded)
         self._enter_stage_of(step)  # the sampler whose state was saved
         try:
@@ -362,10 +367,12 @@ class Trainer:
                 f"{self.ckpt_dir}: the trainer state does not fit this run ({e}); start a new run"
             ) from None
         self.start_step, self._next_step = step, step + 1
-        self.wandb_id = state.get("wandb_id")
-        recorded_threads = state.get("threads")
+        wandb_id = state.get("wandb_id")  # from the file: a plain run id, or a fresh W&B run
+        ok = isinstance(wandb_id, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", wandb_id)
+        self.wandb_id = wandb_id if ok else None
+        recorded_threads = state.get("threads")  # from the file: bounded like --threads
         if self.cfg.threads is None and isinstance(recorded_threads, int) and recorded_threads >= 1:
-            self.threads = min(recorded_threads, 1024)
+            self.threads = min(recorded_threads, len(os.sched_getaffinity(0)))
             torch.set_num_threads(self.threads)
 
     def _check_resume_fits(self, step: int, world: int, recorded: str | None) -> None:

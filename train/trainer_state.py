@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from aaren_rl.errors import CheckpointError
-from aaren_rl.untrusted import read_json
+from aaren_rl.folders import check_inside
+from aaren_rl.untrusted import check_zip, read_json
 
 __all__ = [
     "TRAINER_JSON",
@@ -41,6 +42,7 @@ TRAINER_JSON = "trainer.json"
 TRAINER_TENSORS = "trainer.safetensors"
 LEGACY_TRAINER = "trainer.pt"
 FORMAT = 1
+MAX_LEGACY_BYTES = 256 * 2**20  # unpacked trainer.pt (AdamW moments of a DT-size model: ~10 MB)
 
 
 def has_trainer_state(ckpt_dir: Path) -> bool:
@@ -82,14 +84,15 @@ def _load_current(ckpt_dir: Path) -> dict[str, Any]:
 
     path = ckpt_dir / TRAINER_JSON
     what_to_do = "restore the run directory from a copy, or start a new run"
-    doc = read_json(path, CheckpointError)  # size-capped; never more than a JSON parser
+    # size- and depth-capped, a regular file, no symlink; never more than a JSON parser
+    doc = read_json(path, CheckpointError, root=ckpt_dir)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "state" not in doc:
         raise CheckpointError(
             f"{path} is not trainer state written by this aaren-rl (format "
             f"{doc.get('format') if isinstance(doc, dict) else None!r}, expected {FORMAT}); "
             f"{what_to_do}"
         )
-    tensor_path = ckpt_dir / TRAINER_TENSORS
+    tensor_path = check_inside(ckpt_dir, ckpt_dir / TRAINER_TENSORS, CheckpointError)
     try:
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -104,6 +107,15 @@ def _load_current(ckpt_dir: Path) -> dict[str, Any]:
 
 
 def _load_legacy(path: Path) -> dict[str, Any]:
+    check_inside(path.parent, path, CheckpointError)  # a regular file, no symlink
+    # torch.save's zip: entry sizes checked before torch allocates what they declare
+    try:
+        check_zip(path, str(path), CheckpointError, MAX_LEGACY_BYTES)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{path} is not trainer state written by aaren-train (refused without running "
+            f"anything from it: {e}); restore the run directory from a copy, or start a new run"
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - the restricted unpickler fails in many ways

@@ -1,7 +1,8 @@
 """Peer result: d3rlpy's DecisionTransformer on our D4RL-format HDF5 data, scored like ours.
 
 Runs in its own virtual environment (d3rlpy pins gymnasium 1.0.0; see setup_d3rlpy.sh) and
-imports nothing from aaren-rl. Writes one JSON in the schema of ``aaren-bench returns``
+imports nothing from aaren-rl, except that it reads the HDF5 file through aaren-rl's checks
+(``aaren_rl/hdf5_checks.py``, loaded by path: numpy and h5py only). Writes one JSON in the schema of ``aaren-bench returns``
 (``docs/results/returns/<dataset>__d3rlpy-dt__window__window__s<seed>.json``); its summary
 (which reads every ``*__*.json`` there) picks it up beside Aaren-DT and Transformer-DT.
 
@@ -72,17 +73,39 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def hdf5_checks():
+    """aaren-rl's HDF5 checks (``aaren_rl/hdf5_checks.py``: numpy and h5py only), loaded by
+    path: this venv has no aaren-rl, but the file is read through the project's checks (no
+    external links or storage, no declared size the file does not hold)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "aaren_rl" / "hdf5_checks.py"
+    spec = importlib.util.spec_from_file_location("aaren_rl_hdf5_checks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+# A plain Gymnasium id: gym.make("pkg:Env-v0") would import the module pkg a file names.
+PLAIN_ENV_ID = r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*"
+
+
 def resolve_task(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     """Env id, reference scores and target return: flags, else the file, else the table."""
+    import re
+
     import h5py
 
     with h5py.File(args.dataset, "r") as f:
+        hdf5_checks().check_external_links(f, str(args.dataset), SystemExit)
         attrs = {
             k: f.attrs[k] for k in ("env_id", "ref_min_score", "ref_max_score") if k in f.attrs
         }
     env = args.env or (str(attrs["env_id"]) if "env_id" in attrs else None)
     if env is None:
         p.error(f"{args.dataset} does not name its environment (no env_id attribute): pass --env")
+    if not args.env and not re.fullmatch(PLAIN_ENV_ID, env[:200]):
+        p.error(f"{args.dataset} names the env {env[:80]!r}, not a plain Gymnasium id: pass --env")
     has_refs = "ref_min_score" in attrs and "ref_max_score" in attrs
     if env not in TASKS and (args.target_return is None or not has_refs):
         p.error(f"unknown env {env!r}: known {sorted(TASKS)}; or pass --target-return with a "
@@ -156,25 +179,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_d4rl(path: Path):
     """MDPDataset from a D4RL HDF5 file; terminals and timeouts kept apart."""
     import h5py
-    from d3rlpy.dataset import MDPDataset
 
+    checks = hdf5_checks()
     with h5py.File(path, "r") as f:
         missing = [
             k for k in ("observations", "actions", "rewards", "terminals", "timeouts") if k not in f
         ]
         if missing:
             raise SystemExit(f"{path}: missing D4RL keys {missing}")
-        obs = np.asarray(f["observations"][:], dtype=np.float32)
-        act = np.asarray(f["actions"][:], dtype=np.float32)
-        rew = np.asarray(f["rewards"][:], dtype=np.float32)
-        term = np.asarray(f["terminals"][:]).astype(bool)
-        tout = np.asarray(f["timeouts"][:]).astype(bool)
+        checks.check_external_links(f, str(path), SystemExit)
+
+        def read(key: str) -> np.ndarray:  # in-file, numeric, as large as stored
+            return checks.read_numeric(f, key, str(path), SystemExit)
+
+        obs = np.asarray(read("observations"), dtype=np.float32)
+        act = np.asarray(read("actions"), dtype=np.float32)
+        rew = np.asarray(read("rewards"), dtype=np.float32)
+        term = np.asarray(read("terminals")).astype(bool)
+        tout = np.asarray(read("timeouts")).astype(bool)
     # d3rlpy asserts the two never coincide; a step that is both is a terminal.
     both = int((term & tout).sum())
     tout &= ~term
     # A trailing partial episode (neither flag on the last row) is dropped by d3rlpy's
     # episode generator; say so rather than lose it silently.
     trailing = 0 if (term[-1] or tout[-1]) else len(term) - 1 - int(np.flatnonzero(term | tout)[-1])
+    from d3rlpy.dataset import MDPDataset  # after the file passed the checks
+
     ds = MDPDataset(
         observations=obs,
         actions=act,

@@ -155,7 +155,7 @@ def test_an_exported_policy_loads(exported: Path):
         ({"aaren.env_id": "os:Hopper-v5"}, "'aaren.env_id'.*not a plain Gymnasium id"),
         ({"aaren.target_return": "nan"}, "'aaren.target_return' must be a finite number"),
         ({"aaren.contract": "[1, 2]"}, "aaren.contract must be a JSON object"),
-        ({"aaren.contract": "{not json"}, "aaren.contract is not valid JSON"),
+        ({"aaren.contract": "{not json"}, "aaren.contract is corrupt: not valid JSON"),
         ({"aaren.format": "3"}, "aaren.format '3' is not one this version reads"),
     ],
 )
