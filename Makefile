@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast lint demo clean results results-status results-gpu results-peer results-1k
+.PHONY: setup test test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
 
 setup: $(STAMP)
 
@@ -64,9 +64,9 @@ PEER_STEPS ?= $(RESULTS_STEPS)
 PEER_EVAL_EVERY ?= $(RESULTS_EVAL_EVERY)
 PEER_DIR = docs/results/returns-$(shell echo $$(($(PEER_STEPS) / 1000)))k
 PEER_EVAL_AT = $(shell seq -s, $(PEER_EVAL_EVERY) $(PEER_EVAL_EVERY) $$(($(PEER_STEPS) - 1)))
-results results-gpu results-peer results-1k: SHELL := /bin/bash
+results results-datasets results-offline results-gpu results-peer results-1k: SHELL := /bin/bash
 
-results: setup
+results-datasets: setup
 	@mkdir -p runs/logs runs/datasets
 	@for env in $(GRID_ENVS); do \
 	  if [ ! -f runs/datasets/$$env-medium.hdf5 ] || [ ! -f runs/datasets/$$env-medium-replay.hdf5 ]; then \
@@ -78,9 +78,30 @@ results: setup
 	@$(PY) -m aaren_rl.bench.cli datasets > runs/logs/datasets-check.log 2>&1 \
 	  && echo "datasets: the files here match their records in docs/results/datasets.json" \
 	  || echo "datasets: NOT the published files (runs/logs/datasets-check.log; docs/data.md, 'Datasets check')"
+
+results: results-datasets
 	set -o pipefail; HF_HUB_OFFLINE=1 MUJOCO_GL=egl nice -n 10 $(PY) -m aaren_rl.bench.cli returns \
 	  --steps $(RESULTS_STEPS) --eval-every $(RESULTS_EVAL_EVERY) --device cpu --num-cpus $(RESULTS_CPUS) \
 	  --docs docs/results.md $(RESULTS_ARGS) 2>&1 | tee -a runs/logs/results.log
+
+# `make results-offline`: the Aaren rows of the 10k grid again with the horizon chosen offline
+# (the default since 0.3: held-out dataset episodes, docs/training.md) and, beside it, the
+# horizon chosen online (--also-online, labelled so), the whole episode and the window; then
+# d3rlpy's DT on the four datasets it had not run on. Its own folders (the published online-
+# selection grid in docs/results/returns-10k stays as it is); resumable like `make results`.
+#   nohup make results-offline >/dev/null 2>&1 &      (log: runs/logs/results-offline.log)
+OFFLINE_OUT ?= docs/results/returns-10k-offline
+OFFLINE_ARGS ?= --runs aaren:auto --also-online --executor local \
+  --out-dir $(OFFLINE_OUT) --work-dir runs/returns-10k-offline
+OFFLINE_PEER ?= hopper-medium-replay walker2d-medium-replay halfcheetah-medium halfcheetah-medium-replay
+results-offline: results-datasets
+	set -o pipefail; HF_HUB_OFFLINE=1 MUJOCO_GL=egl nice -n 10 $(PY) -m aaren_rl.bench.cli returns \
+	  --steps $(RESULTS_STEPS) --eval-every $(RESULTS_EVAL_EVERY) --device cpu --num-cpus $(RESULTS_CPUS) \
+	  $(OFFLINE_ARGS) 2>&1 | tee -a runs/logs/results-offline.log
+	$(MAKE) results-peer PEER_DATASETS="$(OFFLINE_PEER)"
+
+results-offline-status: setup
+	@$(PY) -m aaren_rl.bench.cli returns --status --steps $(RESULTS_STEPS) $(OFFLINE_ARGS)
 
 # `make results-peer`: d3rlpy's DT (its own venv, bench/peer/) on PEER_DATASETS, the same
 # files, seeds, steps, warm-up (steps / 10) and scoring as `make results`; a run whose JSON
