@@ -56,7 +56,7 @@ def _demo(argv: list[str] | None) -> int:
         eval_episodes=demo.eval_episodes,
         eval_num_envs=2,
         checkpoint_every=200,
-        threads=2,
+        threads=None,  # the cores other processes leave free (aaren_rl/cpu.py)
     )
     cfg.validate()  # a bad flag is refused before the previous demo run is moved
     run_dir = demo.run_dir
@@ -72,7 +72,8 @@ def _demo(argv: list[str] | None) -> int:
     t0 = time.perf_counter()
     result = train(cfg)  # dataset, env or run-directory problems: one line, exit 2 (run_cli)
     print(
-        f"\ntrained in {time.perf_counter() - t0:.0f} s; checkpoint: {result.run_dir / 'checkpoint'}"
+        f"\ntrained in {time.perf_counter() - t0:.0f} s ({result.seconds_per_step * 1e3:.0f} ms per "
+        f"step, {result.precision}); checkpoint: {result.run_dir / 'checkpoint'}"
     )
     print_horizon(result.memory_horizon)
     if result.eval:
