@@ -82,6 +82,8 @@ class TrainBenchConfig(ModelSize):
     """Size of both backbones (DT defaults: dim 128, 3 layers, 1 head, dropout 0.1, gelu)."""
     threads: int = 1
     """torch intra-op threads."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where the step runs (cuda: the first GPU; each timed step ends with a synchronize)."""
     peer: bool = True
     """Time d3rlpy's DT step too, where --peer-python exists."""
     peer_python: Path = Path(".venv-d3rlpy/bin/python")
@@ -176,14 +178,16 @@ def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: nn.Module | None
 def _measure(
     backbone: str, k: int, b: int, precision: str, compiled: bool, cfg: TrainBenchConfig
 ) -> TrainRecord:
-    model = bench_model(cfg, backbone).train()
+    device = torch.device(cfg.device)
+    model = bench_model(cfg, backbone).to(device).train()
     forward = torch.compile(model) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed)
-    rtg, obs, act, ts = _batch(b, k, cfg, gen)
+    rtg, obs, act, ts = (x.to(device) for x in _batch(b, k, cfg, gen))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def loss() -> torch.Tensor:
-        with autocast(precision, "cpu"):
+        with autocast(precision, device):
             pred, _ = forward(rtg, obs, act, ts)
         return nn.functional.mse_loss(pred.float(), act)  # the loss in float32
 
@@ -192,6 +196,7 @@ def _measure(
         loss().backward()
         nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         opt.step()
+        sync()
 
     t0 = time.perf_counter()
     step()
@@ -208,7 +213,8 @@ def _measure(
     med = statistics.median(times)
     gflops = flops / med / 1e9 if flops else None
     peak = fp32_peak_gflops(cpu_record()) * torch.get_num_threads()
-    fraction = gflops / peak if gflops and precision == "fp32" and peak > 0 else None
+    cpu_fp32 = precision == "fp32" and device.type == "cpu"
+    fraction = gflops / peak if gflops and cpu_fp32 and peak > 0 else None
     params = model.num_parameters()
     return TrainRecord(
         backbone=backbone,
@@ -261,6 +267,7 @@ def measure_peer(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> T
         out = Path(tmp) / "d3rlpy.json"
         cmd = [str(python), str(PEER_SCRIPT), "--dataset", str(data), "--steps"]
         cmd += [str(cfg.peer_steps), "--eval-episodes", "1", "--threads", str(cfg.threads)]
+        cmd += ["--device", "cuda:0" if cfg.device == "cuda" else "cpu:0"]
         cmd += ["--out", str(out), "--log-every", "0"]  # 1 eval episode: untrained, it falls
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
@@ -294,8 +301,8 @@ def measure_peer(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> T
 def run_train_bench(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> list[TrainRecord]:
     """Run the benchmark; one record per (K, backbone, precision, compiled), then the peer."""
     torch.set_num_threads(cfg.threads)
-    variants = [(resolve_precision(p, "cpu"), False) for p in cfg.precision]
-    variants += [(resolve_precision(p, "cpu"), True) for p in cfg.compile]
+    variants = [(resolve_precision(p, cfg.device), False) for p in cfg.precision]
+    variants += [(resolve_precision(p, cfg.device), True) for p in cfg.compile]
     records = []
     for k, b in zip(cfg.context_lengths, cfg.batch_sizes):
         for backbone in cfg.backbones:

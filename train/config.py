@@ -48,7 +48,7 @@ RESUMABLE_FIELDS = (
 
 # What reaches the network or Weights & Biases: on --resume these come from flags (or the
 # built-in defaults) only, never from the run's config.json, which anyone may have crafted
-# (docs/security.md, "Trust").
+# (docs/security.md, "Folders, sizes and time": trust from a file).
 FLAGS_ONLY = ("track", "wandb_project", "wandb_entity", "wandb_group", "download")
 
 # Fields added after runs had been saved, with the value those older runs used: a run

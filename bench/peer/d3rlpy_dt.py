@@ -137,6 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, required=True, help="JSON to write (atomically)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu:0", help="d3rlpy device: cpu:0 or cuda:0")
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
     p.add_argument(
         "--target-return",
@@ -316,7 +317,7 @@ def make_algo(args: argparse.Namespace):
         activation_type="relu",
         max_timestep=args.max_episode_steps,
     )
-    return config.create(device="cpu:0")
+    return config.create(device=args.device)
 
 
 class Progress:
@@ -409,7 +410,7 @@ def settings(args: argparse.Namespace, n_params: int, data_info: dict) -> dict:
         "target_return": args.target_return,
         "max_episode_steps": args.max_episode_steps,
         "threads": args.threads,
-        "device": "cpu",
+        "device": args.device,
         "eval_seeds": f"1000 + 100 * seed + i, i < {args.eval_episodes}",
         "curve_episodes": args.curve_episodes,
         "action_clip": "np.clip to the env's action space",
@@ -466,7 +467,7 @@ def make_record(
         "best_step": best["step"],
         "best_convention": BEST_CONVENTION,
         "curve": [{k: c[k] for k in curve_keys} for c in progress.curve],
-        "device": "cpu",
+        "device": args.device,
         "precision": "float32",
         "timing": {
             "wall_seconds": fit_s,

@@ -36,7 +36,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     run = root / "run"
     args = ["--dataset", f"d4rl:{data}", "--steps", "10", "--checkpoint-every", "10",
             "--log-every", "5", "--eval-episodes", "0", "--run-dir", str(run),
-            "--recipe", "window", "--context-length", "8", "--batch-size", "4", *TINY]  # fmt: skip
+            "--recipe", "window", "--context-length", "8", "--batch-size", "4",
+            "--memory-horizon", "0", *TINY]  # fmt: skip  (4 episodes: none to hold out)
     assert main(args) == 0
     return run, data
 
