@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "recover_directory",
     "remove_stale_temporaries",
     "sha256_file",
+    "written_by",
 ]
 
 
@@ -208,24 +210,101 @@ def _check_can_create_in(directory: Path, flag: str, path: Path) -> None:
         ) from e
 
 
-def check_output_file(path: str | Path, flag: str) -> Path:
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _input_files(inputs: Iterable[str | Path]) -> Iterator[Path]:
+    """The files of ``inputs``: a file itself, or every file under a directory."""
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            yield from (f for f in p.rglob("*") if f.is_file())
+        elif p.exists():
+            yield p
+
+
+def _check_not_an_input(path: Path, st: os.stat_result, flag: str, inputs: Iterable) -> None:
+    """Refuse ``path`` (existing) if it is one of the command's input files (same inode: a
+    hard link or another name through symlinks counts) or lies inside an input folder."""
+    for item in inputs:
+        root = Path(item).expanduser()
+        if root.is_dir() and path.resolve().is_relative_to(root.resolve()):
+            raise OutputPathError(
+                f"{flag} {path}: that file belongs to {root}, an input of this command; "
+                "writing there would destroy it. Choose a path outside the input"
+            )
+    for f in _input_files(inputs):
+        if _same_file(st, f.stat()):
+            raise OutputPathError(
+                f"{flag} {path}: that is {f}, an input of this command; writing there "
+                "would destroy it. Choose another path"
+            )
+
+
+def check_output_file(
+    path: str | Path,
+    flag: str,
+    *,
+    inputs: Iterable[str | Path] = (),
+    overwrite: bool = False,
+    ours: Callable[[Path], bool] | None = None,
+) -> Path:
     """Check, before any work starts, that ``path`` can be written as a file; return it.
 
-    Nothing is created. ``flag`` names the option in messages (e.g. ``"--json"``).
+    Nothing is created. ``flag`` names the option in messages (e.g. ``"--json"``). The one
+    overwrite rule of every command (docs/reliability.md):
+
+    - a symlink, FIFO, socket or device at ``path`` is never replaced (not even with
+      ``overwrite``): writing would cut the link or block on the pipe;
+    - an existing file that is one of ``inputs`` (the same inode, or inside an input folder)
+      is never replaced: the command would destroy what it reads;
+    - any other existing file is replaced only if ``ours(path)`` says this command wrote it
+      (e.g. a JSON of an earlier ``aaren-eval``) or ``overwrite`` is set (``--overwrite``).
 
     Raises:
-        OutputPathError: ``path`` is a directory, a part of it is a file, or its folder
-            cannot be written.
+        OutputPathError: ``path`` is a directory, a part of it is a file, its folder cannot
+            be written, or one of the rules above refuses it.
     """
     path = Path(path).expanduser()
+    if path.is_symlink():
+        raise OutputPathError(
+            f"{flag} {path}: that is a symbolic link (to {os.readlink(path)}); it is never "
+            "replaced. Give the real file's path, or another path"
+        )
     if path.is_dir():
         raise OutputPathError(
             f"{flag} {path}: that is a directory; give a file path (e.g. {path / 'out.json'})"
         )
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OutputPathError(f"{flag} {path}: the file is read-only; choose another path")
+    if path.exists():
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputPathError(
+                f"{flag} {path}: that is a special file (a pipe, socket or device), not a "
+                "regular file; it is never replaced. Choose another path"
+            )
+        _check_not_an_input(path, st, flag, inputs)
+        if not os.access(path, os.W_OK):
+            raise OutputPathError(f"{flag} {path}: the file is read-only; choose another path")
+        if not overwrite and not (ours is not None and ours(path)):
+            raise OutputPathError(
+                f"{flag} {path}: the file exists and this command did not write it; pass "
+                "--overwrite to replace it, or choose another path"
+            )
     _check_can_create_in(_existing_ancestor(path.parent), flag, path)
     return path
+
+
+def written_by(path: Path, marker: bytes, max_bytes: int = 64 * 2**20) -> bool:
+    """Whether ``path`` (at most ``max_bytes``) holds ``marker``: a cheap test that a file
+    is one this toolkit wrote (e.g. ONNX metadata ``aaren.format``), used by ``ours``."""
+    try:
+        if path.stat().st_size > max_bytes:
+            return False
+        with open(path, "rb") as f:
+            return marker in f.read(max_bytes)
+    except OSError:
+        return False
 
 
 def check_output_dir(path: str | Path, flag: str) -> Path:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,9 +52,9 @@ from aaren_rl.collect.workdir import (
 )
 from aaren_rl.envs.datasets import close_open_episode, split_episodes
 from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
-from aaren_rl.errors import ConfigError, RunDirError
+from aaren_rl.errors import ConfigError, OutputPathError, RunDirError
 from aaren_rl.eval.rollout import evaluate
-from aaren_rl.fileio import atomic_path, atomic_write_text, check_output_dir
+from aaren_rl.fileio import atomic_path, atomic_write_text, check_output_dir, check_output_file
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
@@ -144,6 +145,58 @@ def check_args(args: Args) -> None:
     check_output_dir(args.run_dir, "--work-dir")
     if args.hdf5_dir is not None:
         check_output_dir(args.hdf5_dir, "--hdf5-dir")
+
+
+def planned_outputs(
+    args: Args, short: str, levels: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
+    """``(kind, target)`` of every dataset of ``levels`` (default ``--levels``): Minari ids
+    and HDF5 paths."""
+    out = []
+    for level in args.levels if levels is None else levels:
+        if args.minari:
+            out.append(("minari", f"{args.namespace}/{short}-{level}-v{args.version}"))
+        if args.hdf5_dir is not None:
+            out.append(("hdf5", str(Path(args.hdf5_dir) / f"{short}-{level}.hdf5")))
+    return out
+
+
+def _minari_path(dataset_id: str) -> Path:
+    """Where ``write_minari`` puts ``dataset_id`` (minari's rule, without creating folders)."""
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    base = Path(root) if root is not None else Path.home() / ".minari" / "datasets"
+    return base / dataset_id
+
+
+def check_outputs(
+    args: Args, short: str, written: list[list[str]], recipe: str | None = None
+) -> None:
+    """Before any work: every output that exists must be one this work dir wrote with the
+    same recipe (``written``, from state.json), or ``--overwrite`` must be given. A dataset
+    written with other settings (e.g. another --transitions) is never kept silently.
+
+    Raises:
+        OutputPathError: an output exists that this command did not write (or wrote with
+            other settings), is a symlink or a special file.
+    """
+    for kind, target in planned_outputs(args, short):
+        prior = next((w for w in written if w[:2] == [kind, target]), None)
+        same = prior is not None and (len(prior) < 3 or prior[2] == recipe)
+        if prior is not None and not same and not args.overwrite:
+            raise OutputPathError(
+                f"{target} was written by this work dir with other settings ({prior[2]}); "
+                "pass --overwrite to replace it with this command's data, or choose another "
+                "--hdf5-dir / --version"
+            )
+        if kind == "hdf5":
+            check_output_file(
+                target, "--hdf5-dir", overwrite=args.overwrite, ours=lambda p, same=same: same
+            )
+        elif _minari_path(target).exists() and not (same or args.overwrite):
+            raise OutputPathError(
+                f"Minari dataset {target} already exists at {_minari_path(target)} and this "
+                "command did not write it; pass --overwrite to replace it, or bump --version"
+            )
 
 
 def sb3_class(algo: str) -> type:
@@ -325,6 +378,7 @@ class Collector:
                 "timings": {},
                 "written": [],
             }
+        check_outputs(args, self.short, self.state["written"], self.recipe())
         for sub in ("ckpt", "replay", "rollouts"):  # after the state was read and checked
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.log = tqdm.write
@@ -564,13 +618,18 @@ class Collector:
             "normalized_score_mean": None if norm is None else float(norm.mean()),
             "ref_min_score": self.spec.random_score,
             "ref_max_score": self.spec.expert_score,
-            "recipe": (
-                f"aaren-collect --env {a.env} --algo {a.algo} --total-timesteps "
-                f"{a.total_timesteps} --eval-every {a.eval_every} --medium-fraction "
-                f"{a.medium_fraction} --transitions {a.transitions} --seed {a.seed}"
-            ),
+            "recipe": self.recipe(),
             **extra,
         }
+
+    def recipe(self) -> str:
+        """The command line that makes these datasets (every setting their data depends on)."""
+        a = self.args
+        return (
+            f"aaren-collect --env {a.env} --algo {a.algo} --total-timesteps "
+            f"{a.total_timesteps} --eval-every {a.eval_every} --medium-fraction "
+            f"{a.medium_fraction} --transitions {a.transitions} --seed {a.seed}"
+        )
 
     def write(self) -> dict[str, dict]:
         from aaren_rl.envs.writers import write_d4rl_hdf5, write_minari
@@ -580,13 +639,9 @@ class Collector:
             data, extra = self.make_level(level)
             meta = self.metadata(level, data, extra)
             results[level] = meta
-            outputs = []
-            if a.minari:
-                outputs.append(("minari", f"{a.namespace}/{self.short}-{level}-v{a.version}"))
-            if a.hdf5_dir is not None:
-                outputs.append(("hdf5", str(Path(a.hdf5_dir) / f"{self.short}-{level}.hdf5")))
-            for kind, target in outputs:
-                done = [kind, target] in self.state["written"]
+            for kind, target in planned_outputs(a, self.short, (level,)):
+                prior = [w for w in self.state["written"] if w[:2] == [kind, target]]
+                done = bool(prior) and (len(prior[0]) < 3 or prior[0][2] == meta["recipe"])
                 if done and not a.overwrite:
                     self.log(f"[aaren-collect] {target} already written by this run; skipping")
                     continue
@@ -598,8 +653,9 @@ class Collector:
                                  overwrite=a.overwrite or done)  # fmt: skip
                 else:
                     write_d4rl_hdf5(target, data, meta)
-                if not done:
-                    self.state["written"].append([kind, target])
+                for w in prior:
+                    self.state["written"].remove(w)
+                self.state["written"].append([kind, target, meta["recipe"]])
                 self.save_state()
                 self.log(f"[aaren-collect] wrote {kind} {target}")
         return results

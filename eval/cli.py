@@ -57,7 +57,11 @@ class EvalArgs:
     max_episode_steps: int | None = None
     """Truncate episodes earlier than the env's time limit (quick checks)."""
     json: Path | None = None
-    """Write the results here (see the module docstring for the layout)."""
+    """Write the results here (see the module docstring for the layout). An existing file is
+    replaced only if an earlier aaren-eval wrote it (or with --overwrite); never a file of the
+    checkpoint, a symlink or a special file."""
+    overwrite: bool = False
+    """Replace an existing --json file that aaren-eval did not write."""
     video: Path | None = None
     """Record one episode (seed --seed, first target) as MP4 into this directory."""
     track: bool = False
@@ -206,9 +210,23 @@ def check_args(args: EvalArgs) -> None:
                 "--track needs wandb: pip install 'aaren-rl[track]', or drop --track"
             ) from e
     if args.json is not None:
-        check_output_file(args.json, "--json")
+        source = args.checkpoint if args.checkpoint is not None else args.onnx
+        check_output_file(
+            args.json, "--json", inputs=[source], overwrite=args.overwrite, ours=_is_eval_json
+        )
     if args.video is not None:
         check_output_dir(args.video, "--video")
+
+
+def _is_eval_json(path: Path) -> bool:
+    """Whether ``path`` is a results file of aaren-eval (replaced without --overwrite)."""
+    from aaren_rl.untrusted import read_json
+
+    try:
+        data = read_json(path, EvalError)
+    except EvalError:
+        return False
+    return isinstance(data, dict) and {"results", "checkpoint", "returns"} <= data.keys()
 
 
 def _load_agent(args: EvalArgs):

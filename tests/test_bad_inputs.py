@@ -844,10 +844,10 @@ EXPORT_CASES = [
     ),
     Case(
         "export",
-        "out-is-a-directory",
-        r"--out {tmp}/outdir",
+        "out-is-a-directory-holding-another-policy-onnx",
+        r"--out {tmp}/outdir/policy.onnx: the file exists and this command did not write it",
         ("--checkpoint", "{ckpt}", "--out", "{tmp}/outdir"),
-        setup=lambda c: (c.tmp / "outdir").mkdir(),
+        setup=_write("{tmp}/outdir/policy.onnx", "someone else's file\n"),
     ),
     Case(
         "export",
@@ -1223,6 +1223,129 @@ API_CASES = [
 ]
 
 
+# ----------------------------------------------------------------------------- outputs
+# The one overwrite rule (aaren_rl.fileio.check_output_file): never an input of the same
+# command, never a symlink or special file, never an existing file this command did not write
+# (unless --overwrite). Generated per output flag and per kind of thing already at the path.
+
+
+def _symlink(link: str, target: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        Path(ctx.fill(link)).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(ctx.fill(target), ctx.fill(link))
+
+    return setup
+
+
+def _hardlink(link: str, target: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        Path(ctx.fill(link)).parent.mkdir(parents=True, exist_ok=True)
+        os.link(ctx.fill(target), ctx.fill(link))
+
+    return setup
+
+
+def _fifo(path: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        Path(ctx.fill(path)).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(ctx.fill(path))
+
+    return setup
+
+
+def _device(path: str) -> Callable[[Ctx], None]:
+    """A character device (/dev/null's numbers) at ``path``; skipped where mknod is denied."""
+
+    def setup(ctx: Ctx) -> None:
+        import stat
+
+        Path(ctx.fill(path)).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mknod(ctx.fill(path), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except OSError as e:
+            pytest.skip(f"cannot make a device node here: {e}")
+
+    return setup
+
+
+_IS_INPUT = r": that file belongs to {ckpt}, an input of this command"
+_LINK = r": that is a symbolic link"
+_SPECIAL = r": that is a special file"
+_NOT_OURS = r": the file exists and this command did not write it; pass --overwrite"
+
+
+def _output_cases(cli: str, base: tuple[str, ...], flag: str, out: str) -> list[Case]:
+    """One case per thing that may already be at an output path ``out`` of ``cli``."""
+    at = lambda what: (*base, flag, what)  # noqa: E731
+    return [
+        Case(cli, f"{flag[2:]}-onto-an-unrelated-file", flag + r" {file}" + _NOT_OURS,
+             at("{file}")),
+        Case(cli, f"{flag[2:]}-onto-a-symlink", _LINK, at(out), setup=_symlink(out, "{file}")),
+        Case(cli, f"{flag[2:]}-onto-a-dangling-symlink", _LINK, at(out),
+             setup=_symlink(out, "{tmp}/nowhere")),
+        Case(cli, f"{flag[2:]}-onto-a-fifo", _SPECIAL, at(out), setup=_fifo(out)),
+        Case(cli, f"{flag[2:]}-onto-a-device", _SPECIAL, at(out), setup=_device(out)),
+        Case(cli, f"{flag[2:]}-onto-a-read-only-file", r"read-only|did not write", at(out),
+             setup=lambda c, o=out: (_write(o, "x\n")(c), os.chmod(c.fill(o), 0o444))[0]),
+    ]  # fmt: skip
+
+
+def _onto_checkpoint(cli: str, base: tuple[str, ...], flag: str) -> list[Case]:
+    """``flag`` onto the files of the checkpoint the command reads (never, even --overwrite)."""
+    at = lambda what: (*base, flag, what)  # noqa: E731
+    return [
+        Case(cli, f"{flag[2:]}-onto-checkpoint-weights", _IS_INPUT,
+             at("{ckpt}/model.safetensors")),
+        Case(cli, f"{flag[2:]}-onto-checkpoint-agent-json", _IS_INPUT, at("{ckpt}/agent.json")),
+        Case(cli, f"{flag[2:]}-onto-checkpoint-weights-with-overwrite", _IS_INPUT,
+             (*at("{ckpt}/model.safetensors"), "--overwrite")),
+        Case(cli, f"{flag[2:]}-onto-a-hard-link-to-the-weights",
+             r"that is {ckpt}/model.safetensors, an input", at("{tmp}/w.out"),
+             setup=_hardlink("{tmp}/w.out", "{ckpt}/model.safetensors")),
+        Case(cli, f"{flag[2:]}-onto-a-symlink-to-agent-json", _LINK, at("{tmp}/a.out"),
+             setup=_symlink("{tmp}/a.out", "{ckpt}/agent.json")),
+    ]  # fmt: skip
+
+
+def _written_with(transitions: int) -> Callable[[Ctx], None]:
+    """A work dir whose state.json says it wrote hopper-random.hdf5 with other settings."""
+
+    def setup(ctx: Ctx) -> None:
+        key = {"env": "hopper", "algo": "ppo", "seed": 0, "num_envs": 4, "ppo_n_steps": 512}
+        target = str(ctx.tmp / "h5" / "hopper-random.hdf5")
+        recipe = f"aaren-collect --env hopper ... --transitions {transitions} --seed 0"
+        state = {"key": key, "checkpoints": [], "chunks": [], "segment": -1, "timings": {},
+                 "written": [["hdf5", target, recipe]]}  # fmt: skip
+        _write("{tmp}/work/state.json", json.dumps(state))(ctx)
+        _write("{tmp}/h5/hopper-random.hdf5", "old data\n")(ctx)
+
+    return setup
+
+
+_EXPORT = ("--checkpoint", "{ckpt}", "--no-verify")
+_H5 = "{tmp}/h5/hopper-random.hdf5"
+OUTPUT_CASES = [
+    *_output_cases("eval", FAST_EVAL, "--json", "{tmp}/r.json"),
+    *_onto_checkpoint("eval", FAST_EVAL, "--json"),
+    *_output_cases("export", _EXPORT, "--out", "{tmp}/p.onnx"),
+    *_onto_checkpoint("export", _EXPORT, "--out"),
+    Case("export", "out-into-a-directory-holding-a-symlink", _LINK,
+         (*_EXPORT, "--out", "{tmp}/d/"), setup=_symlink("{tmp}/d/policy.onnx", "{file}")),
+    Case("collect", "hdf5-onto-an-unrelated-file", r"--hdf5-dir .*hopper-random.hdf5" + _NOT_OURS,
+         COLLECT, setup=_write(_H5, "not a dataset\n")),
+    Case("collect", "hdf5-onto-a-symlink", _LINK, COLLECT, setup=_symlink(_H5, "{file}")),
+    Case("collect", "hdf5-onto-a-fifo", _SPECIAL, COLLECT, setup=_fifo(_H5)),
+    Case("collect", "hdf5-written-with-other-transitions",
+         r"hopper-random.hdf5 was written by this work dir with other settings .*--transitions "
+         r"1000.*pass --overwrite", COLLECT, setup=_written_with(1000)),
+    Case("collect", "minari-dataset-exists",
+         r"Minari dataset aaren/hopper-random-v0 already exists .*did not write it",
+         ("--work-dir", "{tmp}/work", "--levels", "random"),
+         setup=lambda c: (c.tmp / "minari/aaren/hopper-random-v0").mkdir(parents=True),
+         env=(("MINARI_DATASETS_PATH", "{tmp}/minari"),)),
+]  # fmt: skip
+
+
 class _NanAgent:
     def reset(self, num_envs: int = 1) -> None:
         self.n = num_envs
@@ -1231,7 +1354,8 @@ class _NanAgent:
         return np.full((self.n, 3), np.nan, dtype=np.float32)
 
 
-CASES = EVAL + COLLECT_CASES + TRAIN_CASES + EXPORT_CASES + BENCH_CASES + API_CASES
+CASES = (EVAL + COLLECT_CASES + TRAIN_CASES + EXPORT_CASES + BENCH_CASES + API_CASES
+         + OUTPUT_CASES)  # fmt: skip
 
 
 def _params(cases: list[Case]) -> list[Any]:
