@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aaren_rl.errors import OutputPathError
+from aaren_rl.errors import OutputPathError, RunDirError
 
 __all__ = [
     "atomic_directory",
     "check_output_dir",
     "check_output_file",
+    "DirLock",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -322,3 +323,82 @@ def check_output_dir(path: str | Path, flag: str) -> Path:
         )
     _check_can_create_in(_existing_ancestor(path), flag, path)
     return path
+
+
+# ---- one process per run or work directory -----------------------------------------------
+
+
+class DirLock:
+    """An exclusive lock on a run or work directory, held while one command uses it.
+
+    The lock is ``fcntl.flock`` on a hidden file beside the directory (``.NAME.lock``: the
+    directory itself may not exist yet, and two new runs must not race to create it). The
+    kernel drops a flock when its process dies, so a lock left by a killed process (kill -9,
+    out of memory, power cut) never blocks the next command. The holder writes its PID into
+    the file so that a second command can say who holds it. :meth:`release` removes the file.
+
+    Raises (from :meth:`acquire`):
+        RunDirError: another live process holds the lock ("in use by PID N").
+    """
+
+    def __init__(self, directory: str | Path, what: str) -> None:
+        self.directory = Path(directory).expanduser()
+        self.path = self.directory.parent / f".{self.directory.name}.lock"
+        self.what = what  # e.g. "--run-dir": named in the message
+        self._fd: int | None = None
+
+    def acquire(self) -> DirLock:
+        """Take the lock (creating the directory's parent folders); where no lock file can be
+        made (a part of the path is a file...), do nothing and leave the refusal to the
+        command's own check of the directory."""
+        import fcntl
+
+        try:
+            _make_parent(self.directory)
+        except OSError:
+            return self
+        while True:  # retry if the file we locked was removed by its previous holder
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError:  # a read-only folder, a symlink planted at the lock's name...
+                return self
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise RunDirError(
+                    f"{self.what} {self.directory} is in use by {holder}: two commands must "
+                    "not write one directory. Wait for it to finish (or stop it), then run "
+                    "again; or choose another directory"
+                ) from None
+            try:
+                same = _same_file(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return f"PID {text}" if text.isdigit() else "another process"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # while still holding it: see the retry in acquire
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> DirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

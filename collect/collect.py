@@ -54,7 +54,13 @@ from aaren_rl.envs.datasets import close_open_episode, split_episodes
 from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
 from aaren_rl.errors import ConfigError, OutputPathError, RunDirError
 from aaren_rl.eval.rollout import evaluate
-from aaren_rl.fileio import atomic_path, atomic_write_text, check_output_dir, check_output_file
+from aaren_rl.fileio import (
+    DirLock,
+    atomic_path,
+    atomic_write_text,
+    check_output_dir,
+    check_output_file,
+)
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Level = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
@@ -673,11 +679,12 @@ def collect(args: Args) -> dict[str, dict]:
     if has_scripted_policy(args.env):  # memory tasks: scripted expert + documented mix
         return write_scripted(args)
     t0 = time.perf_counter()
-    c = Collector(args)
-    c.train()
-    results = c.write()
-    c.state["timings"]["last_invocation_s"] = time.perf_counter() - t0
-    c.save_state()
+    with DirLock(args.run_dir, "--work-dir"):  # one aaren-collect per work dir
+        c = Collector(args)
+        c.train()
+        results = c.write()
+        c.state["timings"]["last_invocation_s"] = time.perf_counter() - t0
+        c.save_state()
     med = c.medium_checkpoint()
     print(f"[aaren-collect] {c.spec.gym_id}: medium = step {med['step']} "
           f"(eval {med['return']:.1f}), expert = step {c.state['checkpoints'][-1]['step']} "

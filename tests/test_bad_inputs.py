@@ -1451,6 +1451,76 @@ def test_subprocess_ctrl_c_during_evaluation(pristine: dict[str, Path], tmp_path
     assert not out.exists()
 
 
+def test_subprocess_sigterm_during_evaluation(pristine: dict[str, Path], tmp_path: Path) -> None:
+    """SIGTERM (kill, systemd, Slurm) while episodes run: like Ctrl-C, exit 143, one line."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [PY, "-m", "aaren_rl.eval.cli", "--checkpoint", str(pristine["ckpt"]), "--episodes",
+         "1000", "--json", str(out)],  # fmt: skip
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    seen = ""
+    deadline = time.monotonic() + 90
+    while "eval:" not in seen and time.monotonic() < deadline:  # the progress bar is up
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "aaren-eval: terminated (SIGTERM)" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_subprocess_collect_locks_its_work_dir_and_stops_on_sigterm(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second aaren-collect on a work dir in use is refused with the first one's PID; the
+    first, sent SIGTERM while training, exits 143 saying how to resume, and writes no dataset."""
+    from aaren_rl.collect.collect import main as collect_main
+
+    work, h5 = tmp_path / "work", tmp_path / "h5"
+    args = [
+        "--env",
+        "hopper",
+        "--total-timesteps",
+        "1000000",
+        "--eval-every",
+        "1000000",
+        "--work-dir",
+        str(work),
+        "--no-minari",
+        "--hdf5-dir",
+        str(h5),
+        "--levels",
+        "random",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [PY, "-m", "aaren_rl.collect.collect", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not (work / "state.json").exists() and time.monotonic() < deadline:  # training
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.05)
+    try:
+        capsys.readouterr()
+        assert collect_main(args) == 2
+        err = capsys.readouterr().err
+        assert f"--work-dir {work} is in use by PID {proc.pid}" in err and "Traceback" not in err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "aaren-collect: terminated (SIGTERM); rerun the same command to resume" in err
+    assert "Traceback" not in err and not h5.exists()
+    assert not (tmp_path / ".work.lock").exists()
+
+
 def test_subprocess_disk_full_keeps_the_old_file(tmp_path: Path) -> None:
     """A write that hits the file-size limit (``ulimit -f``): exit 1, the path and what to do,
     and the previous version of the file intact (atomic writes)."""

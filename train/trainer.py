@@ -37,7 +37,7 @@ from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
 from aaren_rl.envs.datasets import check_dataset_matches_env
 from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetError, RunDirError
-from aaren_rl.fileio import atomic_directory
+from aaren_rl.fileio import DirLock, atomic_directory
 from aaren_rl.tracking import MetricsLog, WandbTracker
 from aaren_rl.train.config import TrainConfig, config_differences
 from aaren_rl.train.data_checks import (
@@ -134,6 +134,7 @@ class Trainer:
         self._window_start = time.perf_counter()
         self.step_times: list[float] = []
         self.last_loss = math.nan
+        self.lock: DirLock | None = None
 
     # ---- build: every check and every object; nothing is written ----
 
@@ -145,14 +146,35 @@ class Trainer:
             device = torch.device("cuda", ctx.local_rank)
         torch.set_num_threads(cfg.resolved_threads)
         self = cls(cfg, ctx, device)
-        if cfg.resume:
-            self._check_resume_config()
-        self._load_data()
-        self.run_dir = ctx.broadcast(cfg.run_dir or cfg.default_run_dir(self.env_spec.name))
-        if not cfg.resume:
-            self._on_main(check_new_run_dir, self.run_dir)
-        self._build_model()
+        try:  # the run directory is locked before it is checked: no two runs race for it
+            if cfg.resume:
+                self._lock(cfg.run_dir)
+                self._check_resume_config()
+            self._load_data()
+            self.run_dir = ctx.broadcast(cfg.run_dir or cfg.default_run_dir(self.env_spec.name))
+            if not cfg.resume:  # locked first: a run in progress is named as such
+                self._lock(self.run_dir)
+                self._on_main(check_new_run_dir, self.run_dir)
+            self._build_model()
+        except BaseException:
+            self.close_lock()
+            raise
         return self
+
+    def _lock(self, run_dir: Path | None) -> None:
+        """Hold ``run_dir``'s lock (rank 0) until :meth:`close`; refuse if another process
+        holds it ("in use by PID N")."""
+
+        def acquire() -> None:
+            self.lock = DirLock(run_dir, "--run-dir").acquire()
+
+        assert run_dir is not None
+        self._on_main(acquire)
+
+    def close_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _check_resume_config(self) -> None:
         assert self.cfg.run_dir is not None  # validate() refuses --resume without --run-dir
@@ -537,6 +559,9 @@ class Trainer:
         return float(np.median(self.step_times)) if self.step_times else math.nan
 
     def close(self) -> None:
-        if self.tracker:
-            self.tracker.finish()
-        self.ctx.close()
+        try:
+            if self.tracker:
+                self.tracker.finish()
+            self.ctx.close()
+        finally:
+            self.close_lock()
