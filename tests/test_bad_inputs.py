@@ -1322,9 +1322,24 @@ def _written_with(transitions: int) -> Callable[[Ctx], None]:
     return setup
 
 
+def _huge_rewards(ctx: Ctx) -> None:
+    """The tiny dataset with rewards x 1e37: returns-to-go overflow float32 to inf."""
+    _dataset("huge.hdf5", rewards=lambda r: r * np.float32(1e37))(ctx)
+
+
+NON_FINITE_LOSS = Case(
+    "train", "rewards-1e37-non-finite-loss",
+    r"step 1: the training loss is (nan|inf).*not a finite number.*no checkpoint was written.*"
+    r"--return-scale",
+    ("--dataset", "d4rl:{tmp}/huge.hdf5", *TRAIN[2:]), setup=_huge_rewards,
+    created_ok=("run-new",),  # the run directory (config.json, metrics.jsonl), no checkpoint
+)  # fmt: skip
+
+
 _EXPORT = ("--checkpoint", "{ckpt}", "--no-verify")
 _H5 = "{tmp}/h5/hopper-random.hdf5"
 OUTPUT_CASES = [
+    NON_FINITE_LOSS,
     *_output_cases("eval", FAST_EVAL, "--json", "{tmp}/r.json"),
     *_onto_checkpoint("eval", FAST_EVAL, "--json"),
     *_output_cases("export", _EXPORT, "--out", "{tmp}/p.onnx"),

@@ -36,7 +36,14 @@ from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.envs import get_env_spec, load_dataset, make_sampler
 from aaren_rl.envs.datasets import check_dataset_matches_env
-from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetError, RunDirError
+from aaren_rl.errors import (
+    AarenError,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    RunDirError,
+    TrainError,
+)
 from aaren_rl.fileio import DirLock, atomic_directory
 from aaren_rl.tracking import MetricsLog, WandbTracker
 from aaren_rl.train.config import TrainConfig, config_differences
@@ -381,6 +388,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self._check_finite(float(loss.detach()), float(grad_norm))  # before the weights change
         self.optimizer.step()
         self.scheduler.step()
         stats = StepStats(float(loss.detach()), float(grad_norm), time.perf_counter() - t0)
@@ -388,6 +396,28 @@ class Trainer:
         self.last_loss = stats.loss
         self._window.append(stats.loss)
         return stats
+
+    def _check_finite(self, loss: float, grad_norm: float) -> None:
+        """Stop at the first non-finite loss or gradient, before the optimiser step: the
+        weights stay as they were and nothing of this step is saved. (DDP averages the
+        gradients, so every rank sees the same gradient norm and stops at the same step.)"""
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return
+        step = self.start_step + len(self.step_times) + 1
+        cfg, ds = self.cfg, self.dataset
+        rtg = float(np.max(np.abs(ds.episode_returns))) if len(ds.episode_returns) else 0.0
+        obs = max(float(np.max(np.abs(t.observations), initial=0.0)) for t in ds.trajectories)
+        last = checkpoint_step(self.ckpt_dir)
+        kept = "no checkpoint was written" if last is None else f"the checkpoint of step {last}"
+        raise TrainError(
+            f"step {step}: the training loss is {loss} (gradient norm {grad_norm}), not a "
+            f"finite number; training stopped before this step changed the weights "
+            f"({kept} is untouched). Likely cause: the data's scale. The largest episode "
+            f"return is {rtg:.3g}, {rtg / cfg.return_scale:.3g} after --return-scale "
+            f"{cfg.return_scale:g} (keep it near 1-10: raise --return-scale or rescale the "
+            f"rewards); the largest |observation| is {obs:.3g}. Otherwise lower "
+            f"--learning-rate ({cfg.learning_rate:g})"
+        )
 
     def log_train(self, step: int, stats: StepStats) -> None:
         """Log the mean loss since the last log line (averaged over ranks)."""

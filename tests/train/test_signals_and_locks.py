@@ -91,3 +91,25 @@ def test_a_second_process_on_a_run_dir_in_use_is_refused(
     resumed = ["--run-dir", str(run_dir), "--resume", "--steps", str(step + 2), "--no-progress"]
     assert main(resumed) == 0, capsys.readouterr().err  # ...and blocks nothing
     assert not (tmp_path / ".run.lock").exists()
+
+
+def test_a_non_finite_loss_stops_before_the_weights_change(
+    tiny_hopper_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--learning-rate 1e30: step 1 is finite, the weights blow up, a later loss is not.
+    Training stops there, exit 2, naming the step; the last checkpoint holds finite weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "run"
+    args = _args(tiny_hopper_dataset, run_dir, 50)
+    args[args.index("--checkpoint-every") + 1] = "1"
+    assert main([*args, "--learning-rate", "1e30", "--warmup-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("aaren-train: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    step = _checkpoint_step(run_dir)
+    assert f"step {step + 1}: the training loss is" in lines[0], lines[0]
+    assert f"the checkpoint of step {step} is untouched" in lines[0]
+    weights = load_file(str(run_dir / "checkpoint" / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
