@@ -1223,6 +1223,80 @@ API_CASES = [
 ]
 
 
+# ----------------------------------------------------------------------------- aaren-bench sweep
+# Every integer flag of every subcommand, fed zero (where 0 means nothing), a negative and a
+# huge value; then the cases the rules were written for. The subcommands' required flags get
+# placeholders: the numbers are checked before anything is read.
+
+_BENCH_REQUIRED = {
+    "attention": ("--checkpoint", "{ckpt}", "--dataset", "d4rl:{ds}"),
+    "horizon": ("--checkpoints", "{ckpt}"),
+}
+
+
+def _int_fields(cls: type) -> list[str]:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if hint is int or args == [int] or (typing.get_origin(hint) is tuple and int in args):
+            out.append(f.name)
+    return out
+
+
+def _bench_sweep() -> list[Case]:
+    from aaren_rl.bench.arguments import MAY_BE_ZERO
+    from aaren_rl.bench.cli import BENCHMARKS
+
+    cases = []
+    for sub, (cls, _) in BENCHMARKS.items():
+        base = (sub, *_BENCH_REQUIRED.get(sub, ()))
+        fields = cls.__dataclass_fields__
+        base += ("--out", "{tmp}/b") if "out" in fields else ()
+        base += ("--out-dir", "{tmp}/b") if "out_dir" in fields else ()
+        for name in _int_fields(cls):
+            flag = "--" + name.replace("_", "-")
+            bad = [("negative", "-1"), ("huge", str(10**12))]
+            bad += [] if name in MAY_BE_ZERO else [("zero", "0")]
+            pair = {
+                "context_lengths": ("--batch-sizes", "4"),  # one batch size per K
+                "batch_sizes": ("--context-lengths", "20"),
+            }.get(name, ())
+            named = name.replace("_", "[-_]")  # tyro's box may name the field, not the flag
+            for kind, value in bad:
+                cases.append(
+                    Case(
+                        "bench",
+                        f"{sub}-{name}-{kind}",
+                        named,
+                        (*base, *pair, flag, value),
+                        usage=True,
+                    )
+                )
+    return cases
+
+
+BENCH_SWEEP = [
+    *_bench_sweep(),
+    Case("bench", "train-backbone-unknown", r"--backbones 'foo': choose from aaren, transformer",
+         ("train", "--backbones", "foo", "--out", "{tmp}/b")),
+    Case("bench", "returns-datasets-empty", r"--datasets was given no values",
+         ("returns", "--datasets", "--out-dir", "{tmp}/b")),
+    Case("bench", "scan-lengths-1e11", r"--lengths 100000000000 is too large",
+         ("scan", "--lengths", "100000000000", "--out", "{tmp}/b")),
+    Case("bench", "scan-lengths-1e11-as-float", r"--lengths", ("scan", "--lengths", "1e11"),
+         usage=True),
+    Case("bench", "act-threads-0-one-line", r"--threads must be >= 1, got 0",
+         ("act", "--threads", "0", "--out", "{tmp}/b")),
+    Case("bench", "returns-seeds-negative-before-work", r"--seeds must be >= 0, got -1",
+         ("returns", "--seeds", "-1", "--out-dir", "{tmp}/b")),
+]  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- outputs
 # The one overwrite rule (aaren_rl.fileio.check_output_file): never an input of the same
 # command, never a symlink or special file, never an existing file this command did not write
@@ -1370,7 +1444,7 @@ class _NanAgent:
 
 
 CASES = (EVAL + COLLECT_CASES + TRAIN_CASES + EXPORT_CASES + BENCH_CASES + API_CASES
-         + OUTPUT_CASES)  # fmt: skip
+         + OUTPUT_CASES + BENCH_SWEEP)  # fmt: skip
 
 
 def _params(cases: list[Case]) -> list[Any]:
