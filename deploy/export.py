@@ -418,6 +418,7 @@ def export_onnx(config: ExportConfig) -> Path:
     model, meta = load_model(directory, "cpu")
     _check_exportable(model, directory)
     target = float(meta["target_return"] if config.target_return is None else config.target_return)
+    _check_scaled_target(target, float(meta["return_scale"]), config, directory)
     horizon = (
         meta.get("memory_horizon", 0) if config.memory_horizon is None else config.memory_horizon
     )
@@ -434,6 +435,19 @@ def export_onnx(config: ExportConfig) -> Path:
         if config.verify:
             _verify(step, tmp, target)
     return out
+
+
+def _check_scaled_target(target: float, scale: float, config: ExportConfig, where: Path) -> None:
+    """A target return so far beyond the data that the graph would compute NaN: name it."""
+    from aaren_rl.agents.base import MAX_SCALED_TARGET
+
+    if abs(target / scale) > MAX_SCALED_TARGET:
+        source = "--target-return" if config.target_return is not None else f"{where}/agent.json's"
+        raise ExportError(
+            f"{source} target return {target:g} is {target / scale:.3g} after the return scale "
+            f"{scale:g}, far beyond any return-to-go the model was trained on (its actions "
+            "would be NaN); pass a --target-return near the dataset's returns"
+        )
 
 
 def _export_to(

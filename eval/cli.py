@@ -173,7 +173,11 @@ def check_args(args: EvalArgs) -> None:
         ConfigError: a target return or context length that is not usable.
         OutputPathError: --json or --video cannot be written.
     """
-    from aaren_rl.agents.base import check_context_length, check_target_return
+    from aaren_rl.agents.base import (
+        check_acting_options,
+        check_context_length,
+        check_target_return,
+    )
     from aaren_rl.fileio import check_output_dir, check_output_file
 
     if (args.checkpoint is None) == (args.onnx is None):
@@ -188,15 +192,17 @@ def check_args(args: EvalArgs) -> None:
         check_target_return(target)
     if args.context_length is not None:
         check_context_length(args.context_length)
-        if args.mode != "window" or args.onnx is not None:
+        if args.onnx is not None:
             raise EvalError("--context-length is the window length of --mode window; drop it")
+    if args.memory_horizon is not None and args.memory_horizon < 0:
+        raise EvalError(
+            f"--memory-horizon must be >= 0 timesteps (0: the whole episode), got "
+            f"{args.memory_horizon}"
+        )
+    # the rule DecisionAgent.load applies to its arguments, here named as flags
+    check_acting_options(args.mode, None, args.context_length, args.memory_horizon, EvalError, True)
     if args.memory_horizon is not None:
-        if args.memory_horizon < 0:
-            raise EvalError(
-                f"--memory-horizon must be >= 0 timesteps (0: the whole episode), got "
-                f"{args.memory_horizon}"
-            )
-        if args.mode != "recurrent" or args.onnx is not None:
+        if args.onnx is not None:
             raise EvalError(
                 "--memory-horizon applies to a checkpoint acting with --mode recurrent (an "
                 "ONNX file keeps the horizon it was exported with: aaren-export "
@@ -240,6 +246,12 @@ def _load_agent(args: EvalArgs):
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise EvalError("--device cuda was asked for, but torch sees no CUDA device")
+    if args.memory_horizon is not None:  # the backbone, from agent.json, names the flag
+        from aaren_rl.agents.base import check_acting_options
+        from aaren_rl.agents.checkpoint import read_metadata
+
+        backbone = read_metadata(args.checkpoint)["model_config"].get("backbone")
+        check_acting_options(args.mode, backbone, None, args.memory_horizon, EvalError, True)
     torch.set_num_threads(args.threads)
     return DecisionAgent.load(
         args.checkpoint,
@@ -293,12 +305,6 @@ def run(args: EvalArgs) -> dict:
     from aaren_rl.eval.rollout import evaluate
 
     agent = _load_agent(args)
-    # check_args allowed the flag with a recurrent checkpoint only: None means a Transformer
-    if args.memory_horizon is not None and agent.acting_horizon is None:
-        raise EvalError(
-            "--memory-horizon is for Aaren checkpoints (a Transformer acting recurrently keeps "
-            "its whole KV cache); drop it"
-        )
     env = _check_env(args, agent.env_id)
     targets = list(args.target_return) or [agent.target_return]
     results = []

@@ -421,7 +421,7 @@ EVAL = [
     Case(
         "eval",
         "context-length-0",
-        r"context length must be an integer >= 1, got 0",
+        r"context length must be an integer in \[1, 65536\], got 0",
         (*FAST_EVAL, "--mode", "window", "--context-length", "0"),
     ),
     Case(
@@ -1128,7 +1128,7 @@ API_CASES = [
     ),
     _api(
         "load-context-0",
-        r"context length must be an integer >= 1, got 0",
+        r"context length must be an integer in \[1, 65536\], got 0",
         lambda c: _agent(c, mode="window", context_length=0),
     ),
     _api("load-mode-unknown", r"unknown mode 'cache'", lambda c: _agent(c, mode="cache")),
@@ -1144,7 +1144,11 @@ API_CASES = [
         r"reward and episode_start must have shape \(2,\)",
         _predict(np.zeros((2, 11)), reward=np.zeros(5)),
     ),
-    _api("reset-0-envs", r"num_envs must be >= 1, got 0", lambda c: _agent(c).reset(0)),
+    _api(
+        "reset-0-envs",
+        r"num_envs must be a whole number in \[1, 65536\], got 0",
+        lambda c: _agent(c).reset(0),
+    ),
     _api(
         "onnx-missing",
         r"no ONNX file at {tmp}/p.onnx",
@@ -1158,7 +1162,7 @@ API_CASES = [
         lambda c: __import__("aaren_rl.agents.onnx_agent", fromlist=["x"]).OnnxAgent(c.file),
     ),
     # evaluation
-    _api("evaluate-0-episodes", r"episodes must be >= 1, got 0", _evaluate(0)),
+    _api("evaluate-0-episodes", r"episodes must be >= 1 and <= 10000000, got 0", _evaluate(0)),
     _api(
         "evaluate-target-nan",
         r"target return must be a finite number",
@@ -1294,6 +1298,124 @@ BENCH_SWEEP = [
          ("act", "--threads", "0", "--out", "{tmp}/b")),
     Case("bench", "returns-seeds-negative-before-work", r"--seeds must be >= 0, got -1",
          ("returns", "--seeds", "-1", "--out-dir", "{tmp}/b")),
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- values, API
+# Every argument of the acting API fed a wrong type, zero, a negative, a huge, a NaN/Inf or a
+# non-real value; checkpoint sizes that would make the allocator fail; the acting rules the
+# CLI and the API share; a target return so large that the model computes NaN.
+
+
+def _acted(ctx: Ctx, obs: Any = None, reward: Any = None) -> Any:
+    agent = _agent(ctx)
+    agent.reset(1)
+    agent.predict(np.zeros((1, 11)))
+    return agent.predict(np.zeros((1, 11)) if obs is None else obs, reward)
+
+
+def _evaluate_with(agent: Callable[[Ctx], Any] | None = None, **kw: Any) -> Callable[[Ctx], Any]:
+    def call(ctx: Ctx) -> Any:
+        from aaren_rl.eval.rollout import evaluate
+
+        args = {"episodes": 1, "max_episode_steps": 2, **kw}
+        return evaluate(_agent(ctx) if agent is None else agent(ctx), "hopper", **args)
+
+    return call
+
+
+def _tf_checkpoint(ctx: Ctx) -> None:
+    sys.modules["tests.conftest"].tiny_agent("transformer").save(ctx.tmp / "tf")
+
+
+def _model_config(**change: Any) -> Callable[[Ctx], None]:
+    return _edit_json("{ckpt}/agent.json", lambda d: d["model_config"].update(change))
+
+
+def _net_config(**change: Any) -> Callable[[Ctx], None]:
+    return _edit_json("{ckpt}/agent.json", lambda d: d["model_config"]["net"].update(change))
+
+
+_NUM_ENVS = r"num_envs must be a whole number in \[1, 65536\], got "
+_NO_WORK = ("aaren_rl.eval.rollout:MAX_EPISODES", 10**7)  # a no-op patch: episodes may run
+VALUE_CASES = [
+    *(_api(f"reset-{name}", _NUM_ENVS + re.escape(repr(v)), lambda c, v=v: _agent(c).reset(v))
+      for name, v in [("1.5", 1.5), ("str", "2"), ("1e12", 10**12), ("0", 0), ("-1", -1),
+                      ("true", True), ("none", None)]),
+    _api("predict-strings", r"obs must hold real numbers, got dtype <U1",
+         lambda c: _acted(c, np.full((1, 11), "x"))),
+    _api("predict-complex", r"obs must hold real numbers, got dtype complex128",
+         lambda c: _acted(c, np.ones((1, 11)) * 1j)),
+    _api("predict-3e38", r"(overflow float32 once normalised|actions are NaN or Inf for obs up "
+         r"to 3e\+38)", lambda c: _acted(c, np.full((1, 11), 3e38))),
+    _api("predict-1e39", r"obs holds values beyond the range of float32",
+         lambda c: _acted(c, np.full((1, 11), 1e39))),
+    _api("predict-ragged", r"obs (is not an array of numbers|must hold real numbers)",
+         lambda c: _acted(c, [[1.0, 2.0], [3.0]])),
+    _api("predict-reward-inf", r"reward contains NaN or Inf", lambda c: _acted(c, None, [np.inf])),
+    _api("predict-reward-nan", r"reward contains NaN or Inf", lambda c: _acted(c, None, [np.nan])),
+    _api("predict-reward-string", r"reward must hold real numbers",
+         lambda c: _acted(c, None, ["a"])),
+    _api("load-an-int", r"directory must be a checkpoint folder path .*got 42",
+         lambda c: __import__("aaren_rl.agents", fromlist=["x"]).DecisionAgent.load(42)),
+    _api("load-device-unknown", r"device='nope' is not a torch device",
+         lambda c: _agent(c, device="nope")),
+    *([] if __import__("torch").cuda.is_available() else [
+        _api("load-device-cuda-without-gpu", r"device='cuda': torch sees no CUDA device",
+             lambda c: _agent(c, device="cuda"))]),
+    _api("load-context-length-in-recurrent-mode", r"context_length is the window length of "
+         r"mode='window'", lambda c: _agent(c, context_length=5)),
+    _api("load-context-length-1e12", r"context length must be an integer in \[1, 65536\]",
+         lambda c: _agent(c, mode="window", context_length=10**12)),
+    _api("load-memory-horizon-in-window-mode", r"memory_horizon applies to a checkpoint acting "
+         r"with mode= recurrent", lambda c: _agent(c, mode="window", memory_horizon=5)),
+    _api("load-memory-horizon-for-a-transformer", r"memory_horizon is for Aaren checkpoints",
+         lambda c: __import__("aaren_rl.agents", fromlist=["x"]).DecisionAgent.load(
+             c.tmp / "tf", memory_horizon=5), setup=_tf_checkpoint),
+    _api("load-state-std-0", r"state_std\[0\] is 0.0: observations are divided by state_std",
+         lambda c: _agent(c), setup=_edit_json("{ckpt}/agent.json",
+                                                 lambda d: d["state_std"].__setitem__(0, 0.0))),
+    _api("load-checkpoint-context-length-1e12", r"context length must be an integer in",
+         lambda c: _agent(c, mode="window"),
+         setup=_edit_json("{ckpt}/agent.json", lambda d: d.update(context_length=10**12))),
+    _api("load-checkpoint-chunk-size-0", r"chunk_size must be in \[1, ", lambda c: _agent(c),
+         setup=_net_config(chunk_size=0)),
+    _api("load-checkpoint-dim-1e9", r"(model_config has a size above|dim must be in)", lambda c: _agent(c),
+         setup=_net_config(dim=10**9)),
+    _api("load-checkpoint-max-timestep-1e12", r"(model_config has a size above|max_timestep must be at most)",
+         lambda c: _agent(c), setup=_model_config(max_timestep=10**12)),
+    _api("load-checkpoint-obs-dim-1e12", r"(model_config has a size above|obs_dim must be at most)", lambda c: _agent(c),
+         setup=_model_config(obs_dim=10**12)),
+    _api("evaluate-seed-negative", r"seed must be >= 0", _evaluate_with(seed=-1)),
+    _api("evaluate-seed-float", r"seed must be a whole number, got 0.5", _evaluate_with(seed=0.5)),
+    _api("evaluate-episodes-1.5", r"episodes must be a whole number, got 1.5",
+         _evaluate_with(episodes=1.5)),
+    _api("evaluate-episodes-1e12", r"episodes must be >= 1 and <= 10000000",
+         _evaluate_with(episodes=10**12)),
+    _api("evaluate-num-envs-0", r"num_envs must be >= 1", _evaluate_with(num_envs=0)),
+    _api("evaluate-num-envs-1e9", r"num_envs must be >= 1 and <= 65536",
+         _evaluate_with(num_envs=10**9)),
+    _api("evaluate-max-steps-string", r"max_episode_steps must be a whole number",
+         _evaluate_with(max_episode_steps="3")),
+    _api("evaluate-an-object", r"agent must have reset\(num_envs\) and predict",
+         _evaluate_with(agent=lambda c: object())),
+    Case("eval", "context-length-1e9", r"context length must be an integer in \[1, 65536\]",
+         (*FAST_EVAL, "--mode", "window", "--context-length", "1000000000")),
+    Case("eval", "checkpoint-state-std-0", r"state_std\[0\] is 0.0", FAST_EVAL,
+         setup=_edit_json("{ckpt}/agent.json", lambda d: d["state_std"].__setitem__(0, 0.0))),
+    Case("eval", "checkpoint-context-length-1e12", r"context length must be an integer in",
+         (*FAST_EVAL, "--mode", "window"),
+         setup=_edit_json("{ckpt}/agent.json", lambda d: d.update(context_length=10**12))),
+    Case("eval", "checkpoint-chunk-size-0", r"chunk_size must be in \[1, ", FAST_EVAL,
+         setup=_net_config(chunk_size=0)),
+    Case("eval", "target-return-1e30-is-named", r"target return 1e\+30.*inputs far outside|"
+         r"target return 1e\+30 is 1e\+27", (*FAST_EVAL, "--target-return", "1e30"),
+         patch=_NO_WORK),
+    Case("export", "target-return-1e30-is-named", r"--target-return target return 1e\+30 is "
+         r"1e\+27 after the return scale 1000", ("--checkpoint", "{ckpt}", "--out",
+                                                   "{tmp}/p.onnx", "--target-return", "1e30")),
+    Case("train", "memory-horizon-for-a-transformer", r"--memory-horizon is for --backbone aaren",
+         (*TRAIN, "--backbone", "transformer", "--memory-horizon", "5")),
 ]  # fmt: skip
 
 
@@ -1444,7 +1566,7 @@ class _NanAgent:
 
 
 CASES = (EVAL + COLLECT_CASES + TRAIN_CASES + EXPORT_CASES + BENCH_CASES + API_CASES
-         + OUTPUT_CASES + BENCH_SWEEP)  # fmt: skip
+         + OUTPUT_CASES + BENCH_SWEEP + VALUE_CASES)  # fmt: skip
 
 
 def _params(cases: list[Case]) -> list[Any]:
