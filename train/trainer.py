@@ -59,7 +59,10 @@ from aaren_rl.train.run_dir import (
     check_new_run_dir,
     check_resumable,
     create_run_dir,
+    dataset_file,
+    read_dataset_record,
     read_saved_config,
+    write_dataset_record,
 )
 from aaren_rl.train.trainer_state import (
     has_trainer_state,
@@ -187,6 +190,9 @@ class Trainer:
         assert self.cfg.run_dir is not None  # validate() refuses --resume without --run-dir
         self._on_main(check_resumable, self.cfg.run_dir)
         diffs = config_differences(read_saved_config(self.cfg.run_dir), self.cfg)
+        self.dataset_record = read_dataset_record(self.cfg.run_dir)
+        if self.dataset_record.get("fingerprint"):  # the same data under another path is
+            diffs = [d for d in diffs if not d.startswith("dataset:")]  # checked when loaded
         if diffs:
             raise RunDirError(
                 "--resume with a different configuration (start a new --run-dir instead): "
@@ -195,7 +201,17 @@ class Trainer:
 
     def _load_data(self) -> None:
         cfg = self.cfg
-        self.dataset = load_dataset(cfg.dataset, download=cfg.download)
+        try:
+            self.dataset = load_dataset(self._dataset_spec(), download=cfg.download)
+        except DatasetError as e:
+            record = getattr(self, "dataset_record", {})
+            if cfg.resume and record.get("path"):
+                e.add_note(
+                    f"the run was trained on {record['path']} (sha256 "
+                    f"{str(record.get('sha256'))[:16]}...): pass --dataset d4rl:PATH to that "
+                    "file or a copy of it"
+                )
+            raise
         env_name = cfg.env or self.dataset.env_id
         if env_name is None:
             raise DatasetError(
@@ -214,6 +230,25 @@ class Trainer:
             warn_target_return(self.dataset, self.target)
         # The acting default saved with checkpoints until the end of training chooses one.
         self.memory_horizon = cfg.memory_horizon or 0
+
+    def _dataset_spec(self) -> str:
+        """The spec to load: ``--dataset``; on ``--resume`` from another folder, where a
+        relative path finds nothing, the absolute path the run recorded (its fingerprint is
+        checked against the checkpoint's before training goes on)."""
+        spec, record = self.cfg.dataset, getattr(self, "dataset_record", {})
+        recorded = record.get("path")
+        if (
+            self.cfg.resume
+            and recorded
+            and dataset_file(spec) is None
+            and spec == record.get("spec")
+        ):
+            if Path(recorded).is_file():
+                if self.ctx.is_main:
+                    print(f"[aaren-rl] {spec} is not found from here; using the run's "
+                          f"recorded {recorded}")  # fmt: skip
+                return f"d4rl:{recorded}"
+        return spec
 
     def _build_model(self) -> None:
         cfg, ds, rank_seed = self.cfg, self.dataset, self.cfg.seed + 7919 * self.ctx.rank
@@ -299,6 +334,7 @@ class Trainer:
 
     def _create_run_dir(self) -> None:
         create_run_dir(self.run_dir, self.cfg)
+        write_dataset_record(self.run_dir, self.cfg.dataset, self.fingerprint)
 
     def restore(self) -> None:
         """Load weights and trainer state; refuse a checkpoint that does not fit this run."""
