@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,8 +147,11 @@ def check_args(args: Args) -> None:
         raise ConfigError(f"--levels is empty: name at least one of {', '.join(LEVELS)}")
     if not args.minari and args.hdf5_dir is None:
         raise ConfigError("nothing to write: --no-minari without --hdf5-dir DIR")
-    if not args.namespace or "/" in args.namespace or args.namespace.startswith("."):
-        raise ConfigError(f"--namespace {args.namespace!r}: give a plain name such as 'aaren'")
+    if not re.fullmatch(r"[A-Za-z0-9_][-\w]*", args.namespace or "", re.ASCII):
+        raise ConfigError(  # Minari's own rule is checked only when it writes: after training
+            f"--namespace {args.namespace!r}: give a plain name of letters, digits, '-' and "
+            "'_' such as 'aaren'"
+        )
     check_output_dir(args.run_dir, "--work-dir")
     if args.hdf5_dir is not None:
         check_output_dir(args.hdf5_dir, "--hdf5-dir")
@@ -203,6 +207,30 @@ def check_outputs(
                 f"Minari dataset {target} already exists at {_minari_path(target)} and this "
                 "command did not write it; pass --overwrite to replace it, or bump --version"
             )
+
+
+def check_trainable_actions(gym_id: str, flag_value: str) -> None:
+    """Refuse, before training a behaviour policy, an env whose data aaren-train could not
+    use: discrete actions (only the scripted memory tasks collect those) or continuous actions
+    outside [-1, 1], the range of aaren-train's tanh action head."""
+    env = make_env(gym_id)
+    try:
+        raw, space = env.unwrapped.action_space, env.action_space
+    finally:
+        env.close()
+    if not isinstance(raw, gym.spaces.Box):
+        raise ConfigError(
+            f"--env {flag_value}: {gym_id} has {type(raw).__name__} actions; aaren-collect's "
+            "stable-baselines3 behaviour policies are for continuous (Box) actions. Discrete "
+            "memory tasks (tmaze-L, popgym-...) are collected with scripted policies"
+        )
+    low, high = float(np.min(space.low)), float(np.max(space.high))
+    if low < -1 or high > 1:
+        raise ConfigError(
+            f"--env {flag_value}: {gym_id}'s actions span [{low:g}, {high:g}], outside the "
+            "[-1, 1] of aaren-train's tanh action head: aaren-train would refuse the data. "
+            "Collect an env with actions in [-1, 1] (the MuJoCo tasks: hopper, walker2d, ...)"
+        )
 
 
 def sb3_class(algo: str) -> type:
@@ -678,6 +706,7 @@ def collect(args: Args) -> dict[str, dict]:
 
     if has_scripted_policy(args.env):  # memory tasks: scripted expert + documented mix
         return write_scripted(args)
+    check_trainable_actions(get_env_spec(args.env).gym_id, args.env)
     t0 = time.perf_counter()
     with DirLock(args.run_dir, "--work-dir"):  # one aaren-collect per work dir
         c = Collector(args)

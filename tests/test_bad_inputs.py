@@ -1414,6 +1414,15 @@ VALUE_CASES = [
     Case("export", "target-return-1e30-is-named", r"--target-return target return 1e\+30 is "
          r"1e\+27 after the return scale 1000", ("--checkpoint", "{ckpt}", "--out",
                                                    "{tmp}/p.onnx", "--target-return", "1e30")),
+    Case("collect", "env-pendulum-actions-outside-tanh",
+         r"--env Pendulum-v1: Pendulum-v1's actions span \[-2, 2\], outside the \[-1, 1\]",
+         ("--env", "Pendulum-v1", *COLLECT)),
+    Case("collect", "env-cartpole-discrete", r"--env CartPole-v1: CartPole-v1 has Discrete "
+         "actions", ("--env", "CartPole-v1", *COLLECT)),
+    *(Case("collect", f"namespace-{name}", r"--namespace .*: give a plain name",
+           ("--work-dir", "{tmp}/work", "--namespace", value))
+      for name, value in [("space", "has space"), ("empty", ""), ("slash", "a/b"),
+                          ("dot", ".hidden"), ("unicode", "dätä")]),
     Case("train", "memory-horizon-for-a-transformer", r"--memory-horizon is for --backbone aaren",
          (*TRAIN, "--backbone", "transformer", "--memory-horizon", "5")),
 ]  # fmt: skip
@@ -1750,6 +1759,34 @@ def test_subprocess_disk_full_keeps_the_old_file(tmp_path: Path) -> None:
     assert "grew past the size limit" in p.stderr and "Traceback" not in p.stderr
     assert target.read_text() == '{"old": true}\n'
     assert [f.name for f in tmp_path.iterdir()] == ["results.json"]  # no temporary left
+
+
+def test_subprocess_hdf5_dataset_past_the_size_limit(tmp_path: Path) -> None:
+    """aaren-collect's D4RL writer on a disk that fills (``ulimit -f``): one line naming the
+    file, exit 1; no h5py traceback storm, no segfault, the previous file intact."""
+    target = tmp_path / "hopper-random.hdf5"
+    target.write_bytes(b"the previous dataset\n")
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        import numpy as np
+        from aaren_rl.cli import run_cli
+        from aaren_rl.envs.writers import write_d4rl_hdf5
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        g, n = np.random.default_rng(0), 20_000
+        arrays = {{"observations": g.random((n, 11), np.float32), "actions": g.random((n, 3),
+                  np.float32), "rewards": g.random(n, np.float32), "terminals": np.zeros(n, bool),
+                  "timeouts": np.zeros(n, bool)}}
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 18, 1 << 18))
+        sys.exit(run_cli("aaren-collect", lambda: write_d4rl_hdf5({str(target)!r}, arrays)))
+    """)
+    p = _sub(["-c", script])
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines() == [
+        f"aaren-collect: error: {target}: the file grew past the size limit (ulimit -f): "
+        "raise it and run again"
+    ], p.stderr[-2000:]
+    assert target.read_bytes() == b"the previous dataset\n"
+    assert [f.name for f in tmp_path.iterdir()] == [target.name]  # no temporary left
 
 
 def test_the_matrix_is_big_enough() -> None:

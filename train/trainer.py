@@ -50,6 +50,7 @@ from aaren_rl.train.config import TrainConfig, config_differences
 from aaren_rl.train.data_checks import (
     check_action_range,
     dataset_fingerprint,
+    warn_degenerate_data,
     warn_long_episodes,
     warn_target_return,
 )
@@ -222,6 +223,7 @@ class Trainer:
         check_action_range(self.dataset)
         if self.ctx.is_main:
             warn_long_episodes(self.dataset, cfg.resolved_recipe, cfg.episode_length)
+            warn_degenerate_data(self.dataset, cfg.return_scale)
         self.fingerprint = dataset_fingerprint(self.dataset)
         self.target = (
             cfg.target_return if cfg.target_return is not None else self.env_spec.target_returns[0]
@@ -317,20 +319,36 @@ class Trainer:
         if self.cfg.resume and self.ctx.is_main:
             self.metrics_log.truncate_after(self.start_step)
         if self.cfg.track and self.ctx.is_main:
-            self.tracker = WandbTracker(
-                {
-                    **self.cfg.to_dict(),
-                    "model_params": self.model.num_parameters(),
-                    "dataset_spec": self.cfg.dataset,
-                    "dataset_fingerprint": self.fingerprint,
-                },
-                self.run_dir,
-                self.run_dir.name,
-                self.cfg.wandb_project,
-                self.cfg.wandb_entity,
-                self.cfg.wandb_group,
-                resume_id=self.wandb_id,
-            )
+            with self._new_run_dir_removed_on_failure():
+                self.tracker = self._tracker()
+
+    @contextmanager
+    def _new_run_dir_removed_on_failure(self) -> Iterator[None]:
+        """A new run that fails before its first step leaves no half-made run directory."""
+        try:
+            yield
+        except BaseException:
+            if not self.cfg.resume and checkpoint_step(self.ckpt_dir) is None:
+                import shutil
+
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _tracker(self) -> WandbTracker:
+        return WandbTracker(
+            {
+                **self.cfg.to_dict(),
+                "model_params": self.model.num_parameters(),
+                "dataset_spec": self.cfg.dataset,
+                "dataset_fingerprint": self.fingerprint,
+            },
+            self.run_dir,
+            self.run_dir.name,
+            self.cfg.wandb_project,
+            self.cfg.wandb_entity,
+            self.cfg.wandb_group,
+            resume_id=self.wandb_id,
+        )
 
     def _create_run_dir(self) -> None:
         create_run_dir(self.run_dir, self.cfg)

@@ -113,3 +113,45 @@ def test_a_non_finite_loss_stops_before_the_weights_change(
     assert f"the checkpoint of step {step} is untouched" in lines[0]
     weights = load_file(str(run_dir / "checkpoint" / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+# ---- W&B reachable by the probe but not answering: never a traceback or a half-made run ----
+
+
+def _failing_wandb_init(monkeypatch: pytest.MonkeyPatch, fail_modes: set[str]) -> None:
+    wandb = pytest.importorskip("wandb")
+    import aaren_rl.tracking as tracking
+
+    real = wandb.init
+
+    def init(*args, **kwargs):
+        if kwargs.get("mode") in fail_modes:
+            raise wandb.errors.CommError("Error communicating with wandb process")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(tracking, "wandb_online_possible", lambda timeout=2.0: (True, ""))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def test_wandb_that_does_not_answer_falls_back_to_offline(
+    tiny_hopper_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _failing_wandb_init(monkeypatch, {"online"})
+    run_dir = tmp_path / "run"
+    assert main([*_args(tiny_hopper_dataset, run_dir, 2), "--track"]) == 0
+    out = capsys.readouterr().out
+    assert "W&B: the server did not answer (CommError" in out and "wandb sync" in out
+
+
+def test_wandb_that_cannot_start_leaves_no_run_dir(
+    tiny_hopper_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _failing_wandb_init(monkeypatch, {"online", "offline"})
+    run_dir = tmp_path / "run"
+    assert main([*_args(tiny_hopper_dataset, run_dir, 2), "--track"]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("aaren-train: error:")]
+    assert len(lines) == 1 and "--track: W&B could not start" in lines[0], err
+    assert "Traceback" not in err and not run_dir.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-hopper.hdf5"]
