@@ -25,6 +25,7 @@ from aaren_rl.errors import OutputPathError, RunDirError
 __all__ = [
     "atomic_directory",
     "check_output_dir",
+    "check_free_space",
     "check_output_file",
     "DirLock",
     "atomic_path",
@@ -308,6 +309,24 @@ def written_by(path: Path, marker: bytes, max_bytes: int = 64 * 2**20) -> bool:
             return marker in f.read(max_bytes)
     except OSError:
         return False
+
+
+def check_free_space(path: str | Path, needed: int, what: str) -> None:
+    """Refuse, before writing, ``needed`` bytes into ``path``'s file system when it has fewer
+    free: one message naming the folder and both sizes, instead of a write that fails midway.
+
+    Raises:
+        OSError: ENOSPC naming ``path`` (exit 1: a failure of the machine, not of the input).
+    """
+    where = _existing_ancestor(Path(path).expanduser())
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return  # cannot tell: the write itself will say
+    if needed > free:
+        err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        err.add_note(f"{what} needs about {needed / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB free")
+        raise err
 
 
 def check_output_dir(path: str | Path, flag: str) -> Path:

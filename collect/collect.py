@@ -59,6 +59,7 @@ from aaren_rl.fileio import (
     DirLock,
     atomic_path,
     atomic_write_text,
+    check_free_space,
     check_output_dir,
     check_output_file,
 )
@@ -413,9 +414,26 @@ class Collector:
                 "written": [],
             }
         check_outputs(args, self.short, self.state["written"], self.recipe())
+        self._check_space()
         for sub in ("ckpt", "replay", "rollouts"):  # after the state was read and checked
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.log = tqdm.write
+
+    def _check_space(self) -> None:
+        """Before training: room for the datasets (float32 arrays, uncompressed: an upper
+        bound for Minari, about twice the gzip-compressed HDF5) and the work dir's copies."""
+        env = make_env(self.spec.gym_id)
+        try:
+            per_step = 4 * (2 * int(np.prod(env.observation_space.shape))
+                            + int(np.prod(env.action_space.shape)) + 3)  # fmt: skip
+        finally:
+            env.close()
+        size = per_step * self.args.transitions * len(self.args.levels)
+        if self.args.hdf5_dir is not None:
+            check_free_space(self.args.hdf5_dir, size, "--hdf5-dir: the datasets")
+        if self.args.minari:
+            check_free_space(_minari_path(""), size, "the Minari datasets")
+        check_free_space(self.dir, size, "--work-dir: the rollouts")
 
     def save_state(self) -> None:
         _atomic_json(self.state_path, self.state)

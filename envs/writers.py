@@ -23,7 +23,7 @@ import numpy as np
 
 from aaren_rl.envs.datasets import close_open_episode
 from aaren_rl.errors import DatasetError
-from aaren_rl.fileio import atomic_directory, atomic_write_bytes
+from aaren_rl.fileio import atomic_directory, atomic_write_bytes, check_free_space
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
@@ -132,6 +132,9 @@ def write_minari(
             f"Minari dataset {dataset_id} already exists at {final}; pass overwrite=True "
             "(aaren-collect --overwrite) or bump the version (-v1)."
         )
+    # Minari's HDF5 writes to a full disk fail over and over and can end in a segfault
+    # (see write_d4rl_hdf5): refuse first, with the sizes, when the arrays cannot fit.
+    check_free_space(root, sum(np.asarray(a).nbytes for a in arrays.values()), dataset_id)
     obs, nxt, act = (
         _float_or_ids(arrays[k]) for k in ("observations", "next_observations", "actions")
     )

@@ -1414,6 +1414,10 @@ VALUE_CASES = [
     Case("export", "target-return-1e30-is-named", r"--target-return target return 1e\+30 is "
          r"1e\+27 after the return scale 1000", ("--checkpoint", "{ckpt}", "--out",
                                                    "{tmp}/p.onnx", "--target-return", "1e30")),
+    Case("collect", "datasets-larger-than-the-disk",
+         r"{tmp}/h5: the disk is full.*--hdf5-dir: the datasets needs about [\d,]+ MiB, "
+         r"[\d,]+ MiB free", (*COLLECT, "--transitions", str(10**12)), code=1,
+         patch=BEFORE_ANY_WORK["collect"]),
     Case("collect", "env-pendulum-actions-outside-tanh",
          r"--env Pendulum-v1: Pendulum-v1's actions span \[-2, 2\], outside the \[-1, 1\]",
          ("--env", "Pendulum-v1", *COLLECT)),
