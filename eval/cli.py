@@ -107,13 +107,22 @@ def _track(args: EvalArgs, payload: dict) -> None:
     import wandb  # checked by check_args
 
     name = f"{payload['env']}__eval__{args.seed}__{int(time.time())}"
-    run = wandb.init(
-        project=args.wandb_project,
-        name=name,
-        job_type="eval",
-        config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        settings=wandb.Settings(init_timeout=30),
-    )
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings = wandb.Settings(init_timeout=30)
+    try:
+        run = wandb.init(project=args.wandb_project, name=name, job_type="eval", config=config,
+                         settings=settings)  # fmt: skip
+    except Exception as e:  # noqa: BLE001  the probe reached a host that does not answer
+        print(f"W&B: {type(e).__name__}: {str(e)[:200]}; logging offline", file=sys.stderr)
+        os.environ["WANDB_MODE"] = "offline"
+        try:
+            run = wandb.init(project=args.wandb_project, name=name, job_type="eval",
+                             config=config, settings=settings)  # fmt: skip
+        except Exception as e2:  # noqa: BLE001
+            raise EvalError(
+                f"--track: W&B could not start ({type(e2).__name__}: {str(e2)[:200]}); the "
+                "results above are complete (and in --json if given): drop --track"
+            ) from None
     try:
         for res in payload["results"]:
             run.log(
