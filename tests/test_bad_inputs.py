@@ -1553,6 +1553,9 @@ OUTPUT_CASES = [
     *_onto_checkpoint("eval", FAST_EVAL, "--json"),
     *_output_cases("export", _EXPORT, "--out", "{tmp}/p.onnx"),
     *_onto_checkpoint("export", _EXPORT, "--out"),
+    Case("eval", "json-onto-the-onnx-it-evaluates", r"--json {tmp}/plain.onnx: that is "
+         r"{tmp}/plain.onnx, an input of this command", ("--onnx", "{tmp}/plain.onnx", "--json",
+         "{tmp}/plain.onnx", "--no-progress"), setup=_onnx_without_metadata),
     Case("export", "out-into-a-directory-holding-a-symlink", _LINK,
          (*_EXPORT, "--out", "{tmp}/d/"), setup=_symlink("{tmp}/d/policy.onnx", "{file}")),
     Case("collect", "hdf5-onto-an-unrelated-file", r"--hdf5-dir .*hopper-random.hdf5" + _NOT_OURS,
