@@ -694,6 +694,8 @@ class Collector:
             for kind, target in planned_outputs(a, self.short, (level,)):
                 prior = [w for w in self.state["written"] if w[:2] == [kind, target]]
                 done = bool(prior) and (len(prior[0]) < 3 or prior[0][2] == meta["recipe"])
+                on_disk = Path(target) if kind == "hdf5" else _minari_path(target)
+                done = done and on_disk.exists()  # a deleted output is written again
                 if done and not a.overwrite:
                     self.log(f"[aaren-collect] {target} already written by this run; skipping")
                     continue
