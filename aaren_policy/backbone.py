@@ -62,6 +62,11 @@ def _activation_module(name: str) -> nn.Module:
     return nn.GELU(approximate="tanh" if name == "gelu_tanh" else "none")
 
 
+MAX_DIM = 1 << 16  # bounds on sizes, checked before anything is allocated (a checkpoint's
+MAX_LAYERS = 1 << 10  # config may come from anyone: refuse absurd sizes with a message, not
+MAX_CHUNK = 1 << 20  # an allocator traceback)
+
+
 @dataclass
 class BackboneConfig:
     """Size of a backbone stack."""
@@ -110,6 +115,12 @@ class BackboneConfig:
                 f"dim, num_layers and num_heads must be positive, got {self.dim}, "
                 f"{self.num_layers}, {self.num_heads}"
             )
+        limits = {"dim": (self.dim, MAX_DIM), "num_layers": (self.num_layers, MAX_LAYERS)}
+        for name, (value, high) in limits.items():
+            if not 1 <= value <= high:
+                raise ValueError(f"{name} must be in [1, {high}], got {value}")
+        if self.ffn_dim is not None and self.ffn_dim > MAX_DIM * 4:
+            raise ValueError(f"ffn_dim must be at most {MAX_DIM * 4}, got {self.ffn_dim}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
         if not 0.0 <= self.dropout < 1.0:

@@ -33,6 +33,7 @@ from torch import nn
 from aaren_rl.aaren_policy.backbone import (
     ACTIVATION_BEFORE_THE_FIELD,
     BACKBONES,
+    MAX_CHUNK,
     Backbone,
     BackboneConfig,
     Dropout,
@@ -46,6 +47,9 @@ def greedy_one_hot(logits: torch.Tensor) -> torch.Tensor:
     """(B, n) logits -> (B, n) one-hot of the argmax (as an equality with the max: the same
     graph in PyTorch and ONNX; exact float ties, which argmax would break, do not occur)."""
     return (logits == logits.amax(dim=-1, keepdim=True)).to(logits.dtype)
+
+
+MAX_SIZE = 1 << 24  # obs_dim, act_dim, max_timestep: larger is a corrupt config
 
 
 @dataclass
@@ -96,6 +100,16 @@ class DecisionModelConfig:
             )
         if self.max_timestep <= 0:
             raise ValueError(f"max_timestep must be positive, got {self.max_timestep}")
+        sizes = {
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "max_timestep": self.max_timestep,
+        }
+        for name, value in sizes.items():  # checked before any weight is allocated
+            if value > MAX_SIZE:
+                raise ValueError(f"{name} must be at most {MAX_SIZE}, got {value}")
+        if not 1 <= self.net.chunk_size <= MAX_CHUNK:  # here: aaren-train names its own flag
+            raise ValueError(f"chunk_size must be in [1, {MAX_CHUNK}], got {self.net.chunk_size}")
         if self.state_encoder not in ("linear", "mlp"):
             raise ValueError(f"state_encoder must be linear or mlp, got {self.state_encoder!r}")
         if self.embed_init not in ("gpt2", "torch"):

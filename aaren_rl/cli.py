@@ -8,6 +8,10 @@ Every console script is ``run_cli(name, body)``: ``body`` parses its flags and d
   to do, exit 1 (the work failed; what was written before is intact: writes are atomic);
 - ``KeyboardInterrupt``: ``"{name}: interrupted"`` plus the exception's notes, or else
   ``resume_hint`` if given, exit 130;
+- SIGTERM (``kill``, systemd, Slurm, Kubernetes, Ray) is handled like Ctrl-C: while ``body``
+  runs, it raises :class:`~aaren_rl.errors.Terminated` (a ``KeyboardInterrupt``), so the same
+  clean-up runs; ``"{name}: terminated (SIGTERM)"`` plus the hint, exit 143. A second SIGTERM
+  during the clean-up ends the process at once;
 - ``SystemExit`` (tyro's ``--help`` and usage errors) passes through unchanged;
 - notes added to an exception (``e.add_note``, e.g. "continue with --resume ...") are
   appended to its message on the same line;
@@ -16,20 +20,25 @@ Every console script is ``run_cli(name, body)``: ``body`` parses its flags and d
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 
 from aaren_rl.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     AarenError,
     ConfigError,
+    Terminated,
 )
 
-__all__ = ["check_minimums", "describe_os_error", "run_cli"]
+__all__ = ["check_minimums", "describe_os_error", "run_cli", "sigterm_as_interrupt"]
 
 _OS_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space and run the command again",
@@ -65,18 +74,43 @@ def _with_notes(message: str, e: BaseException) -> str:
     return "; ".join([message, *getattr(e, "__notes__", ())])
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`~aaren_rl.errors.Terminated` in the main thread
+    (outside the main thread, or where SIGTERM is ignored, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:  # e.g. nohup-style launchers that ignore it on purpose
+        yield
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def run_cli(name: str, body: Callable[[], int | None], resume_hint: str | None = None) -> int:
     """Run a console script's ``body`` and map its outcome to an exit code."""
     try:
-        code = body()
+        with sigterm_as_interrupt():
+            code = body()
     except AarenError as e:
         print(f"{name}: error: {_with_notes(str(e), e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         # An interrupt may carry its own hint as a note (e.g. the run directory to resume).
         hint = "; ".join(getattr(e, "__notes__", ())) or resume_hint
-        print(f"\n{name}: interrupted{f'; {hint}' if hint else ''}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"\n{name}: {what}{f'; {hint}' if hint else ''}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     except OSError as e:
         print(f"{name}: error: {_with_notes(describe_os_error(e), e)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -12,6 +12,7 @@ Exit codes, the same for every CLI (applied in one place, :func:`aaren_rl.cli.ru
 1     a failure during the work (an I/O error, a crash: a bug)
 2     bad input or usage (any ``AarenError``; tyro's own usage errors)
 130   interrupted (Ctrl-C / SIGINT); the run can be resumed
+143   terminated (SIGTERM: kill, systemd, Slurm, Kubernetes); the run can be resumed
 ====  ==========================================================
 """
 
@@ -21,6 +22,12 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's ``KeyboardInterrupt`` so that the same
+    clean-up runs (atomic writes abandoned, the resume hint added); exit 143."""
 
 
 class AarenError(ValueError):

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from aaren_rl.errors import AarenError, DependencyNotInstalled, RunDirError
+from aaren_rl.errors import AarenError, ConfigError, DependencyNotInstalled, RunDirError
 from aaren_rl.fileio import atomic_write_text
 from aaren_rl.folders import open_file, read_bytes
 from aaren_rl.untrusted import parse_json_text
@@ -113,18 +113,40 @@ class WandbTracker:
             print("[aaren-rl] Upload later with: wandb sync " + str(run_dir / "wandb"))
         os.environ.setdefault("WANDB_DIR", str(run_dir))
         self._wandb = wandb
-        self.run = wandb.init(
-            project=project,
-            entity=entity,
-            group=group,
-            name=name,
-            config=config,
-            dir=str(run_dir),
-            mode=mode,
-            id=resume_id,
-            resume="allow" if resume_id else None,
-            settings=wandb.Settings(init_timeout=60, silent=True),
-        )
+
+        def init(mode: str) -> Any:
+            return wandb.init(
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                config=config,
+                dir=str(run_dir),
+                mode=mode,
+                id=resume_id,
+                resume="allow" if resume_id else None,
+                settings=wandb.Settings(init_timeout=60, silent=True),
+            )
+
+        try:
+            self.run = init(mode)
+        except Exception as e:  # noqa: BLE001  wandb raises CommError, UsageError, timeouts...
+            if mode == "offline":
+                raise ConfigError(
+                    f"--track: W&B could not start even offline ({type(e).__name__}: "
+                    f"{str(e)[:200]}); train without --track"
+                ) from None
+            # the probe reached the host, but the server did not answer as W&B: never block
+            print(f"[aaren-rl] W&B: the server did not answer ({type(e).__name__}: "
+                  f"{str(e)[:200]}); logging offline to {run_dir / 'wandb'}.")  # fmt: skip
+            print("[aaren-rl] Upload later with: wandb sync " + str(run_dir / "wandb"))
+            try:
+                self.run = init("offline")
+            except Exception as e2:  # noqa: BLE001
+                raise ConfigError(
+                    f"--track: W&B could not start ({type(e2).__name__}: {str(e2)[:200]}); "
+                    "train without --track"
+                ) from None
         self.id = self.run.id
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:

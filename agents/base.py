@@ -17,9 +17,21 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from aaren_rl.errors import ConfigError
+from aaren_rl.errors import AarenError, ConfigError
 
-__all__ = ["Agent", "check_context_length", "check_target_return"]
+__all__ = [
+    "MAX_NUM_ENVS",
+    "MAX_SCALED_TARGET",
+    "Agent",
+    "check_acting_options",
+    "check_context_length",
+    "check_num_envs",
+    "check_target_return",
+]
+
+MAX_NUM_ENVS = 1 << 16  # parallel environments one agent may act in
+MAX_CONTEXT_LENGTH = 1 << 16  # a window of K steps allocates (N, K, obs_dim) buffers
+MAX_SCALED_TARGET = 1e6  # |target return / return_scale| beyond this: no return-to-go seen
 
 
 @runtime_checkable
@@ -72,9 +84,49 @@ def check_target_return(target_return: float) -> None:
 
 
 def check_context_length(context_length: int) -> None:
-    """Refuse a window length below 1 (a window of zero steps sees nothing)."""
-    if not isinstance(context_length, (int, np.integer)) or context_length < 1:
+    """Refuse a window length below 1 (a window of zero steps sees nothing) or above
+    :data:`MAX_CONTEXT_LENGTH` (its buffers would not fit in memory)."""
+    ok = isinstance(context_length, (int, np.integer)) and not isinstance(context_length, bool)
+    if not ok or not 1 <= context_length <= MAX_CONTEXT_LENGTH:
         raise ConfigError(
-            f"context length must be an integer >= 1, got {context_length!r}; pass e.g. "
-            "--context-length 20, or leave it out to use the checkpoint's"
+            f"context length must be an integer in [1, {MAX_CONTEXT_LENGTH}], got "
+            f"{context_length!r}; pass e.g. --context-length 20, or leave it out to use the "
+            "checkpoint's"
+        )
+
+
+def check_num_envs(num_envs: object, error: type[AarenError] = ConfigError) -> int:
+    """``num_envs`` of ``reset``: a whole number in [1, :data:`MAX_NUM_ENVS`]; returns it."""
+    whole = isinstance(num_envs, (int, np.integer)) and not isinstance(num_envs, bool)
+    if not whole or not 1 <= num_envs <= MAX_NUM_ENVS:  # type: ignore[operator]
+        raise error(f"num_envs must be a whole number in [1, {MAX_NUM_ENVS}], got {num_envs!r}")
+    return int(num_envs)  # type: ignore[arg-type]
+
+
+def check_acting_options(
+    mode: str,
+    backbone: str | None,
+    context_length: int | None,
+    memory_horizon: int | None,
+    error: type[AarenError] = ConfigError,
+    flags: bool = False,
+) -> None:
+    """The one rule for the acting overrides of ``aaren-eval`` and ``DecisionAgent.load``:
+    a window length applies to ``mode="window"`` only, a memory horizon to an Aaren backbone
+    acting with ``mode="recurrent"`` only. ``backbone`` None: not known yet (check again once
+    the checkpoint is read). ``flags``: name them as command-line flags."""
+    ctx, mem = ("--context-length", "--memory-horizon") if flags else ("context_length",
+                                                                       "memory_horizon")  # fmt: skip
+    window = "--mode window" if flags else "mode='window'"
+    if context_length is not None and mode != "window":
+        raise error(f"{ctx} is the window length of {window}; drop it")
+    if memory_horizon is not None and mode != "recurrent":
+        raise error(
+            f"{mem} applies to a checkpoint acting with {'--mode' if flags else 'mode='} "
+            f"recurrent, not {mode!r}; drop it"
+        )
+    if memory_horizon is not None and backbone not in (None, "aaren"):
+        raise error(
+            f"{mem} is for Aaren checkpoints (a {backbone} acting recurrently keeps its whole "
+            "KV cache); drop it"
         )

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from aaren_rl.aaren_policy import DecisionModel, DecisionModelConfig, __version__
-from aaren_rl.errors import AarenError, CheckpointError
+from aaren_rl.errors import AarenError, CheckpointError, ConfigError
 from aaren_rl.fileio import recover_directory
 from aaren_rl.folders import check_folder, check_inside
 from aaren_rl.untrusted import check_dataclass_dict, check_env_id, check_number_list, read_json
@@ -201,12 +201,30 @@ def check_metadata(meta: Any, where: str | Path) -> None:
     check_env_id(meta.get("env_id"), f"{where}: env_id", err)
 
 
+def check_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device`` that this machine has.
+
+    Raises:
+        ConfigError: not a device name, or a CUDA device where torch sees none.
+    """
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda')") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device!r}: torch sees no CUDA device on this machine; use device='cpu'"
+        )
+    return dev
+
+
 def load_model(
     directory: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[DecisionModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint; returns ``(model, metadata)``."""
     from safetensors.torch import load_file
 
+    device = check_device(device)  # before the files: a missing GPU is not a corrupt file
     directory = Path(directory)
     meta = read_metadata(directory)
     try:

@@ -29,6 +29,7 @@ checkpoints carry the value acting uses by default (``aaren-train --memory-horiz
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,12 @@ import torch
 
 from aaren_rl.aaren_policy import DecisionModel, __version__
 from aaren_rl.aaren_policy.fused import FusedAarenPolicy, check_memory_horizon, memory_decay
-from aaren_rl.agents.base import check_context_length, check_target_return
+from aaren_rl.agents.base import (
+    check_acting_options,
+    check_context_length,
+    check_num_envs,
+    check_target_return,
+)
 from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import AgentInputError, CheckpointError, ConfigError
@@ -110,6 +116,14 @@ class DecisionAgent(StepInputs):
                 f"state_mean/std must have shape ({obs_dim},), got {self.state_mean.shape} "
                 f"and {self.state_std.shape}"
             )
+        bad = np.flatnonzero(~(np.isfinite(self.state_std) & (self.state_std > 0)))
+        if bad.size or not np.isfinite(self.state_mean).all():
+            where = f"state_std[{bad[0]}] is {self.state_std[bad[0]]}" if bad.size else (
+                "state_mean holds NaN or Inf")  # fmt: skip
+            raise ConfigError(
+                f"{where}: observations are divided by state_std, which must be finite and > 0 "
+                "(a constant observation column gets a small floor when the dataset is loaded)"
+            )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.return_scale = float(return_scale)
@@ -150,8 +164,7 @@ class DecisionAgent(StepInputs):
 
     def reset(self, num_envs: int = 1) -> None:
         """Forget everything; prepare for ``num_envs`` parallel environments."""
-        if num_envs < 1:
-            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+        num_envs = check_num_envs(num_envs)
         n, k, dev = num_envs, self.context_length, self.device
         self.num_envs = n
         self.rtg = np.full(n, self.target_return, dtype=np.float64)
@@ -204,7 +217,13 @@ class DecisionAgent(StepInputs):
 
         # Small tensors: numpy arithmetic + from_numpy is cheaper than torch ops here.
         dev = self.device
-        obs_t = torch.from_numpy((obs - self.state_mean) / self.state_std).to(dev)
+        normed = (obs - self.state_mean) / self.state_std
+        if not np.isfinite(normed).all():  # e.g. 3e38 / a small std overflows float32
+            raise AgentInputError(
+                f"obs up to {float(np.max(np.abs(obs))):.3g} overflow float32 once normalised "
+                "(obs - state_mean) / state_std: far outside the data the agent was trained on"
+            )
+        obs_t = torch.from_numpy(normed).to(dev)
         rtg_t = torch.from_numpy((self.rtg / self.return_scale).astype(np.float32)).to(dev)
         time_t = torch.from_numpy(self.timestep.copy()).to(dev)  # the state keeps its own t
         if self.fused:
@@ -213,7 +232,15 @@ class DecisionAgent(StepInputs):
             action = self._predict_recurrent(obs_t, rtg_t.unsqueeze(-1), time_t, start)
         else:
             action = self._predict_window(obs_t, rtg_t, time_t, start)
-        return action.cpu().numpy().astype(np.float32)  # a copy: the state keeps the action
+        out = action.cpu().numpy().astype(np.float32)  # a copy: the state keeps the action
+        if not np.isfinite(out).all():  # the weights are checked when loaded: the inputs
+            raise AgentInputError(
+                f"the model's actions are NaN or Inf for obs up to "
+                f"{float(np.max(np.abs(obs))):.3g} and a return-to-go up to "
+                f"{float(np.max(np.abs(self.rtg))):.3g} (target return {self.target_return:g}, "
+                f"return scale {self.return_scale:g}): inputs far outside the training data"
+            )
+        return out
 
     def _predict_recurrent(
         self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
@@ -314,18 +341,24 @@ class DecisionAgent(StepInputs):
             ConfigError: a bad ``mode``, ``target_return`` or ``context_length``.
             CheckpointError: the checkpoint is missing, corrupt, or its weights are not finite.
         """
+        if not isinstance(directory, (str, os.PathLike)):
+            raise ConfigError(
+                f"directory must be a checkpoint folder path (str or Path), got {directory!r}"
+            )
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {MODES}")
         if target_return is not None:
             check_target_return(target_return)
         if context_length is not None:
             check_context_length(context_length)
+        check_acting_options(mode, None, context_length, memory_horizon)  # as aaren-eval's
         if memory_horizon is not None:
             try:
                 check_memory_horizon(memory_horizon)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         model, meta = load_model(directory, device)
+        check_acting_options(mode, model.config.backbone, context_length, memory_horizon)
         try:
             return cls(
                 model,

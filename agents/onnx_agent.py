@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from aaren_rl.agents.base import check_num_envs
 from aaren_rl.agents.onnx_safety import check_external_data, check_model, check_onnx_metadata
 from aaren_rl.agents.step_inputs import StepInputs
 from aaren_rl.errors import OnnxAgentError
@@ -197,8 +198,7 @@ class OnnxAgent(StepInputs):
 
     def reset(self, num_envs: int = 1) -> None:
         """Forget everything; prepare for ``num_envs`` parallel environments."""
-        if num_envs < 1:
-            raise OnnxAgentError(f"num_envs must be >= 1, got {num_envs}")
+        num_envs = check_num_envs(num_envs, OnnxAgentError)
         self.num_envs = num_envs
         self._fresh = self.initial_state(num_envs)
         self._started = np.zeros(num_envs, dtype=bool)

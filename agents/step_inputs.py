@@ -29,6 +29,26 @@ class StepInputs:
         if not np.isfinite(obs).all():
             raise self.input_error("obs contains NaN or Inf")
 
+    def _numbers(self, value: object, name: str, dtype: type = np.float32) -> np.ndarray:
+        """``value`` as a real-valued array of ``dtype``; strings, objects, complex numbers
+        and values beyond ``dtype``'s range are refused, naming ``name``."""
+        try:
+            raw = np.asarray(value)
+        except (TypeError, ValueError) as e:  # ragged lists
+            raise self.input_error(f"{name} is not an array of numbers ({e})") from None
+        real = (int, float, np.integer, np.floating)  # an object array of numbers is fine
+        if raw.dtype.kind == "O" and all(isinstance(x, real) for x in raw.flat):
+            raw = raw.astype(np.float64)
+        if raw.dtype.kind not in "biuf":
+            raise self.input_error(
+                f"{name} must hold real numbers, got dtype {raw.dtype} ({raw.dtype.kind!r})"
+            )
+        with np.errstate(over="ignore"):
+            out = raw.astype(dtype)
+        if np.isfinite(raw).all() and not np.isfinite(out).all():
+            raise self.input_error(f"{name} holds values beyond the range of {np.dtype(dtype)}")
+        return out
+
     def _check_inputs(
         self, obs: np.ndarray, reward: np.ndarray | None, episode_start: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -37,7 +57,7 @@ class StepInputs:
         The first call after ``reset`` treats every env as starting; a first call without
         ``reset`` resets for as many envs as ``obs`` has rows.
         """
-        obs = np.asarray(obs, dtype=np.float32)
+        obs = self._numbers(obs, "obs")
         if obs.ndim == 1:
             obs = obs[None]
         if self.num_envs == 0:
@@ -49,10 +69,15 @@ class StepInputs:
                 "call reset(num_envs) when the number of environments changes"
             )
         self._check_finite(obs)
-        reward = np.zeros(n) if reward is None else np.asarray(reward, dtype=np.float64).reshape(-1)
+        reward = np.zeros(n) if reward is None else self._numbers(reward, "reward", np.float64)
+        reward = reward.reshape(-1)
         start = ~self._started
         if episode_start is not None:
             start = start | np.asarray(episode_start, dtype=bool).reshape(-1)
         if reward.shape != (n,) or start.shape != (n,):
             raise self.input_error(f"reward and episode_start must have shape ({n},)")
+        if not np.isfinite(reward).all():
+            raise self.input_error(
+                "reward contains NaN or Inf: the return-to-go would stop being a number"
+            )
         return obs, reward, start

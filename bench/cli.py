@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aaren_rl.bench.act import ActBenchConfig
+from aaren_rl.bench.arguments import check_bench_args
 from aaren_rl.bench.attention import AttentionConfig, run_attention
 from aaren_rl.bench.common import RESULTS, machine, markdown_table, report, write_json
 from aaren_rl.bench.datasets_check import DatasetsConfig, run_datasets
@@ -281,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             args=sys.argv[1:] if argv is None else argv,
             description=__doc__,
         )
+        check_bench_args(parsed)  # every number and list, before any work
         runner = next(run for cls, run in BENCHMARKS.values() if type(parsed) is cls)
         code = runner(parsed)  # an exit code, or results (then success)
         return code if isinstance(code, int) else None

@@ -144,11 +144,19 @@ def _run_local(fn: Callable[[Any], str], items: Sequence[Any], opts: GridOptions
     }
     if sys.version_info >= (3, 11):
         kwargs["max_tasks_per_child"] = 1
-    with ProcessPoolExecutor(jobs, **kwargs) as ex:
+    ex = ProcessPoolExecutor(jobs, **kwargs)
+    try:
         futures = [ex.submit(_guarded, fn, item) for item in items]
         for f in as_completed(futures):
             _log(f.result())
             out.append(f.result())
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by run_cli: stop the
+        # workers now (leaving the `with` block would wait for their runs to finish)
+        for worker in list((getattr(ex, "_processes", None) or {}).values()):
+            worker.terminate()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown()
     return out
 
 

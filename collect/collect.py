@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,9 +53,16 @@ from aaren_rl.collect.workdir import (
 )
 from aaren_rl.envs.datasets import close_open_episode, split_episodes
 from aaren_rl.envs.registry import EnvSpec, get_env_spec, make_env
-from aaren_rl.errors import ConfigError, RunDirError
+from aaren_rl.errors import ConfigError, OutputPathError, RunDirError
 from aaren_rl.eval.rollout import evaluate
-from aaren_rl.fileio import atomic_path, atomic_write_text, check_output_dir
+from aaren_rl.fileio import (
+    DirLock,
+    atomic_path,
+    atomic_write_text,
+    check_free_space,
+    check_output_dir,
+    check_output_file,
+)
 from aaren_rl.untrusted import read_json
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -140,11 +149,90 @@ def check_args(args: Args) -> None:
         raise ConfigError(f"--levels is empty: name at least one of {', '.join(LEVELS)}")
     if not args.minari and args.hdf5_dir is None:
         raise ConfigError("nothing to write: --no-minari without --hdf5-dir DIR")
-    if not args.namespace or "/" in args.namespace or args.namespace.startswith("."):
-        raise ConfigError(f"--namespace {args.namespace!r}: give a plain name such as 'aaren'")
+    if not re.fullmatch(r"[A-Za-z0-9_][-\w]*", args.namespace or "", re.ASCII):
+        raise ConfigError(  # Minari's own rule is checked only when it writes: after training
+            f"--namespace {args.namespace!r}: give a plain name of letters, digits, '-' and "
+            "'_' such as 'aaren'"
+        )
     check_output_dir(args.run_dir, "--work-dir")
     if args.hdf5_dir is not None:
         check_output_dir(args.hdf5_dir, "--hdf5-dir")
+
+
+def planned_outputs(
+    args: Args, short: str, levels: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
+    """``(kind, target)`` of every dataset of ``levels`` (default ``--levels``): Minari ids
+    and HDF5 paths."""
+    out = []
+    for level in args.levels if levels is None else levels:
+        if args.minari:
+            out.append(("minari", f"{args.namespace}/{short}-{level}-v{args.version}"))
+        if args.hdf5_dir is not None:
+            out.append(("hdf5", str(Path(args.hdf5_dir) / f"{short}-{level}.hdf5")))
+    return out
+
+
+def _minari_path(dataset_id: str) -> Path:
+    """Where ``write_minari`` puts ``dataset_id`` (minari's rule, without creating folders)."""
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    base = Path(root) if root is not None else Path.home() / ".minari" / "datasets"
+    return base / dataset_id
+
+
+def check_outputs(
+    args: Args, short: str, written: list[list[str]], recipe: str | None = None
+) -> None:
+    """Before any work: every output that exists must be one this work dir wrote with the
+    same recipe (``written``, from state.json), or ``--overwrite`` must be given. A dataset
+    written with other settings (e.g. another --transitions) is never kept silently.
+
+    Raises:
+        OutputPathError: an output exists that this command did not write (or wrote with
+            other settings), is a symlink or a special file.
+    """
+    for kind, target in planned_outputs(args, short):
+        prior = next((w for w in written if w[:2] == [kind, target]), None)
+        same = prior is not None and (len(prior) < 3 or prior[2] == recipe)
+        if prior is not None and not same and not args.overwrite:
+            raise OutputPathError(
+                f"{target} was written by this work dir with other settings ({prior[2]}); "
+                "pass --overwrite to replace it with this command's data, or choose another "
+                "--hdf5-dir / --version"
+            )
+        if kind == "hdf5":
+            check_output_file(
+                target, "--hdf5-dir", overwrite=args.overwrite, ours=lambda p, same=same: same
+            )
+        elif _minari_path(target).exists() and not (same or args.overwrite):
+            raise OutputPathError(
+                f"Minari dataset {target} already exists at {_minari_path(target)} and this "
+                "command did not write it; pass --overwrite to replace it, or bump --version"
+            )
+
+
+def check_trainable_actions(gym_id: str, flag_value: str) -> None:
+    """Refuse, before training a behaviour policy, an env whose data aaren-train could not
+    use: discrete actions (only the scripted memory tasks collect those) or continuous actions
+    outside [-1, 1], the range of aaren-train's tanh action head."""
+    env = make_env(gym_id)
+    try:
+        raw, space = env.unwrapped.action_space, env.action_space
+    finally:
+        env.close()
+    if not isinstance(raw, gym.spaces.Box):
+        raise ConfigError(
+            f"--env {flag_value}: {gym_id} has {type(raw).__name__} actions; aaren-collect's "
+            "stable-baselines3 behaviour policies are for continuous (Box) actions. Discrete "
+            "memory tasks (tmaze-L, popgym-...) are collected with scripted policies"
+        )
+    low, high = float(np.min(space.low)), float(np.max(space.high))
+    if low < -1 or high > 1:
+        raise ConfigError(
+            f"--env {flag_value}: {gym_id}'s actions span [{low:g}, {high:g}], outside the "
+            "[-1, 1] of aaren-train's tanh action head: aaren-train would refuse the data. "
+            "Collect an env with actions in [-1, 1] (the MuJoCo tasks: hopper, walker2d, ...)"
+        )
 
 
 def sb3_class(algo: str) -> type:
@@ -326,9 +414,27 @@ class Collector:
                 "timings": {},
                 "written": [],
             }
+        check_outputs(args, self.short, self.state["written"], self.recipe())
+        self._check_space()
         for sub in ("ckpt", "replay", "rollouts"):  # after the state was read and checked
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.log = tqdm.write
+
+    def _check_space(self) -> None:
+        """Before training: room for the datasets (float32 arrays, uncompressed: an upper
+        bound for Minari, about twice the gzip-compressed HDF5) and the work dir's copies."""
+        env = make_env(self.spec.gym_id)
+        try:
+            per_step = 4 * (2 * int(np.prod(env.observation_space.shape))
+                            + int(np.prod(env.action_space.shape)) + 3)  # fmt: skip
+        finally:
+            env.close()
+        size = per_step * self.args.transitions * len(self.args.levels)
+        if self.args.hdf5_dir is not None:
+            check_free_space(self.args.hdf5_dir, size, "--hdf5-dir: the datasets")
+        if self.args.minari:
+            check_free_space(_minari_path(""), size, "the Minari datasets")
+        check_free_space(self.dir, size, "--work-dir: the rollouts")
 
     def save_state(self) -> None:
         _atomic_json(self.state_path, self.state)
@@ -565,13 +671,18 @@ class Collector:
             "normalized_score_mean": None if norm is None else float(norm.mean()),
             "ref_min_score": self.spec.random_score,
             "ref_max_score": self.spec.expert_score,
-            "recipe": (
-                f"aaren-collect --env {a.env} --algo {a.algo} --total-timesteps "
-                f"{a.total_timesteps} --eval-every {a.eval_every} --medium-fraction "
-                f"{a.medium_fraction} --transitions {a.transitions} --seed {a.seed}"
-            ),
+            "recipe": self.recipe(),
             **extra,
         }
+
+    def recipe(self) -> str:
+        """The command line that makes these datasets (every setting their data depends on)."""
+        a = self.args
+        return (
+            f"aaren-collect --env {a.env} --algo {a.algo} --total-timesteps "
+            f"{a.total_timesteps} --eval-every {a.eval_every} --medium-fraction "
+            f"{a.medium_fraction} --transitions {a.transitions} --seed {a.seed}"
+        )
 
     def write(self) -> dict[str, dict]:
         from aaren_rl.envs.writers import write_d4rl_hdf5, write_minari
@@ -581,13 +692,11 @@ class Collector:
             data, extra = self.make_level(level)
             meta = self.metadata(level, data, extra)
             results[level] = meta
-            outputs = []
-            if a.minari:
-                outputs.append(("minari", f"{a.namespace}/{self.short}-{level}-v{a.version}"))
-            if a.hdf5_dir is not None:
-                outputs.append(("hdf5", str(Path(a.hdf5_dir) / f"{self.short}-{level}.hdf5")))
-            for kind, target in outputs:
-                done = [kind, target] in self.state["written"]
+            for kind, target in planned_outputs(a, self.short, (level,)):
+                prior = [w for w in self.state["written"] if w[:2] == [kind, target]]
+                done = bool(prior) and (len(prior[0]) < 3 or prior[0][2] == meta["recipe"])
+                on_disk = Path(target) if kind == "hdf5" else _minari_path(target)
+                done = done and on_disk.exists()  # a deleted output is written again
                 if done and not a.overwrite:
                     self.log(f"[aaren-collect] {target} already written by this run; skipping")
                     continue
@@ -599,8 +708,9 @@ class Collector:
                                  overwrite=a.overwrite or done)  # fmt: skip
                 else:
                     write_d4rl_hdf5(target, data, meta)
-                if not done:
-                    self.state["written"].append([kind, target])
+                for w in prior:
+                    self.state["written"].remove(w)
+                self.state["written"].append([kind, target, meta["recipe"]])
                 self.save_state()
                 self.log(f"[aaren-collect] wrote {kind} {target}")
         return results
@@ -617,12 +727,14 @@ def collect(args: Args) -> dict[str, dict]:
 
     if has_scripted_policy(args.env):  # memory tasks: scripted expert + documented mix
         return write_scripted(args)
+    check_trainable_actions(get_env_spec(args.env).gym_id, args.env)
     t0 = time.perf_counter()
-    c = Collector(args)
-    c.train()
-    results = c.write()
-    c.state["timings"]["last_invocation_s"] = time.perf_counter() - t0
-    c.save_state()
+    with DirLock(args.run_dir, "--work-dir"):  # one aaren-collect per work dir
+        c = Collector(args)
+        c.train()
+        results = c.write()
+        c.state["timings"]["last_invocation_s"] = time.perf_counter() - t0
+        c.save_state()
     med = c.medium_checkpoint()
     print(f"[aaren-collect] {c.spec.gym_id}: medium = step {med['step']} "
           f"(eval {med['return']:.1f}), expert = step {c.state['checkpoints'][-1]['step']} "

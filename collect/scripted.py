@@ -218,6 +218,9 @@ def write_scripted(args: Any) -> dict[str, dict]:
     spec = get_env_spec(args.env)
     short = spec.name.split("/")[-1].removesuffix("-v0")
     levels = [lv for lv in args.levels if lv in SCRIPTED_LEVELS]
+    from aaren_rl.collect.collect import check_outputs
+
+    check_outputs(args, short, [])  # nothing existing is replaced without --overwrite
     skipped = [lv for lv in args.levels if lv not in SCRIPTED_LEVELS]
     if skipped:
         print(f"[aaren-collect] scripted task {spec.gym_id}: levels {skipped} skipped "

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from aaren_rl.agents.checkpoint import load_model
 from aaren_rl.agents.onnx_safety import ONNX_FORMAT
 from aaren_rl.cli import run_cli
 from aaren_rl.errors import CheckpointError, DependencyNotInstalled, ExportError
-from aaren_rl.fileio import atomic_path, check_output_file
+from aaren_rl.fileio import atomic_path, check_output_file, written_by
 
 __all__ = [
     "INPUT_NAMES",
@@ -294,8 +295,12 @@ class ExportConfig:
 
     checkpoint: Path
     """Checkpoint directory written by aaren-train (model.safetensors + agent.json)."""
-    out: Path = Path("policy.onnx")
-    """Where to write the ONNX file."""
+    out: str = "policy.onnx"
+    """Where to write the ONNX file; a directory (or a path ending in '/') gets policy.onnx
+    inside. An existing file is replaced only if aaren-export wrote it (or with
+    --overwrite); never a file of the checkpoint, a symlink or a special file."""
+    overwrite: bool = False
+    """Replace an existing --out file that aaren-export did not write."""
     target_return: float | None = None
     """Return-to-go an episode starts from; default: the checkpoint's target return."""
     opset: int = 17
@@ -379,7 +384,20 @@ def check_config(config: ExportConfig) -> None:
             f"--memory-horizon must be >= 0 timesteps (0: the whole episode), got "
             f"{config.memory_horizon}"
         )
-    check_output_file(config.out, "--out")
+    check_output_file(
+        output_path(config.out),
+        "--out",
+        inputs=[config.checkpoint],
+        overwrite=config.overwrite,
+        ours=lambda p: written_by(p, b"aaren.format"),
+    )
+
+
+def output_path(out: str | Path) -> Path:
+    """The file ``--out`` names: ``policy.onnx`` inside a directory or a path ending in '/'."""
+    if str(out).endswith(("/", os.sep)) or Path(out).expanduser().is_dir():
+        return Path(out).expanduser() / "policy.onnx"
+    return Path(out).expanduser()
 
 
 def export_onnx(config: ExportConfig) -> Path:
@@ -400,6 +418,7 @@ def export_onnx(config: ExportConfig) -> Path:
     model, meta = load_model(directory, "cpu")
     _check_exportable(model, directory)
     target = float(meta["target_return"] if config.target_return is None else config.target_return)
+    _check_scaled_target(target, float(meta["return_scale"]), config, directory)
     horizon = (
         meta.get("memory_horizon", 0) if config.memory_horizon is None else config.memory_horizon
     )
@@ -410,12 +429,25 @@ def export_onnx(config: ExportConfig) -> Path:
     except ValueError as e:  # a memory_horizon in agent.json that is not a count of steps
         raise CheckpointError(f"{directory}: {e}") from None
     example = _example_inputs(step, 2, target)
-    out = Path(config.out)
+    out = output_path(config.out)
     with atomic_path(out) as tmp:  # only a complete, verified file takes the name
         _export_to(step, example, tmp, config, meta, model, target, directory)
         if config.verify:
             _verify(step, tmp, target)
     return out
+
+
+def _check_scaled_target(target: float, scale: float, config: ExportConfig, where: Path) -> None:
+    """A target return so far beyond the data that the graph would compute NaN: name it."""
+    from aaren_rl.agents.base import MAX_SCALED_TARGET
+
+    if abs(target / scale) > MAX_SCALED_TARGET:
+        source = "--target-return" if config.target_return is not None else f"{where}/agent.json's"
+        raise ExportError(
+            f"{source} target return {target:g} is {target / scale:.3g} after the return scale "
+            f"{scale:g}, far beyond any return-to-go the model was trained on (its actions "
+            "would be NaN); pass a --target-return near the dataset's returns"
+        )
 
 
 def _export_to(

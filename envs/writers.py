@@ -11,6 +11,7 @@ Arrays follow D4RL: ``observations (N, obs_dim)``, ``actions (N, act_dim)``, ``r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import numpy as np
 
 from aaren_rl.envs.datasets import close_open_episode
 from aaren_rl.errors import DatasetError
-from aaren_rl.fileio import atomic_directory, atomic_path
+from aaren_rl.fileio import atomic_directory, atomic_write_bytes, check_free_space
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
@@ -48,7 +49,11 @@ def write_d4rl_hdf5(
     missing = [k for k in D4RL_KEYS[:5] if k not in arrays]
     if missing:
         raise DatasetError(f"write_d4rl_hdf5({path}): missing arrays {missing}.")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    # Built in memory, then written like every other file: HDF5's own writes to a full disk
+    # (or past ulimit -f) fail over and over while its objects are freed and can end in a
+    # segfault; a plain write fails once, with one OSError, and leaves the old file intact.
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         for k in D4RL_KEYS:
             if k not in arrays:
                 continue
@@ -60,6 +65,7 @@ def write_d4rl_hdf5(
             f.create_dataset(k, data=a, compression=compression)
         for k, v in (attrs or {}).items():
             f.attrs[k] = _attr(v)
+    atomic_write_bytes(path, image.getbuffer())
     return path
 
 
@@ -126,6 +132,9 @@ def write_minari(
             f"Minari dataset {dataset_id} already exists at {final}; pass overwrite=True "
             "(aaren-collect --overwrite) or bump the version (-v1)."
         )
+    # Minari's HDF5 writes to a full disk fail over and over and can end in a segfault
+    # (see write_d4rl_hdf5): refuse first, with the sizes, when the arrays cannot fit.
+    check_free_space(root, sum(np.asarray(a).nbytes for a in arrays.values()), dataset_id)
     obs, nxt, act = (
         _float_or_ids(arrays[k]) for k in ("observations", "next_observations", "actions")
     )

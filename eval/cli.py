@@ -58,7 +58,11 @@ class EvalArgs:
     max_episode_steps: int | None = None
     """Truncate episodes earlier than the env's time limit (quick checks)."""
     json: Path | None = None
-    """Write the results here (see the module docstring for the layout)."""
+    """Write the results here (see the module docstring for the layout). An existing file is
+    replaced only if an earlier aaren-eval wrote it (or with --overwrite); never a file of the
+    checkpoint, a symlink or a special file."""
+    overwrite: bool = False
+    """Replace an existing --json file that aaren-eval did not write."""
     video: Path | None = None
     """Record one episode (seed --seed, first target) as MP4 into this directory."""
     track: bool = False
@@ -104,15 +108,24 @@ def _track(args: EvalArgs, payload: dict) -> None:
     import wandb  # checked by check_args
 
     name = f"{payload['env']}__eval__{args.seed}__{int(time.time())}"
-    run = wandb.init(
-        project=args.wandb_project,
-        name=name,
-        job_type="eval",
-        # read WANDB_DIR now: wandb's settings singleton keeps the first run's in this process
-        dir=os.environ.get("WANDB_DIR") or None,
-        config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        settings=wandb.Settings(init_timeout=30),
-    )
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings = wandb.Settings(init_timeout=30)
+    # WANDB_DIR read now: wandb's settings singleton keeps the first run's in this process
+    where = os.environ.get("WANDB_DIR") or None
+    try:
+        run = wandb.init(project=args.wandb_project, name=name, job_type="eval", config=config,
+                         settings=settings, dir=where)  # fmt: skip
+    except Exception as e:  # noqa: BLE001  the probe reached a host that does not answer
+        print(f"W&B: {type(e).__name__}: {str(e)[:200]}; logging offline", file=sys.stderr)
+        os.environ["WANDB_MODE"] = "offline"
+        try:
+            run = wandb.init(project=args.wandb_project, name=name, job_type="eval",
+                             config=config, settings=settings, dir=where)  # fmt: skip
+        except Exception as e2:  # noqa: BLE001
+            raise EvalError(
+                f"--track: W&B could not start ({type(e2).__name__}: {str(e2)[:200]}); the "
+                "results above are complete (and in --json if given): drop --track"
+            ) from None
     try:
         for res in payload["results"]:
             run.log(
@@ -172,7 +185,11 @@ def check_args(args: EvalArgs) -> None:
         ConfigError: a target return or context length that is not usable.
         OutputPathError: --json or --video cannot be written.
     """
-    from aaren_rl.agents.base import check_context_length, check_target_return
+    from aaren_rl.agents.base import (
+        check_acting_options,
+        check_context_length,
+        check_target_return,
+    )
     from aaren_rl.fileio import check_output_dir, check_output_file
 
     if (args.checkpoint is None) == (args.onnx is None):
@@ -187,15 +204,17 @@ def check_args(args: EvalArgs) -> None:
         check_target_return(target)
     if args.context_length is not None:
         check_context_length(args.context_length)
-        if args.mode != "window" or args.onnx is not None:
+        if args.onnx is not None:
             raise EvalError("--context-length is the window length of --mode window; drop it")
+    if args.memory_horizon is not None and args.memory_horizon < 0:
+        raise EvalError(
+            f"--memory-horizon must be >= 0 timesteps (0: the whole episode), got "
+            f"{args.memory_horizon}"
+        )
+    # the rule DecisionAgent.load applies to its arguments, here named as flags
+    check_acting_options(args.mode, None, args.context_length, args.memory_horizon, EvalError, True)
     if args.memory_horizon is not None:
-        if args.memory_horizon < 0:
-            raise EvalError(
-                f"--memory-horizon must be >= 0 timesteps (0: the whole episode), got "
-                f"{args.memory_horizon}"
-            )
-        if args.mode != "recurrent" or args.onnx is not None:
+        if args.onnx is not None:
             raise EvalError(
                 "--memory-horizon applies to a checkpoint acting with --mode recurrent (an "
                 "ONNX file keeps the horizon it was exported with: aaren-export "
@@ -209,9 +228,23 @@ def check_args(args: EvalArgs) -> None:
                 "--track needs wandb: pip install 'aaren-rl[track]', or drop --track"
             ) from e
     if args.json is not None:
-        check_output_file(args.json, "--json")
+        source = args.checkpoint if args.checkpoint is not None else args.onnx
+        check_output_file(
+            args.json, "--json", inputs=[source], overwrite=args.overwrite, ours=_is_eval_json
+        )
     if args.video is not None:
         check_output_dir(args.video, "--video")
+
+
+def _is_eval_json(path: Path) -> bool:
+    """Whether ``path`` is a results file of aaren-eval (replaced without --overwrite)."""
+    from aaren_rl.untrusted import read_json
+
+    try:
+        data = read_json(path, EvalError)
+    except EvalError:
+        return False
+    return isinstance(data, dict) and {"results", "checkpoint", "returns"} <= data.keys()
 
 
 def _load_agent(args: EvalArgs):
@@ -225,6 +258,12 @@ def _load_agent(args: EvalArgs):
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise EvalError("--device cuda was asked for, but torch sees no CUDA device")
+    if args.memory_horizon is not None:  # the backbone, from agent.json, names the flag
+        from aaren_rl.agents.base import check_acting_options
+        from aaren_rl.agents.checkpoint import read_metadata
+
+        backbone = read_metadata(args.checkpoint)["model_config"].get("backbone")
+        check_acting_options(args.mode, backbone, None, args.memory_horizon, EvalError, True)
     torch.set_num_threads(args.threads)
     return DecisionAgent.load(
         args.checkpoint,
@@ -291,12 +330,6 @@ def run(args: EvalArgs) -> dict:
     from aaren_rl.eval.rollout import evaluate
 
     agent = _load_agent(args)
-    # check_args allowed the flag with a recurrent checkpoint only: None means a Transformer
-    if args.memory_horizon is not None and agent.acting_horizon is None:
-        raise EvalError(
-            "--memory-horizon is for Aaren checkpoints (a Transformer acting recurrently keeps "
-            "its whole KV cache); drop it"
-        )
     env = _check_env(args, agent.env_id)
     targets = list(args.target_return) or [agent.target_return]
     results = []

@@ -34,7 +34,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from aaren_rl.agents.base import Agent
+from aaren_rl.agents.base import MAX_NUM_ENVS, MAX_SCALED_TARGET, Agent
 from aaren_rl.envs import get_env_spec, make_env, normalized_score
 from aaren_rl.errors import EvalError
 
@@ -217,10 +217,7 @@ def run_episodes(
                 f"({n}, {', '.join(map(str, space.shape))}) for {n} environments"
             )
         if not np.isfinite(actions).all():
-            raise EvalError(
-                "the agent returned NaN or Inf actions: its weights or inputs are not finite "
-                "(a diverged training run?); evaluate an earlier checkpoint"
-            )
+            raise _non_finite_actions(agent)
         actions = np.clip(actions, space.low, space.high)
         for j in np.flatnonzero(active):
             i = current[j]
@@ -247,6 +244,52 @@ def run_episodes(
         bar.close()
     known = None if (success < 0).all() else success > 0
     return EpisodeStats(returns, lengths, terminated, truncated, act_seconds, act_calls, known)
+
+
+MAX_EPISODES = 10**7
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_evaluate_args(
+    agent: object, episodes: object, num_envs: object, seed: object, max_steps: object
+) -> None:
+    """``evaluate``'s arguments, each named when it is wrong (before any env is made)."""
+    if not all(callable(getattr(agent, m, None)) for m in ("reset", "predict")):
+        raise EvalError(
+            f"agent must have reset(num_envs) and predict(obs, reward, episode_start) "
+            f"(aaren_rl.agents.base.Agent), got {type(agent).__name__}"
+        )
+    ranges = {"episodes": (episodes, 1, MAX_EPISODES), "num_envs": (num_envs, 1, MAX_NUM_ENVS),
+              "seed": (seed, 0, 2**32 - 1)}  # fmt: skip
+    if max_steps is not None:
+        ranges["max_episode_steps"] = (max_steps, 1, 10**9)
+    for name, (value, low, high) in ranges.items():
+        if not _whole(value):
+            raise EvalError(f"{name} must be a whole number, got {value!r}")
+        if not low <= value <= high:  # type: ignore[operator]
+            raise EvalError(f"{name} must be >= {low} and <= {high}, got {value!r}")
+    if seed + episodes > 2**32:  # type: ignore[operator]
+        raise EvalError(f"seed {seed}: episode seeds (seed + i) must stay below 2**32")
+
+
+def _non_finite_actions(agent: Agent) -> EvalError:
+    """The error for NaN/Inf actions, naming the likely culprit: a target return far outside
+    what the model saw, non-finite normalisation statistics, or else the weights."""
+    target, scale = getattr(agent, "target_return", None), getattr(agent, "return_scale", 1.0)
+    if target is not None and abs(float(target) / float(scale)) > MAX_SCALED_TARGET:
+        return EvalError(
+            f"the agent returned NaN or Inf actions: the target return {target:g} is "
+            f"{float(target) / float(scale):.3g} after the return scale {scale:g}, far beyond "
+            "any return-to-go the model was trained on; pass a --target-return near the "
+            "dataset's returns"
+        )
+    return EvalError(
+        "the agent returned NaN or Inf actions: its weights or inputs are not finite "
+        "(a diverged training run?); evaluate an earlier checkpoint"
+    )
 
 
 def evaluate(
@@ -281,12 +324,7 @@ def evaluate(
             or observations that do not fit the agent.
         envs.EnvError: an unknown or unusable environment.
     """
-    if episodes < 1:
-        raise EvalError(f"episodes must be >= 1, got {episodes}")
-    if num_envs < 1:
-        raise EvalError(f"num_envs must be >= 1, got {num_envs}")
-    if max_episode_steps is not None and max_episode_steps < 1:
-        raise EvalError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    _check_evaluate_args(agent, episodes, num_envs, seed, max_episode_steps)
     if target_return is not None and not np.isfinite(target_return):
         raise EvalError(f"target return must be a finite number, got {target_return}")
     if target_return is not None and not hasattr(agent, "target_return"):

@@ -421,7 +421,7 @@ EVAL = [
     Case(
         "eval",
         "context-length-0",
-        r"context length must be an integer >= 1, got 0",
+        r"context length must be an integer in \[1, 65536\], got 0",
         (*FAST_EVAL, "--mode", "window", "--context-length", "0"),
     ),
     Case(
@@ -844,10 +844,10 @@ EXPORT_CASES = [
     ),
     Case(
         "export",
-        "out-is-a-directory",
-        r"--out {tmp}/outdir",
+        "out-is-a-directory-holding-another-policy-onnx",
+        r"--out {tmp}/outdir/policy.onnx: the file exists and this command did not write it",
         ("--checkpoint", "{ckpt}", "--out", "{tmp}/outdir"),
-        setup=lambda c: (c.tmp / "outdir").mkdir(),
+        setup=_write("{tmp}/outdir/policy.onnx", "someone else's file\n"),
     ),
     Case(
         "export",
@@ -1128,7 +1128,7 @@ API_CASES = [
     ),
     _api(
         "load-context-0",
-        r"context length must be an integer >= 1, got 0",
+        r"context length must be an integer in \[1, 65536\], got 0",
         lambda c: _agent(c, mode="window", context_length=0),
     ),
     _api("load-mode-unknown", r"unknown mode 'cache'", lambda c: _agent(c, mode="cache")),
@@ -1144,7 +1144,11 @@ API_CASES = [
         r"reward and episode_start must have shape \(2,\)",
         _predict(np.zeros((2, 11)), reward=np.zeros(5)),
     ),
-    _api("reset-0-envs", r"num_envs must be >= 1, got 0", lambda c: _agent(c).reset(0)),
+    _api(
+        "reset-0-envs",
+        r"num_envs must be a whole number in \[1, 65536\], got 0",
+        lambda c: _agent(c).reset(0),
+    ),
     _api(
         "onnx-missing",
         r"no ONNX file at {tmp}/p.onnx",
@@ -1158,7 +1162,7 @@ API_CASES = [
         lambda c: __import__("aaren_rl.agents.onnx_agent", fromlist=["x"]).OnnxAgent(c.file),
     ),
     # evaluation
-    _api("evaluate-0-episodes", r"episodes must be >= 1, got 0", _evaluate(0)),
+    _api("evaluate-0-episodes", r"episodes must be >= 1 and <= 10000000, got 0", _evaluate(0)),
     _api(
         "evaluate-target-nan",
         r"target return must be a finite number",
@@ -1223,6 +1227,352 @@ API_CASES = [
 ]
 
 
+# ----------------------------------------------------------------------------- aaren-bench sweep
+# Every integer flag of every subcommand, fed zero (where 0 means nothing), a negative and a
+# huge value; then the cases the rules were written for. The subcommands' required flags get
+# placeholders: the numbers are checked before anything is read.
+
+_BENCH_REQUIRED = {
+    "attention": ("--checkpoint", "{ckpt}", "--dataset", "d4rl:{ds}"),
+    "horizon": ("--checkpoints", "{ckpt}"),
+}
+
+
+def _int_fields(cls: type) -> list[str]:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if hint is int or args == [int] or (typing.get_origin(hint) is tuple and int in args):
+            out.append(f.name)
+    return out
+
+
+def _bench_sweep() -> list[Case]:
+    from aaren_rl.bench.arguments import MAY_BE_ZERO
+    from aaren_rl.bench.cli import BENCHMARKS
+
+    cases = []
+    for sub, (cls, _) in BENCHMARKS.items():
+        base = (sub, *_BENCH_REQUIRED.get(sub, ()))
+        fields = cls.__dataclass_fields__
+        base += ("--out", "{tmp}/b") if "out" in fields else ()
+        base += ("--out-dir", "{tmp}/b") if "out_dir" in fields else ()
+        for name in _int_fields(cls):
+            flag = "--" + name.replace("_", "-")
+            bad = [("negative", "-1"), ("huge", str(10**12))]
+            bad += [] if name in MAY_BE_ZERO else [("zero", "0")]
+            pair = {
+                "context_lengths": ("--batch-sizes", "4"),  # one batch size per K
+                "batch_sizes": ("--context-lengths", "20"),
+            }.get(name, ())
+            named = name.replace("_", "[-_]")  # tyro's box may name the field, not the flag
+            for kind, value in bad:
+                cases.append(
+                    Case(
+                        "bench",
+                        f"{sub}-{name}-{kind}",
+                        named,
+                        (*base, *pair, flag, value),
+                        usage=True,
+                    )
+                )
+    return cases
+
+
+BENCH_SWEEP = [
+    *_bench_sweep(),
+    Case("bench", "train-backbone-unknown", r"--backbones 'foo': choose from aaren, transformer",
+         ("train", "--backbones", "foo", "--out", "{tmp}/b")),
+    Case("bench", "returns-datasets-empty", r"--datasets was given no values",
+         ("returns", "--datasets", "--out-dir", "{tmp}/b")),
+    Case("bench", "scan-lengths-1e11", r"--lengths 100000000000 is too large",
+         ("scan", "--lengths", "100000000000", "--out", "{tmp}/b")),
+    Case("bench", "scan-lengths-1e11-as-float", r"--lengths", ("scan", "--lengths", "1e11"),
+         usage=True),
+    Case("bench", "act-threads-0-one-line", r"--threads must be >= 1, got 0",
+         ("act", "--threads", "0", "--out", "{tmp}/b")),
+    Case("bench", "returns-seeds-negative-before-work", r"--seeds must be >= 0, got -1",
+         ("returns", "--seeds", "-1", "--out-dir", "{tmp}/b")),
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- values, API
+# Every argument of the acting API fed a wrong type, zero, a negative, a huge, a NaN/Inf or a
+# non-real value; checkpoint sizes that would make the allocator fail; the acting rules the
+# CLI and the API share; a target return so large that the model computes NaN.
+
+
+def _acted(ctx: Ctx, obs: Any = None, reward: Any = None) -> Any:
+    agent = _agent(ctx)
+    agent.reset(1)
+    agent.predict(np.zeros((1, 11)))
+    return agent.predict(np.zeros((1, 11)) if obs is None else obs, reward)
+
+
+def _evaluate_with(agent: Callable[[Ctx], Any] | None = None, **kw: Any) -> Callable[[Ctx], Any]:
+    def call(ctx: Ctx) -> Any:
+        from aaren_rl.eval.rollout import evaluate
+
+        args = {"episodes": 1, "max_episode_steps": 2, **kw}
+        return evaluate(_agent(ctx) if agent is None else agent(ctx), "hopper", **args)
+
+    return call
+
+
+def _tf_checkpoint(ctx: Ctx) -> None:
+    sys.modules["tests.conftest"].tiny_agent("transformer").save(ctx.tmp / "tf")
+
+
+def _model_config(**change: Any) -> Callable[[Ctx], None]:
+    return _edit_json("{ckpt}/agent.json", lambda d: d["model_config"].update(change))
+
+
+def _net_config(**change: Any) -> Callable[[Ctx], None]:
+    return _edit_json("{ckpt}/agent.json", lambda d: d["model_config"]["net"].update(change))
+
+
+_NUM_ENVS = r"num_envs must be a whole number in \[1, 65536\], got "
+_NO_WORK = ("aaren_rl.eval.rollout:MAX_EPISODES", 10**7)  # a no-op patch: episodes may run
+VALUE_CASES = [
+    *(_api(f"reset-{name}", _NUM_ENVS + re.escape(repr(v)), lambda c, v=v: _agent(c).reset(v))
+      for name, v in [("1.5", 1.5), ("str", "2"), ("1e12", 10**12), ("0", 0), ("-1", -1),
+                      ("true", True), ("none", None)]),
+    _api("predict-strings", r"obs must hold real numbers, got dtype <U1",
+         lambda c: _acted(c, np.full((1, 11), "x"))),
+    _api("predict-complex", r"obs must hold real numbers, got dtype complex128",
+         lambda c: _acted(c, np.ones((1, 11)) * 1j)),
+    _api("predict-3e38", r"(overflow float32 once normalised|actions are NaN or Inf for obs up "
+         r"to 3e\+38)", lambda c: _acted(c, np.full((1, 11), 3e38))),
+    _api("predict-1e39", r"obs holds values beyond the range of float32",
+         lambda c: _acted(c, np.full((1, 11), 1e39))),
+    _api("predict-ragged", r"obs (is not an array of numbers|must hold real numbers)",
+         lambda c: _acted(c, [[1.0, 2.0], [3.0]])),
+    _api("predict-reward-inf", r"reward contains NaN or Inf", lambda c: _acted(c, None, [np.inf])),
+    _api("predict-reward-nan", r"reward contains NaN or Inf", lambda c: _acted(c, None, [np.nan])),
+    _api("predict-reward-string", r"reward must hold real numbers",
+         lambda c: _acted(c, None, ["a"])),
+    _api("load-an-int", r"directory must be a checkpoint folder path .*got 42",
+         lambda c: __import__("aaren_rl.agents", fromlist=["x"]).DecisionAgent.load(42)),
+    _api("load-device-unknown", r"device='nope' is not a torch device",
+         lambda c: _agent(c, device="nope")),
+    *([] if __import__("torch").cuda.is_available() else [
+        _api("load-device-cuda-without-gpu", r"device='cuda': torch sees no CUDA device",
+             lambda c: _agent(c, device="cuda"))]),
+    _api("load-context-length-in-recurrent-mode", r"context_length is the window length of "
+         r"mode='window'", lambda c: _agent(c, context_length=5)),
+    _api("load-context-length-1e12", r"context length must be an integer in \[1, 65536\]",
+         lambda c: _agent(c, mode="window", context_length=10**12)),
+    _api("load-memory-horizon-in-window-mode", r"memory_horizon applies to a checkpoint acting "
+         r"with mode= recurrent", lambda c: _agent(c, mode="window", memory_horizon=5)),
+    _api("load-memory-horizon-for-a-transformer", r"memory_horizon is for Aaren checkpoints",
+         lambda c: __import__("aaren_rl.agents", fromlist=["x"]).DecisionAgent.load(
+             c.tmp / "tf", memory_horizon=5), setup=_tf_checkpoint),
+    _api("load-state-std-0", r"state_std\[0\] is 0.0: observations are divided by state_std",
+         lambda c: _agent(c), setup=_edit_json("{ckpt}/agent.json",
+                                                 lambda d: d["state_std"].__setitem__(0, 0.0))),
+    _api("load-checkpoint-context-length-1e12", r"context length must be an integer in",
+         lambda c: _agent(c, mode="window"),
+         setup=_edit_json("{ckpt}/agent.json", lambda d: d.update(context_length=10**12))),
+    _api("load-checkpoint-chunk-size-0", r"chunk_size must be in \[1, ", lambda c: _agent(c),
+         setup=_net_config(chunk_size=0)),
+    _api("load-checkpoint-dim-1e9", r"(model_config has a size above|dim must be in)", lambda c: _agent(c),
+         setup=_net_config(dim=10**9)),
+    _api("load-checkpoint-max-timestep-1e12", r"(model_config has a size above|max_timestep must be at most)",
+         lambda c: _agent(c), setup=_model_config(max_timestep=10**12)),
+    _api("load-checkpoint-obs-dim-1e12", r"(model_config has a size above|obs_dim must be at most)", lambda c: _agent(c),
+         setup=_model_config(obs_dim=10**12)),
+    _api("evaluate-seed-negative", r"seed must be >= 0", _evaluate_with(seed=-1)),
+    _api("evaluate-seed-float", r"seed must be a whole number, got 0.5", _evaluate_with(seed=0.5)),
+    _api("evaluate-episodes-1.5", r"episodes must be a whole number, got 1.5",
+         _evaluate_with(episodes=1.5)),
+    _api("evaluate-episodes-1e12", r"episodes must be >= 1 and <= 10000000",
+         _evaluate_with(episodes=10**12)),
+    _api("evaluate-num-envs-0", r"num_envs must be >= 1", _evaluate_with(num_envs=0)),
+    _api("evaluate-num-envs-1e9", r"num_envs must be >= 1 and <= 65536",
+         _evaluate_with(num_envs=10**9)),
+    _api("evaluate-max-steps-string", r"max_episode_steps must be a whole number",
+         _evaluate_with(max_episode_steps="3")),
+    _api("evaluate-an-object", r"agent must have reset\(num_envs\) and predict",
+         _evaluate_with(agent=lambda c: object())),
+    Case("eval", "context-length-1e9", r"context length must be an integer in \[1, 65536\]",
+         (*FAST_EVAL, "--mode", "window", "--context-length", "1000000000")),
+    Case("eval", "checkpoint-state-std-0", r"state_std\[0\] is 0.0", FAST_EVAL,
+         setup=_edit_json("{ckpt}/agent.json", lambda d: d["state_std"].__setitem__(0, 0.0))),
+    Case("eval", "checkpoint-context-length-1e12", r"context length must be an integer in",
+         (*FAST_EVAL, "--mode", "window"),
+         setup=_edit_json("{ckpt}/agent.json", lambda d: d.update(context_length=10**12))),
+    Case("eval", "checkpoint-chunk-size-0", r"chunk_size must be in \[1, ", FAST_EVAL,
+         setup=_net_config(chunk_size=0)),
+    Case("eval", "target-return-1e30-is-named", r"target return 1e\+30.*inputs far outside|"
+         r"target return 1e\+30 is 1e\+27", (*FAST_EVAL, "--target-return", "1e30"),
+         patch=_NO_WORK),
+    Case("export", "target-return-1e30-is-named", r"--target-return target return 1e\+30 is "
+         r"1e\+27 after the return scale 1000", ("--checkpoint", "{ckpt}", "--out",
+                                                   "{tmp}/p.onnx", "--target-return", "1e30")),
+    Case("collect", "datasets-larger-than-the-disk",
+         r"{tmp}/h5: the disk is full.*--hdf5-dir: the datasets needs about [\d,]+ MiB, "
+         r"[\d,]+ MiB free", (*COLLECT, "--transitions", str(10**12)), code=1,
+         patch=BEFORE_ANY_WORK["collect"]),
+    Case("collect", "env-pendulum-actions-outside-tanh",
+         r"--env Pendulum-v1: Pendulum-v1's actions span \[-2, 2\], outside the \[-1, 1\]",
+         ("--env", "Pendulum-v1", *COLLECT)),
+    Case("collect", "env-cartpole-discrete", r"--env CartPole-v1: CartPole-v1 has Discrete "
+         "actions", ("--env", "CartPole-v1", *COLLECT)),
+    *(Case("collect", f"namespace-{name}", r"--namespace .*: give a plain name",
+           ("--work-dir", "{tmp}/work", "--namespace", value))
+      for name, value in [("space", "has space"), ("empty", ""), ("slash", "a/b"),
+                          ("dot", ".hidden"), ("unicode", "dätä")]),
+    Case("train", "memory-horizon-for-a-transformer", r"--memory-horizon is for --backbone aaren",
+         (*TRAIN, "--backbone", "transformer", "--memory-horizon", "5")),
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- outputs
+# The one overwrite rule (aaren_rl.fileio.check_output_file): never an input of the same
+# command, never a symlink or special file, never an existing file this command did not write
+# (unless --overwrite). Generated per output flag and per kind of thing already at the path.
+
+
+def _symlink(link: str, target: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        Path(ctx.fill(link)).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(ctx.fill(target), ctx.fill(link))
+
+    return setup
+
+
+def _hardlink(link: str, target: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        Path(ctx.fill(link)).parent.mkdir(parents=True, exist_ok=True)
+        os.link(ctx.fill(target), ctx.fill(link))
+
+    return setup
+
+
+def _fifo(path: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        Path(ctx.fill(path)).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(ctx.fill(path))
+
+    return setup
+
+
+def _device(path: str) -> Callable[[Ctx], None]:
+    """A character device (/dev/null's numbers) at ``path``; skipped where mknod is denied."""
+
+    def setup(ctx: Ctx) -> None:
+        import stat
+
+        Path(ctx.fill(path)).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mknod(ctx.fill(path), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except OSError as e:
+            pytest.skip(f"cannot make a device node here: {e}")
+
+    return setup
+
+
+_IS_INPUT = r": that file belongs to {ckpt}, an input of this command"
+_LINK = r": that is a symbolic link"
+_SPECIAL = r": that is a special file"
+_NOT_OURS = r": the file exists and this command did not write it; pass --overwrite"
+
+
+def _output_cases(cli: str, base: tuple[str, ...], flag: str, out: str) -> list[Case]:
+    """One case per thing that may already be at an output path ``out`` of ``cli``."""
+    at = lambda what: (*base, flag, what)  # noqa: E731
+    return [
+        Case(cli, f"{flag[2:]}-onto-an-unrelated-file", flag + r" {file}" + _NOT_OURS,
+             at("{file}")),
+        Case(cli, f"{flag[2:]}-onto-a-symlink", _LINK, at(out), setup=_symlink(out, "{file}")),
+        Case(cli, f"{flag[2:]}-onto-a-dangling-symlink", _LINK, at(out),
+             setup=_symlink(out, "{tmp}/nowhere")),
+        Case(cli, f"{flag[2:]}-onto-a-fifo", _SPECIAL, at(out), setup=_fifo(out)),
+        Case(cli, f"{flag[2:]}-onto-a-device", _SPECIAL, at(out), setup=_device(out)),
+        Case(cli, f"{flag[2:]}-onto-a-read-only-file", r"read-only|did not write", at(out),
+             setup=lambda c, o=out: (_write(o, "x\n")(c), os.chmod(c.fill(o), 0o444))[0]),
+    ]  # fmt: skip
+
+
+def _onto_checkpoint(cli: str, base: tuple[str, ...], flag: str) -> list[Case]:
+    """``flag`` onto the files of the checkpoint the command reads (never, even --overwrite)."""
+    at = lambda what: (*base, flag, what)  # noqa: E731
+    return [
+        Case(cli, f"{flag[2:]}-onto-checkpoint-weights", _IS_INPUT,
+             at("{ckpt}/model.safetensors")),
+        Case(cli, f"{flag[2:]}-onto-checkpoint-agent-json", _IS_INPUT, at("{ckpt}/agent.json")),
+        Case(cli, f"{flag[2:]}-onto-checkpoint-weights-with-overwrite", _IS_INPUT,
+             (*at("{ckpt}/model.safetensors"), "--overwrite")),
+        Case(cli, f"{flag[2:]}-onto-a-hard-link-to-the-weights",
+             r"that is {ckpt}/model.safetensors, an input", at("{tmp}/w.out"),
+             setup=_hardlink("{tmp}/w.out", "{ckpt}/model.safetensors")),
+        Case(cli, f"{flag[2:]}-onto-a-symlink-to-agent-json", _LINK, at("{tmp}/a.out"),
+             setup=_symlink("{tmp}/a.out", "{ckpt}/agent.json")),
+    ]  # fmt: skip
+
+
+def _written_with(transitions: int) -> Callable[[Ctx], None]:
+    """A work dir whose state.json says it wrote hopper-random.hdf5 with other settings."""
+
+    def setup(ctx: Ctx) -> None:
+        key = {"env": "hopper", "algo": "ppo", "seed": 0, "num_envs": 4, "ppo_n_steps": 512}
+        target = str(ctx.tmp / "h5" / "hopper-random.hdf5")
+        recipe = f"aaren-collect --env hopper ... --transitions {transitions} --seed 0"
+        state = {"key": key, "checkpoints": [], "chunks": [], "segment": -1, "timings": {},
+                 "written": [["hdf5", target, recipe]]}  # fmt: skip
+        _write("{tmp}/work/state.json", json.dumps(state))(ctx)
+        _write("{tmp}/h5/hopper-random.hdf5", "old data\n")(ctx)
+
+    return setup
+
+
+def _huge_rewards(ctx: Ctx) -> None:
+    """The tiny dataset with rewards x 1e37: returns-to-go overflow float32 to inf."""
+    _dataset("huge.hdf5", rewards=lambda r: r * np.float32(1e37))(ctx)
+
+
+NON_FINITE_LOSS = Case(
+    "train", "rewards-1e37-non-finite-loss",
+    r"step 1: the training loss is (nan|inf).*not a finite number.*no checkpoint was written.*"
+    r"--return-scale",
+    ("--dataset", "d4rl:{tmp}/huge.hdf5", *TRAIN[2:]), setup=_huge_rewards,
+    created_ok=("run-new",),  # the run directory (config.json, metrics.jsonl), no checkpoint
+)  # fmt: skip
+
+
+_EXPORT = ("--checkpoint", "{ckpt}", "--no-verify")
+_H5 = "{tmp}/h5/hopper-random.hdf5"
+OUTPUT_CASES = [
+    NON_FINITE_LOSS,
+    *_output_cases("eval", FAST_EVAL, "--json", "{tmp}/r.json"),
+    *_onto_checkpoint("eval", FAST_EVAL, "--json"),
+    *_output_cases("export", _EXPORT, "--out", "{tmp}/p.onnx"),
+    *_onto_checkpoint("export", _EXPORT, "--out"),
+    Case("eval", "json-onto-the-onnx-it-evaluates", r"--json {tmp}/plain.onnx: that is "
+         r"{tmp}/plain.onnx, an input of this command", ("--onnx", "{tmp}/plain.onnx", "--json",
+         "{tmp}/plain.onnx", "--no-progress"), setup=_onnx_without_metadata),
+    Case("export", "out-into-a-directory-holding-a-symlink", _LINK,
+         (*_EXPORT, "--out", "{tmp}/d/"), setup=_symlink("{tmp}/d/policy.onnx", "{file}")),
+    Case("collect", "hdf5-onto-an-unrelated-file", r"--hdf5-dir .*hopper-random.hdf5" + _NOT_OURS,
+         COLLECT, setup=_write(_H5, "not a dataset\n")),
+    Case("collect", "hdf5-onto-a-symlink", _LINK, COLLECT, setup=_symlink(_H5, "{file}")),
+    Case("collect", "hdf5-onto-a-fifo", _SPECIAL, COLLECT, setup=_fifo(_H5)),
+    Case("collect", "hdf5-written-with-other-transitions",
+         r"hopper-random.hdf5 was written by this work dir with other settings .*--transitions "
+         r"1000.*pass --overwrite", COLLECT, setup=_written_with(1000)),
+    Case("collect", "minari-dataset-exists",
+         r"Minari dataset aaren/hopper-random-v0 already exists .*did not write it",
+         ("--work-dir", "{tmp}/work", "--levels", "random"),
+         setup=lambda c: (c.tmp / "minari/aaren/hopper-random-v0").mkdir(parents=True),
+         env=(("MINARI_DATASETS_PATH", "{tmp}/minari"),)),
+]  # fmt: skip
+
+
 class _NanAgent:
     def reset(self, num_envs: int = 1) -> None:
         self.n = num_envs
@@ -1231,7 +1581,8 @@ class _NanAgent:
         return np.full((self.n, 3), np.nan, dtype=np.float32)
 
 
-CASES = EVAL + COLLECT_CASES + TRAIN_CASES + EXPORT_CASES + BENCH_CASES + API_CASES
+CASES = (EVAL + COLLECT_CASES + TRAIN_CASES + EXPORT_CASES + BENCH_CASES + API_CASES
+         + OUTPUT_CASES + BENCH_SWEEP + VALUE_CASES)  # fmt: skip
 
 
 def _params(cases: list[Case]) -> list[Any]:
@@ -1327,6 +1678,76 @@ def test_subprocess_ctrl_c_during_evaluation(pristine: dict[str, Path], tmp_path
     assert not out.exists()
 
 
+def test_subprocess_sigterm_during_evaluation(pristine: dict[str, Path], tmp_path: Path) -> None:
+    """SIGTERM (kill, systemd, Slurm) while episodes run: like Ctrl-C, exit 143, one line."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [PY, "-m", "aaren_rl.eval.cli", "--checkpoint", str(pristine["ckpt"]), "--episodes",
+         "1000", "--json", str(out)],  # fmt: skip
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    seen = ""
+    deadline = time.monotonic() + 90
+    while "eval:" not in seen and time.monotonic() < deadline:  # the progress bar is up
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "aaren-eval: terminated (SIGTERM)" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_subprocess_collect_locks_its_work_dir_and_stops_on_sigterm(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second aaren-collect on a work dir in use is refused with the first one's PID; the
+    first, sent SIGTERM while training, exits 143 saying how to resume, and writes no dataset."""
+    from aaren_rl.collect.collect import main as collect_main
+
+    work, h5 = tmp_path / "work", tmp_path / "h5"
+    args = [
+        "--env",
+        "hopper",
+        "--total-timesteps",
+        "1000000",
+        "--eval-every",
+        "1000000",
+        "--work-dir",
+        str(work),
+        "--no-minari",
+        "--hdf5-dir",
+        str(h5),
+        "--levels",
+        "random",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [PY, "-m", "aaren_rl.collect.collect", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not (work / "state.json").exists() and time.monotonic() < deadline:  # training
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.05)
+    try:
+        capsys.readouterr()
+        assert collect_main(args) == 2
+        err = capsys.readouterr().err
+        assert f"--work-dir {work} is in use by PID {proc.pid}" in err and "Traceback" not in err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "aaren-collect: terminated (SIGTERM); rerun the same command to resume" in err
+    assert "Traceback" not in err and not h5.exists()
+    assert not (tmp_path / ".work.lock").exists()
+
+
 def test_subprocess_disk_full_keeps_the_old_file(tmp_path: Path) -> None:
     """A write that hits the file-size limit (``ulimit -f``): exit 1, the path and what to do,
     and the previous version of the file intact (atomic writes)."""
@@ -1345,6 +1766,34 @@ def test_subprocess_disk_full_keeps_the_old_file(tmp_path: Path) -> None:
     assert "grew past the size limit" in p.stderr and "Traceback" not in p.stderr
     assert target.read_text() == '{"old": true}\n'
     assert [f.name for f in tmp_path.iterdir()] == ["results.json"]  # no temporary left
+
+
+def test_subprocess_hdf5_dataset_past_the_size_limit(tmp_path: Path) -> None:
+    """aaren-collect's D4RL writer on a disk that fills (``ulimit -f``): one line naming the
+    file, exit 1; no h5py traceback storm, no segfault, the previous file intact."""
+    target = tmp_path / "hopper-random.hdf5"
+    target.write_bytes(b"the previous dataset\n")
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        import numpy as np
+        from aaren_rl.cli import run_cli
+        from aaren_rl.envs.writers import write_d4rl_hdf5
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        g, n = np.random.default_rng(0), 20_000
+        arrays = {{"observations": g.random((n, 11), np.float32), "actions": g.random((n, 3),
+                  np.float32), "rewards": g.random(n, np.float32), "terminals": np.zeros(n, bool),
+                  "timeouts": np.zeros(n, bool)}}
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 18, 1 << 18))
+        sys.exit(run_cli("aaren-collect", lambda: write_d4rl_hdf5({str(target)!r}, arrays)))
+    """)
+    p = _sub(["-c", script])
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines() == [
+        f"aaren-collect: error: {target}: the file grew past the size limit (ulimit -f): "
+        "raise it and run again"
+    ], p.stderr[-2000:]
+    assert target.read_bytes() == b"the previous dataset\n"
+    assert [f.name for f in tmp_path.iterdir()] == [target.name]  # no temporary left
 
 
 def test_the_matrix_is_big_enough() -> None:

@@ -286,6 +286,11 @@ class TrainConfig:
             )
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ConfigError(f"--target-return must be a finite number, got {self.target_return}")
+        if self.memory_horizon is not None and self.backbone != "aaren":
+            raise ConfigError(  # the rule of aaren-eval and DecisionAgent.load (agents/base.py)
+                f"--memory-horizon is for --backbone aaren (a {self.backbone} acting "
+                "recurrently keeps its whole KV cache); drop it"
+            )
         if self.resume and self.run_dir is None:
             raise ConfigError("--resume needs --run-dir DIR: the run to continue")
 

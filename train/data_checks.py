@@ -9,6 +9,9 @@
   ``--episode-length`` steps; say so when the data holds longer episodes.
 - :func:`warn_target_return`: the return-to-go an episode starts from lies far above every
   episode's return in the data, where the model never saw it.
+- :func:`warn_degenerate_data`: observation columns that never change (or every observation
+  identical), values so large that normalisation squeezes the rest of their column to ~0,
+  returns far beyond what ``--return-scale`` brings near 1; each named.
 """
 
 from __future__ import annotations
@@ -21,10 +24,21 @@ import numpy as np
 
 from aaren_rl.errors import DatasetError
 
-__all__ = ["check_action_range", "dataset_fingerprint", "warn_long_episodes", "warn_target_return"]
+__all__ = [
+    "check_action_range",
+    "dataset_fingerprint",
+    "warn_degenerate_data",
+    "warn_long_episodes",
+    "warn_target_return",
+]
 
 # A target return this many times the data's best episode return gets a warning.
 TARGET_RETURN_WARN_RATIO = 2.0
+
+# |observation| beyond this: one outlier squeezes the rest of its column to ~0 once normalised.
+HUGE_OBSERVATION = 1e6
+# |return| / return_scale beyond this: the return-to-go input is far from the ~1 it is scaled to.
+HUGE_SCALED_RETURN = 1e3
 
 # float32 rounding of data written as exactly +-1 may land a hair outside.
 ACTION_TOLERANCE = 1e-4
@@ -99,3 +113,48 @@ def warn_target_return(dataset: Any, target: float) -> bool:
         file=sys.stderr,
     )
     return True
+
+
+def _columns(cols: np.ndarray) -> str:
+    shown = ", ".join(str(int(c)) for c in cols[:10])
+    return shown + (f", ... ({len(cols)} in all)" if len(cols) > 10 else "")
+
+
+def warn_degenerate_data(dataset: Any, return_scale: float) -> list[str]:
+    """Warn (stderr) about data that trains without error but cannot train well; returns the
+    warnings. Observation columns are named by index (0-based)."""
+    obs = np.concatenate([t.observations for t in dataset.trajectories]).reshape(
+        -1, dataset.obs_dim
+    )
+    warnings = []
+    constant = np.flatnonzero(np.ptp(obs, axis=0) == 0)
+    encoded = dataset.metadata.get("observation_nvec") is not None  # one-hot ids: expected
+    if len(constant) == obs.shape[1] and len(obs) > 1:
+        warnings.append(
+            f"every observation in {dataset.spec} is identical ({len(obs)} rows): the agent "
+            "cannot tell one state from another; check how the data was recorded"
+        )
+    elif len(constant) and not encoded:
+        warnings.append(
+            f"observation column(s) {_columns(constant)} of {dataset.spec} never change: they "
+            "carry no information (normalisation divides them by a small floor)"
+        )
+    peak = np.max(np.abs(obs), axis=0)
+    huge = np.flatnonzero(peak > HUGE_OBSERVATION)
+    if len(huge):
+        c = int(huge[np.argmax(peak[huge])])
+        warnings.append(
+            f"observation column(s) {_columns(huge)} of {dataset.spec} reach |x| up to "
+            f"{peak[c]:.3g} (column {c}): normalised by the column's std, a few outliers like "
+            "these squeeze every other value of the column to ~0; check for sentinel values"
+        )
+    best = float(np.max(np.abs(dataset.episode_returns)))
+    if best / return_scale > HUGE_SCALED_RETURN:
+        warnings.append(
+            f"episode returns in {dataset.spec} reach {best:.3g}, {best / return_scale:.3g} "
+            f"after --return-scale {return_scale:g}: raise --return-scale to about the largest "
+            "return (the return-to-go input is meant to be near 1)"
+        )
+    for w in warnings:
+        print(f"[aaren-rl] warning: {w}", file=sys.stderr)
+    return warnings

@@ -1,6 +1,9 @@
 """The run directory: checked before any work starts, created only once everything else is.
 
     config.json      the TrainConfig (``--resume`` takes the run's values from it)
+    dataset.json     where the data was: the spec as typed, the file's absolute path and
+                     sha256, the arrays' fingerprint (``--resume`` from another folder, or
+                     with the same data under another path, finds and checks it)
     metrics.jsonl    train/ and eval/ metrics, one JSON record per line
     checkpoint/      the latest checkpoint, swapped in atomically (``aaren_rl.fileio``):
                      model.safetensors + agent.json (the agent), trainer.json +
@@ -26,6 +29,10 @@ from aaren_rl.untrusted import check_dataclass_dict, check_env_id, read_json
 
 __all__ = [
     "CONFIG",
+    "DATASET_RECORD",
+    "dataset_file",
+    "read_dataset_record",
+    "write_dataset_record",
     "check_new_run_dir",
     "check_resumable",
     "create_run_dir",
@@ -34,6 +41,7 @@ __all__ = [
 ]
 
 CONFIG = "config.json"
+DATASET_RECORD = "dataset.json"
 CHECKPOINT = "checkpoint"
 # Model-size fields that sat at the top level of config.json before they moved into `model`.
 _LEGACY_MODEL_FIELDS = ("dim", "num_layers", "num_heads", "dropout")
@@ -121,3 +129,39 @@ def saved_train_config(run_dir: Path) -> TrainConfig:
     except ValueError as e:
         raise RunDirError(f"{run_dir / CONFIG} holds an invalid configuration: {e}") from e
     return cfg
+
+
+def dataset_file(spec: str) -> Path | None:
+    """The file a ``d4rl:PATH`` (or bare ``.hdf5``/``.h5``) spec names, absolute, if it exists
+    from here; None for other specs (Minari ids, demos, D4RL names in its cache)."""
+    scheme, sep, rest = spec.strip().partition(":")
+    path = rest if sep and scheme == "d4rl" else spec if spec.endswith((".hdf5", ".h5")) else None
+    if path is None or not Path(path).expanduser().is_file():
+        return None
+    return Path(path).expanduser().resolve()
+
+
+def write_dataset_record(run_dir: Path, spec: str, fingerprint: str) -> None:
+    """Record where the run's data is (see the module docstring)."""
+    from aaren_rl.fileio import sha256_file
+
+    path = dataset_file(spec)
+    record = {
+        "spec": spec,
+        "path": None if path is None else str(path),
+        "sha256": None if path is None else sha256_file(path),
+        "fingerprint": fingerprint,
+    }
+    atomic_write_json(run_dir / DATASET_RECORD, record)
+
+
+def read_dataset_record(run_dir: Path) -> dict[str, Any]:
+    """The run's dataset.json ({} for runs written before it existed, or if unreadable)."""
+    path = run_dir / DATASET_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        record = read_json(path, RunDirError)
+    except RunDirError:
+        return {}
+    return record if isinstance(record, dict) else {}

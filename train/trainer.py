@@ -38,13 +38,21 @@ from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.cpu import cpu_record, default_threads
 from aaren_rl.envs import get_env_spec, make_sampler
 from aaren_rl.envs.datasets import check_dataset_matches_env
-from aaren_rl.errors import AarenError, CheckpointError, ConfigError, DatasetError, RunDirError
-from aaren_rl.fileio import atomic_directory
+from aaren_rl.errors import (
+    AarenError,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    RunDirError,
+    TrainError,
+)
+from aaren_rl.fileio import DirLock, atomic_directory
 from aaren_rl.tracking import MetricsLog, WandbTracker
 from aaren_rl.train.config import TrainConfig, config_differences
 from aaren_rl.train.data_checks import (
     check_action_range,
     dataset_fingerprint,
+    warn_degenerate_data,
     warn_long_episodes,
     warn_target_return,
 )
@@ -55,7 +63,10 @@ from aaren_rl.train.run_dir import (
     check_new_run_dir,
     check_resumable,
     create_run_dir,
+    dataset_file,
+    read_dataset_record,
     read_saved_config,
+    write_dataset_record,
 )
 from aaren_rl.train.trainer_state import (
     has_trainer_state,
@@ -154,6 +165,7 @@ class Trainer:
         # count its checkpoint recorded: the count changes float rounding; aaren_rl/cpu.py)
         auto = cfg.threads is None and device.type == "cpu" and not ctx.enabled
         self.threads = default_threads() if auto else cfg.resolved_threads
+        self.lock: DirLock | None = None
 
     # ---- build: every check and every object; nothing is written ----
 
@@ -165,19 +177,43 @@ class Trainer:
             device = torch.device("cuda", ctx.local_rank)
         self = cls(cfg, ctx, device)
         torch.set_num_threads(self.threads)
-        if cfg.resume:
-            self._check_resume_config()
-        self._load_data()
-        self.run_dir = ctx.broadcast(cfg.run_dir or cfg.default_run_dir(self.env_spec.name))
-        if not cfg.resume:
-            self._on_main(check_new_run_dir, self.run_dir)
-        self._build_model()
+        try:  # the run directory is locked before it is checked: no two runs race for it
+            if cfg.resume:
+                self._lock(cfg.run_dir)
+                self._check_resume_config()
+            self._load_data()
+            self.run_dir = ctx.broadcast(cfg.run_dir or cfg.default_run_dir(self.env_spec.name))
+            if not cfg.resume:  # locked first: a run in progress is named as such
+                self._lock(self.run_dir)
+                self._on_main(check_new_run_dir, self.run_dir)
+            self._build_model()
+        except BaseException:
+            self.close_lock()
+            raise
         return self
+
+    def _lock(self, run_dir: Path | None) -> None:
+        """Hold ``run_dir``'s lock (rank 0) until :meth:`close`; refuse if another process
+        holds it ("in use by PID N")."""
+
+        def acquire() -> None:
+            self.lock = DirLock(run_dir, "--run-dir").acquire()
+
+        assert run_dir is not None
+        self._on_main(acquire)
+
+    def close_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _check_resume_config(self) -> None:
         assert self.cfg.run_dir is not None  # validate() refuses --resume without --run-dir
         self._on_main(check_resumable, self.cfg.run_dir)
         diffs = config_differences(read_saved_config(self.cfg.run_dir), self.cfg)
+        self.dataset_record = read_dataset_record(self.cfg.run_dir)
+        if self.dataset_record.get("fingerprint"):  # the same data under another path is
+            diffs = [d for d in diffs if not d.startswith("dataset:")]  # checked when loaded
         if diffs:
             raise RunDirError(
                 "--resume with a different configuration (start a new --run-dir instead): "
@@ -186,7 +222,17 @@ class Trainer:
 
     def _load_data(self) -> None:
         cfg = self.cfg
-        self.dataset = load_training_data(cfg.dataset, download=cfg.download)
+        try:
+            self.dataset = load_training_data(self._dataset_spec(), download=cfg.download)
+        except DatasetError as e:
+            record = getattr(self, "dataset_record", {})
+            if cfg.resume and record.get("path"):
+                e.add_note(
+                    f"the run was trained on {record['path']} (sha256 "
+                    f"{str(record.get('sha256'))[:16]}...): pass --dataset d4rl:PATH to that "
+                    "file or a copy of it"
+                )
+            raise
         env_name = cfg.env or self.dataset.env_id
         if env_name is None:
             raise DatasetError(
@@ -197,6 +243,7 @@ class Trainer:
         check_action_range(self.dataset)
         if self.ctx.is_main:
             warn_long_episodes(self.dataset, cfg.resolved_recipe, cfg.episode_length)
+            warn_degenerate_data(self.dataset, cfg.return_scale)
         self.fingerprint = dataset_fingerprint(self.dataset)
         self.target = (
             cfg.target_return if cfg.target_return is not None else self.env_spec.target_returns[0]
@@ -224,6 +271,25 @@ class Trainer:
             out = set(self.heldout)
             kept = [t for i, t in enumerate(ds.trajectories) if i not in out]
             self.train_data = dataclasses.replace(ds, trajectories=kept)
+
+    def _dataset_spec(self) -> str:
+        """The spec to load: ``--dataset``; on ``--resume`` from another folder, where a
+        relative path finds nothing, the absolute path the run recorded (its fingerprint is
+        checked against the checkpoint's before training goes on)."""
+        spec, record = self.cfg.dataset, getattr(self, "dataset_record", {})
+        recorded = record.get("path")
+        if (
+            self.cfg.resume
+            and recorded
+            and dataset_file(spec) is None
+            and spec == record.get("spec")
+        ):
+            if Path(recorded).is_file():
+                if self.ctx.is_main:
+                    print(f"[aaren-rl] {spec} is not found from here; using the run's "
+                          f"recorded {recorded}")  # fmt: skip
+                return f"d4rl:{recorded}"
+        return spec
 
     def _build_model(self) -> None:
         cfg, ds, rank_seed = self.cfg, self.dataset, self.cfg.seed + 7919 * self.ctx.rank
@@ -321,23 +387,40 @@ class Trainer:
         if self.cfg.resume and self.ctx.is_main:
             self.metrics_log.truncate_after(self.start_step)
         if self.cfg.track and self.ctx.is_main:
-            self.tracker = WandbTracker(
-                {
-                    **self.cfg.to_dict(),
-                    "model_params": self.model.num_parameters(),
-                    "dataset_spec": self.cfg.dataset,
-                    "dataset_fingerprint": self.fingerprint,
-                },
-                self.run_dir,
-                self.run_dir.name,
-                self.cfg.wandb_project,
-                self.cfg.wandb_entity,
-                self.cfg.wandb_group,
-                resume_id=self.wandb_id,
-            )
+            with self._new_run_dir_removed_on_failure():
+                self.tracker = self._tracker()
+
+    @contextmanager
+    def _new_run_dir_removed_on_failure(self) -> Iterator[None]:
+        """A new run that fails before its first step leaves no half-made run directory."""
+        try:
+            yield
+        except BaseException:
+            if not self.cfg.resume and checkpoint_step(self.ckpt_dir) is None:
+                import shutil
+
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _tracker(self) -> WandbTracker:
+        return WandbTracker(
+            {
+                **self.cfg.to_dict(),
+                "model_params": self.model.num_parameters(),
+                "dataset_spec": self.cfg.dataset,
+                "dataset_fingerprint": self.fingerprint,
+            },
+            self.run_dir,
+            self.run_dir.name,
+            self.cfg.wandb_project,
+            self.cfg.wandb_entity,
+            self.cfg.wandb_group,
+            resume_id=self.wandb_id,
+        )
 
     def _create_run_dir(self) -> None:
         create_run_dir(self.run_dir, self.cfg)
+        write_dataset_record(self.run_dir, self.cfg.dataset, self.fingerprint)
 
     def restore(self) -> None:
         """Load weights and trainer state; refuse a checkpoint that does not fit this run."""
@@ -463,6 +546,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self._check_finite(float(loss.detach()), float(grad_norm))  # before the weights change
         self.optimizer.step()
         self.scheduler.step()
         stats = StepStats(float(loss.detach()), float(grad_norm), time.perf_counter() - t0)
@@ -470,6 +554,28 @@ class Trainer:
         self.last_loss = stats.loss
         self._window.append(stats.loss)
         return stats
+
+    def _check_finite(self, loss: float, grad_norm: float) -> None:
+        """Stop at the first non-finite loss or gradient, before the optimiser step: the
+        weights stay as they were and nothing of this step is saved. (DDP averages the
+        gradients, so every rank sees the same gradient norm and stops at the same step.)"""
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return
+        step = self.start_step + len(self.step_times) + 1
+        cfg, ds = self.cfg, self.dataset
+        rtg = float(np.max(np.abs(ds.episode_returns))) if len(ds.episode_returns) else 0.0
+        obs = max(float(np.max(np.abs(t.observations), initial=0.0)) for t in ds.trajectories)
+        last = checkpoint_step(self.ckpt_dir)
+        kept = "no checkpoint was written" if last is None else f"the checkpoint of step {last}"
+        raise TrainError(
+            f"step {step}: the training loss is {loss} (gradient norm {grad_norm}), not a "
+            f"finite number; training stopped before this step changed the weights "
+            f"({kept} is untouched). Likely cause: the data's scale. The largest episode "
+            f"return is {rtg:.3g}, {rtg / cfg.return_scale:.3g} after --return-scale "
+            f"{cfg.return_scale:g} (keep it near 1-10: raise --return-scale or rescale the "
+            f"rewards); the largest |observation| is {obs:.3g}. Otherwise lower "
+            f"--learning-rate ({cfg.learning_rate:g})"
+        )
 
     def log_train(self, step: int, stats: StepStats) -> None:
         """Log the mean loss since the last log line (averaged over ranks)."""
@@ -671,9 +777,12 @@ class Trainer:
         return float(np.median(self.step_times)) if self.step_times else math.nan
 
     def close(self) -> None:
-        if self.tracker:
-            self.tracker.finish()
-        self.ctx.close()
+        try:
+            if self.tracker:
+                self.tracker.finish()
+            self.ctx.close()
+        finally:
+            self.close_lock()
 
 
 def _choice_metrics(choice: dict[str, Any]) -> dict[str, Any]:

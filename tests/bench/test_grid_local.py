@@ -65,3 +65,40 @@ def test_a_killed_grid_process_takes_its_running_workers_with_it() -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_sigterm_through_run_cli_stops_the_workers_at_once() -> None:
+    """A console script turns SIGTERM into an interrupt (aaren_rl.cli.run_cli): the grid
+    must not wait for its workers' runs to finish, and ends with exit 143."""
+    script = (
+        "import sys, time\n"
+        "from aaren_rl.bench.grid import GridOptions, run_grid\n"
+        "from aaren_rl.cli import run_cli\n"
+        "sys.exit(run_cli('aaren-bench', lambda: run_grid(time.sleep, [120],"
+        " GridOptions(executor='local', num_cpus=1)) and None))\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        deadline, workers = time.monotonic() + 60, []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [
+                k
+                for k in _children(parent.pid)
+                if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()
+            ]
+        assert workers, "the pool started no worker"
+        time.sleep(1.0)
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=30)  # not the 120 s of the worker's task
+        assert parent.returncode == 143, err
+        assert "aaren-bench: terminated (SIGTERM)" in err and "Traceback" not in err
+        deadline = time.monotonic() + 20
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "a worker outlived the grid process"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

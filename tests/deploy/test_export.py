@@ -202,11 +202,30 @@ def test_bad_flags_fail_before_any_work(tmp_path: Path, capsys, flags, message) 
     assert not out.exists()
 
 
-def test_out_that_is_a_directory_fails_before_any_work(tmp_path: Path, capsys) -> None:
-    assert main(["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "--out" in err and "directory" in err
-    assert list(tmp_path.iterdir()) == []  # nothing written beside it
+def test_out_that_is_a_directory_gets_policy_onnx_inside(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--out DIR (existing) or --out new/ (a trailing slash) writes policy.onnx inside, never
+    a file named like the folder; a second export replaces its own file without --overwrite."""
+    ckpt = str(exported[0])
+    (tmp_path / "old").mkdir()
+    assert main(["--checkpoint", ckpt, "--out", str(tmp_path / "old"), "--no-verify"]) == 0
+    assert (tmp_path / "old" / "policy.onnx").is_file()
+    assert main(["--checkpoint", ckpt, "--out", f"{tmp_path / 'new'}/", "--no-verify"]) == 0
+    assert (tmp_path / "new" / "policy.onnx").is_file()
+    assert main(["--checkpoint", ckpt, "--out", f"{tmp_path / 'new'}/", "--no-verify"]) == 0
+
+
+def test_an_unrelated_file_is_replaced_only_with_overwrite(
+    exported: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "p.onnx"
+    out.write_text("keep me\n")
+    assert main(["--checkpoint", str(exported[0]), "--out", str(out), "--no-verify"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep me\n"
+    args = ["--checkpoint", str(exported[0]), "--out", str(out), "--no-verify", "--overwrite"]
+    assert main(args) == 0
+    assert OnnxAgent(out).obs_dim == 11
 
 
 def test_opset_20_exports_the_same_policy(exported: tuple[Path, Path], tmp_path: Path) -> None:

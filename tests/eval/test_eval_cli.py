@@ -159,3 +159,17 @@ def test_memory_horizon_is_for_aaren(make_agent, tmp_path: Path, capsys):
     ckpt = make_agent("transformer").save(tmp_path / "tf")
     assert main(["--checkpoint", str(ckpt), "--memory-horizon", "5", *FAST]) == 2
     assert "--memory-horizon is for Aaren checkpoints" in _err(capsys)
+
+
+def test_json_replaces_its_own_results_but_not_other_files(checkpoint: Path, tmp_path: Path):
+    """An earlier aaren-eval JSON is replaced; any other existing file needs --overwrite."""
+    out = tmp_path / "res.json"
+    args = ["--checkpoint", str(checkpoint), "--episodes", "1", "--json", str(out), *FAST]
+    assert main(args) == 0
+    assert main([*args, "--seed", "3"]) == 0  # its own file: replaced
+    assert json.loads(out.read_text())["seeds"] == [3]
+    out.write_text('{"mine": 1}\n')
+    assert main(args) == 2
+    assert out.read_text() == '{"mine": 1}\n'
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads(out.read_text())["seeds"] == [0]

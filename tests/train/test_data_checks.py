@@ -36,3 +36,50 @@ def test_a_target_within_reach_of_the_data_is_quiet(
 def test_data_without_a_positive_return_gives_no_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     assert not warn_target_return(_dataset(-150.0, -20.0), 6000.0)
     assert capsys.readouterr().err == ""
+
+
+# ---- degenerate data: trains without an error, cannot train well: warned, column named ----
+
+
+def _loaded(tmp_path, edit) -> object:
+    import sys
+
+    from aaren_rl.envs import load_dataset
+
+    conftest = sys.modules["tests.conftest"]
+    arrays = conftest.synthetic_arrays()
+    edit(arrays)
+    return load_dataset(f"d4rl:{conftest.write_h5(tmp_path / 'd.hdf5', arrays)}")
+
+
+def _set(key: str, index: object, value: float):
+    def edit(arrays: dict) -> None:
+        arrays[key][index] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_set("observations", (slice(None), 4), 2.5), r"observation column\(s\) 4 of .* never change"),
+        (_set("observations", (slice(None), slice(None)), 1.0), r"every observation in .* is identical"),
+        (_set("observations", (3, 7), 3e38), r"column\(s\) 7 of .* reach \|x\| up to 3e\+38"),
+        (_set("rewards", slice(None), 1e9), r"episode returns in .* reach .*raise --return-scale"),
+    ],
+)  # fmt: skip
+def test_degenerate_data_is_named(tmp_path, capsys, edit, message) -> None:
+    import re
+
+    from aaren_rl.train.data_checks import warn_degenerate_data
+
+    warnings = warn_degenerate_data(_loaded(tmp_path, edit), return_scale=1000.0)
+    assert len(warnings) == 1 and re.search(message, warnings[0]), warnings
+    assert capsys.readouterr().err.count("[aaren-rl] warning:") == 1
+
+
+def test_ordinary_data_is_quiet(tmp_path, capsys) -> None:
+    from aaren_rl.train.data_checks import warn_degenerate_data
+
+    assert warn_degenerate_data(_loaded(tmp_path, lambda a: None), return_scale=1000.0) == []
+    assert capsys.readouterr().err == ""

@@ -34,10 +34,29 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         f["terminals"], f["timeouts"] = ends, np.zeros(n, bool)
         f.attrs["env_id"] = "Hopper-v5"
     run = root / "run"
-    args = ["--dataset", f"d4rl:{data}", "--steps", "10", "--checkpoint-every", "10",
-            "--log-every", "5", "--eval-episodes", "0", "--run-dir", str(run),
-            "--recipe", "window", "--context-length", "8", "--batch-size", "4",
-            "--memory-horizon", "0", *TINY]  # fmt: skip  (4 episodes: none to hold out)
+    args = [
+        "--dataset",
+        f"d4rl:{data}",
+        "--steps",
+        "10",
+        "--checkpoint-every",
+        "10",
+        "--log-every",
+        "5",
+        "--eval-episodes",
+        "0",
+        "--run-dir",
+        str(run),
+        "--recipe",
+        "window",
+        "--context-length",
+        "8",
+        "--batch-size",
+        "4",
+        "--memory-horizon",
+        "0",
+        *TINY,
+    ]  # fmt: skip  (4 episodes: none to hold out)
     assert main(args) == 0
     return run, data
 
