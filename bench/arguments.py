@@ -21,9 +21,10 @@ __all__ = ["MAY_BE_ZERO", "check_bench_args"]
 
 MAY_BE_ZERO = frozenset(
     {"seed", "seeds", "eval_episodes", "horizons", "horizon_candidates", "warmup",
-     "warmup_steps", "compile_max_k", "sequential_max_t", "full_window_max"}
+     "warmup_steps", "compile_max_k", "sequential_max_t", "full_window_max", "loads"}
 )  # fmt: skip
-"""Integer fields where 0 means something (a seed, "no scoring", "the whole episode")."""
+"""Integer fields where 0 means something (a seed, "no scoring", "the whole episode", "no
+busy process")."""
 
 SIZES = frozenset(
     {"obs_dim", "act_dim", "dim", "lengths", "sequences", "chunks", "context_length",
