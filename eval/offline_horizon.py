@@ -9,18 +9,20 @@ dataset (``aaren-train --horizon-selection offline``, the default):
 2. After training, every candidate horizon H is scored on those episodes by
    :func:`offline_action_errors`: the model runs *recurrently* over each held-out episode
    with horizon H, exactly as it acts (``FusedAarenPolicy``), reading the dataset's
-   observations and returns-to-go, and its actions are compared with the dataset's (mean
-   squared error per action dimension, averaged over each episode's steps, then over the
-   scored episodes).
+   observations, and its actions are compared with the dataset's (mean squared error per
+   action dimension, averaged over each episode's steps, then over the scored episodes).
 3. The horizon with the lowest error wins (ties: the earlier candidate).
 
-Two ways of feeding the action tokens are measured, both recorded:
+Three replays are measured and recorded (the criterion picks the one that decides):
 
-- ``own-actions`` (the criterion): the model reads *its own* previous actions, as when acting.
-  Teacher forcing the actions lets a model that copies its last action look good; acting
-  never gets the dataset's actions, so this keeps the one input offline data can give
-  (states, returns) and the one acting gives (its own actions).
-- ``teacher-forced``: the dataset's previous actions (the training objective on unseen data).
+- ``target-return`` (aaren-train's default): the model reads *its own* previous actions and
+  the return-to-go the agent sees when acting (the target return less the rewards so far):
+  acting replayed on the data's states.
+- ``own-actions``: its own previous actions, the episode's own returns-to-go. Teacher forcing
+  the actions would let a model that copies its last action look good; acting never gets
+  the dataset's actions.
+- ``teacher-forced``: the dataset's previous actions and returns-to-go (the training
+  objective on unseen data).
 
 Only the held-out episodes with the higher returns are scored (``TOP_SHARE``, at least one):
 the agent is asked for a high target return, so the behaviour to reproduce is that of the
@@ -233,7 +235,8 @@ def choose_memory_horizon_offline(
         heldout: indices of the held-out episodes (:func:`heldout_episodes`).
         return_scale: as the agent's.
         candidates: horizons to try (0: the whole episode), at least one.
-        criterion: which error decides: ``own-actions`` or ``teacher-forced``.
+        criterion: which error decides (``OFFLINE_CRITERIA``; ``target-return`` needs
+            ``target_return``).
         state_mean, state_std: the agent's normalisation (default: the dataset's).
         target_return: the return the agent is asked for; the ``target-return`` criterion
             (own actions, conditioned on it as when acting) is scored only with it.
