@@ -81,7 +81,11 @@ def _offline(ckpt: Path, meta: dict[str, Any], env_scores: dict[int, float],
     picks, and the env score of its pick (None without held-out episodes)."""
     from aaren_rl.agents import DecisionAgent
     from aaren_rl.envs import load_dataset
-    from aaren_rl.eval.offline_horizon import offline_action_errors, top_return_episodes
+    from aaren_rl.eval.offline_horizon import (
+        OFFLINE_CRITERIA,
+        offline_action_errors,
+        top_return_episodes,
+    )
 
     heldout = (meta.get("horizon_selection") or {}).get("heldout_episodes") or []
     if not heldout or not env_scores:
@@ -94,10 +98,12 @@ def _offline(ckpt: Path, meta: dict[str, Any], env_scores: dict[int, float],
     errors: dict[str, dict[str, float]] = {}
     for scope, episodes in scopes.items():
         trajs = [ds.trajectories[i] for i in episodes]
-        for crit in ("own-actions", "teacher-forced"):
+        for crit in OFFLINE_CRITERIA:
+            target = agent.target_return if crit == "target-return" else None
             errors[f"{crit}, {scope}"] = {
                 str(h): float(offline_action_errors(agent.model, trajs, agent.state_mean,
-                              agent.state_std, agent.return_scale, h, crit == "teacher-forced").mean())
+                              agent.state_std, agent.return_scale, h, crit == "teacher-forced",
+                              target).mean())
                 for h in env_scores
             }  # fmt: skip
     picks = {name: int(min(e, key=e.get)) for name, e in errors.items()}

@@ -155,7 +155,7 @@ class ReturnsConfig:
     holdout_fraction: float = HOLDOUT_FRACTION
     """Offline selection: the share of episodes each Aaren run holds out (at least 5, at most
     a fifth)."""
-    offline_criterion: Literal["own-actions", "teacher-forced"] = "own-actions"
+    offline_criterion: Literal["own-actions", "teacher-forced", "target-return"] = "target-return"
     """Offline selection: the action error that decides (aaren-train --offline-criterion)."""
     eval_envs: int = 10
     """Environments stepped in lockstep per evaluation (batched agent calls). Episode i has seed
@@ -417,6 +417,7 @@ def _offline_choice(spec: RunSpec, ckpt: Path, data: dict[str, Any]) -> dict[str
         spec.cfg.offline_criterion,
         agent.state_mean,
         agent.state_std,
+        agent.target_return,
     ).to_dict()
 
 

@@ -9,18 +9,20 @@ dataset (``aaren-train --horizon-selection offline``, the default):
 2. After training, every candidate horizon H is scored on those episodes by
    :func:`offline_action_errors`: the model runs *recurrently* over each held-out episode
    with horizon H, exactly as it acts (``FusedAarenPolicy``), reading the dataset's
-   observations and returns-to-go, and its actions are compared with the dataset's (mean
-   squared error per action dimension, averaged over each episode's steps, then over the
-   scored episodes).
+   observations, and its actions are compared with the dataset's (mean squared error per
+   action dimension, averaged over each episode's steps, then over the scored episodes).
 3. The horizon with the lowest error wins (ties: the earlier candidate).
 
-Two ways of feeding the action tokens are measured, both recorded:
+Three replays are measured and recorded (the criterion picks the one that decides):
 
-- ``own-actions`` (the criterion): the model reads *its own* previous actions, as when acting.
-  Teacher forcing the actions lets a model that copies its last action look good; acting
-  never gets the dataset's actions, so this keeps the one input offline data can give
-  (states, returns) and the one acting gives (its own actions).
-- ``teacher-forced``: the dataset's previous actions (the training objective on unseen data).
+- ``target-return`` (aaren-train's default): the model reads *its own* previous actions and
+  the return-to-go the agent sees when acting (the target return less the rewards so far):
+  acting replayed on the data's states.
+- ``own-actions``: its own previous actions, the episode's own returns-to-go. Teacher forcing
+  the actions would let a model that copies its last action look good; acting never gets
+  the dataset's actions.
+- ``teacher-forced``: the dataset's previous actions and returns-to-go (the training
+  objective on unseen data).
 
 Only the held-out episodes with the higher returns are scored (``TOP_SHARE``, at least one):
 the agent is asked for a high target return, so the behaviour to reproduce is that of the
@@ -49,6 +51,7 @@ __all__ = [
     "choose_memory_horizon_offline",
     "heldout_episodes",
     "offline_action_errors",
+    "offline_step_errors",
     "top_return_episodes",
 ]
 
@@ -60,7 +63,7 @@ HOLDOUT_MAX_SHARE = 0.2
 """Never hold out more than a fifth of the episodes, whatever the fraction and minimum say."""
 TOP_SHARE = 0.5
 """The share of held-out episodes scored: those with the highest returns (at least one)."""
-OFFLINE_CRITERIA = ("own-actions", "teacher-forced")
+OFFLINE_CRITERIA = ("own-actions", "teacher-forced", "target-return")
 _SPLIT_STREAM = 29_000_000  # keeps the split's generator apart from every other seeded stream
 
 
@@ -92,8 +95,11 @@ def heldout_episodes(num_episodes: int, seed: int, fraction: float = HOLDOUT_FRA
 
 
 def _padded(trajectories: list[Any], state_mean: np.ndarray, state_std: np.ndarray,
-            return_scale: float, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """(obs, rtg, actions, valid) of the episodes, right-padded to the longest: (B, T, ...)."""
+            return_scale: float, device: torch.device, dtype: torch.dtype,
+            target_return: float | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """(obs, rtg, actions, valid) of the episodes, right-padded to the longest: (B, T, ...).
+    With ``target_return``, the return-to-go is the target less the rewards so far (as the
+    agent computes it), not the episode's own."""
     b, t = len(trajectories), max(len(tr) for tr in trajectories)
     obs = np.zeros((b, t, trajectories[0].observations.shape[1]), np.float64)
     act = np.zeros((b, t, trajectories[0].actions.shape[1]), np.float64)
@@ -101,12 +107,16 @@ def _padded(trajectories: list[Any], state_mean: np.ndarray, state_std: np.ndarr
     for i, tr in enumerate(trajectories):
         n = len(tr)
         obs[i, :n] = (tr.observations - state_mean) / state_std
-        act[i, :n], rtg[i, :n, 0], valid[i, :n] = tr.actions, tr.returns_to_go / return_scale, True
+        own = tr.returns_to_go
+        if target_return is not None:
+            own = target_return - np.concatenate(
+                [[0.0], np.cumsum(tr.rewards, dtype=np.float64)[:-1]]
+            )
+        act[i, :n], rtg[i, :n, 0], valid[i, :n] = tr.actions, own / return_scale, True
     as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     return as_t(obs), as_t(rtg), as_t(act), torch.as_tensor(valid, device=device)
 
 
-@torch.no_grad()
 def offline_action_errors(
     model: Any,
     trajectories: list[Any],
@@ -115,6 +125,7 @@ def offline_action_errors(
     return_scale: float,
     memory_horizon: int,
     teacher_forced: bool = False,
+    target_return: float | None = None,
 ) -> np.ndarray:
     """Per episode, the mean squared action error of the model acting recurrently with
     ``memory_horizon`` over the episode's observations and returns-to-go.
@@ -125,28 +136,48 @@ def offline_action_errors(
         state_mean, state_std, return_scale: the agent's normalisation.
         memory_horizon: H (0: the whole episode), as ``DecisionAgent(memory_horizon=H)``.
         teacher_forced: feed the dataset's previous actions instead of the model's own.
+        target_return: condition on this return, lowered by the rewards received, as the
+            agent acts (None: the dataset's own returns-to-go).
 
     Returns:
         (len(trajectories),) float64: each episode's squared error per action dimension,
         averaged over its steps.
     """
+    errors = offline_step_errors(model, trajectories, state_mean, state_std, return_scale,
+                                 memory_horizon, teacher_forced, target_return)  # fmt: skip
+    return np.nanmean(errors, axis=1)
+
+
+@torch.no_grad()
+def offline_step_errors(
+    model: Any,
+    trajectories: list[Any],
+    state_mean: np.ndarray,
+    state_std: np.ndarray,
+    return_scale: float,
+    memory_horizon: int,
+    teacher_forced: bool = False,
+    target_return: float | None = None,
+) -> np.ndarray:
+    """(episodes, longest episode) float64: the squared action error per action dimension at
+    every step (NaN after an episode's end); arguments as :func:`offline_action_errors`."""
     from aaren_rl.aaren_policy.fused import FusedAarenPolicy
 
     policy = FusedAarenPolicy(model, memory_horizon)  # a copy of the weights, in eval mode
     device, dtype = policy.emb_w.device, policy.emb_w.dtype
-    obs, rtg, act, valid = _padded(trajectories, state_mean, state_std, return_scale, device, dtype)
+    obs, rtg, act, valid = _padded(trajectories, state_mean, state_std, return_scale, device, dtype,
+                                   target_return)  # fmt: skip
     b, t = valid.shape
     state = policy.init_state(b, device)
-    err = torch.zeros(b, dtype=torch.float64, device=device)
+    err = torch.full((b, t), math.nan, dtype=torch.float64, device=device)
     for step in range(t):
         timestep = torch.full((b,), step, dtype=torch.long, device=device)
         action, state = policy(obs[:, step], rtg[:, step], timestep, state)
         sq = ((action.double() - act[:, step].double()) ** 2).mean(-1)
-        err += torch.where(valid[:, step], sq, torch.zeros_like(sq))
+        err[:, step] = torch.where(valid[:, step], sq, torch.full_like(sq, math.nan))
         if teacher_forced:  # the next call reads the dataset's action as a_t
             state = state._replace(action=act[:, step])
-    lengths = valid.sum(1).to(torch.float64)
-    return (err / lengths).cpu().numpy()
+    return err.cpu().numpy()
 
 
 def top_return_episodes(dataset: Any, heldout: list[int]) -> list[int]:
@@ -194,6 +225,7 @@ def choose_memory_horizon_offline(
     criterion: str = "own-actions",
     state_mean: np.ndarray | None = None,
     state_std: np.ndarray | None = None,
+    target_return: float | None = None,
 ) -> OfflineHorizonChoice:
     """Score each candidate H on the higher-return held-out episodes; keep the lowest error.
 
@@ -203,8 +235,11 @@ def choose_memory_horizon_offline(
         heldout: indices of the held-out episodes (:func:`heldout_episodes`).
         return_scale: as the agent's.
         candidates: horizons to try (0: the whole episode), at least one.
-        criterion: which error decides: ``own-actions`` or ``teacher-forced``.
+        criterion: which error decides (``OFFLINE_CRITERIA``; ``target-return`` needs
+            ``target_return``).
         state_mean, state_std: the agent's normalisation (default: the dataset's).
+        target_return: the return the agent is asked for; the ``target-return`` criterion
+            (own actions, conditioned on it as when acting) is scored only with it.
     """
     from aaren_rl.eval.horizon import check_horizon_candidates
 
@@ -217,14 +252,17 @@ def choose_memory_horizon_offline(
     trajs = [dataset.trajectories[i] for i in scored]
     mean = dataset.state_mean if state_mean is None else state_mean
     std = dataset.state_std if state_std is None else state_std
-    errors: dict[str, dict[int, float]] = {c: {} for c in OFFLINE_CRITERIA}
+    criteria = [c for c in OFFLINE_CRITERIA if c != "target-return" or target_return is not None]
+    if criterion not in criteria:
+        raise ConfigError(f"offline criterion {criterion!r} needs the target return")
+    errors: dict[str, dict[int, float]] = {c: {} for c in criteria}
     was_training = model.training
     try:
         for h in dict.fromkeys(candidates):
-            for c in OFFLINE_CRITERIA:
-                e = offline_action_errors(
-                    model, trajs, mean, std, return_scale, h, teacher_forced=c == "teacher-forced"
-                )
+            for c in criteria:
+                target = target_return if c == "target-return" else None
+                e = offline_action_errors(model, trajs, mean, std, return_scale, h,
+                                          c == "teacher-forced", target)  # fmt: skip
                 errors[c][h] = float(e.mean())
     finally:
         model.train(was_training)

@@ -206,10 +206,12 @@ class TrainConfig:
     holdout_fraction: float = HOLDOUT_FRACTION
     """Offline horizon selection: the share of episodes held out of training (at least 5,
     at most a fifth of the dataset's)."""
-    offline_criterion: Literal["own-actions", "teacher-forced"] = "own-actions"
-    """Offline horizon selection: own-actions (the model reads its own previous actions, as
-    when acting) or teacher-forced (the dataset's) when scoring the held-out episodes. Both
-    errors are logged; this one decides."""
+    offline_criterion: Literal["own-actions", "teacher-forced", "target-return"] = "target-return"
+    """Offline horizon selection: how the held-out episodes are replayed when scoring.
+    own-actions: the model reads its own previous actions, as when acting, and the episode's
+    returns-to-go; teacher-forced: the dataset's previous actions; target-return: its own
+    actions, conditioned on the target return less the rewards so far, as the agent acts.
+    All are logged; this one decides."""
     checkpoint_every: int = 1000
     """Write the checkpoint (atomically) every N steps, and at the end."""
     log_every: int = 50

@@ -756,6 +756,7 @@ class Trainer:
             self.cfg.return_scale,
             self.cfg.horizon_candidates,
             self.cfg.offline_criterion,
+            target_return=self.target,  # the return the agent acts for
         ).to_dict()
 
     def _online_choice(self) -> dict[str, Any]:

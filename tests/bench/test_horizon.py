@@ -55,7 +55,9 @@ def test_offline_criteria_beside_the_env_scores(tiny_hopper_dataset: Path, tmp_p
     meta = json.loads((run / "checkpoint" / "agent.json").read_text())
     assert row["heldout_episodes"] == meta["horizon_selection"]["heldout_episodes"]
     assert set(row["action_errors"]) == {
-        f"{c}, {s}" for c in ("own-actions", "teacher-forced") for s in ("top", "all")
+        f"{c}, {s}"
+        for c in ("own-actions", "teacher-forced", "target-return")
+        for s in ("top", "all")
     }
     env = {r["memory_horizon"]: r["normalized_mean"] for r in data["records"]}
     for name, errs in row["action_errors"].items():

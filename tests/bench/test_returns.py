@@ -154,7 +154,7 @@ def test_aaren_acts_with_a_chosen_memory_horizon_and_over_the_whole_episode(
     choice = rec["horizon_choice"]
     assert rec["horizon_selection"] == choice["selection"] == "offline"
     assert rec["memory_horizon"] == choice["memory_horizon"] in (0, 3)
-    assert choice["action_errors"].keys() == {"0", "3"} and choice["criterion"] == "own-actions"
+    assert choice["action_errors"].keys() == {"0", "3"} and choice["criterion"] == "target-return"
     held = json.loads((spec.run_dir / "checkpoint" / "agent.json").read_text())
     assert choice["heldout_episodes"] == held["horizon_selection"]["heldout_episodes"]
     assert len(choice["heldout_episodes"]) == 2 and len(choice["scored_episodes"]) == 1

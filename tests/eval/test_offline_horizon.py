@@ -134,6 +134,29 @@ def test_the_lowest_error_wins_on_the_higher_return_held_out_episodes() -> None:
     assert tf.memory_horizon == min(tf_errs, key=tf_errs.get)
 
 
+def test_target_return_conditions_as_the_agent_does() -> None:
+    """target-return: R_t = target - rewards so far, as DecisionAgent computes it. With the
+    episode's own return as the target that is the episode's return-to-go: the same errors."""
+    ds, model = _dataset((9, 6)), _model()
+    for tr in ds.trajectories:
+        own = offline_action_errors(model, [tr], ds.state_mean, ds.state_std, SCALE, 3)
+        as_target = offline_action_errors(model, [tr], ds.state_mean, ds.state_std, SCALE, 3,
+                                          target_return=tr.episode_return)  # fmt: skip
+        np.testing.assert_allclose(as_target, own, rtol=1e-5)
+        higher = offline_action_errors(model, [tr], ds.state_mean, ds.state_std, SCALE, 3,
+                                       target_return=tr.episode_return + 50)  # fmt: skip
+        assert abs(higher[0] - own[0]) > 1e-6
+    choice = choose_memory_horizon_offline(model, ds, [0, 1], SCALE, (0, 2), "target-return",
+                                           target_return=40.0)  # fmt: skip
+    assert set(choice.errors) == {"own-actions", "teacher-forced", "target-return"}
+    errs = choice.errors["target-return"]
+    assert choice.memory_horizon == min(errs, key=errs.get)
+    assert set(choose_memory_horizon_offline(model, ds, [0, 1], SCALE, (0,)).errors) == {
+        "own-actions", "teacher-forced"}  # fmt: skip
+    with pytest.raises(ConfigError, match="needs the target return"):
+        choose_memory_horizon_offline(model, ds, [0, 1], SCALE, (0,), "target-return")
+
+
 def test_ties_go_to_the_earlier_candidate() -> None:
     ds, model = _dataset((5, 5, 5)), _model()
     choice = choose_memory_horizon_offline(model, ds, [1], SCALE, (7, 7))

@@ -59,7 +59,7 @@ def test_smoke_each_backbone_with_wandb_offline(
         assert [r["step"] for r in chosen] == [20]
         assert meta["memory_horizon"] == chosen[0]["offline/memory_horizon"] in (0, 10, 20, 40)
         keys = {f"offline/{c}_action_error_h{h}" for h in (0, 10, 20, 40)
-                for c in ("own-actions", "teacher-forced")}  # fmt: skip
+                for c in ("own-actions", "teacher-forced", "target-return")}  # fmt: skip
         assert keys <= set(chosen[0])
         record = meta["horizon_selection"]
         assert record["selection"] == "offline"  # 12 episodes: a fifth, 2, held out by seed 0
