@@ -5,6 +5,11 @@ update's direction and clear errors for bad flags."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -164,3 +169,50 @@ def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys) -> 
     (taken / "x").mkdir(parents=True)
     assert main(["--checkpoint", ckpt, "--run-dir", str(taken)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def _checkpoint_env_steps(run_dir: Path) -> int:
+    try:
+        meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
+        return int(meta["finetune"]["env_steps"])
+    except (OSError, ValueError, KeyError):  # not written yet, or mid-swap
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_is_bit_identical(offline, tmp_path: Path) -> None:
+    args = ["--checkpoint", offline["aaren"], "--env-steps", 300, "--num-envs", 2]
+    args += [
+        "--max-episode-steps",
+        40,
+        "--replay-size",
+        20,
+        "--batch-size",
+        8,
+        "--episode-length",
+        40,
+    ]
+    args += ["--eval-episodes", 0, "--checkpoint-every", 40, "--warmup-steps", 10, "--threads", 1]
+    args = [str(a) for a in [*args, "--no-progress"]]
+    assert main([*args, "--run-dir", str(tmp_path / "straight")]) == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "aaren_rl.train.finetune_cli", *args, "--run-dir", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _checkpoint_env_steps(killed) < 100 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = _checkpoint_env_steps(killed)
+    assert 0 < stopped_at < 300, "the run was not stopped mid-way"
+    # Only --run-dir and --resume: the rest comes from the run's config.json.
+    assert main(["--run-dir", str(killed), "--resume", "--no-progress"]) == 0
+    for name in ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors"):
+        a = load_file(str(tmp_path / "straight" / "checkpoint" / name))
+        b = load_file(str(killed / "checkpoint" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    online = [
+        [(r["step"], r.get("train/loss")) for r in map(json.loads, (d / "metrics.jsonl").open())]
+        for d in (tmp_path / "straight", killed)
+    ]
+    assert online[0] == online[1]
