@@ -216,3 +216,31 @@ def test_kill_9_and_resume_is_bit_identical(offline, tmp_path: Path) -> None:
         for d in (tmp_path / "straight", killed)
     ]
     assert online[0] == online[1]
+
+
+def test_discrete_actions_finetune_on_the_tmaze(tmp_path: Path) -> None:
+    from aaren_rl.collect.scripted import collect_arrays
+    from aaren_rl.envs.writers import write_d4rl_hdf5
+
+    data = tmp_path / "tmaze.hdf5"
+    write_d4rl_hdf5(
+        data,
+        collect_arrays("tmaze-8", "medium", episodes=40, seed=0),
+        {"env_id": "aaren/PassiveTMaze-L8-v0"},
+    )
+    cfg = TrainConfig(
+        dataset=f"d4rl:{data}", steps=10, return_scale=1.0, model=BackboneConfig(dim=16, num_layers=1),
+        threads=1, eval_episodes=0, progress=False, run_dir=tmp_path / "offline",
+    )  # fmt: skip
+    ckpt = train(cfg).run_dir / "checkpoint"
+    result = finetune(
+        _cfg(ckpt, tmp_path / "ft", env_steps=100, max_episode_steps=None, target_entropy=None)
+    )
+    s = result.summary
+    assert s["env_steps"] >= 100 and s["updates"] > 0 and s["final_eval"]["episodes"] == 2
+    assert not (tmp_path / "ft" / "checkpoint" / "log_std_head.safetensors").exists()
+    records = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    entropy = [r["train/entropy"] for r in records if "train/entropy" in r]
+    assert entropy and all(0 <= h <= np.log(4) + 1e-6 for h in entropy)  # exact, 4 actions
+    agent = DecisionAgent.load(tmp_path / "ft" / "checkpoint")
+    assert agent.model.config.discrete
