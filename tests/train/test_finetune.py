@@ -71,9 +71,13 @@ def _cfg(checkpoint: Path, run_dir: Path, **kw) -> FinetuneConfig:
 
 @pytest.mark.parametrize("backbone", ["aaren", "transformer"])
 def test_finetune_collects_trains_and_writes_a_checkpoint(
-    offline, tmp_path: Path, backbone: str
+    offline, tmp_path: Path, backbone: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = finetune(_cfg(offline[backbone], tmp_path / "ft"))
+    track = backbone == "transformer"  # W&B (offline mode) on one of the two runs
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    result = finetune(_cfg(offline[backbone], tmp_path / "ft", track=track))
     s, ckpt = result.summary, tmp_path / "ft" / "checkpoint"
     assert s["backbone"] == backbone and s["mode"] == (
         "recurrent" if backbone == "aaren" else "window"
@@ -102,6 +106,9 @@ def test_finetune_collects_trains_and_writes_a_checkpoint(
     agent = DecisionAgent.load(ckpt)
     agent.reset(1)
     assert agent.predict(np.zeros((1, 11), np.float32)).shape == (1, 3)
+    if track:
+        runs = list((tmp_path / "ft" / "wandb").glob("offline-run-*"))
+        assert runs and list(runs[0].glob("*.wandb")), "W&B offline run missing"
     before, after = (
         load_file(str(offline[backbone] / "model.safetensors")),
         load_file(str(ckpt / "model.safetensors")),
