@@ -46,7 +46,7 @@ from aaren_rl.agents import DecisionAgent
 from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.agents.sampling_agent import SamplingAgent
 from aaren_rl.envs import EnvSpec, Trajectory, get_env_spec, load_dataset, make_env
-from aaren_rl.errors import CheckpointError, ConfigError, DatasetError, RunDirError
+from aaren_rl.errors import CheckpointError, ConfigError, DatasetError, EnvError, RunDirError
 from aaren_rl.fileio import atomic_directory, atomic_write_json
 from aaren_rl.train.finetune_config import FinetuneConfig, finetune_config_differences
 from aaren_rl.train.replay import ReplayBuffer, make_trajectory
@@ -162,6 +162,7 @@ class Finetuner:
         model, meta, source = _load_source(cfg, device)
         self.meta, self.source = meta, source
         self.env_spec: EnvSpec = get_env_spec(cfg.env or meta.get("env_id") or "")
+        _check_env_fits(self.env_spec, model)
         self.eval_target = float(
             cfg.eval_target_return if cfg.eval_target_return is not None else meta["target_return"]
         )
@@ -493,6 +494,21 @@ class Finetuner:
         if not (self.ckpt_dir / "trainer.json").is_file():
             return f"no checkpoint was written yet: remove {self.run_dir} and start again"
         return f"continue with: aaren-finetune --resume --run-dir {self.run_dir}"
+
+
+def _check_env_fits(spec: EnvSpec, model: DecisionModel) -> None:
+    """Refuse, before anything is written, an env whose spaces are not the model's."""
+    env = make_env(spec.gym_id)
+    try:
+        obs, act = env.observation_space.shape, env.action_space.shape
+    finally:
+        env.close()
+    want = ((model.config.obs_dim,), (model.config.act_dim,))
+    if (obs, act) != want:
+        raise EnvError(
+            f"{spec.gym_id} has observations {obs} and actions {act}; the checkpoint's model "
+            f"expects {want[0]} and {want[1]}: pass the --env it was trained for"
+        )
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, warmup: int) -> Any:

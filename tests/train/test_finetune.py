@@ -157,8 +157,9 @@ def test_temperature_moves_towards_the_entropy_target(
     assert not (tmp_path / "t").exists()  # build and update write nothing
 
 
-def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys) -> None:
+def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys, monkeypatch) -> None:
     ckpt = str(offline["aaren"])
+    monkeypatch.chdir(tmp_path)  # the default run directory is relative: runs/...
     cases = [
         ([], "--checkpoint is required"),
         (["--checkpoint", ckpt, "--num-envs", "0"], "--num-envs must be >= 1"),
@@ -166,12 +167,14 @@ def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys) -> 
         (["--checkpoint", ckpt, "--updates-per-env-step", "0"], "--updates-per-env-step"),
         (["--checkpoint", str(tmp_path / "nope")], "no checkpoint directory"),
         (["--resume"], "--resume needs --run-dir"),
+        (["--checkpoint", ckpt, "--env", "walker2d"], "pass the --env it was trained for"),
         (["--resume", "--run-dir", str(tmp_path / "none")], "nothing to resume"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was written
     taken = tmp_path / "taken"
     (taken / "x").mkdir(parents=True)
     assert main(["--checkpoint", ckpt, "--run-dir", str(taken)]) == 2
