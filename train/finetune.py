@@ -352,7 +352,8 @@ class Finetuner:
         return n
 
     def update(self) -> dict[str, float]:
-        """One gradient step of the policy and one of the temperature."""
+        """One gradient step of the policy and one of the temperature (``--objective
+        likelihood``), or one step of the offline loss on the mean (``mse``)."""
         t0 = time.perf_counter()
         self.policy.train()
         batch = self.sampler.sample().to(self.device)
@@ -363,16 +364,22 @@ class Finetuner:
         nll = -(logp * m).sum() / n
         ent = (entropy * m).sum() / n
         temperature = self.log_temperature.exp()
-        loss = nll - temperature.detach() * ent
+        if self.cfg.objective == "mse":  # the offline loss on the mean; log-std, T stay fixed
+            model = self.policy.model
+            preds = out.mean if model.config.discrete else torch.tanh(out.mean)
+            loss = model.action_loss(preds, batch.actions, batch.mask, reduction="sum")
+        else:
+            loss = nll - temperature.detach() * ent
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        temperature_loss = temperature * (ent.detach() - self.target_entropy)
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        temperature_loss.backward()
-        self.temperature_optimizer.step()
+        if self.cfg.objective == "likelihood":
+            temperature_loss = temperature * (ent.detach() - self.target_entropy)
+            self.temperature_optimizer.zero_grad(set_to_none=True)
+            temperature_loss.backward()
+            self.temperature_optimizer.step()
         self.counters.updates += 1
         self.counters.timing["update"] += time.perf_counter() - t0
         return {

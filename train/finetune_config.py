@@ -80,6 +80,11 @@ class FinetuneConfig:
     """Longest window of the episode recipe, in timesteps."""
     batch_size: int | None = None
     """Windows per gradient step. Default: 64 for window, 4 for episode (the offline ones)."""
+    objective: Literal["likelihood", "mse"] = "likelihood"
+    """likelihood: ODT's, -(log p(a) + T H) with the learned temperature. mse: the offline
+    loss on the mean only (tanh(mean) against the actions, summed over action dimensions;
+    cross-entropy for discrete actions); the log-std stays at --init-std (fixed exploration
+    noise) and the temperature is not used. A control for checkpoints trained with MSE."""
     learning_rate: float = 1e-4
     """AdamW learning rate (ODT)."""
     weight_decay: float = 5e-4

@@ -254,3 +254,15 @@ def test_discrete_actions_finetune_on_the_tmaze(tmp_path: Path) -> None:
     assert entropy and all(0 <= h <= np.log(4) + 1e-6 for h in entropy)  # exact, 4 actions
     agent = DecisionAgent.load(tmp_path / "ft" / "checkpoint")
     assert agent.model.config.discrete
+
+
+def test_mse_objective_trains_the_mean_only(offline, tmp_path: Path) -> None:
+    ft = Finetuner.build(_cfg(offline["transformer"], tmp_path / "m", objective="mse"))
+    head = {k: v.clone() for k, v in ft.policy.log_std_head.state_dict().items()}
+    mean_w = ft.policy.model.action_head[0].weight.detach().clone()
+    log_t = float(ft.log_temperature.detach())
+    for _ in range(2):
+        ft.update()
+    assert all(torch.equal(head[k], v) for k, v in ft.policy.log_std_head.state_dict().items())
+    assert float(ft.log_temperature.detach()) == log_t
+    assert not torch.equal(mean_w, ft.policy.model.action_head[0].weight.detach())
