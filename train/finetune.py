@@ -238,7 +238,11 @@ class Finetuner:
             )
 
     def _rebuild_sampler(self) -> None:
+        """Windows over the buffer's current contents (none yet: an empty buffer, --seed-
+        trajectories 0, gets its sampler with its first episodes, before any update)."""
         meta = self.meta
+        if not len(self.buffer):
+            return
         self.sampler = self.buffer.sampler(
             self.recipe,
             self.batch_rng,

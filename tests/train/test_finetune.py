@@ -256,6 +256,14 @@ def test_discrete_actions_finetune_on_the_tmaze(tmp_path: Path) -> None:
     assert agent.model.config.discrete
 
 
+def test_an_empty_buffer_fills_with_the_first_episodes(offline, tmp_path: Path) -> None:
+    ft = Finetuner.build(_cfg(offline["aaren"], tmp_path / "e", seed_trajectories=0))
+    assert len(ft.buffer) == 0
+    stats = ft.collect()
+    assert len(ft.buffer) == 2 and ft.buffer.num_transitions == stats.env_steps
+    assert all(np.isfinite(v) for v in ft.update().values())
+
+
 def test_mse_objective_trains_the_mean_only(offline, tmp_path: Path) -> None:
     ft = Finetuner.build(_cfg(offline["transformer"], tmp_path / "m", objective="mse"))
     head = {k: v.clone() for k, v in ft.policy.log_std_head.state_dict().items()}
