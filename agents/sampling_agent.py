@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aaren_rl.aaren_policy.stochastic import StochasticPolicy, tanh_gaussian_sample
+from aaren_rl.aaren_policy.stochastic import StochasticPolicy
 from aaren_rl.agents.decision_agent import DecisionAgent
 
 __all__ = ["SamplingAgent"]
@@ -91,7 +91,8 @@ class SamplingAgent(DecisionAgent):
             [rng.standard_normal(self.act_dim, dtype=np.float32) for rng in self._rngs]
         )
         noise_t = torch.from_numpy(noise).to(device=y.device, dtype=out.mean.dtype)
-        return tanh_gaussian_sample(out.mean, out.log_std, noise_t)[0]
+        # tanh_gaussian_sample's action without its log-density (not needed to act)
+        return torch.tanh(torch.addcmul(out.mean, torch.exp(out.log_std), noise_t))
 
     def _predict_fused(
         self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray

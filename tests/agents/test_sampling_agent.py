@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from aaren_rl.aaren_policy.stochastic import StochasticPolicy
+from aaren_rl.aaren_policy.stochastic import StochasticPolicy, tanh_gaussian_sample
 from aaren_rl.agents.sampling_agent import SamplingAgent
 
 
@@ -43,6 +43,23 @@ def _run(agent, obs: np.ndarray, seeds: list[int]) -> np.ndarray:
 @pytest.fixture
 def observations() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(7, 2, 11)).astype(np.float32)
+
+
+def test_actions_are_tanh_gaussian_samples_with_the_slot_noise(make_agent, observations) -> None:
+    agent = _agent(make_agent, "aaren", init_std=0.2)
+    agent.reset(2)
+    agent.begin_episode(0, 7)
+    agent.begin_episode(1, 8)
+    action = agent.predict(observations[0], None, np.ones(2, bool))
+    noise = np.stack(
+        [np.random.default_rng([0, s]).standard_normal(3, dtype=np.float32) for s in (7, 8)]
+    )
+    y, _ = agent.model.act_features(
+        torch.from_numpy(observations[0]), torch.full((2, 1), 3.6), torch.zeros(2, dtype=torch.long)
+    )
+    out = agent.policy.heads(y)
+    want = tanh_gaussian_sample(out.mean, out.log_std, torch.from_numpy(noise))[0]
+    np.testing.assert_allclose(action, want.detach().numpy(), atol=1e-5)
 
 
 def test_fused_sampling_step_equals_the_unfused_one(make_agent, observations) -> None:
