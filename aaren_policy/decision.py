@@ -214,7 +214,7 @@ class DecisionModel(nn.Module):
         state: tuple | None = None,
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple]:
-        """Parallel path over K timesteps (3K tokens).
+        """Parallel path over K timesteps (3K tokens): the head applied to :meth:`features`.
 
         Args:
             returns_to_go: (B, K, 1), already scaled.
@@ -230,6 +230,20 @@ class DecisionModel(nn.Module):
             ``(action_preds, state)``: (B, K, act_dim) predictions read at the state tokens,
             and the backbone state after all 3K tokens.
         """
+        y, state = self.features(returns_to_go, observations, actions, timesteps, state, mask)
+        return self.action_head(y), state  # read at s_t (logits when discrete)
+
+    def features(
+        self,
+        returns_to_go: torch.Tensor,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        timesteps: torch.Tensor,
+        state: tuple | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple]:
+        """:meth:`forward` without the action head: ``(y, state)``, y (B, K, dim) the backbone
+        output at the state tokens (what a stochastic head, e.g. a log-std, reads too)."""
         b, k, _ = observations.shape
         if returns_to_go.shape != (b, k, 1) or actions.shape != (b, k, self.config.act_dim):
             raise ValueError(
@@ -247,8 +261,7 @@ class DecisionModel(nn.Module):
         x = torch.stack([r, s, a], dim=2).reshape(b, 3 * k, -1)  # (B, 3K, d): R1 s1 a1 R2 ...
         token_mask = None if mask is None else mask.repeat_interleave(3, dim=1)  # (B, 3K)
         y, state = self.backbone(self._token(x), state, token_mask)
-        y = y.view(b, k, 3, -1)
-        return self.action_head(y[:, :, 1]), state  # read at s_t (logits when discrete)
+        return y.view(b, k, 3, -1)[:, :, 1], state  # (B, K, d) at s_t
 
     def action_loss(
         self,
@@ -315,11 +328,23 @@ class DecisionModel(nn.Module):
         Returns:
             ``(action, state)``: action (B, act_dim) in [-1, 1] (one-hot when ``discrete``).
         """
+        y, state = self.act_features(observation, returns_to_go, timestep, state)
+        return self.to_action(self.action_head(y)), state
+
+    def act_features(
+        self,
+        observation: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timestep: torch.Tensor,
+        state: tuple | None = None,
+    ) -> tuple[torch.Tensor, tuple]:
+        """:meth:`act` without the action head: ``(y, state)``, y (B, dim) the backbone
+        output at ``s_t``. The caller picks the action and feeds it with
+        :meth:`observe_action`."""
         time = self._time(timestep)
         _, state = self.backbone.step(self._token(self.embed_return(returns_to_go) + time), state)
         s = self._state_embedding(observation, returns_to_go) + time
-        y, state = self.backbone.step(self._token(s), state)
-        return self.to_action(self.action_head(y)), state
+        return self.backbone.step(self._token(s), state)
 
     def observe_action(self, action: torch.Tensor, timestep: torch.Tensor, state: tuple) -> tuple:
         """Feed ``a_t`` (B, act_dim) after acting; returns the state."""

@@ -310,6 +310,8 @@ class FusedAarenPolicy(nn.Module):
     ) -> tuple[torch.Tensor, FusedState]:
         """One environment step: feed ``a_{t-1}`` (if any), ``R_t``, ``s_t``; return ``a_t``.
 
+        The head applied to :meth:`features`; the action becomes the deferred token.
+
         Args:
             observation: (B, obs_dim) normalised observation ``s_t``.
             returns_to_go: (B, 1) scaled return-to-go ``R_t``.
@@ -320,6 +322,28 @@ class FusedAarenPolicy(nn.Module):
             ``(action, state)``: action (B, act_dim) in [-1, 1], the same as
             ``DecisionModel.act``; the state holds it as the deferred action token.
         """
+        y, state = self.features(observation, returns_to_go, timestep, state)
+        z = F.linear(y, self.head_w, self.head_b)
+        action = greedy_one_hot(z) if self.discrete else torch.tanh(z)
+        return action, self.with_action(state, action, timestep)
+
+    @staticmethod
+    def with_action(state: FusedState, action: torch.Tensor, timestep: torch.Tensor) -> FusedState:
+        """``state`` with ``action`` (B, act_dim) taken at ``timestep`` (B,) as the deferred
+        action token (what :meth:`forward` does with the action it picks)."""
+        # timestep is cloned: callers may update their timestep array in place.
+        return state._replace(action=action, action_t=timestep.clone())
+
+    def features(
+        self,
+        observation: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timestep: torch.Tensor,
+        state: FusedState,
+    ) -> tuple[torch.Tensor, FusedState]:
+        """:meth:`forward` without the head: ``(y, state)``, y (B, dim) the final LayerNorm's
+        output at ``s_t``; the state's deferred action is still ``a_{t-1}``: set the action
+        taken with :meth:`with_action` (a stochastic policy samples it from ``y``)."""
         m_all, u_all, w_all, prev_action, prev_t = state
         if self.decay:  # the tokens up to s_{t-1} age one timestep (a_{t-1} counts with t)
             m_all = m_all - self.decay
@@ -378,16 +402,14 @@ class FusedAarenPolicy(nn.Module):
             hdn = self.activation(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, eps), fc1_w, fc1_b))
             x = x + F.linear(hdn, fc2_w, fc2_b)
         y = F.layer_norm(x, (d,), self.lnf_w, self.lnf_b, self.lnf_eps)
-        z = F.linear(y, self.head_w, self.head_b)
-        action = greedy_one_hot(z) if self.discrete else torch.tanh(z)
         new_state = FusedState(
             torch.cat(ms, dim=2).squeeze(-1).transpose(1, 2),  # (B, L, H)
             torch.cat(us, dim=2).squeeze(-1).transpose(1, 2),
             torch.cat(ws, dim=2).transpose(1, 2),  # (B, L, H, dh)
-            action,
-            timestep.clone(),  # callers may update their timestep array in place
+            prev_action,
+            prev_t,
         )
-        return action, new_state
+        return y, new_state
 
 
 class _FlatStep(nn.Module):

@@ -276,6 +276,20 @@ class DecisionAgent(StepInputs):
     def _predict_window(
         self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
     ) -> torch.Tensor:
+        rows, pos = self._push_window(obs, rtg, time, start)
+        # Right-padded windows: positions after each env's length hold stale data that, the
+        # model being causal, cannot reach the output read at pos.
+        preds, _ = self.model(self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t)
+        action = self.model.to_action(preds[rows, pos])  # logits -> one-hot when discrete
+        self._buf_act[rows, pos] = action
+        return action
+
+    def _push_window(
+        self, obs: torch.Tensor, rtg: torch.Tensor, time: torch.Tensor, start: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``R_t, s_t`` to each env's window (dropping the oldest step of a full one);
+        returns ``(rows, pos)``: where each env's new step sits in the buffers. The caller
+        predicts there and writes the action it takes into ``_buf_act[rows, pos]``."""
         k = self.context_length
         self._len[start] = 0
         full = self._len >= k
@@ -291,12 +305,7 @@ class DecisionAgent(StepInputs):
         self._buf_act[rows, pos] = 0.0  # not seen by the prediction at s_t (causal)
         self._buf_t[rows, pos] = time
         self._len += 1
-        # Right-padded windows: positions after each env's length hold stale data that, the
-        # model being causal, cannot reach the output read at pos.
-        preds, _ = self.model(self._buf_rtg, self._buf_obs, self._buf_act, self._buf_t)
-        action = self.model.to_action(preds[rows, pos])  # logits -> one-hot when discrete
-        self._buf_act[rows, pos] = action
-        return action
+        return rows, pos
 
     # ---- checkpoints --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
     aaren-bench memory    success vs memory length (T-Maze, POPGym) and time per action
     aaren-bench attention how local a trained Aaren model's attention is on dataset episodes
     aaren-bench horizon   scores of Aaren checkpoints acting recurrently, per memory horizon
+    aaren-bench online    online fine-tuning (aaren-finetune) of offline checkpoints x seeds
 
 Results go under ``--out`` (default ``runs/bench/`` in the current directory; the commands in
 the docs pass ``--out docs/results/...``). Each subcommand prints a Markdown table with its
@@ -32,6 +33,7 @@ from aaren_rl.bench.common import RESULTS, machine, markdown_table, report, writ
 from aaren_rl.bench.datasets_check import DatasetsConfig, run_datasets
 from aaren_rl.bench.horizon import HorizonConfig, run_horizon
 from aaren_rl.bench.memory import MemoryConfig, run_memory
+from aaren_rl.bench.online import OnlineBenchConfig, run_online_bench
 from aaren_rl.bench.returns import ReturnsConfig, run_returns_bench
 from aaren_rl.bench.scan import ScanConfig, run_scan
 from aaren_rl.bench.threads import ThreadsBenchConfig
@@ -257,12 +259,23 @@ def run_returns(cmd: ReturnsConfig) -> int:
     return 0
 
 
+def run_online(cmd: OnlineBenchConfig) -> int:
+    print(f"machine: {machine()}", flush=True)
+    try:
+        run_online_bench(cmd)
+    except RuntimeError as e:  # runs that failed (the others are kept): exit 1
+        print(f"aaren-bench: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # name -> (config class parsed by tyro, runner).
 BENCHMARKS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "act": (ActCommand, run_act),
     "train": (TrainCommand, run_train),
     "threads": (ThreadsBenchConfig, run_threads),
     "returns": (ReturnsConfig, run_returns),
+    "online": (OnlineBenchConfig, run_online),
     "scan": (ScanConfig, run_scan),
     "datasets": (DatasetsConfig, run_datasets),
     "memory": (MemoryConfig, run_memory),

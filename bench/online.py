@@ -1,0 +1,208 @@
+"""``aaren-bench online``: fine-tune offline checkpoints online, every checkpoint x seed alike.
+
+Each task is one ``aaren-finetune`` run (``train/finetune_cli.py``) from an offline checkpoint
+(e.g. the ``aaren-bench returns`` grid's runs), run as a Ray task or in a local process pool
+(``bench/grid.py``). A finished run (its JSON exists) is skipped; an interrupted one resumes
+from its checkpoint bit-identically, so a grid stopped at any point and started again ends
+with the same JSON files (up to the timing).
+
+Files in ``--out-dir``: ``runs/NAME/`` (each fine-tuning run directory), ``NAME.json`` (that
+run's summary: offline and final scores, the evaluation curve against env steps, the time
+split into acting, env stepping and updates, the machine) and ``summary.json`` /
+``summary.md`` (mean ± std over seeds per environment and backbone, and the acting-time
+ratio of the Transformer to Aaren where both ran). ``--summary-only`` rebuilds the summary
+from the JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from aaren_rl.agents.checkpoint import read_metadata
+from aaren_rl.bench.grid import GridOptions, run_grid
+from aaren_rl.errors import ConfigError
+from aaren_rl.fileio import atomic_write_json, atomic_write_text
+
+__all__ = ["OnlineBenchConfig", "OnlineRun", "run_online_bench", "run_one", "summarize_online"]
+
+
+@dataclass
+class OnlineBenchConfig:
+    """Online fine-tuning grid: every offline checkpoint x seed, fine-tuned alike."""
+
+    checkpoints: tuple[Path, ...] = ()
+    """Offline checkpoint folders (RUN/checkpoint of aaren-train or aaren-bench returns)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Fine-tuning seeds (collection, updates, evaluation episodes)."""
+    env_steps: int = 50_000
+    """Online budget per run in environment steps (ODT: 200k)."""
+    num_envs: int = 4
+    """Environments stepped in lockstep during collection."""
+    updates_per_env_step: float = 0.3
+    """Gradient steps per collected environment step."""
+    eval_every: int = 5000
+    """Evaluate every N env steps (and before and after)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    max_episode_steps: int | None = None
+    """Cut episodes earlier than the env's limit (tests)."""
+    out_dir: Path = Path("runs/bench/online")
+    """Where runs, per-run JSON and the summary go."""
+    summary_only: bool = False
+    """Only rebuild summary.json / summary.md from the JSON files in --out-dir."""
+    executor: Literal["ray", "local"] = "ray"
+    """ray (tasks on this machine or --address), or local (a process pool)."""
+    address: str | None = None
+    """Ray cluster to join."""
+    num_cpus: int | None = None
+    """CPUs for the local Ray instance / processes of the local pool."""
+    recipe: Literal["auto", "window", "episode"] = "auto"
+    """Training windows from the buffer (aaren-finetune --recipe; auto: the checkpoint's)."""
+    batch_size: int | None = None
+    """Windows per update (aaren-finetune --batch-size; default: the recipe's)."""
+
+    @property
+    def grid_options(self) -> GridOptions:
+        return GridOptions(self.executor, self.address, self.num_cpus, use_gpu=False)
+
+
+@dataclass(frozen=True)
+class OnlineRun:
+    """One grid task (picklable)."""
+
+    name: str
+    checkpoint: str
+    seed: int
+    out_dir: str
+    settings: tuple[tuple[str, Any], ...]
+
+    @property
+    def json_path(self) -> Path:
+        return Path(self.out_dir) / f"{self.name}.json"
+
+
+def _name(checkpoint: Path, seed: int) -> str:
+    meta = read_metadata(checkpoint)
+    env = str(meta.get("env_id") or "env").split("-")[0].lower()
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", checkpoint.resolve().parent.name)
+    return f"{env}__{meta['model_config']['backbone']}__{tag}__s{seed}"
+
+
+def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
+    if not cfg.checkpoints and not cfg.summary_only:
+        raise ConfigError("--checkpoints is empty: give the offline checkpoints to fine-tune")
+    settings = {
+        "env_steps": cfg.env_steps,
+        "num_envs": cfg.num_envs,
+        "updates_per_env_step": cfg.updates_per_env_step,
+        "eval_every": cfg.eval_every,
+        "eval_episodes": cfg.eval_episodes,
+        "max_episode_steps": cfg.max_episode_steps,
+        "recipe": cfg.recipe,
+        "batch_size": cfg.batch_size,
+    }
+    return [
+        OnlineRun(_name(Path(c), s), str(c), s, str(cfg.out_dir), tuple(sorted(settings.items())))
+        for c in cfg.checkpoints
+        for s in cfg.seeds
+    ]
+
+
+def run_one(run: OnlineRun) -> str:
+    """One fine-tuning run (a grid task); resumes an interrupted one, skips a finished one."""
+    from aaren_rl.train.finetune_cli import finetune
+    from aaren_rl.train.finetune_config import FinetuneConfig
+
+    if run.json_path.is_file():
+        return f"done {run.name} (kept)"
+    run_dir = Path(run.out_dir) / "runs" / run.name
+    resume = (run_dir / "checkpoint" / "trainer.json").is_file()
+    cfg = FinetuneConfig(
+        checkpoint=Path(run.checkpoint),
+        run_dir=run_dir,
+        resume=resume,
+        seed=run.seed,
+        threads=1,
+        progress=False,
+        **dict(run.settings),
+    )
+    if not resume and run_dir.exists():  # stopped before its first checkpoint: start again
+        import shutil
+
+        shutil.rmtree(run_dir)
+    result = finetune(cfg)
+    atomic_write_json(run.json_path, {"name": run.name, **result.summary})
+    final = (result.summary.get("final_eval") or {}).get("normalized_mean")
+    return f"done {run.name}: final {final}"
+
+
+def _mean_std(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    return f"{np.mean(vals):.1f} ± {np.std(vals):.1f}" if vals else "n/a"
+
+
+def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
+    """summary.json / summary.md from the per-run JSON files; returns the rows."""
+    runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*__s*.json"))]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["env"], r["backbone"]), []).append(r)
+    rows = []
+    for (env, backbone), rs in sorted(groups.items()):
+        rows.append(
+            {
+                "env": env,
+                "backbone": backbone,
+                "mode": rs[0]["mode"],
+                "seeds": len(rs),
+                "offline": _mean_std(
+                    [(r["offline_eval"] or {}).get("normalized_mean") for r in rs]
+                ),
+                "online": _mean_std([(r["final_eval"] or {}).get("normalized_mean") for r in rs]),
+                "acting_us_per_env_step": float(np.mean([r["acting_us_per_env_step"] for r in rs])),
+                "env_us_per_env_step": float(np.mean([r["env_us_per_env_step"] for r in rs])),
+                "update_ms_per_update": float(np.mean([r["update_ms_per_update"] for r in rs])),
+                "wall_s": float(np.mean([sum(r["time_seconds"].values()) for r in rs])),
+            }
+        )
+    by = {(r["env"], r["backbone"]): r for r in rows}
+    for r in rows:
+        other = by.get((r["env"], "transformer"))
+        if r["backbone"] == "aaren" and other:
+            r["acting_ratio_transformer_over_aaren"] = (
+                other["acting_us_per_env_step"] / r["acting_us_per_env_step"]
+            )
+    lines = [
+        "| env | backbone (acting) | seeds | offline → online (normalised) | acting µs/step "
+        "| env µs/step | ms/update | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['env']} | {r['backbone']} ({r['mode']}) | {r['seeds']} | {r['offline']} → "
+            f"{r['online']} | {r['acting_us_per_env_step']:.0f} | {r['env_us_per_env_step']:.0f} "
+            f"| {r['update_ms_per_update']:.0f} | {r['wall_s']:.0f} |"
+        )
+    atomic_write_json(out_dir / "summary.json", rows)
+    atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+def run_online_bench(cfg: OnlineBenchConfig) -> list[dict[str, Any]]:
+    """Run what is missing of the grid, then summarise."""
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.summary_only:
+        pending = [s for s in grid_specs(cfg) if not s.json_path.is_file()]
+        print(f"{len(pending)} runs to do: " + ", ".join(s.name for s in pending), flush=True)
+        failed = run_grid(run_one, pending, cfg.grid_options)
+        if failed:
+            summarize_online(cfg.out_dir)
+            raise RuntimeError(f"{len(failed)} run(s) failed:\n" + "\n".join(failed))
+    return summarize_online(cfg.out_dir)

@@ -1,0 +1,51 @@
+"""aaren-bench online: one grid task fine-tunes a checkpoint, a finished task is kept, and the
+summary groups runs by environment and backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aaren_rl.aaren_policy import BackboneConfig
+from aaren_rl.bench.online import OnlineBenchConfig, grid_specs, run_one, summarize_online
+from aaren_rl.errors import ConfigError
+from aaren_rl.train.config import TrainConfig
+from aaren_rl.train.loop import train
+
+
+def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_dataset: Path):
+    cfg = TrainConfig(
+        dataset=f"d4rl:{tiny_hopper_dataset}",
+        steps=5,
+        model=BackboneConfig(dim=16, num_layers=1),
+        episode_length=40,
+        threads=1,
+        eval_episodes=0,
+        progress=False,
+        run_dir=tmp_path / "offline",
+    )
+    ckpt = train(cfg).run_dir / "checkpoint"
+    bench = OnlineBenchConfig(
+        checkpoints=(ckpt,),
+        seeds=(0,),
+        env_steps=60,
+        num_envs=2,
+        eval_every=60,
+        eval_episodes=1,
+        max_episode_steps=30,
+        batch_size=4,
+        out_dir=tmp_path / "online",
+    )
+    (spec,) = grid_specs(bench)
+    assert spec.name == "hopper__aaren__offline__s0"
+    assert run_one(spec).startswith("done hopper__aaren__offline__s0: final")
+    record = json.loads(spec.json_path.read_text())
+    assert record["env_steps"] >= 60 and record["offline_eval"]["episodes"] == 1
+    assert run_one(spec) == "done hopper__aaren__offline__s0 (kept)"
+    (row,) = summarize_online(bench.out_dir)
+    assert (row["env"], row["backbone"], row["seeds"]) == ("Hopper-v5", "aaren", 1)
+    assert "→" in (bench.out_dir / "summary.md").read_text()
+    with pytest.raises(ConfigError, match="--checkpoints"):
+        grid_specs(OnlineBenchConfig(out_dir=tmp_path / "x"))

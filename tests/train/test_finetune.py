@@ -1,0 +1,276 @@
+"""aaren-finetune end to end on Hopper-v5 from tiny checkpoints trained on the shipped demo data:
+the buffer, the checkpoint, the summary's time split, bit-identical resume, the temperature
+update's direction and clear errors for bad flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.torch import load_file
+
+from aaren_rl.aaren_policy import BackboneConfig
+from aaren_rl.agents import DecisionAgent
+from aaren_rl.train.config import TrainConfig
+from aaren_rl.train.finetune import Finetuner
+from aaren_rl.train.finetune_cli import finetune, main
+from aaren_rl.train.finetune_config import FinetuneConfig
+from aaren_rl.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 20-step checkpoint of each backbone on demo:hopper (d = 16, one layer)."""
+    root = tmp_path_factory.mktemp("offline")
+    out = {}
+    for backbone in ("aaren", "transformer"):
+        cfg = TrainConfig(
+            dataset="demo:hopper",
+            backbone=backbone,
+            steps=20,
+            model=BackboneConfig(dim=16, num_layers=1),
+            episode_length=100,
+            batch_size=8,
+            threads=1,
+            eval_episodes=0,
+            progress=False,
+            run_dir=root / backbone,
+        )
+        out[backbone] = train(cfg).run_dir / "checkpoint"
+    return out
+
+
+def _cfg(checkpoint: Path, run_dir: Path, **kw) -> FinetuneConfig:
+    base = dict(
+        checkpoint=checkpoint,
+        run_dir=run_dir,
+        env_steps=200,
+        num_envs=2,
+        max_episode_steps=40,
+        replay_size=20,
+        batch_size=8,
+        episode_length=40,
+        eval_every=100,
+        eval_episodes=2,
+        checkpoint_every=100,
+        threads=1,
+        progress=False,
+    )
+    return FinetuneConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("backbone", ["aaren", "transformer"])
+def test_finetune_collects_trains_and_writes_a_checkpoint(
+    offline, tmp_path: Path, backbone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    track = backbone == "transformer"  # W&B (offline mode) on one of the two runs
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    result = finetune(_cfg(offline[backbone], tmp_path / "ft", track=track))
+    s, ckpt = result.summary, tmp_path / "ft" / "checkpoint"
+    assert s["backbone"] == backbone and s["mode"] == (
+        "recurrent" if backbone == "aaren" else "window"
+    )
+    assert s["env_steps"] >= 200 and s["episodes"] == 2 * s["rounds"]
+    assert s["updates"] == int(s["env_steps"] * 0.3) or abs(s["updates"] - 0.3 * s["env_steps"]) < 1
+    assert s["exploration_return"] == 2 * s["eval_target_return"]
+    assert s["offline_eval"]["episodes"] == 2 and s["final_eval"]["episodes"] == 2
+    assert s["curve"][0]["env_steps"] == 0 and s["curve"][-1]["env_steps"] == s["env_steps"]
+    assert all(s["time_seconds"][k] > 0 for k in ("act", "env", "update", "eval", "checkpoint"))
+    # the buffer: 20 offline trajectories, every online episode added, the oldest evicted
+    replay = json.loads((ckpt / "replay.json").read_text())
+    assert replay["added"] == s["episodes"] and replay["trajectories"] == 20
+    assert replay["evicted"] == s["episodes"]  # full from the start: one out per one in
+    records = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    online = [r for r in records if "online/return_mean" in r]
+    assert [r["step"] for r in online] == sorted({r["step"] for r in online})
+    assert all("train/entropy" in r and "train/temperature" in r for r in online[1:])
+    # the checkpoint: an ordinary agent (aaren-eval reads it) + log-std + state, no pickle
+    names = sorted(p.name for p in ckpt.iterdir())
+    assert names == sorted(
+        ["agent.json", "model.safetensors", "log_std_head.safetensors", "trainer.json"]
+        + ["trainer.safetensors", "replay.json", "replay.safetensors"]
+    )
+    assert not any(p.read_bytes()[:1] == b"\x80" for p in ckpt.iterdir())  # pickle protocol 2+
+    agent = DecisionAgent.load(ckpt)
+    agent.reset(1)
+    assert agent.predict(np.zeros((1, 11), np.float32)).shape == (1, 3)
+    if track:
+        runs = list((tmp_path / "ft" / "wandb").glob("offline-run-*"))
+        assert runs and list(runs[0].glob("*.wandb")), "W&B offline run missing"
+    before, after = (
+        load_file(str(offline[backbone] / "model.safetensors")),
+        load_file(str(ckpt / "model.safetensors")),
+    )
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(offline, tmp_path: Path) -> None:
+    kw = dict(eval_episodes=0, warmup_steps=10, env_steps=120)
+    finetune(_cfg(offline["aaren"], tmp_path / "whole", **{**kw, "env_steps": 240}))
+    first = finetune(_cfg(offline["aaren"], tmp_path / "split", **kw))
+    assert 120 <= first.summary["env_steps"] < 240
+    resumed = replace(_cfg(offline["aaren"], tmp_path / "split", **kw), env_steps=240, resume=True)
+    finetune(resumed)
+    whole, split = tmp_path / "whole" / "checkpoint", tmp_path / "split" / "checkpoint"
+    for name in ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors"):
+        a, b = load_file(str(whole / name)), load_file(str(split / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    a, b = (
+        load_numpy(str(whole / "replay.safetensors")),
+        load_numpy(str(split / "replay.safetensors")),
+    )
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert (sa["env_steps"], sa["updates"], sa["episodes"]) == (
+        sb["env_steps"],
+        sb["updates"],
+        sb["episodes"],
+    )
+
+
+@pytest.mark.parametrize(("target", "direction"), [(50.0, 1), (-50.0, -1)])
+def test_temperature_moves_towards_the_entropy_target(
+    offline, tmp_path: Path, target, direction
+) -> None:
+    ft = Finetuner.build(
+        _cfg(offline["aaren"], tmp_path / "t", target_entropy=target, temperature_lr=1e-2)
+    )
+    start = float(ft.log_temperature.detach().exp())
+    stats = [ft.update() for _ in range(3)]
+    end = float(ft.log_temperature.detach().exp())
+    assert np.sign(end - start) == direction
+    # the entropy is far from either target, so the sign is (target - entropy)'s
+    assert all(np.sign(target - s["train/entropy"]) == direction for s in stats)
+    assert not (tmp_path / "t").exists()  # build and update write nothing
+
+
+def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys, monkeypatch) -> None:
+    ckpt = str(offline["aaren"])
+    monkeypatch.chdir(tmp_path)  # the default run directory is relative: runs/...
+    cases = [
+        ([], "--checkpoint is required"),
+        (["--checkpoint", ckpt, "--num-envs", "0"], "--num-envs must be >= 1"),
+        (["--checkpoint", ckpt, "--init-std", "100"], "--init-std"),
+        (["--checkpoint", ckpt, "--updates-per-env-step", "0"], "--updates-per-env-step"),
+        (["--checkpoint", str(tmp_path / "nope")], "no checkpoint directory"),
+        (["--resume"], "--resume needs --run-dir"),
+        (["--checkpoint", ckpt, "--env", "walker2d"], "pass the --env it was trained for"),
+        (["--resume", "--run-dir", str(tmp_path / "none")], "nothing to resume"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was written
+    taken = tmp_path / "taken"
+    (taken / "x").mkdir(parents=True)
+    assert main(["--checkpoint", ckpt, "--run-dir", str(taken)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def _checkpoint_env_steps(run_dir: Path) -> int:
+    try:
+        meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
+        return int(meta["finetune"]["env_steps"])
+    except (OSError, ValueError, KeyError):  # not written yet, or mid-swap
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_is_bit_identical(offline, tmp_path: Path) -> None:
+    args = ["--checkpoint", offline["aaren"], "--env-steps", 300, "--num-envs", 2]
+    args += [
+        "--max-episode-steps",
+        40,
+        "--replay-size",
+        20,
+        "--batch-size",
+        8,
+        "--episode-length",
+        40,
+    ]
+    args += ["--eval-episodes", 0, "--checkpoint-every", 40, "--warmup-steps", 10, "--threads", 1]
+    args = [str(a) for a in [*args, "--no-progress"]]
+    assert main([*args, "--run-dir", str(tmp_path / "straight")]) == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "aaren_rl.train.finetune_cli", *args, "--run-dir", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _checkpoint_env_steps(killed) < 100 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = _checkpoint_env_steps(killed)
+    assert 0 < stopped_at < 300, "the run was not stopped mid-way"
+    # Only --run-dir and --resume: the rest comes from the run's config.json.
+    assert main(["--run-dir", str(killed), "--resume", "--no-progress"]) == 0
+    for name in ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors"):
+        a = load_file(str(tmp_path / "straight" / "checkpoint" / name))
+        b = load_file(str(killed / "checkpoint" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    online = [
+        [(r["step"], r.get("train/loss")) for r in map(json.loads, (d / "metrics.jsonl").open())]
+        for d in (tmp_path / "straight", killed)
+    ]
+    assert online[0] == online[1]
+
+
+def test_discrete_actions_finetune_on_the_tmaze(tmp_path: Path) -> None:
+    from aaren_rl.collect.scripted import collect_arrays
+    from aaren_rl.envs.writers import write_d4rl_hdf5
+
+    data = tmp_path / "tmaze.hdf5"
+    write_d4rl_hdf5(
+        data,
+        collect_arrays("tmaze-8", "medium", episodes=40, seed=0),
+        {"env_id": "aaren/PassiveTMaze-L8-v0"},
+    )
+    cfg = TrainConfig(
+        dataset=f"d4rl:{data}", steps=10, return_scale=1.0, model=BackboneConfig(dim=16, num_layers=1),
+        threads=1, eval_episodes=0, progress=False, run_dir=tmp_path / "offline",
+    )  # fmt: skip
+    ckpt = train(cfg).run_dir / "checkpoint"
+    result = finetune(
+        _cfg(ckpt, tmp_path / "ft", env_steps=100, max_episode_steps=None, target_entropy=None)
+    )
+    s = result.summary
+    assert s["env_steps"] >= 100 and s["updates"] > 0 and s["final_eval"]["episodes"] == 2
+    assert not (tmp_path / "ft" / "checkpoint" / "log_std_head.safetensors").exists()
+    records = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    entropy = [r["train/entropy"] for r in records if "train/entropy" in r]
+    assert entropy and all(0 <= h <= np.log(4) + 1e-6 for h in entropy)  # exact, 4 actions
+    agent = DecisionAgent.load(tmp_path / "ft" / "checkpoint")
+    assert agent.model.config.discrete
+
+
+def test_an_empty_buffer_fills_with_the_first_episodes(offline, tmp_path: Path) -> None:
+    ft = Finetuner.build(_cfg(offline["aaren"], tmp_path / "e", seed_trajectories=0))
+    assert len(ft.buffer) == 0
+    stats = ft.collect()
+    assert len(ft.buffer) == 2 and ft.buffer.num_transitions == stats.env_steps
+    assert all(np.isfinite(v) for v in ft.update().values())
+
+
+def test_mse_objective_trains_the_mean_only(offline, tmp_path: Path) -> None:
+    ft = Finetuner.build(_cfg(offline["transformer"], tmp_path / "m", objective="mse"))
+    head = {k: v.clone() for k, v in ft.policy.log_std_head.state_dict().items()}
+    mean_w = ft.policy.model.action_head[0].weight.detach().clone()
+    log_t = float(ft.log_temperature.detach())
+    for _ in range(2):
+        ft.update()
+    assert all(torch.equal(head[k], v) for k, v in ft.policy.log_std_head.state_dict().items())
+    assert float(ft.log_temperature.detach()) == log_t
+    assert not torch.equal(mean_w, ft.policy.model.action_head[0].weight.detach())
