@@ -30,7 +30,6 @@ The Online Decision Transformer's loop (Zheng, Zhang, Grover 2022), on this tool
 from __future__ import annotations
 
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from aaren_rl.agents.checkpoint import load_model, save_model
 from aaren_rl.agents.sampling_agent import SamplingAgent
 from aaren_rl.envs import EnvSpec, Trajectory, get_env_spec, load_dataset, make_env
 from aaren_rl.errors import CheckpointError, ConfigError, DatasetError, EnvError, RunDirError
-from aaren_rl.fileio import atomic_directory, atomic_write_json
+from aaren_rl.fileio import DirLock, atomic_directory, atomic_write_json
 from aaren_rl.train.finetune_config import FinetuneConfig, finetune_config_differences
 from aaren_rl.train.replay import ReplayBuffer, make_trajectory
 from aaren_rl.train.run_dir import CHECKPOINT, CONFIG, check_new_run_dir
@@ -195,12 +194,18 @@ class Finetuner:
         )
         self.batch_rng = np.random.default_rng([cfg.seed, 1])
         self.run_dir = cfg.run_dir or cfg.default_run_dir(self.env_spec.name, backbone)
-        if cfg.resume:
-            self._check_resume_config()
-        else:
-            check_new_run_dir(self.run_dir)
-            self.buffer = self._seeded_buffer()
-            self._rebuild_sampler()
+        # locked before it is checked: a second process on the run dir is told "in use by PID N"
+        self.lock = DirLock(self.run_dir, "--run-dir").acquire()
+        try:
+            if cfg.resume:
+                self._check_resume_config()
+            else:
+                check_new_run_dir(self.run_dir)
+                self.buffer = self._seeded_buffer()
+                self._rebuild_sampler()
+        except BaseException:
+            self.lock.release()
+            raise
         return self
 
     def _target_entropy(self) -> float:
@@ -546,14 +551,3 @@ class _one_thread:
 
     def __exit__(self, *exc: object) -> None:
         torch.set_num_threads(self.threads)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), for the summary's time split."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

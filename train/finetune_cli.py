@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from aaren_rl.cpu import cpu_record
 from aaren_rl.fileio import atomic_write_json
 from aaren_rl.tracking import MetricsLog, WandbTracker
-from aaren_rl.train.finetune import Finetuner, cpu_model
+from aaren_rl.train.finetune import Finetuner
 from aaren_rl.train.finetune_config import FinetuneConfig
 
 __all__ = ["FinetuneResult", "finetune", "main", "parse_config"]
@@ -116,11 +117,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     except KeyboardInterrupt as e:
         e.add_note(ft.resume_hint())
         raise
+        summary = _summary(ft, log.read(), final)
+        atomic_write_json(ft.run_dir / SUMMARY, summary)
     finally:
-        if tracker:
-            tracker.finish()
-    summary = _summary(ft, log.read(), final)
-    atomic_write_json(ft.run_dir / SUMMARY, summary)
+        try:
+            if tracker:
+                tracker.finish()
+        finally:
+            ft.lock.release()  # taken by Finetuner.build
     return FinetuneResult(ft.run_dir, summary)
 
 
@@ -231,7 +235,7 @@ def _summary(
         "env_us_per_env_step": 1e6 * t["env"] / steps,
         "update_ms_per_update": 1e3 * t["update"] / max(c.updates, 1),
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": cpu_record(),  # model, cores and instruction-set flags
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
         },

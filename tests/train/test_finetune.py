@@ -179,6 +179,13 @@ def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys, mon
     (taken / "x").mkdir(parents=True)
     assert main(["--checkpoint", ckpt, "--run-dir", str(taken)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    from aaren_rl.fileio import DirLock
+
+    busy = tmp_path / "busy"
+    with DirLock(busy, "--run-dir"):  # another process's run in progress
+        assert main(["--checkpoint", ckpt, "--run-dir", str(busy)]) == 2
+    assert f"in use by PID {os.getpid()}" in capsys.readouterr().err
+    assert not busy.exists()
 
 
 def _checkpoint_env_steps(run_dir: Path) -> int:
