@@ -249,24 +249,23 @@ def run_threads(cmd: ThreadsBenchConfig) -> None:
     report(threads_rows(records), cols, data["targets"], json_path)
 
 
-def run_returns(cmd: ReturnsConfig) -> int:
+def _grid(run: Callable[[Any], Any], cmd: Any) -> int:
+    """A grid of runs: exit 1 when some failed (the others are kept), else 0."""
     print(f"machine: {machine()}", flush=True)
     try:
-        run_returns_bench(cmd)
-    except RuntimeError as e:  # runs that failed (the others are kept): exit 1
+        run(cmd)
+    except RuntimeError as e:
         print(f"aaren-bench: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_returns(cmd: ReturnsConfig) -> int:
+    return _grid(run_returns_bench, cmd)
 
 
 def run_online(cmd: OnlineBenchConfig) -> int:
-    print(f"machine: {machine()}", flush=True)
-    try:
-        run_online_bench(cmd)
-    except RuntimeError as e:  # runs that failed (the others are kept): exit 1
-        print(f"aaren-bench: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return _grid(run_online_bench, cmd)
 
 
 # name -> (config class parsed by tyro, runner).

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,14 +43,6 @@ from aaren_rl.bench.common import RESULTS, ModelSize
 
 __all__ = ["SETTINGS", "ThreadsBenchConfig", "run_threads_bench", "threads_rows"]
 
-SETTINGS = (
-    "default",
-    "default-load-later",
-    "threads-1",
-    "all-cores",
-    "all-cores-passive",
-    "all-cores-spin",
-)
 Setting = Literal[
     "default",
     "default-load-later",
@@ -58,6 +51,7 @@ Setting = Literal[
     "all-cores-passive",
     "all-cores-spin",
 ]
+SETTINGS: tuple[str, ...] = typing.get_args(Setting)
 
 BUSY = "while True: pass"
 

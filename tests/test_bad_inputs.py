@@ -1235,6 +1235,7 @@ API_CASES = [
 _BENCH_REQUIRED = {
     "attention": ("--checkpoint", "{ckpt}", "--dataset", "d4rl:{ds}"),
     "horizon": ("--checkpoints", "{ckpt}"),
+    "online": ("--checkpoints", "{ckpt}"),
 }
 
 

@@ -50,6 +50,7 @@ from aaren_rl.fileio import DirLock, atomic_directory, atomic_write_json
 from aaren_rl.train.finetune_config import FinetuneConfig, finetune_config_differences
 from aaren_rl.train.replay import ReplayBuffer, make_trajectory
 from aaren_rl.train.run_dir import CHECKPOINT, CONFIG, check_new_run_dir
+from aaren_rl.train.trainer import lr_lambda, resolve_device
 from aaren_rl.train.trainer_state import load_trainer_state, save_trainer_state
 from aaren_rl.untrusted import read_json
 
@@ -154,7 +155,7 @@ class Finetuner:
     @classmethod
     def build(cls, cfg: FinetuneConfig) -> Finetuner:
         cfg.validate()
-        device = _resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
         self = cls(cfg, device)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -528,18 +529,8 @@ def _check_env_fits(spec: EnvSpec, model: DecisionModel) -> None:
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, warmup: int) -> Any:
-    # DT / ODT: LambdaLR(lambda steps: min((steps + 1) / warmup_steps, 1))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / max(warmup, 1), 1.0)
-    )
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device; use cpu")
-    return torch.device(name)
+    # DT / ODT: LambdaLR(lambda steps: min((steps + 1) / warmup_steps, 1)), as aaren-train
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup))
 
 
 class _one_thread:

@@ -114,11 +114,11 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         _loop(ft, record)
         final = _record_eval(ft, record)
         ft.save()
+        summary = _summary(ft, log.read(), final)
+        atomic_write_json(ft.run_dir / SUMMARY, summary)
     except KeyboardInterrupt as e:
         e.add_note(ft.resume_hint())
         raise
-        summary = _summary(ft, log.read(), final)
-        atomic_write_json(ft.run_dir / SUMMARY, summary)
     finally:
         try:
             if tracker:

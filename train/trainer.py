@@ -108,12 +108,13 @@ def decision_weights(mask: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _lr_lambda(warmup: int):
+def lr_lambda(warmup: int):
     # DT: LambdaLR(lambda steps: min((steps + 1) / warmup_steps, 1))
     return lambda step: min((step + 1) / max(warmup, 1), 1.0)
 
 
-def _resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda where torch sees a GPU, else cpu; ``cuda`` without one: ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -171,7 +172,7 @@ class Trainer:
 
     @classmethod
     def build(cls, cfg: TrainConfig) -> Trainer:
-        device = _resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
         ctx = DistContext.from_env(device.type)
         if ctx.enabled and device.type == "cuda":
             device = torch.device("cuda", ctx.local_rank)
@@ -310,7 +311,7 @@ class Trainer:
             self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(cfg.resolved_warmup)
+            self.optimizer, lr_lambda(cfg.resolved_warmup)
         )
         self._rank_seed = rank_seed
         self.stage = 0  # the --curriculum stage the sampler draws from
