@@ -84,14 +84,15 @@ results: results-datasets
 	  --steps $(RESULTS_STEPS) --eval-every $(RESULTS_EVAL_EVERY) --device cpu --num-cpus $(RESULTS_CPUS) \
 	  --docs docs/results.md $(RESULTS_ARGS) 2>&1 | tee -a runs/logs/results.log
 
-# `make results-offline`: the Aaren rows of the 10k grid again with the horizon chosen offline
-# (the default since 0.3: held-out dataset episodes, docs/training.md) and, beside it, the
-# horizon chosen online (--also-online, labelled so), the whole episode and the window; then
-# d3rlpy's DT on the four datasets it had not run on. Its own folders (the published online-
-# selection grid in docs/results/returns-10k stays as it is); resumable like `make results`.
+# `make results-offline`: the 10k grid again with Aaren's horizon chosen offline (the default
+# since 0.3: held-out dataset episodes, docs/training.md) and, beside it, the horizon chosen
+# online (--also-online, labelled so), the whole episode and the window; the Transformer runs
+# again too, on the same files (aaren-collect on another CPU kind makes other files than the
+# published ones: docs/data.md); then d3rlpy's DT on the four datasets it had not run on. Its
+# own folders (the published grid in docs/results/returns-10k stays); resumable.
 #   nohup make results-offline >/dev/null 2>&1 &      (log: runs/logs/results-offline.log)
 OFFLINE_OUT ?= docs/results/returns-10k-offline
-OFFLINE_ARGS ?= --runs aaren:auto --also-online --executor local \
+OFFLINE_ARGS ?= --runs aaren:auto transformer:auto --also-online --executor local \
   --out-dir $(OFFLINE_OUT) --work-dir runs/returns-10k-offline
 OFFLINE_PEER ?= hopper-medium-replay walker2d-medium-replay halfcheetah-medium halfcheetah-medium-replay
 results-offline: results-datasets
