@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -88,20 +87,16 @@ def agent_kwargs(obs_dim: int) -> dict[str, Any]:
 
 
 def machine() -> str:
-    """One line: CPU model, core count, torch version, load average (the box may be shared)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")),
-            cpu,
-        )
-    except (OSError, subprocess.SubprocessError):
-        pass
+    """One line: CPU model and flags, core count, torch version, load average (the box may be
+    shared)."""
+    cpu = cpu_record()
+    model = (
+        cpu["model"] if cpu["model"] != "unknown" else platform.processor() or platform.machine()
+    )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    flags = [f for f, on in cpu_record()["flags"].items() if on and f != "fma"]
+    flags = [f for f, on in cpu["flags"].items() if on and f != "fma"]
     return (
-        f"{cpu} ({' '.join(flags) or 'no AVX2'}), {os.cpu_count()} cores, "
+        f"{model} ({' '.join(flags) or 'no AVX2'}), {os.cpu_count()} cores, "
         f"torch {torch.__version__}, load average {load}"
     )
 

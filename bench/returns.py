@@ -578,12 +578,9 @@ def _device_name(asked: str) -> str:
 
     if asked != "cpu" and torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
-    model = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_record()["model"]
+    if model == "unknown":
+        model = platform.processor() or platform.machine()
     return f"cpu ({model}, {os.cpu_count()} cores)"
 
 
