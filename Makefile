@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
+.PHONY: setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
 
 setup: $(STAMP)
 
@@ -29,6 +29,17 @@ lint: setup
 
 test: lint
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline MUJOCO_GL=egl $(PY) -m pytest -q -p no:cacheprovider
+
+# Tests on an emulated AVX2-only CPU (no AVX-512 / BF16 / VNNI / AMX) with qemu-user, from
+# any x86-64 host (tools/emulate-avx2). Emulation runs ~40x slower, so by default the tests
+# whose results could depend on the CPU's kernels: the model's numerics and precisions, the
+# agents, export and ONNX (fp32 / fp16 / int8), the CPU module (~20 min; 30 s natively).
+# The whole suite: make test-avx2 AVX2_TESTS=tests (hours).
+AVX2_TESTS ?= tests/aaren_policy tests/agents tests/deploy tests/bench/test_act.py \
+	tests/bench/test_attention.py tests/bench/test_bench_train.py tests/test_cpu.py
+test-avx2: setup
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline MUJOCO_GL=egl tools/emulate-avx2 $(PY) -m pytest -q \
+		-p no:cacheprovider $(AVX2_TESTS)
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"

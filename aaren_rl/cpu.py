@@ -10,7 +10,7 @@ Two facts decide how fast aaren-rl runs on a CPU, and both are read here:
   default. With another busy process on a 2-core machine a spinning thread takes the core
   that process needs, and a DT training step went from 0.85 s to 4.1 s (AMD EPYC, AVX2).
   Two things prevent that: :func:`default_threads` leaves out the cores other processes keep
-  busy when a run starts, and :func:`set_wait_policy` shortens OpenMP's spinning (it runs on
+  busy when a run starts (all cores where none is free), and :func:`set_wait_policy` shortens OpenMP's spinning (it runs on
   ``import aaren_rl``, before torch loads its OpenMP runtime, which reads the variable once).
   ``aaren-bench threads`` measures both under 0, 1 and 2 busy processes (docs/benchmarks.md,
   "Threads under load").
@@ -36,6 +36,7 @@ __all__ = [
     "fp32_peak_gflops",
     "others_busy_cores",
     "set_wait_policy",
+    "threads_for",
 ]
 
 CPU_FLAGS = (
@@ -51,7 +52,11 @@ CPU_FLAGS = (
 )
 """The instruction-set flags that change which kernels run (recorded in every benchmark)."""
 
-CPUINFO = Path("/proc/cpuinfo")
+CPUINFO = Path(os.environ.get("AAREN_RL_CPUINFO") or "/proc/cpuinfo")
+"""Where the CPU's model and flags are read: /proc/cpuinfo, or the file ``AAREN_RL_CPUINFO``
+names. Under an emulated CPU (``tools/emulate-avx2``: qemu-user passes the host's
+/proc/cpuinfo through unchanged) the variable points at the emulated CPU's description, so
+``auto`` precision and the benchmark records follow the CPU the kernels actually see."""
 
 
 def _cpuinfo_fields(cpuinfo: Path) -> dict[str, str]:
@@ -163,14 +168,28 @@ def _own_seconds() -> float:
     return t.user + t.system
 
 
+def threads_for(cores: int, busy: float) -> int:
+    """Intra-op threads for ``cores`` usable cores while other processes keep ``busy`` cores
+    busy (half a core or more counts as one).
+
+    - Some cores free: one thread per free core. Each runs alone on its core; a thread more
+      would share a core with a busy process, and every parallel region would wait for it.
+    - No core free: one thread per core. The scheduler gives each runnable thread (or each
+      session, with autogroups) a fair share, so one thread would get 2/3 of a core next to
+      two busy processes on 2 cores (1/2 if they run in another session), and one thread per
+      core gets a whole core's worth between them (docs/benchmarks.md, "Threads under load").
+    """
+    free = cores - math.floor(busy + 0.5)
+    return free if free >= 1 else max(1, cores)
+
+
 def default_threads(window: float = 0.25) -> int:
-    """Intra-op threads when the user gives none: the cores this process may use, less the
-    cores other processes keep busy right now (half a core or more counts as one), at least 1.
+    """Intra-op threads when the user gives none: :func:`threads_for` the cores this process
+    may use and the cores other processes keep busy right now.
 
     Chosen once, at the start of a run: the thread count changes float rounding (the last bit
     of a reduction), and a resumed run must repeat its steps bit for bit, so the trainer keeps
     it in its checkpoint. Load that arrives later meets short-spinning threads
     (:func:`set_wait_policy`), measured in docs/benchmarks.md.
     """
-    cores = len(os.sched_getaffinity(0))
-    return max(1, cores - math.floor(others_busy_cores(window) + 0.5))
+    return threads_for(len(os.sched_getaffinity(0)), others_busy_cores(window))

@@ -81,6 +81,11 @@ class ActBenchConfig(ModelSize):
     """With checkpoints: score every agent on this many episodes (same seeds; 0: off)."""
     eval_num_envs: int = 10
     """Environments stepped together when scoring."""
+    profile_onnx: bool = False
+    """Also run aaren-onnx's step graph under onnxruntime's profiler (1000 calls): time per
+    operator type and the slowest nodes, into act.json's ``onnx_profile`` and a table. The
+    profiler adds its own cost to every node, so small nodes read high: use the shares to
+    see where the time goes on this CPU, the timed µs per action for speed."""
     quick: bool = False
     """A smoke run: at most 30 steps, 1 repeat; batches capped at 4 envs for 5 steps."""
     d3rlpy_json: Path | None = None
@@ -101,6 +106,8 @@ class ActBenchConfig(ModelSize):
             raise ConfigError(f"--num-envs must be >= 1, got {self.num_envs}")
         if (self.checkpoint_aaren is None) != (self.checkpoint_transformer is None):
             raise ConfigError("pass both --checkpoint-aaren and --checkpoint-transformer, or none")
+        if self.profile_onnx and self.agents and "aaren-onnx" not in self.agents:
+            raise ConfigError("--profile-onnx profiles aaren-onnx: add it to --agents")
         if self.eval_episodes and self.checkpoint_aaren is None:
             raise ConfigError("--eval-episodes needs trained checkpoints to score")
 

@@ -135,7 +135,7 @@ def paths_table(data: dict) -> list[dict]:
 
 def run_act(cmd: ActCommand) -> None:
     from aaren_rl.bench import act
-    from aaren_rl.bench.agents import PolicySource, gemv_limit_us, temporary_workdir
+    from aaren_rl.bench.agents import PolicySource, gemv_limit_us, onnx_profile, temporary_workdir
     from aaren_rl.bench.plots import plot_act, plot_throughput
 
     check_output_dir(cmd.out, "--out")
@@ -161,6 +161,11 @@ def run_act(cmd: ActCommand) -> None:
         if "aaren-onnx" in agents:  # the floor aaren-onnx is held to, in the same run
             gemv_us = gemv_limit_us(source.models["aaren"], cmd.threads)
             print(f"fp32 GEMV limit (every linear weight once): {gemv_us:.0f} µs", flush=True)
+        profile = None
+        if cmd.profile_onnx:
+            calls = 30 if cmd.quick else 1000
+            print(f"profiling aaren-onnx's step graph ({calls} calls)...", flush=True)
+            profile = onnx_profile(agents["aaren-onnx"], calls)
         returns = {}
         if cmd.eval_episodes:
             print(f"scoring every agent on {cmd.eval_episodes} episodes...", flush=True)
@@ -175,6 +180,7 @@ def run_act(cmd: ActCommand) -> None:
         "summary": act.summarize(records),
         "throughput": act.throughput(records),
         "gemv_limit_us": gemv_us,
+        "onnx_profile": profile,
         "targets": act.act_targets(records, d3rlpy_ms, gemv_us),
         "records": act.records_to_json(records),
     }
@@ -189,6 +195,18 @@ def run_act(cmd: ActCommand) -> None:
     if len(cmd.num_envs) > 1:
         pngs.append(plot_throughput(data["throughput"], out / "act-throughput.png", title=title))
     _act_tables(data)
+    if profile is not None:
+        print(
+            f"\naaren-onnx step graph under onnxruntime's profiler: {profile['nodes']} nodes, "
+            f"{profile['us_per_call']:.0f} µs per call in kernels (profiler cost included)"
+        )
+        rows = [
+            {"op": op, "nodes": r["nodes"], "us": f"{r['us_per_call']:.1f}",
+             "share": f"{r['share']:.0%}"}
+            for op, r in profile["by_op"].items()
+        ]  # fmt: skip
+        print(markdown_table(rows, [("operator", "op"), ("nodes", "nodes"), ("µs / call", "us"),
+                           ("share", "share")]))  # fmt: skip
     report([], [], data["targets"], json_path, *pngs)
 
 

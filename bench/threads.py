@@ -62,6 +62,11 @@ class ThreadsBenchConfig(ModelSize):
 
     loads: tuple[int, ...] = (0, 1, 2)
     """Busy background processes (each a pure-Python loop on one core) beside the step."""
+    load_session: Literal["other", "same"] = "other"
+    """Where the busy processes run: ``other``, in a session of their own (another program,
+    as from a second terminal or a service: with the kernel's autogroup scheduling, the
+    default on most distributions, CPU time is shared fairly between sessions first);
+    ``same``, in this command's session (background jobs of one shell: shared per thread)."""
     settings: tuple[Setting, ...] = SETTINGS
     """Threading settings timed at every load level (see the module's docstring)."""
     backbones: tuple[Literal["aaren", "transformer"], ...] = ("aaren",)
@@ -166,8 +171,11 @@ def _worker(spec: dict) -> dict:
     }
 
 
-def _busy(n: int) -> list[subprocess.Popen]:
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n)]
+def _busy(n: int, session: str = "other") -> list[subprocess.Popen]:
+    new = session == "other"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=new) for _ in range(n)
+    ]
     time.sleep(0.2 if n else 0.0)  # let the loops start
     return procs
 
@@ -177,7 +185,7 @@ def _time_one(cfg: ThreadsBenchConfig, backbone: str, setting: str, load: int) -
     round, once the process has chosen its threads); one record."""
     env, threads = _env_and_threads(setting)
     later = setting == "default-load-later"
-    busy = [] if later else _busy(load)
+    busy = [] if later else _busy(load, cfg.load_session)
     try:
         worker = subprocess.Popen(
             _worker_args(cfg, backbone, threads),
@@ -190,7 +198,7 @@ def _time_one(cfg: ThreadsBenchConfig, backbone: str, setting: str, load: int) -
         assert worker.stdin is not None and worker.stdout is not None
         worker.stdout.readline()  # "ready": threads chosen, torch loaded
         if later:
-            busy = _busy(load)
+            busy = _busy(load, cfg.load_session)
         out, err = worker.communicate("go\n")
     finally:
         for p in busy:
@@ -199,7 +207,13 @@ def _time_one(cfg: ThreadsBenchConfig, backbone: str, setting: str, load: int) -
     if worker.returncode != 0:
         raise RuntimeError(f"the timing process failed ({setting}, load {load}):\n{err}")
     result = json.loads(out.strip().splitlines()[-1])
-    return {"backbone": backbone, "setting": setting, "load": load, **result}
+    return {
+        "backbone": backbone,
+        "setting": setting,
+        "load": load,
+        "load_session": cfg.load_session,
+        **result,
+    }
 
 
 def run_threads_bench(cfg: ThreadsBenchConfig, log=print) -> list[dict]:

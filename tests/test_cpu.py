@@ -16,6 +16,7 @@ from aaren_rl.cpu import (
     cpu_record,
     default_threads,
     others_busy_cores,
+    threads_for,
 )
 
 AVX2_ZEN3 = (
@@ -77,6 +78,17 @@ def test_set_wait_policy_changes_nothing_once_torch_is_loaded() -> None:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to leave one free")
+def test_threads_for_takes_the_free_cores_or_every_core_when_none_is_free() -> None:
+    assert threads_for(2, 0.0) == 2
+    assert threads_for(2, 0.4) == 2  # under half a core: not counted
+    assert threads_for(2, 1.0) == 1  # one busy process: the free core only
+    assert threads_for(2, 1.6) == 2  # no core free: a fair share on every core
+    assert threads_for(2, 3.0) == 2
+    assert threads_for(8, 3.0) == 5
+    assert threads_for(8, 7.4) == 1
+    assert threads_for(1, 2.0) == 1
+
+
 def test_default_threads_leaves_out_the_cores_busy_processes_keep() -> None:
     cores = len(os.sched_getaffinity(0))
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
@@ -85,7 +97,7 @@ def test_default_threads_leaves_out_the_cores_busy_processes_keep() -> None:
 
         time.sleep(0.3)
         assert others_busy_cores(0.5) >= 0.5 * cores  # every core had a busy loop
-        assert default_threads(0.5) < cores
+        assert 1 <= default_threads(0.5) <= cores
     finally:
         for p in busy:
             p.kill()

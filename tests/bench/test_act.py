@@ -17,7 +17,14 @@ from aaren_rl.bench.act import (
     summarize,
     throughput,
 )
-from aaren_rl.bench.agents import ACT_AGENTS, INT16_MAX, PolicySource, int16_pair_worst_case
+from aaren_rl.bench.agents import (
+    ACT_AGENTS,
+    INT16_MAX,
+    PolicySource,
+    int16_pair_worst_case,
+    onnx_nodes,
+    onnx_profile,
+)
 from aaren_rl.errors import ConfigError
 
 TINY = dict(model=BackboneConfig(dim=16, num_layers=1, num_heads=1, dropout=0.0))
@@ -158,6 +165,24 @@ def test_reduced_precision_variants_act_close_and_shrink_the_file(tmp_path: Path
     # No int16 pair can saturate, so a CPU without VNNI computes the integers this one does.
     int8_file = src.workdir / "aaren-onnx" / "policy-int8.onnx"
     assert int16_pair_worst_case(int8_file) <= INT16_MAX
+
+
+def test_onnx_profile_counts_every_node_of_the_step_graph_once_per_call(tmp_path: Path) -> None:
+    src = PolicySource.fresh(
+        ActBenchConfig(model=BackboneConfig(dim=32, num_layers=2, dropout=0.0)), tmp_path, 4, 1
+    )
+    agent = ACT_AGENTS["aaren-onnx"](src)
+    prof = onnx_profile(agent, calls=5, warmup=2)
+    assert prof["calls"] == 5
+    assert prof["nodes"] == onnx_nodes(tmp_path / "aaren-onnx" / "policy.onnx")
+    assert sum(r["nodes"] for r in prof["by_op"].values()) == prof["nodes"]
+    assert {"Gemm", "Softmax", "LayerNormalization"} <= set(prof["by_op"])
+    assert sum(r["share"] for r in prof["by_op"].values()) == pytest.approx(1.0)
+    assert prof["us_per_call"] == pytest.approx(
+        sum(r["us_per_call"] for r in prof["by_op"].values())
+    )
+    assert len(prof["slowest"]) == 10
+    assert prof["slowest"][0]["us_per_call"] >= prof["slowest"][-1]["us_per_call"]
 
 
 def test_int16_pair_worst_case_flags_full_range_int8_weights(tmp_path: Path) -> None:
