@@ -66,6 +66,9 @@ class OnlineBenchConfig:
     """Training windows from the buffer (aaren-finetune --recipe; auto: the checkpoint's)."""
     batch_size: int | None = None
     """Windows per update (aaren-finetune --batch-size; default: the recipe's)."""
+    objective: Literal["likelihood", "mse"] = "likelihood"
+    """aaren-finetune --objective: likelihood (ODT's, learned temperature) or mse (the offline
+    loss on the mean, fixed exploration noise)."""
 
     @property
     def grid_options(self) -> GridOptions:
@@ -94,6 +97,14 @@ def _name(checkpoint: Path, seed: int) -> str:
     return f"{env}__{meta['model_config']['backbone']}__{tag}__s{seed}"
 
 
+def _dataset_name(spec: str) -> str:
+    """``d4rl:runs/datasets/hopper-medium.hdf5`` -> ``hopper-medium``; other specs unchanged
+    but their kind prefix (``minari:ID`` -> ``ID``)."""
+    _, _, rest = spec.partition(":")
+    rest = rest or spec
+    return Path(rest).stem if rest.endswith((".hdf5", ".h5")) else rest
+
+
 def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
     if not cfg.checkpoints and not cfg.summary_only:
         raise ConfigError("--checkpoints is empty: give the offline checkpoints to fine-tune")
@@ -106,6 +117,7 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         "max_episode_steps": cfg.max_episode_steps,
         "recipe": cfg.recipe,
         "batch_size": cfg.batch_size,
+        "objective": cfg.objective,
     }
     return [
         OnlineRun(_name(Path(c), s), str(c), s, str(cfg.out_dir), tuple(sorted(settings.items())))
@@ -137,7 +149,9 @@ def run_one(run: OnlineRun) -> str:
 
         shutil.rmtree(run_dir)
     result = finetune(cfg)
-    atomic_write_json(run.json_path, {"name": run.name, **result.summary})
+    dataset = str(read_metadata(Path(run.checkpoint)).get("dataset") or "")
+    summary = {"name": run.name, "dataset": _dataset_name(dataset), **result.summary}
+    atomic_write_json(run.json_path, {**summary, "objective": cfg.objective})
     final = (result.summary.get("final_eval") or {}).get("normalized_mean")
     return f"done {run.name}: final {final}"
 
@@ -151,13 +165,14 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
     """summary.json / summary.md from the per-run JSON files; returns the rows."""
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*__s*.json"))]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["env"], r["backbone"]), []).append(r)
+    for r in runs:  # one row per dataset (older JSON without one: per env)
+        groups.setdefault((r.get("dataset") or r["env"], r["backbone"]), []).append(r)
     rows = []
-    for (env, backbone), rs in sorted(groups.items()):
+    for (dataset, backbone), rs in sorted(groups.items()):
         rows.append(
             {
-                "env": env,
+                "dataset": dataset,
+                "env": rs[0]["env"],
                 "backbone": backbone,
                 "mode": rs[0]["mode"],
                 "seeds": len(rs),
@@ -171,21 +186,21 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
                 "wall_s": float(np.mean([sum(r["time_seconds"].values()) for r in rs])),
             }
         )
-    by = {(r["env"], r["backbone"]): r for r in rows}
+    by = {(r["dataset"], r["backbone"]): r for r in rows}
     for r in rows:
-        other = by.get((r["env"], "transformer"))
+        other = by.get((r["dataset"], "transformer"))
         if r["backbone"] == "aaren" and other:
             r["acting_ratio_transformer_over_aaren"] = (
                 other["acting_us_per_env_step"] / r["acting_us_per_env_step"]
             )
     lines = [
-        "| env | backbone (acting) | seeds | offline → online (normalised) | acting µs/step "
+        "| dataset | backbone (acting) | seeds | offline → online (normalised) | acting µs/step "
         "| env µs/step | ms/update | wall s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['env']} | {r['backbone']} ({r['mode']}) | {r['seeds']} | {r['offline']} → "
+            f"| {r['dataset']} | {r['backbone']} ({r['mode']}) | {r['seeds']} | {r['offline']} → "
             f"{r['online']} | {r['acting_us_per_env_step']:.0f} | {r['env_us_per_env_step']:.0f} "
             f"| {r['update_ms_per_update']:.0f} | {r['wall_s']:.0f} |"
         )

@@ -136,6 +136,10 @@ def _record_eval(ft: Finetuner, record: Any) -> dict[str, Any] | None:
             for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
+        # the wall-clock of learning so far (acting, env stepping, updates; not evaluations):
+        # the x axis of the curves against time (docs/online.md)
+        t = ft.counters.timing
+        numbers["train_clock_s"] = sum(t.get(k, 0.0) for k in ("act", "env", "update"))
         record({f"eval/{k}": v for k, v in numbers.items()})
     return result
 
@@ -224,6 +228,7 @@ def _summary(
                 "env_steps": r["step"],
                 "return_mean": r["eval/return_mean"],
                 "normalized_mean": r.get("eval/normalized_mean"),
+                "train_clock_s": r.get("eval/train_clock_s"),
             }
             for r in evals
         ],

@@ -1,5 +1,5 @@
 """aaren-bench online: one grid task fine-tunes a checkpoint, a finished task is kept, and the
-summary groups runs by environment and backbone."""
+summary groups runs by dataset and backbone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from aaren_rl.aaren_policy import BackboneConfig
-from aaren_rl.bench.online import OnlineBenchConfig, grid_specs, run_one, summarize_online
+from aaren_rl.bench.online import (
+    OnlineBenchConfig,
+    _dataset_name,
+    grid_specs,
+    run_one,
+    summarize_online,
+)
 from aaren_rl.errors import ConfigError
 from aaren_rl.train.config import TrainConfig
 from aaren_rl.train.loop import train
@@ -36,6 +42,7 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         eval_episodes=1,
         max_episode_steps=30,
         batch_size=4,
+        objective="mse",
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
@@ -43,9 +50,15 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     assert run_one(spec).startswith("done hopper__aaren__offline__s0: final")
     record = json.loads(spec.json_path.read_text())
     assert record["env_steps"] >= 60 and record["offline_eval"]["episodes"] == 1
+    assert record["dataset"] == tiny_hopper_dataset.stem and record["objective"] == "mse"
+    clocks = [point["train_clock_s"] for point in record["curve"]]
+    assert clocks[0] == 0.0 and clocks == sorted(clocks) and clocks[-1] > 0  # x axis vs time
     assert run_one(spec) == "done hopper__aaren__offline__s0 (kept)"
     (row,) = summarize_online(bench.out_dir)
-    assert (row["env"], row["backbone"], row["seeds"]) == ("Hopper-v5", "aaren", 1)
+    assert (row["dataset"], row["env"]) == (tiny_hopper_dataset.stem, "Hopper-v5")
+    assert (row["backbone"], row["seeds"]) == ("aaren", 1)
     assert "→" in (bench.out_dir / "summary.md").read_text()
+    assert _dataset_name("d4rl:runs/datasets/hopper-medium.hdf5") == "hopper-medium"
+    assert _dataset_name("minari:mujoco/hopper/medium-v0") == "mujoco/hopper/medium-v0"
     with pytest.raises(ConfigError, match="--checkpoints"):
         grid_specs(OnlineBenchConfig(out_dir=tmp_path / "x"))
