@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
+.PHONY: results-tmaze setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
 
 setup: $(STAMP)
 
@@ -43,6 +43,11 @@ test-avx2: setup
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
+
+# The Passive T-Maze from the main commands (aaren-collect + aaren-train + aaren-eval), 3 seeds:
+# success at L = 1000 and 1500 after training at L <= 300 (docs/memory.md). Resumable.
+results-tmaze: setup
+	MUJOCO_GL=egl studies/tmaze_main_cli.sh 0 1 2
 
 demo: setup
 	$(PY) -m aaren_rl.train.demo --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR)

@@ -79,6 +79,17 @@ class EvalArgs:
     """Discrete actions: sample from the policy's logits instead of taking the argmax."""
 
 
+def _memory_family(gym_id: str) -> str | None:
+    """``aaren/PassiveTMaze-L1500-v0`` -> ``aaren/PassiveTMaze-v0``: a memory task's id
+    without its length; None for other environments."""
+    import re
+
+    if not gym_id.startswith("aaren/"):
+        return None
+    family, n = re.subn(r"-L\d+-", "-", gym_id)
+    return family if n == 1 else None
+
+
 def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
     from aaren_rl.envs import get_env_spec
 
@@ -88,7 +99,12 @@ def _check_env(args: EvalArgs, checkpoint_env: str | None) -> str:
         return checkpoint_env
     if checkpoint_env is not None:
         want, have = get_env_spec(args.env).gym_id, get_env_spec(checkpoint_env).gym_id
-        if want != have:
+        family = _memory_family(want)
+        if want != have and family is not None and family == _memory_family(have):
+            # the same memory task at another length (T-Maze L = 1000 -> 1500): the point of
+            # a memory test, same observation and action spaces
+            print(f"note: {have} trained, evaluated at another memory length: {want}")
+        elif want != have:
             raise EvalError(
                 f"--env {args.env} ({want}) does not match the checkpoint's env {have}: "
                 "the agent was trained for another environment; drop --env or pick "

@@ -67,6 +67,17 @@ def test_env_mismatch(aaren_checkpoint: Path, capsys):
     assert "does not match the checkpoint's env Hopper-v5" in _err(capsys)
 
 
+def test_memory_tasks_evaluate_at_another_length_other_envs_do_not() -> None:
+    from aaren_rl.eval.cli import _memory_family
+
+    assert _memory_family("aaren/PassiveTMaze-L1500-v0") == "aaren/PassiveTMaze-v0"
+    assert _memory_family("aaren/PassiveTMaze-L30-v0") == _memory_family(
+        "aaren/PassiveTMaze-L1000-v0"
+    )
+    assert _memory_family("Hopper-v5") is None
+    assert _memory_family("aaren/popgym-RepeatFirstMedium-v0") is None
+
+
 def test_matching_env_by_short_name(aaren_checkpoint: Path):
     assert main(["--checkpoint", str(aaren_checkpoint), "--env", "hopper", "--episodes", "1",
                  *FAST]) == 0  # fmt: skip
