@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/tmaze-main-cli}
 OUT=${OUT:-docs/results/memory/main-cli}
+STEPS=${STEPS:-1600}       # training steps (the recipe's; smaller only in tests)
+EPISODES=${EPISODES:-100}  # evaluation episodes per length
 SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(0 1 2)
 mkdir -p "$WORK/data" "$OUT"
@@ -21,8 +23,8 @@ datasets=()
 for L in 10 30 100 300; do # 48 medium-mix episodes per length, as aaren-bench memory
     f="$WORK/data/PassiveTMaze-L$L-medium.hdf5"
     if [ ! -f "$f" ]; then
-        "$BIN/aaren-collect" --env "tmaze-$L" --levels medium --transitions $((48 * (L + 1))) \
-            --hdf5-dir "$WORK/data"
+        "$BIN/aaren-collect" --env "tmaze-$L" --levels medium --transitions $((48 * (L + 1))) --no-minari \
+            --hdf5-dir "$WORK/data" --work-dir "$WORK/collect"
     fi
     datasets+=("d4rl:$f")
 done
@@ -30,11 +32,11 @@ spec=$(IFS=+; echo "${datasets[*]}")
 
 for s in "${SEEDS[@]}"; do
     run="$WORK/runs/tmaze-s$s"
-    if [ ! -f "$run/checkpoint/agent.json" ] || ! grep -q '"step": 1600' "$run/checkpoint/agent.json"; then
+    if [ ! -f "$run/checkpoint/agent.json" ] || ! grep -q "\"step\": $STEPS\b" "$run/checkpoint/agent.json"; then
         resume=()
         [ -f "$run/checkpoint/trainer.json" ] && resume=(--resume)
         "$BIN/aaren-train" --dataset "$spec" \
-            --curriculum 11 31 101 301 --decision-weight --steps 1600 --recipe episode \
+            --curriculum 11 31 101 301 --decision-weight --steps "$STEPS" --recipe episode \
             --episode-length 301 --batch-size 4 --padding right --return-scale 1 \
             --max-timestep 1 --model.dim 64 --model.num-layers 2 --model.dropout 0 \
             --learning-rate 1e-3 --warmup-steps 50 --grad-clip 1 --target-return 1 \
@@ -44,7 +46,7 @@ for s in "${SEEDS[@]}"; do
     for L in 1000 1500; do
         json="$OUT/tmaze-s$s-L$L.json"
         [ -f "$json" ] || "$BIN/aaren-eval" --checkpoint "$run/checkpoint" --env "tmaze-$L" \
-            --episodes 100 --num-envs 10 --threads 1 --no-progress --json "$json"
+            --episodes "$EPISODES" --num-envs 10 --threads 1 --no-progress --json "$json"
     done
 done
 
