@@ -10,7 +10,7 @@ Two facts decide how fast aaren-rl runs on a CPU, and both are read here:
   default. With another busy process on a 2-core machine a spinning thread takes the core
   that process needs, and a DT training step went from 0.85 s to 4.1 s (AMD EPYC, AVX2).
   Two things prevent that: :func:`default_threads` leaves out the cores other processes keep
-  busy when a run starts (all cores where none is free), and :func:`set_wait_policy` shortens OpenMP's spinning (it runs on
+  busy when a run starts, and :func:`set_wait_policy` shortens OpenMP's spinning (it runs on
   ``import aaren_rl``, before torch loads its OpenMP runtime, which reads the variable once).
   ``aaren-bench threads`` measures both under 0, 1 and 2 busy processes (docs/benchmarks.md,
   "Threads under load").
@@ -170,17 +170,17 @@ def _own_seconds() -> float:
 
 def threads_for(cores: int, busy: float) -> int:
     """Intra-op threads for ``cores`` usable cores while other processes keep ``busy`` cores
-    busy (half a core or more counts as one).
+    busy (half a core or more counts as one): one thread per free core, at least one.
 
-    - Some cores free: one thread per free core. Each runs alone on its core; a thread more
-      would share a core with a busy process, and every parallel region would wait for it.
-    - No core free: one thread per core. The scheduler gives each runnable thread (or each
-      session, with autogroups) a fair share, so one thread would get 2/3 of a core next to
-      two busy processes on 2 cores (1/2 if they run in another session), and one thread per
-      core gets a whole core's worth between them (docs/benchmarks.md, "Threads under load").
+    A thread more than the free cores shares a core with a busy process, and every parallel
+    region waits for it. With no core free, one thread still beats one per core: measured
+    next to two busy processes of another session on 2 cores (docs/benchmarks.md, "Threads
+    under load"), one thread ran 343-351 ms per step and was within 1.06x of the best setting
+    in all three repeats, while two threads ranged from 279 to 439 ms: the kernel's autogroups
+    share the CPU between sessions first, and two threads that are not running at the same
+    moment wait for each other at every parallel region.
     """
-    free = cores - math.floor(busy + 0.5)
-    return free if free >= 1 else max(1, cores)
+    return max(1, cores - math.floor(busy + 0.5))
 
 
 def default_threads(window: float = 0.25) -> int:
