@@ -69,6 +69,13 @@ class OnlineBenchConfig:
     objective: Literal["likelihood", "mse"] = "likelihood"
     """aaren-finetune --objective: likelihood (ODT's, learned temperature) or mse (the offline
     loss on the mean, fixed exploration noise)."""
+    acting_only: tuple[int, ...] = ()
+    """Instead of fine-tuning, time collection alone: with one Aaren and one Transformer
+    checkpoint, their explorers collect rounds (one episode per environment, no updates)
+    alternately on this machine, at each of these environment counts; acting and env time
+    per collected env step into acting.json in --out-dir (docs/online.md, "Acting cost")."""
+    acting_rounds: int = 3
+    """Collection rounds per backbone and environment count with --acting-only."""
 
     @property
     def grid_options(self) -> GridOptions:
@@ -210,9 +217,113 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run_online_bench(cfg: OnlineBenchConfig) -> list[dict[str, Any]]:
-    """Run what is missing of the grid, then summarise."""
+def _explorer_run(
+    checkpoint: Path, num_envs: int, seed: int, max_steps: int | None, tmp: Path
+) -> Any:
+    """A fine-tuning run set up to collect only (empty buffer, nothing saved)."""
+    from aaren_rl.train.finetune import Finetuner
+    from aaren_rl.train.finetune_config import FinetuneConfig
+
+    cfg = FinetuneConfig(
+        checkpoint=checkpoint,
+        num_envs=num_envs,
+        seed_trajectories=0,
+        seed=seed,
+        threads=1,
+        progress=False,
+        max_episode_steps=max_steps,
+        run_dir=tmp / f"{checkpoint.parent.name}-{num_envs}",
+    )
+    return Finetuner.build(cfg)
+
+
+def acting_comparison(cfg: OnlineBenchConfig) -> dict[str, Any]:
+    """Aaren's explorer against the Transformer's, alternated round by round on one machine:
+    acting and env-stepping µs per collected env step at each of ``cfg.acting_only``."""
+    import tempfile
+
+    from aaren_rl.bench.common import write_json
+
+    by_backbone: dict[str, Path] = {}
+    for c in cfg.checkpoints:
+        by_backbone.setdefault(read_metadata(Path(c))["model_config"]["backbone"], Path(c))
+    if sorted(by_backbone) != ["aaren", "transformer"] or len(cfg.checkpoints) != 2:
+        raise ConfigError(
+            "--acting-only needs exactly two --checkpoints: one Aaren and one Transformer"
+        )
+    if min(cfg.acting_only) < 1 or cfg.acting_rounds < 1:
+        raise ConfigError("--acting-only environment counts and --acting-rounds must be >= 1")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in cfg.acting_only:
+            runs = {
+                b: _explorer_run(c, n, cfg.seeds[0], cfg.max_episode_steps, Path(tmp))
+                for b, c in by_backbone.items()
+            }
+            rounds: dict[str, list[dict[str, float]]] = {b: [] for b in runs}
+            try:
+                for _ in range(cfg.acting_rounds):
+                    for b, ft in runs.items():  # aaren, transformer, aaren, ...
+                        st = ft.collect()
+                        rounds[b].append(
+                            {
+                                "env_steps": st.env_steps,
+                                "act_s": st.act_seconds,
+                                "env_s": st.env_seconds,
+                            }  # fmt: skip
+                        )
+                        print(f"{n} envs, {b} ({ft.mode}): {st.env_steps} env steps, acting "
+                              f"{1e6 * st.act_seconds / st.env_steps:.0f} µs per env step",
+                              flush=True)  # fmt: skip
+            finally:
+                for ft in runs.values():
+                    ft.lock.release()
+            row: dict[str, Any] = {"num_envs": n}
+            for b, rs in rounds.items():
+                steps = sum(r["env_steps"] for r in rs)
+                row[b] = {
+                    "mode": runs[b].mode,
+                    "env_steps": steps,
+                    "acting_us_per_env_step": 1e6 * sum(r["act_s"] for r in rs) / steps,
+                    "env_us_per_env_step": 1e6 * sum(r["env_s"] for r in rs) / steps,
+                    "rounds": rs,
+                }
+            row["ratio_transformer_over_aaren"] = (
+                row["transformer"]["acting_us_per_env_step"]
+                / row["aaren"]["acting_us_per_env_step"]
+            )
+            rows.append(row)
+    data = {
+        "what": "collection rounds alternated aaren / transformer on one machine, one torch "
+        "thread, sampling explorers, no updates",
+        "checkpoints": {b: str(c) for b, c in by_backbone.items()},
+        "rounds_per_backbone": cfg.acting_rounds,
+        "rows": rows,
+    }
+    path = write_json(cfg.out_dir / "acting.json", data)
+    lines = [
+        "| envs | Aaren µs / env step | Transformer µs / env step | ratio | env µs / env step |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, t = r["aaren"], r["transformer"]
+        lines.append(
+            f"| {r['num_envs']} | {a['acting_us_per_env_step']:.0f} ({a['mode']}) | "
+            f"{t['acting_us_per_env_step']:.0f} ({t['mode']}) | "
+            f"{r['ratio_transformer_over_aaren']:.1f}x | {a['env_us_per_env_step']:.0f} / "
+            f"{t['env_us_per_env_step']:.0f} |"
+        )
+    print("\n".join(lines))
+    print(f"wrote {path}")
+    return data
+
+
+def run_online_bench(cfg: OnlineBenchConfig) -> list[dict[str, Any]] | dict[str, Any]:
+    """Run what is missing of the grid, then summarise (or, with --acting-only, time
+    collection alone)."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.acting_only:
+        return acting_comparison(cfg)
     if not cfg.summary_only:
         pending = [s for s in grid_specs(cfg) if not s.json_path.is_file()]
         print(f"{len(pending)} runs to do: " + ", ".join(s.name for s in pending), flush=True)

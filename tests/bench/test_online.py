@@ -12,6 +12,7 @@ from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.bench.online import (
     OnlineBenchConfig,
     _dataset_name,
+    acting_comparison,
     grid_specs,
     run_one,
     summarize_online,
@@ -62,3 +63,49 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     assert _dataset_name("minari:mujoco/hopper/medium-v0") == "mujoco/hopper/medium-v0"
     with pytest.raises(ConfigError, match="--checkpoints"):
         grid_specs(OnlineBenchConfig(out_dir=tmp_path / "x"))
+
+
+def _tiny_checkpoint(tmp_path: Path, dataset: Path, backbone: str) -> Path:
+    cfg = TrainConfig(
+        dataset=f"d4rl:{dataset}",
+        backbone=backbone,
+        steps=3,
+        model=BackboneConfig(dim=16, num_layers=1),
+        episode_length=40,
+        threads=1,
+        eval_episodes=0,
+        progress=False,
+        run_dir=tmp_path / backbone,
+    )
+    return train(cfg).run_dir / "checkpoint"
+
+
+def test_acting_only_times_both_explorers_alternately(tmp_path: Path, tiny_hopper_dataset: Path):
+    ckpts = tuple(
+        _tiny_checkpoint(tmp_path, tiny_hopper_dataset, b) for b in ("transformer", "aaren")
+    )
+    bench = OnlineBenchConfig(
+        checkpoints=ckpts,
+        seeds=(0,),
+        acting_only=(1, 2),
+        acting_rounds=2,
+        max_episode_steps=20,
+        out_dir=tmp_path / "acting",
+    )
+    data = acting_comparison(bench)
+    assert [r["num_envs"] for r in data["rows"]] == [1, 2]
+    for row in data["rows"]:
+        assert row["aaren"]["mode"] == "recurrent" and row["transformer"]["mode"] == "window"
+        for b in ("aaren", "transformer"):
+            assert len(row[b]["rounds"]) == 2 and row[b]["env_steps"] >= 2
+            assert row[b]["acting_us_per_env_step"] > 0
+        ratio = (
+            row["transformer"]["acting_us_per_env_step"] / row["aaren"]["acting_us_per_env_step"]
+        )
+        assert row["ratio_transformer_over_aaren"] == pytest.approx(ratio)
+    saved = json.loads((tmp_path / "acting" / "acting.json").read_text())
+    assert saved["rows"][0]["num_envs"] == 1 and "avx2" in saved["cpu"]["flags"]
+    with pytest.raises(ConfigError, match="one Aaren and one Transformer"):
+        acting_comparison(OnlineBenchConfig(checkpoints=ckpts[:1], acting_only=(1,)))
+    with pytest.raises(ConfigError, match=">= 1"):
+        acting_comparison(OnlineBenchConfig(checkpoints=ckpts, acting_only=(0,)))
