@@ -29,14 +29,14 @@ busy process")."""
 SIZES = frozenset(
     {"obs_dim", "act_dim", "dim", "lengths", "sequences", "chunks", "context_length",
      "context_lengths", "batch_sizes", "batch_size", "num_envs", "window", "episode_length",
-     "steps", "curriculum"}
+     "steps", "curriculum", "acting_only"}
 )  # fmt: skip
 """Fields that size an allocation (a tensor, a batch of environments, an episode buffer)."""
 
 MAX_SIZE = 1_000_000
 MAX_COUNT = 10**9
 MAX_SEED = 2**31 - 1
-EMPTY_OK = frozenset({"agents", "sequences", "overrides", "compile"})  # empty: default or none
+EMPTY_OK = frozenset({"agents", "sequences", "overrides", "compile", "acting_only"})  # empty: none
 BACKBONES = ("aaren", "transformer")
 
 
