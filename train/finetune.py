@@ -50,7 +50,7 @@ from aaren_rl.fileio import DirLock, atomic_directory, atomic_write_json
 from aaren_rl.train.finetune_config import FinetuneConfig, finetune_config_differences
 from aaren_rl.train.replay import ReplayBuffer, make_trajectory
 from aaren_rl.train.run_dir import CHECKPOINT, CONFIG, check_new_run_dir
-from aaren_rl.train.trainer import lr_lambda, resolve_device
+from aaren_rl.train.trainer import decision_weights, lr_lambda, resolve_device
 from aaren_rl.train.trainer_state import load_trainer_state, save_trainer_state
 from aaren_rl.untrusted import read_json
 
@@ -371,13 +371,16 @@ class Finetuner:
         logp, entropy = self.policy.log_prob_and_entropy(out, batch.actions)
         m = batch.mask.to(logp.dtype)
         n = m.sum().clamp_min(1.0)
-        nll = -(logp * m).sum() / n
+        weights = decision_weights(batch.mask) if self.cfg.decision_weight else None
+        nll = weighted_nll(logp, batch.mask, weights)
         ent = (entropy * m).sum() / n
         temperature = self.log_temperature.exp()
         if self.cfg.objective == "mse":  # the offline loss on the mean; log-std, T stay fixed
             model = self.policy.model
             preds = out.mean if model.config.discrete else torch.tanh(out.mean)
-            loss = model.action_loss(preds, batch.actions, batch.mask, reduction="sum")
+            loss = model.action_loss(
+                preds, batch.actions, batch.mask, weights=weights, reduction="sum"
+            )
         else:
             loss = nll - temperature.detach() * ent
         self.optimizer.zero_grad(set_to_none=True)
@@ -511,6 +514,17 @@ class Finetuner:
         if not (self.ckpt_dir / "trainer.json").is_file():
             return f"no checkpoint was written yet: remove {self.run_dir} and start again"
         return f"continue with: aaren-finetune --resume --run-dir {self.run_dir}"
+
+
+def weighted_nll(
+    logp: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-(weighted mean of ``logp`` over real positions): ``mask`` (B, K) bool, ``weights``
+    (B, K) or None (all 1)."""
+    w = mask.to(logp.dtype)
+    if weights is not None:
+        w = w * weights.to(logp.dtype)
+    return -(logp * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def _check_env_fits(spec: EnvSpec, model: DecisionModel) -> None:

@@ -80,6 +80,11 @@ class FinetuneConfig:
     """Longest window of the episode recipe, in timesteps."""
     batch_size: int | None = None
     """Windows per gradient step. Default: 64 for window, 4 for episode (the offline ones)."""
+    decision_weight: bool = False
+    """Weight the loss at each training window's last real step by the window's length
+    (aaren-train --decision-weight): with the episode recipe, a memory task's decision (the
+    T-Maze's last step) weighs as much as the rest of the episode. The entropy term and the
+    temperature stay unweighted."""
     objective: Literal["likelihood", "mse"] = "likelihood"
     """likelihood: ODT's, -(log p(a) + T H) with the learned temperature. mse: the offline
     loss on the mean only (tanh(mean) against the actions, summed over action dimensions;

@@ -251,8 +251,11 @@ def test_discrete_actions_finetune_on_the_tmaze(tmp_path: Path) -> None:
     )  # fmt: skip
     ckpt = train(cfg).run_dir / "checkpoint"
     result = finetune(
-        _cfg(ckpt, tmp_path / "ft", env_steps=100, max_episode_steps=None, target_entropy=None)
-    )
+        _cfg(
+            ckpt, tmp_path / "ft", env_steps=100, max_episode_steps=None, target_entropy=None,
+            decision_weight=True,
+        )
+    )  # fmt: skip
     s = result.summary
     assert s["env_steps"] >= 100 and s["updates"] > 0 and s["final_eval"]["episodes"] == 2
     assert not (tmp_path / "ft" / "checkpoint" / "log_std_head.safetensors").exists()
@@ -261,6 +264,19 @@ def test_discrete_actions_finetune_on_the_tmaze(tmp_path: Path) -> None:
     assert entropy and all(0 <= h <= np.log(4) + 1e-6 for h in entropy)  # exact, 4 actions
     agent = DecisionAgent.load(tmp_path / "ft" / "checkpoint")
     assert agent.model.config.discrete
+
+
+def test_weighted_nll_is_the_weighted_mean_over_real_positions() -> None:
+    from aaren_rl.train.finetune import weighted_nll
+    from aaren_rl.train.trainer import decision_weights
+
+    logp = torch.tensor([[-1.0, -2.0, -3.0, -9.0], [-4.0, -5.0, -7.0, -7.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    assert float(weighted_nll(logp, mask)) == pytest.approx((1 + 2 + 3 + 4 + 5) / 5)
+    w = decision_weights(mask)  # the last real step of each row weighs the row's length
+    assert w.tolist() == [[1, 1, 3, 1], [1, 2, 1, 1]]
+    want = (1 + 2 + 3 * 3 + 4 + 2 * 5) / (1 + 1 + 3 + 1 + 2)
+    assert float(weighted_nll(logp, mask, w)) == pytest.approx(want)
 
 
 def test_an_empty_buffer_fills_with_the_first_episodes(offline, tmp_path: Path) -> None:
