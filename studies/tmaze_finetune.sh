@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Online fine-tuning on the Passive T-Maze (docs/online.md, "T-Maze"): an Aaren agent trained
 # offline with plain aaren-train (no curriculum, no decision weight) on the 20%-wrong-choice
-# `medium` data at L = 300, scored at L = 300, then fine-tuned online with aaren-finetune in
-# the L = 300 maze (categorical head, recurrent acting) and scored again at L = 300 and 1000.
+# `medium` data at L = 300, scored at L = 300, then fine-tuned online with aaren-finetune
+# --decision-weight in the L = 300 maze (categorical head, recurrent acting) and scored again
+# at L = 300 and 1000.
 #
 #   studies/tmaze_finetune.sh [SEED ...]         (default: 0 1 2)
 #
@@ -48,7 +49,7 @@ for s in "${SEEDS[@]}"; do
         [ -f "$ft/checkpoint/trainer.json" ] && resume=(--resume)
         "$BIN/aaren-finetune" --checkpoint "$off/checkpoint" --env tmaze-300 \
             --env-steps "$ENV_STEPS" --num-envs 8 --updates-per-env-step 0.1 \
-            --exploration-return 1 --learning-rate 1e-3 --episode-length 301 \
+            --exploration-return 1 --learning-rate 1e-3 --episode-length 301 --decision-weight \
             --eval-every 3000 --eval-episodes 20 --checkpoint-every 3000 --threads 1 \
             --no-progress --seed "$s" --run-dir "$ft" "${resume[@]}"
         cp "$ft/summary.json" "$OUT/finetune-s$s.json"
