@@ -17,6 +17,7 @@ OUT=${OUT:-docs/results/online/tmaze}
 OFFLINE_STEPS=${OFFLINE_STEPS:-400}   # the plain run that stayed far from 100% (docs/memory.md)
 ENV_STEPS=${ENV_STEPS:-12000}         # online budget: 40 episodes of 301 steps
 EPISODES=${EPISODES:-100}             # evaluation episodes per stage
+UPDATES=${UPDATES:-0.1}               # gradient steps per collected env step
 SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(0 1 2)
 mkdir -p "$WORK/data" "$OUT"
@@ -43,12 +44,12 @@ for s in "${SEEDS[@]}"; do
             --run-dir "$off" --seed "$s" "${resume[@]}"
     fi
     score "$off/checkpoint" tmaze-300 "$OUT/offline-s$s-L300.json"
-    ft="$WORK/online-s$s"
+    ft="$WORK/online-u$UPDATES-s$s"
     if [ ! -f "$OUT/finetune-s$s.json" ]; then
         resume=()
         [ -f "$ft/checkpoint/trainer.json" ] && resume=(--resume)
         "$BIN/aaren-finetune" --checkpoint "$off/checkpoint" --env tmaze-300 \
-            --env-steps "$ENV_STEPS" --num-envs 8 --updates-per-env-step 0.1 \
+            --env-steps "$ENV_STEPS" --num-envs 8 --updates-per-env-step "$UPDATES" \
             --exploration-return 1 --learning-rate 1e-3 --episode-length 301 --decision-weight \
             --eval-every 3000 --eval-episodes 20 --checkpoint-every 3000 --threads 1 \
             --no-progress --seed "$s" --run-dir "$ft" "${resume[@]}"
