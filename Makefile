@@ -33,7 +33,7 @@ test: lint
 # Tests on an emulated AVX2-only CPU (no AVX-512 / BF16 / VNNI / AMX) with qemu-user, from
 # any x86-64 host (tools/emulate-avx2). Emulation runs ~40x slower, so by default the tests
 # whose results could depend on the CPU's kernels: the model's numerics and precisions, the
-# agents, export and ONNX (fp32 / fp16 / int8), the CPU module (~20 min; 30 s natively).
+# agents, export and ONNX (fp32 / fp16 / int8), the CPU module (about an hour; 30 s natively).
 # The whole suite: make test-avx2 AVX2_TESTS=tests (hours).
 AVX2_TESTS ?= tests/aaren_policy tests/agents tests/deploy tests/bench/test_act.py \
 	tests/bench/test_attention.py tests/bench/test_bench_train.py tests/test_cpu.py
