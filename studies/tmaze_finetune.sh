@@ -8,16 +8,18 @@
 #   studies/tmaze_finetune.sh [SEED ...]         (default: 0 1 2)
 #
 # Resumable: finished pieces are skipped. Files: runs/tmaze-finetune/, and one aaren-eval JSON
-# per seed and stage plus summary.md in docs/results/online/tmaze/.
+# per seed and stage plus summary.md in docs/results/online/tmaze-u0.5/ (OUT; the other budgets
+# and the run without the weight in their own folders beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-runs/tmaze-finetune}
-OUT=${OUT:-docs/results/online/tmaze}
+UPDATES=${UPDATES:-0.5}               # gradient steps per collected env step
+DECISION_WEIGHT=${DECISION_WEIGHT:-1} # 0: fine-tune without --decision-weight
+OUT=${OUT:-docs/results/online/tmaze-u$UPDATES$([ "$DECISION_WEIGHT" = 1 ] || echo -no-decision-weight)}
 OFFLINE_STEPS=${OFFLINE_STEPS:-400}   # the plain run that stayed far from 100% (docs/memory.md)
 ENV_STEPS=${ENV_STEPS:-12000}         # online budget: 40 episodes of 301 steps
 EPISODES=${EPISODES:-100}             # evaluation episodes per stage
-UPDATES=${UPDATES:-0.1}               # gradient steps per collected env step
 SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(0 1 2)
 mkdir -p "$WORK/data" "$OUT"
@@ -44,13 +46,15 @@ for s in "${SEEDS[@]}"; do
             --run-dir "$off" --seed "$s" "${resume[@]}"
     fi
     score "$off/checkpoint" tmaze-300 "$OUT/offline-s$s-L300.json"
-    ft="$WORK/online-u$UPDATES-s$s"
+    dw=(--decision-weight)
+    [ "$DECISION_WEIGHT" = 1 ] || dw=()
+    ft="$WORK/online-u$UPDATES-dw$DECISION_WEIGHT-s$s"
     if [ ! -f "$OUT/finetune-s$s.json" ]; then
         resume=()
         [ -f "$ft/checkpoint/trainer.json" ] && resume=(--resume)
         "$BIN/aaren-finetune" --checkpoint "$off/checkpoint" --env tmaze-300 \
             --env-steps "$ENV_STEPS" --num-envs 8 --updates-per-env-step "$UPDATES" \
-            --exploration-return 1 --learning-rate 1e-3 --episode-length 301 --decision-weight \
+            --exploration-return 1 --learning-rate 1e-3 --episode-length 301 "${dw[@]}" \
             --eval-every 3000 --eval-episodes 20 --checkpoint-every 3000 --threads 1 \
             --no-progress --seed "$s" --run-dir "$ft" "${resume[@]}"
         cp "$ft/summary.json" "$OUT/finetune-s$s.json"

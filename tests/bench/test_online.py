@@ -22,18 +22,23 @@ from aaren_rl.train.config import TrainConfig
 from aaren_rl.train.loop import train
 
 
-def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_dataset: Path):
+def _tiny_checkpoint(run_dir: Path, dataset: Path, backbone: str = "aaren", steps: int = 3) -> Path:
     cfg = TrainConfig(
-        dataset=f"d4rl:{tiny_hopper_dataset}",
-        steps=5,
+        dataset=f"d4rl:{dataset}",
+        backbone=backbone,
+        steps=steps,
         model=BackboneConfig(dim=16, num_layers=1),
         episode_length=40,
         threads=1,
         eval_episodes=0,
         progress=False,
-        run_dir=tmp_path / "offline",
+        run_dir=run_dir,
     )
-    ckpt = train(cfg).run_dir / "checkpoint"
+    return train(cfg).run_dir / "checkpoint"
+
+
+def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_dataset: Path):
+    ckpt = _tiny_checkpoint(tmp_path / "offline", tiny_hopper_dataset, steps=5)
     bench = OnlineBenchConfig(
         checkpoints=(ckpt,),
         seeds=(0,),
@@ -65,24 +70,9 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         grid_specs(OnlineBenchConfig(out_dir=tmp_path / "x"))
 
 
-def _tiny_checkpoint(tmp_path: Path, dataset: Path, backbone: str) -> Path:
-    cfg = TrainConfig(
-        dataset=f"d4rl:{dataset}",
-        backbone=backbone,
-        steps=3,
-        model=BackboneConfig(dim=16, num_layers=1),
-        episode_length=40,
-        threads=1,
-        eval_episodes=0,
-        progress=False,
-        run_dir=tmp_path / backbone,
-    )
-    return train(cfg).run_dir / "checkpoint"
-
-
 def test_acting_only_times_both_explorers_alternately(tmp_path: Path, tiny_hopper_dataset: Path):
     ckpts = tuple(
-        _tiny_checkpoint(tmp_path, tiny_hopper_dataset, b) for b in ("transformer", "aaren")
+        _tiny_checkpoint(tmp_path / b, tiny_hopper_dataset, b) for b in ("transformer", "aaren")
     )
     bench = OnlineBenchConfig(
         checkpoints=ckpts,
