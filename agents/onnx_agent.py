@@ -56,7 +56,11 @@ def read_model(path: str | Path) -> bytes:
 
 
 def make_session(
-    path: str | Path, threads: int = 1, data: bytes | None = None, vet_graph: bool = True
+    path: str | Path,
+    threads: int = 1,
+    data: bytes | None = None,
+    vet_graph: bool = True,
+    profile_prefix: str | None = None,
 ) -> Any:
     """An onnxruntime CPU session with the settings every aaren-rl ONNX path uses.
 
@@ -69,6 +73,8 @@ def make_session(
     ``path``, where onnxruntime finds those files. ``vet_graph``: also check the graph
     (``onnx_safety.check_graph``: aaren-export's operators only, bounded sizes); only a caller
     that exported the file itself a moment ago, with other operators, passes False.
+    ``profile_prefix``: run under onnxruntime's profiler, its JSON written there
+    (``session.end_profiling()`` returns the file; ``aaren-bench act --profile-onnx``).
     """
     ort = _ort()
     path = Path(path)
@@ -83,6 +89,9 @@ def make_session(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types

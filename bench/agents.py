@@ -329,8 +329,7 @@ def onnx_profile(agent: Any, calls: int = 1000, top: int = 10, warmup: int = 20)
     leave out onnxruntime's per-call overhead outside the kernels; compare ``us_per_call``
     with the agent's timed µs per action to see it.
     """
-
-    import onnxruntime as ort
+    from aaren_rl.agents.onnx_agent import make_session
 
     rng = np.random.default_rng(0)
     state = agent.initial_state(1)
@@ -339,16 +338,8 @@ def onnx_profile(agent: Any, calls: int = 1000, top: int = 10, warmup: int = 20)
         "prev_reward": np.zeros(1, dtype=np.float64),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = agent.sessions.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(
-            str(agent.sessions.path), opts, providers=["CPUExecutionProvider"]
+        session = make_session(
+            agent.sessions.path, agent.sessions.threads, profile_prefix=str(Path(tmp) / "profile")
         )
         names = agent.output_names
         for _ in range(warmup + calls):
