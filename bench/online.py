@@ -91,14 +91,15 @@ class OnlineRun:
     seed: int
     out_dir: str
     settings: tuple[tuple[str, Any], ...]
+    dataset: str = ""
+    """The checkpoint's dataset, short (``_dataset_name``): the summary's row key."""
 
     @property
     def json_path(self) -> Path:
         return Path(self.out_dir) / f"{self.name}.json"
 
 
-def _name(checkpoint: Path, seed: int) -> str:
-    meta = read_metadata(checkpoint)
+def _name(checkpoint: Path, meta: dict[str, Any], seed: int) -> str:
     env = str(meta.get("env_id") or "env").split("-")[0].lower()
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", checkpoint.resolve().parent.name)
     return f"{env}__{meta['model_config']['backbone']}__{tag}__s{seed}"
@@ -126,11 +127,18 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         "batch_size": cfg.batch_size,
         "objective": cfg.objective,
     }
-    return [
-        OnlineRun(_name(Path(c), s), str(c), s, str(cfg.out_dir), tuple(sorted(settings.items())))
-        for c in cfg.checkpoints
-        for s in cfg.seeds
-    ]
+    specs = []
+    for c in cfg.checkpoints:
+        meta = read_metadata(Path(c))  # once per checkpoint
+        dataset = _dataset_name(str(meta.get("dataset") or ""))
+        for s in cfg.seeds:
+            name = _name(Path(c), meta, s)
+            specs.append(
+                OnlineRun(
+                    name, str(c), s, str(cfg.out_dir), tuple(sorted(settings.items())), dataset
+                )
+            )
+    return specs
 
 
 def run_one(run: OnlineRun) -> str:
@@ -156,9 +164,7 @@ def run_one(run: OnlineRun) -> str:
 
         shutil.rmtree(run_dir)
     result = finetune(cfg)
-    dataset = str(read_metadata(Path(run.checkpoint)).get("dataset") or "")
-    summary = {"name": run.name, "dataset": _dataset_name(dataset), **result.summary}
-    atomic_write_json(run.json_path, {**summary, "objective": cfg.objective})
+    atomic_write_json(run.json_path, {"name": run.name, "dataset": run.dataset, **result.summary})
     final = (result.summary.get("final_eval") or {}).get("normalized_mean")
     return f"done {run.name}: final {final}"
 

@@ -212,6 +212,7 @@ def _summary(
         "backbone": ft.policy.model.config.backbone,
         "mode": ft.mode,
         "recipe": ft.recipe,
+        "objective": ft.cfg.objective,
         "seed": ft.cfg.seed,
         "checkpoint": str(ft.cfg.checkpoint),
         "env_steps": c.env_steps,
