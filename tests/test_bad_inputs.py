@@ -1659,8 +1659,18 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_subprocess_ctrl_c_during_evaluation(pristine: dict[str, Path], tmp_path: Path) -> None:
-    """SIGINT while episodes run: exit 130, one line, nothing written."""
+@pytest.mark.parametrize(
+    ("sig", "code", "message"),
+    [
+        (signal.SIGINT, 130, "aaren-eval: interrupted"),  # Ctrl-C
+        (signal.SIGTERM, 143, "aaren-eval: terminated (SIGTERM)"),  # kill, systemd, Slurm
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_subprocess_signal_during_evaluation(
+    pristine: dict[str, Path], tmp_path: Path, sig: int, code: int, message: str
+) -> None:
+    """A stop signal while episodes run: its exit code, one line, nothing written."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "r.json"
     proc = subprocess.Popen(
@@ -1673,30 +1683,10 @@ def test_subprocess_ctrl_c_during_evaluation(pristine: dict[str, Path], tmp_path
     deadline = time.monotonic() + 90
     while "eval:" not in seen and time.monotonic() < deadline:  # the progress bar is up
         seen += proc.stderr.read(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "aaren-eval: interrupted" in err and "Traceback" not in err
-    assert not out.exists()
-
-
-def test_subprocess_sigterm_during_evaluation(pristine: dict[str, Path], tmp_path: Path) -> None:
-    """SIGTERM (kill, systemd, Slurm) while episodes run: like Ctrl-C, exit 143, one line."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    out = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [PY, "-m", "aaren_rl.eval.cli", "--checkpoint", str(pristine["ckpt"]), "--episodes",
-         "1000", "--json", str(out)],  # fmt: skip
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    seen = ""
-    deadline = time.monotonic() + 90
-    while "eval:" not in seen and time.monotonic() < deadline:  # the progress bar is up
-        seen += proc.stderr.read(1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "aaren-eval: terminated (SIGTERM)" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert message in err and "Traceback" not in err
     assert not out.exists()
 
 

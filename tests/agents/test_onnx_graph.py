@@ -87,13 +87,18 @@ def test_a_loop_node_is_refused_before_a_session_exists(exports: list[Path], tmp
         OnnxAgent(path)
 
 
-def test_an_expand_to_a_billion_floats_is_refused(exports: list[Path], tmp_path: Path):
+def _expand_bomb(export: Path, tmp_path: Path) -> Path:
+    """``export`` plus an Expand of one float to 1.2 billion (4.8 GB if it ever ran)."""
     shape = numpy_helper.from_array(np.array([1_200_000_000], np.int64), "huge_shape")
     one = numpy_helper.from_array(np.ones(1, np.float32), "one")
-    path = _edit(
-        exports[0], tmp_path / "expand.onnx",
+    return _edit(
+        export, tmp_path / "expand.onnx",
         [helper.make_node("Expand", ["one", "huge_shape"], ["big"], name="bomb")], [shape, one],
     )  # fmt: skip
+
+
+def test_an_expand_to_a_billion_floats_is_refused(exports: list[Path], tmp_path: Path):
+    path = _expand_bomb(exports[0], tmp_path)
     with pytest.raises(OnnxAgentError, match="'Expand', which aaren-export never emits"):
         OnnxAgent(path)
 
@@ -117,12 +122,7 @@ def test_an_outer_product_of_allowed_operators_is_refused(exports: list[Path], t
 def test_the_expand_bomb_stays_in_memory_bounds(exports: list[Path], tmp_path: Path, limited):
     """aaren-eval --onnx on the Expand file, capped at 1.5 GiB: exit 2, one line, no session
     (running the node would allocate 4.8 GB)."""
-    shape = numpy_helper.from_array(np.array([1_200_000_000], np.int64), "huge_shape")
-    one = numpy_helper.from_array(np.ones(1, np.float32), "one")
-    path = _edit(
-        exports[0], tmp_path / "expand.onnx",
-        [helper.make_node("Expand", ["one", "huge_shape"], ["big"], name="bomb")], [shape, one],
-    )  # fmt: skip
+    path = _expand_bomb(exports[0], tmp_path)
     code = (
         "import sys\nfrom aaren_rl.eval.cli import main\n"
         f"sys.exit(main(['--onnx', '{path}', '--episodes', '1', '--no-progress']))\n"

@@ -40,20 +40,26 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _pool_workers(pid: int, timeout: float = 60.0) -> list[int]:
+    """The pool workers of process ``pid`` once one has started (empty after ``timeout``): its
+    python children that are not the multiprocessing resource tracker (which ends with its
+    parent anyway); in these tests each worker runs time.sleep(120)."""
+    deadline, workers = time.monotonic() + timeout, []
+    while not workers and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = [
+            k
+            for k in _children(pid)
+            if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()
+        ]
+    return workers
+
+
 def test_a_killed_grid_process_takes_its_running_workers_with_it() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     parent = subprocess.Popen([sys.executable, "-c", GRID], env=env)
     try:
-        deadline, workers = time.monotonic() + 60, []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.2)
-            # the pool's worker runs time.sleep(120): a python child that is not the
-            # multiprocessing resource tracker (which ends with its parent anyway)
-            workers = [
-                k
-                for k in _children(parent.pid)
-                if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()
-            ]
+        workers = _pool_workers(parent.pid)
         assert workers, "the pool started no worker"
         time.sleep(1.0)  # the worker has run its initializer and is in the task
         parent.send_signal(signal.SIGTERM)  # the grid process alone, as `kill` does
@@ -81,14 +87,7 @@ def test_sigterm_through_run_cli_stops_the_workers_at_once() -> None:
     parent = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE,
                               text=True)  # fmt: skip
     try:
-        deadline, workers = time.monotonic() + 60, []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.2)
-            workers = [
-                k
-                for k in _children(parent.pid)
-                if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()
-            ]
+        workers = _pool_workers(parent.pid)
         assert workers, "the pool started no worker"
         time.sleep(1.0)
         parent.send_signal(signal.SIGTERM)
