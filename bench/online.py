@@ -69,6 +69,8 @@ class OnlineBenchConfig:
     objective: Literal["likelihood", "mse"] = "likelihood"
     """aaren-finetune --objective: likelihood (ODT's, learned temperature) or mse (the offline
     loss on the mean, fixed exploration noise)."""
+    learning_rate: float | None = None
+    """aaren-finetune --learning-rate (default: aaren-finetune's, 1e-4 as ODT)."""
     acting_only: tuple[int, ...] = ()
     """Instead of fine-tuning, time collection alone: with one Aaren and one Transformer
     checkpoint, their explorers collect rounds (one episode per environment, no updates)
@@ -127,6 +129,8 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         "batch_size": cfg.batch_size,
         "objective": cfg.objective,
     }
+    if cfg.learning_rate is not None:
+        settings["learning_rate"] = cfg.learning_rate
     specs = []
     for c in cfg.checkpoints:
         meta = read_metadata(Path(c))  # once per checkpoint

@@ -49,6 +49,7 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         max_episode_steps=30,
         batch_size=4,
         objective="mse",
+        learning_rate=3e-5,
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
@@ -57,6 +58,7 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     record = json.loads(spec.json_path.read_text())
     assert record["env_steps"] >= 60 and record["offline_eval"]["episodes"] == 1
     assert record["dataset"] == tiny_hopper_dataset.stem and record["objective"] == "mse"
+    assert record["learning_rate"] == 3e-5
     clocks = [point["train_clock_s"] for point in record["curve"]]
     assert clocks[0] == 0.0 and clocks == sorted(clocks) and clocks[-1] > 0  # x axis vs time
     assert run_one(spec) == "done hopper__aaren__offline__s0 (kept)"
