@@ -67,8 +67,12 @@ class Aaren(nn.Module):
         recency_init: float = 0.0,
         recency_fixed: bool = False,
         recency_multiscale: bool = False,
+        score_jitter: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= score_jitter < 1.0:
+            raise ValueError(f"score_jitter must be in [0, 1), got {score_jitter}")
+        self.score_jitter = score_jitter
         if dim <= 0 or num_heads <= 0 or dim % num_heads:
             raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
         self.dim = dim
@@ -157,6 +161,9 @@ class Aaren(nn.Module):
         self._check_dtype(x)
         bsz, t, _ = x.shape
         scores, values = self._scores_values(x)  # (B, T, H), (B, T, H, dh)
+        if self.training and self.score_jitter > 0:  # flatter attention, training only
+            scale = 1.0 - self.score_jitter * torch.rand(bsz, 1, self.num_heads, device=x.device)
+            scores = scores * scale.to(scores.dtype)
         lam = self.recency_slope()
         if lam is not None:  # token i gets + lambda i; the carried state is one token older
             pos = torch.arange(t, device=x.device, dtype=scores.dtype)

@@ -104,6 +104,13 @@ class BackboneConfig:
     """Aaren only, with recency_init > 0: head h starts at recency_init / 2^h (RetNet-style
     multi-scale decays: heads with short and long memories side by side); off: every head
     starts at recency_init."""
+    score_jitter: float = 0.0
+    """Aaren only, training only: multiply each sequence's attention scores (per layer and
+    head) by a factor drawn uniformly from [1 - score_jitter, 1]. A flatter softmax spreads
+    weight the way a longer context does (a token that leads the others by a score margin d
+    among N gets the weight of one leading by d among N exp((1 - c) d) at factor c), so the
+    layers after it learn to read a diluted memory; acting (the step, the parallel forward in
+    eval mode) is unchanged. 0: off (docs/memory.md, "Score jitter")."""
     activation: Literal["gelu", "gelu_tanh", "relu"] = "relu"
     """Feed-forward non-linearity: relu (d3rlpy's DT; the default since the 10k-step recipe
     study, docs/research/recipe.md), gelu (exact erf, GPT-2 / official DT) or gelu_tanh (its tanh
@@ -131,6 +138,8 @@ class BackboneConfig:
             raise ValueError(f"ffn_dim must be positive, got {self.ffn_dim}")
         if not (math.isfinite(self.recency_init) and self.recency_init >= 0):
             raise ValueError(f"recency_init must be a finite number >= 0, got {self.recency_init}")
+        if not 0.0 <= self.score_jitter < 1.0:
+            raise ValueError(f"score_jitter must be in [0, 1), got {self.score_jitter}")
         if not self.query_init_std > 0:
             raise ValueError(f"query_init_std must be > 0, got {self.query_init_std}")
         if self.activation not in ACTIVATIONS:
@@ -325,6 +334,7 @@ class AarenBackbone(Backbone):
             recency_init=config.recency_init,
             recency_fixed=config.recency_fixed,
             recency_multiscale=config.recency_multiscale,
+            score_jitter=config.score_jitter,
         )
 
     @staticmethod
