@@ -28,12 +28,17 @@ def test_the_script_trains_evaluates_summarises_and_resumes(tmp_path: Path) -> N
     script = [str(ROOT / "studies" / "tmaze_main_cli.sh"), "0"]
     first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
-    for L in (1000, 1500):
+    for L in (1000, 1500, 3000):
         (result,) = json.loads((tmp_path / "out" / f"tmaze-s0-L{L}.json").read_text())["results"]
         assert result["env"] == f"aaren/PassiveTMaze-L{L}-v0" and result["episodes"] == 2
         assert 0.0 <= result["success_rate"] <= 1.0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert summary.splitlines()[2].startswith("| 0 | ") and "(2 episodes)" in summary
+    assert "L = 3000" in summary.splitlines()[0]
+    agent = json.loads(
+        (tmp_path / "work/runs/tmaze-jitter0.5-s0/checkpoint/agent.json").read_text()
+    )
+    assert '"score_jitter": 0.5' in json.dumps(agent)  # the recipe's jitter reached aaren-train
     again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "aaren-train" not in again.stdout and "run:" not in again.stdout  # nothing redone
