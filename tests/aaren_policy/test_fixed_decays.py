@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
-from aaren_rl.aaren_policy.fused import FusedAarenPolicy
 
 OBS, ACT, HEADS = 5, 2, 4
 
@@ -55,7 +54,7 @@ def test_fixed_slopes_do_not_move_in_training(fixed: bool) -> None:
     assert moved == [not fixed] * len(moved)
 
 
-def test_the_recurrent_step_equals_the_parallel_forward() -> None:
+def test_the_recurrent_step_equals_the_parallel_forward(recurrent_paths_match) -> None:
     model = _model(fixed=True, multiscale=True).eval()
     gen = torch.Generator().manual_seed(2)
     b, k = 3, 9
@@ -65,12 +64,4 @@ def test_the_recurrent_step_equals_the_parallel_forward() -> None:
     ts = torch.arange(k).expand(b, k).clone()
     with torch.no_grad():
         parallel, _ = model(rtg, obs, act, ts)
-        state, fused = None, FusedAarenPolicy(model)
-        fstate = fused.init_state(b)
-        for t in range(k):  # the dataset's actions fed back: the same tokens as the forward
-            a, state = model.act(obs[:, t], rtg[:, t], ts[:, t], state)
-            state = model.observe_action(act[:, t], ts[:, t], state)
-            fa, fstate = fused(obs[:, t], rtg[:, t], ts[:, t], fstate)
-            fstate = fstate._replace(action=act[:, t])
-            torch.testing.assert_close(a, parallel[:, t], rtol=0, atol=1e-10)
-            torch.testing.assert_close(fa, parallel[:, t], rtol=0, atol=1e-10)
+    recurrent_paths_match(model, parallel, rtg, obs, act, ts)

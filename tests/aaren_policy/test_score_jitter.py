@@ -9,7 +9,6 @@ import torch
 
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
 from aaren_rl.aaren_policy.aaren import Aaren
-from aaren_rl.aaren_policy.fused import FusedAarenPolicy
 
 OBS, ACT = 5, 2
 
@@ -32,23 +31,15 @@ def _batch(seed: int, t: int = 7):
     return rtg, obs, act, torch.arange(t).expand(2, t).clone()
 
 
-def test_acting_is_unchanged_by_jitter() -> None:
+def test_acting_is_unchanged_by_jitter(recurrent_paths_match) -> None:
     plain, jittered = _model(0.0).eval(), _model(0.6).eval()
     rtg, obs, act, ts = _batch(1)
-    torch.testing.assert_close(jittered(rtg, obs, act, ts)[0], plain(rtg, obs, act, ts)[0],
-                               rtol=0, atol=0)  # fmt: skip
-    # Both recurrent paths (the model's step, the fused O(1) step) act as the plain forward.
-    want, _ = plain(rtg, obs, act, ts)
-    state, fused = None, FusedAarenPolicy(jittered)
-    fstate = fused.init_state(2)
     with torch.no_grad():
-        for t in range(rtg.shape[1]):
-            a, state = jittered.act(obs[:, t], rtg[:, t], ts[:, t], state)
-            state = jittered.observe_action(act[:, t], ts[:, t], state)
-            fa, fstate = fused(obs[:, t], rtg[:, t], ts[:, t], fstate)
-            fstate = fstate._replace(action=act[:, t])
-            torch.testing.assert_close(a, want[:, t], rtol=0, atol=1e-10)
-            torch.testing.assert_close(fa, want[:, t], rtol=0, atol=1e-10)
+        want, _ = plain(rtg, obs, act, ts)
+        got, _ = jittered(rtg, obs, act, ts)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # Both recurrent paths (the model's step, the fused O(1) step) act as the plain forward.
+    recurrent_paths_match(jittered, want, rtg, obs, act, ts)
 
 
 def test_training_forward_flattens_the_scores_within_the_stated_range() -> None:
