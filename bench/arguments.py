@@ -82,7 +82,8 @@ def check_bench_args(config: Any) -> None:
         value = getattr(config, field.name)
         if isinstance(value, tuple):
             origin = typing.get_origin(hints.get(field.name))
-            if not value and origin is tuple and field.name not in EMPTY_OK:
+            rebuild = field.name == "checkpoints" and getattr(config, "summary_only", False)
+            if not value and origin is tuple and field.name not in EMPTY_OK and not rebuild:
                 raise ConfigError(f"{_flag(field.name)} was given no values")
             for item in value:
                 _check_value(field.name, item)

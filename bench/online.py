@@ -223,8 +223,21 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
         )
     atomic_write_json(out_dir / "summary.json", rows)
     atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
+    _plot_curves(out_dir, groups)
     print("\n".join(lines))
     return rows
+
+
+def _plot_curves(out_dir: Path, groups: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """curves-<dataset>.png: every run of a dataset against env steps and wall-clock."""
+    from aaren_rl.bench.plots import plot_online
+
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for (dataset, _), rs in groups.items():
+        by_dataset.setdefault(dataset, []).extend(rs)
+    for dataset, rs in by_dataset.items():
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset)
+        plot_online(rs, out_dir / f"curves-{name}.png", f"online fine-tuning, {dataset}")
 
 
 def _explorer_run(

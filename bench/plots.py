@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_act", "plot_throughput", "plot_train", "save_figure"]
+__all__ = ["plot_act", "plot_online", "plot_throughput", "plot_train", "save_figure"]
 
 _STYLE = {
     "aaren-recurrent": {"color": "tab:blue", "ls": "-"},
@@ -117,4 +117,25 @@ def plot_train(records: list[dict], path: str | Path, title: str = "") -> Path:
         ax.set_xlabel("context length K (timesteps; 3K tokens) and batch size B")
     ax_t.set(ylabel="ms per training step (median)", title="training step time")
     ax_m.set(ylabel="MiB saved for backward", title="activation memory (saved tensors)")
+    return save_figure(fig, path, title)
+
+
+def plot_online(runs: list[dict], path: str | Path, title: str = "") -> Path:
+    """Fine-tuning curves (aaren-bench online): the deterministic policy's normalised score
+    against env steps and against the learning clock (acting + env + updates), one line per
+    run, coloured by backbone."""
+    fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {"aaren": "tab:blue", "transformer": "tab:orange"}
+    for r in sorted(runs, key=lambda r: (r["backbone"], r["seed"])):
+        curve = [c for c in r["curve"] if c.get("normalized_mean") is not None]
+        score = [c["normalized_mean"] for c in curve]
+        style = {"color": colors.get(r["backbone"]), "marker": "o", "alpha": 0.8}
+        label = f"{r['backbone']} ({r['mode']}), seed {r['seed']}"
+        ax_s.plot([c["env_steps"] for c in curve], score, label=label, **style)
+        ax_t.plot([c.get("train_clock_s", np.nan) for c in curve], score, label=label, **style)
+    ax_s.set(xlabel="environment steps", ylabel="normalised score (deterministic policy)")
+    ax_t.set(xlabel="learning clock, s (acting + env + updates; no evaluation)")
+    for ax in (ax_s, ax_t):
+        ax.grid(True, alpha=0.3)
+    ax_s.legend(fontsize=8)
     return save_figure(fig, path, title)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from aaren_rl.aaren_policy import BackboneConfig
+from aaren_rl.bench.arguments import check_bench_args
 from aaren_rl.bench.online import (
     OnlineBenchConfig,
     _dataset_name,
@@ -66,10 +67,16 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     assert (row["dataset"], row["env"]) == (tiny_hopper_dataset.stem, "Hopper-v5")
     assert (row["backbone"], row["seeds"]) == ("aaren", 1)
     assert "→" in (bench.out_dir / "summary.md").read_text()
+    curves = bench.out_dir / f"curves-{tiny_hopper_dataset.stem}.png"
+    assert curves.read_bytes().startswith(b"\x89PNG")
     assert _dataset_name("d4rl:runs/datasets/hopper-medium.hdf5") == "hopper-medium"
     assert _dataset_name("minari:mujoco/hopper/medium-v0") == "mujoco/hopper/medium-v0"
     with pytest.raises(ConfigError, match="--checkpoints"):
         grid_specs(OnlineBenchConfig(out_dir=tmp_path / "x"))
+    # --summary-only rebuilds from the JSON files alone: no checkpoints needed.
+    check_bench_args(OnlineBenchConfig(summary_only=True, out_dir=bench.out_dir))
+    with pytest.raises(ConfigError, match="--checkpoints was given no values"):
+        check_bench_args(OnlineBenchConfig(out_dir=bench.out_dir))
 
 
 def test_acting_only_times_both_explorers_alternately(tmp_path: Path, tiny_hopper_dataset: Path):
