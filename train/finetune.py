@@ -58,7 +58,8 @@ __all__ = ["COLLECT_SEED_BASE", "LOG_STD_FILE", "Finetuner", "RecordingEnv", "Ro
 
 LOG_STD_FILE = "log_std_head.safetensors"
 # Collection episode i is reset with seed COLLECT_SEED_BASE * (1 + seed) + i: apart from the
-# evaluation episodes (seed + i) and the offline trainer's validation ones (1e6 + ...).
+# evaluation episodes (seed * eval_episodes + i: disjoint between fine-tuning seeds) and the
+# offline trainer's validation ones (1e6 + ...).
 COLLECT_SEED_BASE = 10**9
 
 
@@ -418,7 +419,7 @@ class Finetuner:
                 self.env_spec.gym_id,
                 episodes=cfg.eval_episodes,
                 num_envs=cfg.eval_num_envs,
-                seed=cfg.seed,
+                seed=cfg.seed * cfg.eval_episodes,  # seeds 0, 1, ... share no episode
                 max_episode_steps=cfg.max_episode_steps,
             ).to_dict()
         self.counters.timing["eval"] += time.perf_counter() - t0

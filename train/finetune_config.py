@@ -125,7 +125,8 @@ class FinetuneConfig:
     resume: bool = False
     """Continue the run in --run-dir from its checkpoint (same config required)."""
     seed: int = 0
-    """Seeds updates, batch draws, exploration noise and episode resets (0 .. 2147483647)."""
+    """Seeds updates, batch draws, exploration noise and episode resets (0 .. 2147483647).
+    Evaluation episodes are seed * eval_episodes + i: different seeds play different ones."""
     threads: int | None = None
     """torch CPU threads for updates (acting always uses one). Default: the cores available."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -170,6 +171,11 @@ class FinetuneConfig:
         check_minimums(mins + [(f, v, lo) for f, v, lo in optional if v is not None])
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {self.seed}")
+        if (self.seed + 1) * self.eval_episodes > 2**32:
+            raise ConfigError(
+                f"--seed {self.seed} x --eval-episodes {self.eval_episodes}: the evaluation "
+                "episodes (seed * eval_episodes + i) must stay below 2**32"
+            )
         positive = {
             "--updates-per-env-step": self.updates_per_env_step,
             "--learning-rate": self.learning_rate,

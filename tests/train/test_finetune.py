@@ -169,6 +169,7 @@ def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys, mon
         (["--resume"], "--resume needs --run-dir"),
         (["--checkpoint", ckpt, "--env", "walker2d"], "pass the --env it was trained for"),
         (["--resume", "--run-dir", str(tmp_path / "none")], "nothing to resume"),
+        (["--checkpoint", ckpt, "--seed", "2147483647"], "must stay below 2**32"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -297,3 +298,11 @@ def test_mse_objective_trains_the_mean_only(offline, tmp_path: Path) -> None:
     assert all(torch.equal(head[k], v) for k, v in ft.policy.log_std_head.state_dict().items())
     assert float(ft.log_temperature.detach()) == log_t
     assert not torch.equal(mean_w, ft.policy.model.action_head[0].weight.detach())
+
+
+def test_fine_tuning_seeds_evaluate_on_disjoint_episodes(offline, tmp_path: Path) -> None:
+    played = []
+    for seed in (0, 1):
+        cfg = _cfg(offline["aaren"], tmp_path / f"s{seed}", seed=seed, eval_episodes=3)
+        played.append(Finetuner.build(cfg).evaluate()["seeds"])
+    assert played == [[0, 1, 2], [3, 4, 5]]  # seed 0 keeps episodes 0 .. n - 1
