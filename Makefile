@@ -45,7 +45,7 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
 
 # The Passive T-Maze from the main commands (aaren-collect + aaren-train + aaren-eval), 3 seeds:
-# success at L = 1000 and 1500 after training at L <= 300 (docs/memory.md). Resumable.
+# success at L = 1000, 1500 and 3000 after training at L <= 300 (docs/memory.md). Resumable.
 results-tmaze: setup
 	MUJOCO_GL=egl studies/tmaze_main_cli.sh 0 1 2
 
