@@ -101,9 +101,14 @@ class OnlineRun:
         return Path(self.out_dir) / f"{self.name}.json"
 
 
+def _slug(text: str) -> str:
+    """``text`` safe as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+
+
 def _name(checkpoint: Path, meta: dict[str, Any], seed: int) -> str:
     env = str(meta.get("env_id") or "env").split("-")[0].lower()
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", checkpoint.resolve().parent.name)
+    tag = _slug(checkpoint.resolve().parent.name)
     return f"{env}__{meta['model_config']['backbone']}__{tag}__s{seed}"
 
 
@@ -236,8 +241,7 @@ def _plot_curves(out_dir: Path, groups: dict[tuple[str, str], list[dict[str, Any
     for (dataset, _), rs in groups.items():
         by_dataset.setdefault(dataset, []).extend(rs)
     for dataset, rs in by_dataset.items():
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset)
-        plot_online(rs, out_dir / f"curves-{name}.png", f"online fine-tuning, {dataset}")
+        plot_online(rs, out_dir / f"curves-{_slug(dataset)}.png", f"online fine-tuning, {dataset}")
 
 
 def _explorer_run(

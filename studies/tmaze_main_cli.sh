@@ -55,15 +55,15 @@ for s in "${SEEDS[@]}"; do
     done
 done
 
-"$BIN/python" - "$OUT" <<'EOF'
+"$BIN/python" - "$OUT" "${LENGTHS[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-lengths = (1000, 1500, 3000)
+lengths = [int(L) for L in sys.argv[2:]]  # the script's LENGTHS
 rows = ["| seed | " + " | ".join(f"L = {L} success" for L in lengths) + " |"]
 rows.append("|---" * (len(lengths) + 1) + "|")
-for seed_file in sorted(out.glob("tmaze-s*-L1000.json")):
+for seed_file in sorted(out.glob(f"tmaze-s*-L{lengths[0]}.json")):
     seed = seed_file.name.split("-")[1]
     cells = []
     for L in lengths:
