@@ -142,6 +142,7 @@ class Aaren(nn.Module):
         x: torch.Tensor,
         state: AttentionState | None = None,
         mask: torch.Tensor | None = None,
+        score_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, AttentionState]:
         """Parallel path over a sequence.
 
@@ -152,6 +153,12 @@ class Aaren(nn.Module):
             mask: optional (B, T) bool, True at real tokens; the others (left padding) get
                 the score ``MASKED`` and so weight exactly 0 in every prefix that holds a
                 real token (DESIGN: padded tokens must never enter a real prefix).
+            score_bias: optional (B, T) added to every head's score of each token: with
+                ``clock / H`` (a token's timestep clock over a memory horizon H) it is the
+                forgetting that acting with that horizon applies, in the parallel path
+                (``DecisionModel.features(memory_horizon=H)``). Only from an empty state;
+                the returned state is then seen from the last token's bias (as the
+                recurrent path's, which ages its state instead).
 
         Returns:
             ``(y, state)``: y (B, T, dim); the state after the T tokens.
@@ -160,6 +167,11 @@ class Aaren(nn.Module):
             raise ValueError(f"expected x of shape (B, T, {self.dim}), got {tuple(x.shape)}")
         self._check_dtype(x)
         bsz, t, _ = x.shape
+        if score_bias is not None and (state is not None or score_bias.shape != (bsz, t)):
+            raise ValueError(
+                f"score_bias must be (B, T) = {(bsz, t)} and start from an empty state, got "
+                f"{tuple(score_bias.shape)} with {'a' if state is not None else 'no'} state"
+            )
         scores, values = self._scores_values(x)  # (B, T, H), (B, T, H, dh)
         if self.training and self.score_jitter > 0:  # flatter attention, training only
             scale = 1.0 - self.score_jitter * torch.rand(bsz, 1, self.num_heads, device=x.device)
@@ -169,6 +181,8 @@ class Aaren(nn.Module):
             pos = torch.arange(t, device=x.device, dtype=scores.dtype)
             scores = scores + pos.unsqueeze(-1) * lam.to(scores.dtype)
             state = self._older(state, lam)
+        if score_bias is not None:  # the same forgetting in every head
+            scores = scores + score_bias.unsqueeze(-1).to(scores.dtype)
         if mask is not None:
             scores = scores.masked_fill(~mask.unsqueeze(-1), MASKED)
         out, state = prefix_attention(
@@ -180,6 +194,9 @@ class Aaren(nn.Module):
         )
         if lam is not None:  # back to scores as seen from the last token
             state = self._older(state, lam * (t - 1))
+        if score_bias is not None:
+            last = score_bias[:, -1].to(state.m.dtype).unsqueeze(-1)  # (B, 1)
+            state = AttentionState(state.m - last, state.u, state.w)
         y = self.out_proj(out.transpose(1, 2).reshape(bsz, t, self.dim))
         return y, state
 

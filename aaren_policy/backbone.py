@@ -201,9 +201,16 @@ class Block(nn.Module):
         self.drop = Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, state: Any = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: Any = None,
+        mask: torch.Tensor | None = None,
+        score_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
-        h, state = self.mixer(self.ln1(x), state, mask)
+        if score_bias is None:
+            h, state = self.mixer(self.ln1(x), state, mask)
+        else:  # Aaren only (Backbone.forward checks)
+            h, state = self.mixer(self.ln1(x), state, mask, score_bias=score_bias)
         x = x + self.drop(h)
         return x + self.drop(self.mlp(self.ln2(x))), state
 
@@ -251,7 +258,11 @@ class Backbone(nn.Module):
             )
 
     def forward(
-        self, x: torch.Tensor, state: tuple | None = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: tuple | None = None,
+        mask: torch.Tensor | None = None,
+        score_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple]:
         """Parallel path.
 
@@ -262,6 +273,8 @@ class Backbone(nn.Module):
             mask: optional (B, T) bool, True at real tokens. Tokens where it is False (left
                 padding) are excluded from every position's attention (DESIGN: a padded
                 position must never change a real one); None means all real.
+            score_bias: Aaren only: (B, T) added to every layer's and head's scores (a
+                memory horizon in the parallel path, ``Aaren.forward``).
 
         Returns:
             ``(y, state)``: y (B, T, dim), and the per-layer states after these tokens.
@@ -273,9 +286,13 @@ class Backbone(nn.Module):
                 f"mask must be a (B, T) = {tuple(x.shape[:2])} bool tensor, got "
                 f"{tuple(mask.shape)} {mask.dtype}"
             )
+        if score_bias is not None and self.kind != "aaren":
+            raise ValueError(
+                f"a score bias (a memory horizon in training) is for Aaren, not {self.kind}"
+            )
         new_state = []
         for i, block in enumerate(self.blocks):
-            x, s = block(x, None if state is None else state[i], mask)
+            x, s = block(x, None if state is None else state[i], mask, score_bias)
             new_state.append(s)
         return self.ln_f(x), tuple(new_state)
 

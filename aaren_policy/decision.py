@@ -213,6 +213,7 @@ class DecisionModel(nn.Module):
         timesteps: torch.Tensor,
         state: tuple | None = None,
         mask: torch.Tensor | None = None,
+        memory_horizon: int = 0,
     ) -> tuple[torch.Tensor, tuple]:
         """Parallel path over K timesteps (3K tokens): the head applied to :meth:`features`.
 
@@ -225,12 +226,16 @@ class DecisionModel(nn.Module):
             mask: optional (B, K) bool, True at real timesteps. Needed only for left
                 padding: the padded timesteps' tokens are then kept out of every real
                 position's attention. Right padding needs none (the backbones are causal).
+            memory_horizon: Aaren only: H > 0 trains as the agent acts with
+                ``memory_horizon=H`` (see :meth:`features`); 0: exact attention.
 
         Returns:
             ``(action_preds, state)``: (B, K, act_dim) predictions read at the state tokens,
             and the backbone state after all 3K tokens.
         """
-        y, state = self.features(returns_to_go, observations, actions, timesteps, state, mask)
+        y, state = self.features(
+            returns_to_go, observations, actions, timesteps, state, mask, memory_horizon
+        )
         return self.action_head(y), state  # read at s_t (logits when discrete)
 
     def features(
@@ -241,9 +246,18 @@ class DecisionModel(nn.Module):
         timesteps: torch.Tensor,
         state: tuple | None = None,
         mask: torch.Tensor | None = None,
+        memory_horizon: int = 0,
     ) -> tuple[torch.Tensor, tuple]:
         """:meth:`forward` without the action head: ``(y, state)``, y (B, K, dim) the backbone
-        output at the state tokens (what a stochastic head, e.g. a log-std, reads too)."""
+        output at the state tokens (what a stochastic head, e.g. a log-std, reads too).
+
+        ``memory_horizon`` H > 0 (Aaren, from an empty state): the parallel path forgets as
+        acting recurrently with ``memory_horizon=H`` does. Acting ages the state by 1/H per
+        timestep, and ``a_t`` enters after that aging, so ``R_t`` and ``s_t`` count with
+        timestep t and ``a_t`` with t + 1 (``aaren_policy.fused.memory_decay``); here each
+        token's score gains its clock / H instead, which gives every query the same
+        softmax. Train as you act: the outputs equal the recurrent step's under that horizon
+        (``tests/aaren_policy/test_train_horizon.py``)."""
         b, k, _ = observations.shape
         if returns_to_go.shape != (b, k, 1) or actions.shape != (b, k, self.config.act_dim):
             raise ValueError(
@@ -260,7 +274,12 @@ class DecisionModel(nn.Module):
         a = self.embed_action(actions) + time
         x = torch.stack([r, s, a], dim=2).reshape(b, 3 * k, -1)  # (B, 3K, d): R1 s1 a1 R2 ...
         token_mask = None if mask is None else mask.repeat_interleave(3, dim=1)  # (B, 3K)
-        y, state = self.backbone(self._token(x), state, token_mask)
+        bias = None
+        if memory_horizon:
+            from aaren_rl.aaren_policy.fused import check_memory_horizon  # fused imports us
+
+            bias = _horizon_bias(timesteps, check_memory_horizon(memory_horizon))
+        y, state = self.backbone(self._token(x), state, token_mask, bias)
         return y.view(b, k, 3, -1)[:, :, 1], state  # (B, K, d) at s_t
 
     def action_loss(
@@ -384,3 +403,12 @@ def to_left_padding(
         idx = src.view(b, k, *([1] * (t.dim() - 2))).expand_as(t)
         out.append(torch.gather(t, 1, idx))
     return pos >= shift, tuple(out)
+
+
+def _horizon_bias(timesteps: torch.Tensor, horizon: int) -> torch.Tensor:
+    """(B, 3K) score bias of a memory horizon: each token's clock / H, the clock counted from
+    the window's first timestep (a constant per sequence leaves every softmax unchanged and
+    keeps the scores small): R_t and s_t count with t, a_t with t + 1."""
+    t = (timesteps - timesteps[:, :1]).to(torch.float64)  # (B, K)
+    clock = torch.stack([t, t, t + 1], dim=2).reshape(t.shape[0], -1)  # (B, 3K)
+    return clock / horizon  # float64: the layer casts it to its scores' dtype

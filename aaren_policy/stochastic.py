@@ -180,9 +180,17 @@ class StochasticPolicy(nn.Module):
         actions: torch.Tensor,
         timesteps: torch.Tensor,
         mask: torch.Tensor | None = None,
+        memory_horizon: int = 0,
     ) -> PolicyOutput:
         """The distribution at every state token; arguments as ``DecisionModel.forward``."""
-        y, _ = self.model.features(returns_to_go, observations, actions, timesteps, mask=mask)
+        y, _ = self.model.features(
+            returns_to_go,
+            observations,
+            actions,
+            timesteps,
+            mask=mask,
+            memory_horizon=memory_horizon,
+        )
         return self.heads(y)
 
     def log_prob_and_entropy(

@@ -178,6 +178,8 @@ class Finetuner:
         self.context_length = int(meta.get("context_length", 20))
         self.window = cfg.episode_length if self.recipe == "episode" else self.context_length
         self.batch_size = cfg.batch_size or (4 if self.recipe == "episode" else 64)
+        self.acting_horizon = int(meta.get("memory_horizon", 0) or 0)  # recurrent Aaren only
+        self.train_horizon = self._train_horizon(backbone)
         torch.manual_seed(cfg.seed)
         self.policy = StochasticPolicy(model, cfg.init_std).to(device)
         if (source / LOG_STD_FILE).is_file():  # a fine-tuned checkpoint: keep its log-std
@@ -209,6 +211,17 @@ class Finetuner:
             self.lock.release()
             raise
         return self
+
+    def _train_horizon(self, backbone: str) -> int:
+        """The memory horizon updates train with (--train-horizon), 0 for none."""
+        if not self.cfg.train_horizon:
+            return 0
+        if backbone != "aaren" or self.mode != "recurrent":
+            raise ConfigError(
+                f"--train-horizon trains as an Aaren agent acting recurrently forgets; this "
+                f"run acts with a {backbone} in {self.mode} mode: drop the flag"
+            )
+        return self.acting_horizon
 
     def _target_entropy(self) -> float:
         if self.cfg.target_entropy is not None:
@@ -280,7 +293,7 @@ class Finetuner:
             "return_scale": float(meta["return_scale"]),
             "mode": self.mode,
             "context_length": self.context_length,
-            "memory_horizon": int(meta.get("memory_horizon", 0) or 0),
+            "memory_horizon": self.acting_horizon,
             "env_id": self.env_spec.gym_id,
             "device": self.device,
         }
@@ -368,7 +381,13 @@ class Finetuner:
         t0 = time.perf_counter()
         self.policy.train()
         batch = self.sampler.sample().to(self.device)
-        out = self.policy(batch.returns_to_go, batch.observations, batch.actions, batch.timesteps)
+        out = self.policy(
+            batch.returns_to_go,
+            batch.observations,
+            batch.actions,
+            batch.timesteps,
+            memory_horizon=self.train_horizon,
+        )
         logp, entropy = self.policy.log_prob_and_entropy(out, batch.actions)
         m = batch.mask.to(logp.dtype)
         n = m.sum().clamp_min(1.0)

@@ -215,6 +215,8 @@ def _summary(
         "batch_size": ft.batch_size,
         "objective": ft.cfg.objective,
         "learning_rate": ft.cfg.learning_rate,
+        "acting_memory_horizon": ft.acting_horizon,
+        "train_memory_horizon": ft.train_horizon,
         "seed": ft.cfg.seed,
         "checkpoint": str(ft.cfg.checkpoint),
         "env_steps": c.env_steps,

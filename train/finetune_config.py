@@ -80,6 +80,12 @@ class FinetuneConfig:
     """Longest window of the episode recipe, in timesteps."""
     batch_size: int | None = None
     """Windows per gradient step. Default: 64 for window, 4 for episode (the offline ones)."""
+    train_horizon: bool = False
+    """Train as you act (Aaren acting recurrently with the checkpoint's memory horizon H > 0):
+    updates forget as acting does, each token's score + its timestep / H in the training
+    forward (DecisionModel.features(memory_horizon=H); docs/online.md, "Train as you act").
+    Off: exact attention over each training window, as offline training. With H = 0 both
+    are the same."""
     decision_weight: bool = False
     """Weight the loss at each training window's last real step by the window's length
     (aaren-train --decision-weight): with the episode recipe, a memory task's decision (the
@@ -231,8 +237,11 @@ def finetune_config_differences(saved: dict[str, Any], current: FinetuneConfig) 
     """Fields (other than the resumable ones and run_dir) whose values differ from a saved
     config."""
     now = current.to_dict()
+    # a field newer than the saved run had its default there
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+    old = {**{k: v for k, v in defaults.items() if k in now}, **saved}
     return [
-        f"{key}: run has {saved.get(key)!r}, command line gives {now.get(key)!r}"
-        for key in sorted(set(saved) | set(now))
-        if key not in RESUMABLE_FIELDS and key != "run_dir" and saved.get(key) != now.get(key)
+        f"{key}: run has {old.get(key)!r}, command line gives {now.get(key)!r}"
+        for key in sorted(set(old) | set(now))
+        if key not in RESUMABLE_FIELDS and key != "run_dir" and old.get(key) != now.get(key)
     ]

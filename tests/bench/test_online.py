@@ -51,15 +51,18 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         batch_size=4,
         objective="mse",
         learning_rate=3e-5,
+        train_horizon=True,
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
+    assert dict(spec.settings)["train_horizon"] is True
     assert spec.name == "hopper__aaren__offline__s0"
     assert run_one(spec).startswith("done hopper__aaren__offline__s0: final")
     record = json.loads(spec.json_path.read_text())
     assert record["env_steps"] >= 60 and record["offline_eval"]["episodes"] == 1
     assert record["dataset"] == tiny_hopper_dataset.stem and record["objective"] == "mse"
     assert record["learning_rate"] == 3e-5
+    assert record["train_memory_horizon"] == record["acting_memory_horizon"]
     clocks = [point["train_clock_s"] for point in record["curve"]]
     assert clocks[0] == 0.0 and clocks == sorted(clocks) and clocks[-1] > 0  # x axis vs time
     assert run_one(spec) == "done hopper__aaren__offline__s0 (kept)"
@@ -108,3 +111,12 @@ def test_acting_only_times_both_explorers_alternately(tmp_path: Path, tiny_hoppe
         acting_comparison(OnlineBenchConfig(checkpoints=ckpts[:1], acting_only=(1,)))
     with pytest.raises(ConfigError, match=">= 1"):
         acting_comparison(OnlineBenchConfig(checkpoints=ckpts, acting_only=(0,)))
+
+
+def test_train_horizon_goes_to_the_aaren_checkpoints_only(tmp_path: Path, tiny_hopper_dataset):
+    ckpts = tuple(
+        _tiny_checkpoint(tmp_path / b, tiny_hopper_dataset, backbone=b, steps=1)
+        for b in ("aaren", "transformer")
+    )
+    specs = grid_specs(OnlineBenchConfig(checkpoints=ckpts, seeds=(0,), train_horizon=True))
+    assert [dict(s.settings).get("train_horizon") for s in specs] == [True, None]

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.agents import DecisionAgent
+from aaren_rl.errors import ConfigError
 from aaren_rl.train.config import TrainConfig
 from aaren_rl.train.finetune import Finetuner
 from aaren_rl.train.finetune_cli import finetune, main
@@ -306,3 +307,49 @@ def test_fine_tuning_seeds_evaluate_on_disjoint_episodes(offline, tmp_path: Path
         cfg = _cfg(offline["aaren"], tmp_path / f"s{seed}", seed=seed, eval_episodes=3)
         played.append(Finetuner.build(cfg).evaluate()["seeds"])
     assert played == [[0, 1, 2], [3, 4, 5]]  # seed 0 keeps episodes 0 .. n - 1
+
+
+def _with_horizon(checkpoint: Path, dest: Path, horizon: int) -> Path:
+    """A copy of ``checkpoint`` whose agent acts with memory horizon ``horizon``."""
+    import shutil
+
+    shutil.copytree(checkpoint, dest)
+    meta = json.loads((dest / "agent.json").read_text())
+    meta["memory_horizon"] = horizon
+    (dest / "agent.json").write_text(json.dumps(meta))
+    return dest
+
+
+@pytest.mark.parametrize("horizon", [0, 5])
+def test_train_horizon_trains_with_the_acting_horizon(
+    offline, tmp_path: Path, horizon: int
+) -> None:
+    ckpt = _with_horizon(offline["aaren"], tmp_path / "ckpt", horizon)
+    losses = {}
+    for on in (False, True):
+        # build seeds torch: both first updates draw the same batch and dropout masks
+        ft = Finetuner.build(_cfg(ckpt, tmp_path / f"h{on}", train_horizon=on))
+        assert ft.acting_horizon == horizon and ft.train_horizon == (horizon if on else 0)
+        losses[on] = ft.update()["train/loss"]
+    if horizon:
+        assert losses[True] != pytest.approx(losses[False], rel=1e-6)
+    else:
+        assert losses[True] == losses[False]
+
+
+def test_train_horizon_is_refused_for_a_window_agent(offline, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--train-horizon"):
+        Finetuner.build(_cfg(offline["transformer"], tmp_path / "t", train_horizon=True))
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_run_saved_before_a_new_field_resumes_with_its_default() -> None:
+    from aaren_rl.train.finetune_config import finetune_config_differences
+
+    cfg = FinetuneConfig(checkpoint=Path("c"))
+    saved = cfg.to_dict()
+    del saved["train_horizon"]  # a config written before the flag existed
+    assert finetune_config_differences(saved, cfg) == []
+    assert finetune_config_differences(saved, replace(cfg, train_horizon=True)) == [
+        "train_horizon: run has False, command line gives True"
+    ]
