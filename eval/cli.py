@@ -293,13 +293,18 @@ def _load_agent(args: EvalArgs):
 
 def _horizon_selection(agent: Any, given: int | None) -> str | None:
     """How the horizon the agent acts with was chosen: "given" (--memory-horizon), "offline"
-    or "online" (the checkpoint's choice at the end of training), or None (none chosen, or
-    no horizon applies)."""
+    or "online" (the checkpoint's choice at the end of training), "trained" (the horizon it
+    was trained with, aaren-train --train-memory-horizon), or None (none chosen, or no
+    horizon applies)."""
     if getattr(agent, "acting_horizon", None) is None:
         return None
     if given is not None:
         return "given"
-    record = (getattr(agent, "metadata", None) or {}).get("horizon_selection") or {}
+    metadata = getattr(agent, "metadata", None) or {}
+    trained = metadata.get("train_memory_horizon")
+    if isinstance(trained, int) and trained > 0 and trained == agent.acting_horizon:
+        return "trained"
+    record = metadata.get("horizon_selection") or {}
     choice = record.get("choice") if isinstance(record, dict) else None
     return choice.get("selection") if isinstance(choice, dict) else None
 
@@ -377,6 +382,8 @@ def run(args: EvalArgs) -> dict:
         how = "offline, on held-out dataset episodes" if selection == "offline" else (
             "online, on validation episodes in the environment")  # fmt: skip
         print(f"memory horizon chosen {how} at the end of training (aaren-train)")
+    elif selection == "trained":
+        print(f"memory horizon {agent.acting_horizon}: the one it was trained with (offline)")
     print(format_table(results))
     for r in results:
         w = r["wall_clock"]

@@ -80,13 +80,19 @@ def describe_resume(given: TrainConfig, saved: TrainConfig, cfg: TrainConfig) ->
 def _train(argv: Sequence[str] | None) -> int:
     from aaren_rl.train.loop import train
 
-    result = train(parse_config(argv))
+    cfg = parse_config(argv)
+    result = train(cfg)
     print(f"run: {result.run_dir}")
     print(
         f"steps: {result.steps}, final loss {result.final_loss:.4f}, "
         f"{result.seconds_per_step * 1000:.0f} ms per training step (median)"
     )
     print_horizon(result.memory_horizon)
+    if cfg.train_memory_horizon and cfg.memory_horizon is None:
+        print(
+            f"memory horizon for recurrent acting: {cfg.train_memory_horizon}, the one it "
+            "trained with (--train-memory-horizon; nothing chosen after training)"
+        )
     if result.eval:
         print_eval(result.eval)
     return 0

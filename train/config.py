@@ -66,6 +66,7 @@ VALUES_BEFORE_THE_FIELD = {
     "curriculum": [],
     "decision_weight": False,
     "holdout_fraction": HOLDOUT_FRACTION,
+    "train_memory_horizon": 0,
 }
 
 # Seeds feed torch.manual_seed, numpy's generators and Gymnasium's reset (seed + rank, seed +
@@ -192,6 +193,12 @@ class TrainConfig:
     for online selection without evaluation (--eval-episodes 0). Saved in the checkpoint as
     the acting default (aaren-eval --memory-horizon overrides it); training itself does not
     use it. See docs/training.md, "Offline horizon selection"."""
+    train_memory_horizon: int = 0
+    """Aaren: train as you act with memory horizon H. The training forward forgets as
+    recurrent acting with H does (each token's score + its timestep / H, exactly the acting
+    state's aging), and the agent acts with H (unless --memory-horizon says otherwise): no
+    horizon is chosen after training, none is held out. 0: exact attention in training, the
+    horizon chosen as --horizon-selection says. See docs/training.md, "Train as you act"."""
     horizon_candidates: tuple[int, ...] = HORIZON_CANDIDATES
     """Memory horizons the end of training chooses from (with --memory-horizon unset)."""
     horizon_selection: Literal["offline", "online"] = "offline"
@@ -259,6 +266,7 @@ class TrainConfig:
             "threads": (self.threads, 1),
             "eval_max_episode_steps": (self.eval_max_episode_steps, 1),
             "memory_horizon": (self.memory_horizon, 0),
+            "train_memory_horizon": (self.train_memory_horizon, 0),
             "model.chunk_size": (self.model.chunk_size, 1),  # the rest BackboneConfig checks
         }
         for name, (value, low) in at_least.items():
@@ -293,6 +301,11 @@ class TrainConfig:
                 f"--memory-horizon is for --backbone aaren (a {self.backbone} acting "
                 "recurrently keeps its whole KV cache); drop it"
             )
+        if self.train_memory_horizon and self.backbone != "aaren":
+            raise ConfigError(
+                f"--train-memory-horizon is for --backbone aaren (the forgetting of its "
+                f"recurrent state), not {self.backbone}; drop it"
+            )
         if self.resume and self.run_dir is None:
             raise ConfigError("--resume needs --run-dir DIR: the run to continue")
 
@@ -306,8 +319,10 @@ class TrainConfig:
 
     def chooses_memory_horizon(self, discrete: bool) -> bool:
         """Whether the end of training picks the memory horizon (else it is --memory-horizon,
-        or 0: the whole episode)."""
+        the --train-memory-horizon, or 0: the whole episode)."""
         if self.memory_horizon is not None or self.backbone != "aaren" or discrete:
+            return False
+        if self.train_memory_horizon:  # trained as it acts: the horizon is that one
             return False
         return self.horizon_selection == "offline" or self.eval_episodes > 0
 

@@ -252,7 +252,9 @@ class Trainer:
         if self.ctx.is_main:
             warn_target_return(self.dataset, self.target)
         # The acting default saved with checkpoints until the end of training chooses one.
-        self.memory_horizon = cfg.memory_horizon or 0
+        self.memory_horizon = (
+            cfg.memory_horizon if cfg.memory_horizon is not None else cfg.train_memory_horizon
+        )
         self.horizon_choice: dict[str, Any] | None = None
         self._hold_out_episodes()
 
@@ -539,7 +541,9 @@ class Trainer:
             mask, (rtg, obs, act, ts) = to_left_padding(mask, rtg, obs, act, ts)
             token_mask = mask
         with autocast(self.precision, self.device):  # bf16 matmuls; the scan stays float32
-            preds, _ = self.forward(rtg, obs, act, ts, mask=token_mask)
+            preds, _ = self.forward(
+                rtg, obs, act, ts, mask=token_mask, memory_horizon=self.cfg.train_memory_horizon
+            )
         weights = decision_weights(mask) if self.cfg.decision_weight else None
         loss = self.model.action_loss(
             preds, act, mask, weights=weights, reduction=self.cfg.loss_reduction
@@ -624,6 +628,7 @@ class Trainer:
                 # docs/design.md §5: normalise with the dataset's own reference returns.
                 "reference_scores": ds.reference_scores,
                 "horizon_selection": self._selection_record(),
+                "train_memory_horizon": cfg.train_memory_horizon,
             },
         )
 

@@ -116,3 +116,41 @@ def test_offline_selection_needs_no_evaluation(tiny_hopper_dataset: Path, tmp_pa
 def test_bad_holdout_fraction() -> None:
     with pytest.raises(ConfigError, match="--holdout-fraction"):
         TrainConfig(holdout_fraction=0.0).validate()
+
+
+def test_train_memory_horizon_trains_and_acts_with_it(tiny_hopper_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["--dataset", f"d4rl:{tiny_hopper_dataset}", "--steps", 3, "--run-dir", run_dir,
+            "--eval-episodes", 0, "--train-memory-horizon", 7, *TINY]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    assert "memory horizon for recurrent acting: 7, the one it trained with" in (
+        capsys.readouterr().out
+    )
+    meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
+    assert meta["memory_horizon"] == 7 and meta["train_memory_horizon"] == 7
+    assert meta["horizon_selection"] is None  # nothing chosen, nothing held out
+    from aaren_rl.eval.cli import main as evaluate
+
+    out = tmp_path / "eval.json"
+    common = ["--checkpoint", str(run_dir / "checkpoint"), "--episodes", "1",
+              "--max-episode-steps", "5", "--no-progress", "--json", str(out)]  # fmt: skip
+    assert evaluate(common) == 0
+    assert "memory horizon 7: the one it was trained with" in capsys.readouterr().out
+    assert json.loads(out.read_text())["horizon_selection"] == "trained"
+
+
+def test_the_training_forward_uses_the_train_memory_horizon(tiny_hopper_dataset, tmp_path):
+    losses = []
+    for h in (0, 3, 3):  # same seed, same batch and dropout: only the horizon differs
+        trainer = _build(tiny_hopper_dataset, tmp_path / str(len(losses)),
+                         train_memory_horizon=h, memory_horizon=0, seed=1)  # fmt: skip
+        assert trainer.heldout == [] and trainer.memory_horizon == 0  # --memory-horizon wins
+        losses.append(trainer.train_step().loss)
+    assert losses[1] == losses[2] and losses[0] != losses[1]
+
+
+def test_train_memory_horizon_is_for_aaren() -> None:
+    with pytest.raises(ConfigError, match="--train-memory-horizon is for --backbone aaren"):
+        TrainConfig(backbone="transformer", train_memory_horizon=5).validate()
+    with pytest.raises(ConfigError, match="--train-memory-horizon must be >= 0"):
+        TrainConfig(train_memory_horizon=-1).validate()
