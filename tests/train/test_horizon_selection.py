@@ -101,16 +101,20 @@ def test_offline_selection_needs_no_evaluation(tiny_hopper_dataset: Path, tmp_pa
     assert choice["selection"] == "offline" and meta["memory_horizon"] == choice["memory_horizon"]
     assert choice["heldout_episodes"] == meta["horizon_selection"]["heldout_episodes"]
     # aaren-eval says how the horizon it acts with was chosen
+    assert _evaluate(run_dir, tmp_path) == "offline"
+    assert "memory horizon chosen offline, on held-out dataset episodes" in capsys.readouterr().out
+    assert _evaluate(run_dir, tmp_path, "--memory-horizon", "3") == "given"
+
+
+def _evaluate(run_dir: Path, tmp_path: Path, *extra: str) -> str | None:
+    """aaren-eval of the run's checkpoint (one 5-step episode): its JSON's horizon_selection."""
     from aaren_rl.eval.cli import main as evaluate
 
     out = tmp_path / "eval.json"
-    common = ["--checkpoint", str(run_dir / "checkpoint"), "--episodes", "1",
-              "--max-episode-steps", "5", "--no-progress", "--json", str(out)]  # fmt: skip
-    assert evaluate(common) == 0
-    assert "memory horizon chosen offline, on held-out dataset episodes" in capsys.readouterr().out
-    assert json.loads(out.read_text())["horizon_selection"] == "offline"
-    assert evaluate([*common, "--memory-horizon", "3"]) == 0
-    assert json.loads(out.read_text())["horizon_selection"] == "given"
+    args = ["--checkpoint", str(run_dir / "checkpoint"), "--episodes", "1",
+            "--max-episode-steps", "5", "--no-progress", "--json", str(out), *extra]  # fmt: skip
+    assert evaluate(args) == 0
+    return json.loads(out.read_text())["horizon_selection"]
 
 
 def test_bad_holdout_fraction() -> None:
@@ -129,14 +133,8 @@ def test_train_memory_horizon_trains_and_acts_with_it(tiny_hopper_dataset, tmp_p
     meta = json.loads((run_dir / "checkpoint" / "agent.json").read_text())
     assert meta["memory_horizon"] == 7 and meta["train_memory_horizon"] == 7
     assert meta["horizon_selection"] is None  # nothing chosen, nothing held out
-    from aaren_rl.eval.cli import main as evaluate
-
-    out = tmp_path / "eval.json"
-    common = ["--checkpoint", str(run_dir / "checkpoint"), "--episodes", "1",
-              "--max-episode-steps", "5", "--no-progress", "--json", str(out)]  # fmt: skip
-    assert evaluate(common) == 0
+    assert _evaluate(run_dir, tmp_path) == "trained"
     assert "memory horizon 7: the one it was trained with" in capsys.readouterr().out
-    assert json.loads(out.read_text())["horizon_selection"] == "trained"
 
 
 def test_the_training_forward_uses_the_train_memory_horizon(tiny_hopper_dataset, tmp_path):
