@@ -71,9 +71,9 @@ class OnlineBenchConfig:
     loss on the mean, fixed exploration noise)."""
     learning_rate: float | None = None
     """aaren-finetune --learning-rate (default: aaren-finetune's, 1e-4 as ODT)."""
-    train_horizon: bool = False
-    """aaren-finetune --train-horizon for the Aaren checkpoints (train with the memory horizon
-    they act with); Transformer checkpoints fine-tune without it."""
+    train_horizon: Literal["auto", "on", "off"] = "auto"
+    """aaren-finetune --train-horizon: auto (on for Aaren acting recurrently), off, or on
+    (given to the Aaren checkpoints only; the Transformer ones keep auto)."""
     acting_only: tuple[int, ...] = ()
     """Instead of fine-tuning, time collection alone: with one Aaren and one Transformer
     checkpoint, their explorers collect rounds (one episode per environment, no updates)
@@ -144,8 +144,8 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         meta = read_metadata(Path(c))  # once per checkpoint
         dataset = _dataset_name(str(meta.get("dataset") or ""))
         own = dict(settings)
-        if cfg.train_horizon and meta["model_config"]["backbone"] == "aaren":
-            own["train_horizon"] = True
+        if cfg.train_horizon == "off" or meta["model_config"]["backbone"] == "aaren":
+            own["train_horizon"] = cfg.train_horizon
         for s in cfg.seeds:
             name = _name(Path(c), meta, s)
             specs.append(

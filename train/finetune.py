@@ -214,12 +214,13 @@ class Finetuner:
 
     def _train_horizon(self, backbone: str) -> int:
         """The memory horizon updates train with (--train-horizon), 0 for none."""
-        if not self.cfg.train_horizon:
+        applies = backbone == "aaren" and self.mode == "recurrent"
+        if self.cfg.train_horizon == "off" or (self.cfg.train_horizon == "auto" and not applies):
             return 0
-        if backbone != "aaren" or self.mode != "recurrent":
+        if not applies:
             raise ConfigError(
-                f"--train-horizon trains as an Aaren agent acting recurrently forgets; this "
-                f"run acts with a {backbone} in {self.mode} mode: drop the flag"
+                f"--train-horizon on trains as an Aaren agent acting recurrently forgets; this "
+                f"run acts with a {backbone} in {self.mode} mode: use auto or off"
             )
         return self.acting_horizon
 

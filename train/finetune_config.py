@@ -34,6 +34,10 @@ RESUMABLE_FIELDS = (
     "progress",
 )
 
+# Fields added after runs had been saved, with the value those runs ran with (a resumed run
+# must keep it: pass it, or the resume is refused naming the field).
+VALUES_BEFORE_THE_FIELD: dict[str, Any] = {"train_horizon": "off"}
+
 
 @dataclass
 class FinetuneConfig:
@@ -80,12 +84,12 @@ class FinetuneConfig:
     """Longest window of the episode recipe, in timesteps."""
     batch_size: int | None = None
     """Windows per gradient step. Default: 64 for window, 4 for episode (the offline ones)."""
-    train_horizon: bool = False
-    """Train as you act (Aaren acting recurrently with the checkpoint's memory horizon H > 0):
-    updates forget as acting does, each token's score + its timestep / H in the training
-    forward (DecisionModel.features(memory_horizon=H); docs/online.md, "Train as you act").
-    Off: exact attention over each training window, as offline training. With H = 0 both
-    are the same."""
+    train_horizon: Literal["auto", "on", "off"] = "auto"
+    """Train as you act: updates forget as the agent acts, each token's score + its timestep
+    / H in the training forward, H the checkpoint's memory horizon (DecisionModel.features(
+    memory_horizon=H); docs/online.md, "Train as you act"). on: required (Aaren acting
+    recurrently); off: exact attention over each training window, as offline training;
+    auto: on for Aaren acting recurrently, off otherwise. With H = 0 all are the same."""
     decision_weight: bool = False
     """Weight the loss at each training window's last real step by the window's length
     (aaren-train --decision-weight): with the episode recipe, a memory task's decision (the
@@ -237,9 +241,8 @@ def finetune_config_differences(saved: dict[str, Any], current: FinetuneConfig) 
     """Fields (other than the resumable ones and run_dir) whose values differ from a saved
     config."""
     now = current.to_dict()
-    # a field newer than the saved run had its default there
-    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
-    old = {**{k: v for k, v in defaults.items() if k in now}, **saved}
+    # a field newer than the saved run: the value that run had (what the code did then)
+    old = {**VALUES_BEFORE_THE_FIELD, **saved}
     return [
         f"{key}: run has {old.get(key)!r}, command line gives {now.get(key)!r}"
         for key in sorted(set(old) | set(now))

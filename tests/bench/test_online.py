@@ -51,11 +51,11 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         batch_size=4,
         objective="mse",
         learning_rate=3e-5,
-        train_horizon=True,
+        train_horizon="on",
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
-    assert dict(spec.settings)["train_horizon"] is True
+    assert dict(spec.settings)["train_horizon"] == "on"
     assert spec.name == "hopper__aaren__offline__s0"
     assert run_one(spec).startswith("done hopper__aaren__offline__s0: final")
     record = json.loads(spec.json_path.read_text())
@@ -118,5 +118,6 @@ def test_train_horizon_goes_to_the_aaren_checkpoints_only(tmp_path: Path, tiny_h
         _tiny_checkpoint(tmp_path / b, tiny_hopper_dataset, backbone=b, steps=1)
         for b in ("aaren", "transformer")
     )
-    specs = grid_specs(OnlineBenchConfig(checkpoints=ckpts, seeds=(0,), train_horizon=True))
-    assert [dict(s.settings).get("train_horizon") for s in specs] == [True, None]
+    for mode, given in {"on": ["on", None], "off": ["off", "off"], "auto": ["auto", None]}.items():
+        specs = grid_specs(OnlineBenchConfig(checkpoints=ckpts, seeds=(0,), train_horizon=mode))
+        assert [dict(s.settings).get("train_horizon") for s in specs] == given

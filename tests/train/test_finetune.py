@@ -326,30 +326,34 @@ def test_train_horizon_trains_with_the_acting_horizon(
 ) -> None:
     ckpt = _with_horizon(offline["aaren"], tmp_path / "ckpt", horizon)
     losses = {}
-    for on in (False, True):
-        # build seeds torch: both first updates draw the same batch and dropout masks
-        ft = Finetuner.build(_cfg(ckpt, tmp_path / f"h{on}", train_horizon=on))
-        assert ft.acting_horizon == horizon and ft.train_horizon == (horizon if on else 0)
-        losses[on] = ft.update()["train/loss"]
+    for mode in ("off", "on", "auto"):
+        # build seeds torch: every first update draws the same batch and dropout masks
+        ft = Finetuner.build(_cfg(ckpt, tmp_path / mode, train_horizon=mode))
+        assert ft.acting_horizon == horizon
+        assert ft.train_horizon == (0 if mode == "off" else horizon)  # auto: on for Aaren
+        losses[mode] = ft.update()["train/loss"]
+    assert losses["auto"] == losses["on"]
     if horizon:
-        assert losses[True] != pytest.approx(losses[False], rel=1e-6)
+        assert losses["on"] != pytest.approx(losses["off"], rel=1e-6)
     else:
-        assert losses[True] == losses[False]
+        assert losses["on"] == losses["off"]
 
 
-def test_train_horizon_is_refused_for_a_window_agent(offline, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--train-horizon"):
-        Finetuner.build(_cfg(offline["transformer"], tmp_path / "t", train_horizon=True))
+def test_train_horizon_on_is_refused_for_a_window_agent(offline, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--train-horizon on"):
+        Finetuner.build(_cfg(offline["transformer"], tmp_path / "t", train_horizon="on"))
     assert not (tmp_path / "t").exists()
+    ft = Finetuner.build(_cfg(offline["transformer"], tmp_path / "a", train_horizon="auto"))
+    assert ft.train_horizon == 0
 
 
-def test_a_run_saved_before_a_new_field_resumes_with_its_default() -> None:
+def test_a_run_saved_before_a_new_field_resumes_with_what_it_ran_with() -> None:
     from aaren_rl.train.finetune_config import finetune_config_differences
 
-    cfg = FinetuneConfig(checkpoint=Path("c"))
+    cfg = FinetuneConfig(checkpoint=Path("c"), train_horizon="off")
     saved = cfg.to_dict()
-    del saved["train_horizon"]  # a config written before the flag existed
+    del saved["train_horizon"]  # a config written before the flag existed: it trained "off"
     assert finetune_config_differences(saved, cfg) == []
-    assert finetune_config_differences(saved, replace(cfg, train_horizon=True)) == [
-        "train_horizon: run has False, command line gives True"
+    assert finetune_config_differences(saved, replace(cfg, train_horizon="auto")) == [
+        "train_horizon: run has 'off', command line gives 'auto'"
     ]
