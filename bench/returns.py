@@ -445,13 +445,17 @@ def _evaluate(spec: RunSpec, acting: str, cache: dict[Any, Any] | None = None) -
     not played again, the episodes being seeded alike."""
     cfg, ckpt = spec.cfg, spec.run_dir / "checkpoint"
     cache = {} if cache is None else cache
-    horizon, choice = MEMORY_HORIZON.get(acting), None
-    if spec.backbone == "aaren" and acting == "recurrent" and cfg.horizon_selection == "offline":
+    horizon, choice, selection = MEMORY_HORIZON.get(acting), None, None
+    aaren = spec.backbone == "aaren"
+    trained = int(read_metadata(ckpt).get("train_memory_horizon") or 0) if aaren else 0
+    if acting == "recurrent" and trained:  # trained as it acts (--overrides
+        horizon, selection = trained, "trained"  # train_memory_horizon=H): nothing to choose
+    elif aaren and acting == "recurrent" and cfg.horizon_selection == "offline":
         choice = _offline_choice(spec, ckpt, cache)
-    elif spec.backbone == "aaren" and acting in ("recurrent", ALSO_ONLINE):
+    elif aaren and acting in ("recurrent", ALSO_ONLINE):
         choice = _online_choice(spec, ckpt)
     if choice is not None:
-        horizon = choice["memory_horizon"]
+        horizon, selection = choice["memory_horizon"], choice["selection"]
     key = (AGENT_MODE[acting], horizon)
     if key not in cache:
         cache[key] = score_checkpoint(
@@ -463,7 +467,6 @@ def _evaluate(spec: RunSpec, acting: str, cache: dict[Any, Any] | None = None) -
             cfg.eval_envs,
             horizon,
         )
-    selection = None if choice is None else choice["selection"]
     return {**cache[key], "horizon_choice": choice, "horizon_selection": selection}
 
 

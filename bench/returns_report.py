@@ -50,12 +50,14 @@ RIVALS = ("transformer/window", "d3rlpy-dt/window", "aaren/window", "aaren/recur
 SELECTION_LABEL = {
     "offline": "H chosen offline",
     "online": "H chosen online, in the env",
+    "trained": "H trained with (offline)",
     "mixed": "H chosen offline and online: mixed runs",
 }
 
 
 def selection_of(r: dict[str, Any]) -> str | None:
-    """How a record's memory horizon was chosen: offline, online, or None (fixed or none).
+    """How a record's memory horizon was chosen: offline, online, trained (fixed before
+    training and trained with), or None (fixed or none).
     Records written before offline selection existed chose theirs online."""
     if r.get("horizon_selection"):
         return str(r["horizon_selection"])
@@ -352,6 +354,7 @@ def _horizon_label(row: dict[str, Any]) -> str:
     how = {
         "offline": "chosen offline, on held-out dataset episodes",
         "online": "chosen online, on validation episodes in the env",
+        "trained": "the one it trained with (offline, fixed before training)",
         "mixed": "chosen offline for some seeds, online for others",
     }.get(str(row.get("horizon_selection")), "chosen" if row.get("horizon_chosen") else "fixed")
     return f" (memory horizon {how}, per seed: {names})"

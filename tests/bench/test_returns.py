@@ -467,3 +467,26 @@ def test_signed_rank_test_matches_enumerating_every_sign_pattern():
         low = np.mean([t <= w + 1e-9 for t in sums])
         high = np.mean([t >= w - 1e-9 for t in sums])
         assert signed_rank_test(diffs) == pytest.approx(min(1.0, 2 * min(low, high)))
+
+
+def test_a_run_trained_as_it_acts_acts_with_its_own_horizon(tmp_path: Path, tiny_hopper_dataset,
+                                                            monkeypatch):  # fmt: skip
+    """--overrides train_memory_horizon=H: recurrent acting uses H, labelled "trained", with no
+    choice (none is held out); the whole-episode row still plays H = 0."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(tmp_path, tiny_hopper_dataset, steps=2, overrides=("train_memory_horizon=3",))
+    (spec,) = grid_specs(cfg)
+    run_one(spec)
+    rec = json.loads(spec.result_path("recurrent").read_text())
+    assert (rec["memory_horizon"], rec["horizon_selection"], rec["horizon_choice"]) == (
+        3,
+        "trained",
+        None,
+    )
+    assert rec["settings"]["train_memory_horizon"] == 3
+    full = json.loads(spec.result_path("recurrent-full").read_text())
+    assert full["memory_horizon"] == 0
+    summarize_returns(cfg.resolved_out_dir)
+    text = (cfg.resolved_out_dir / "summary.md").read_text()
+    assert "recurrent (memory horizon the one it trained with (offline, fixed before " \
+           "training), per seed: 3)" in text  # fmt: skip
