@@ -85,11 +85,11 @@ class FinetuneConfig:
     batch_size: int | None = None
     """Windows per gradient step. Default: 64 for window, 4 for episode (the offline ones)."""
     train_horizon: Literal["auto", "on", "off"] = "auto"
-    """Train as you act: updates forget as the agent acts, each token's score + its timestep
-    / H in the training forward, H the checkpoint's memory horizon (DecisionModel.features(
-    memory_horizon=H); docs/online.md, "Train as you act"). on: required (Aaren acting
-    recurrently); off: exact attention over each training window, as offline training;
-    auto: on for Aaren acting recurrently, off otherwise. With H = 0 all are the same."""
+    """Train as you act: updates forget as the agent acts. With H the checkpoint's memory
+    horizon, each token's score gains its timestep over H in the training forward, which is
+    exactly the acting state's aging (docs/online.md, "Train as you act"). on: required
+    (Aaren acting recurrently); off: exact attention over each training window, as offline
+    training; auto: on for Aaren acting recurrently, off otherwise. H = 0: all the same."""
     decision_weight: bool = False
     """Weight the loss at each training window's last real step by the window's length
     (aaren-train --decision-weight): with the episode recipe, a memory task's decision (the
