@@ -100,7 +100,8 @@ class Aaren(nn.Module):
 
     @staticmethod
     def _older(state: AttentionState | None, shift: torch.Tensor | None) -> AttentionState | None:
-        """The state seen from ``k`` tokens later (``shift`` = k * lambda): its scores drop."""
+        """The state with every score lowered by ``shift``: seen from ``k`` tokens later under
+        recency slopes (``shift`` = k * lambda, (H,)), or from a score bias's last token ((B, 1))."""
         if state is None or shift is None:
             return state
         return AttentionState(state.m - shift.to(state.m.dtype), state.u, state.w)
@@ -194,9 +195,8 @@ class Aaren(nn.Module):
         )
         if lam is not None:  # back to scores as seen from the last token
             state = self._older(state, lam * (t - 1))
-        if score_bias is not None:
-            last = score_bias[:, -1].to(state.m.dtype).unsqueeze(-1)  # (B, 1)
-            state = AttentionState(state.m - last, state.u, state.w)
+        if score_bias is not None:  # seen from the last token's bias, (B, 1) per head
+            state = self._older(state, score_bias[:, -1:])
         y = self.out_proj(out.transpose(1, 2).reshape(bsz, t, self.dim))
         return y, state
 

@@ -447,10 +447,11 @@ def _evaluate(spec: RunSpec, acting: str, cache: dict[Any, Any] | None = None) -
     cache = {} if cache is None else cache
     horizon, choice, selection = MEMORY_HORIZON.get(acting), None, None
     aaren = spec.backbone == "aaren"
-    trained = int(read_metadata(ckpt).get("train_memory_horizon") or 0) if aaren else 0
-    if acting == "recurrent" and trained:  # trained as it acts (--overrides
+    recurrent = aaren and acting == "recurrent"  # the one acting a trained horizon decides
+    trained = int(read_metadata(ckpt).get("train_memory_horizon") or 0) if recurrent else 0
+    if trained:  # trained as it acts (--overrides
         horizon, selection = trained, "trained"  # train_memory_horizon=H): nothing to choose
-    elif aaren and acting == "recurrent" and cfg.horizon_selection == "offline":
+    elif recurrent and cfg.horizon_selection == "offline":
         choice = _offline_choice(spec, ckpt, cache)
     elif aaren and acting in ("recurrent", ALSO_ONLINE):
         choice = _online_choice(spec, ckpt)
