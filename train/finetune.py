@@ -215,14 +215,21 @@ class Finetuner:
     def _train_horizon(self, backbone: str) -> int:
         """The memory horizon updates train with (--train-horizon), 0 for none."""
         applies = backbone == "aaren" and self.mode == "recurrent"
+        given = self.cfg.train_memory_horizon
         if self.cfg.train_horizon == "off" or (self.cfg.train_horizon == "auto" and not applies):
+            if given is not None:
+                raise ConfigError(
+                    f"--train-memory-horizon {given} needs updates that train with a horizon: "
+                    f"--train-horizon on or auto, with Aaren acting recurrently (this run: "
+                    f"--train-horizon {self.cfg.train_horizon}, a {backbone} in {self.mode} mode)"
+                )
             return 0
         if not applies:
             raise ConfigError(
                 f"--train-horizon on trains as an Aaren agent acting recurrently forgets; this "
                 f"run acts with a {backbone} in {self.mode} mode: use auto or off"
             )
-        return self.acting_horizon
+        return self.acting_horizon if given is None else given
 
     def _target_entropy(self) -> float:
         if self.cfg.target_entropy is not None:

@@ -90,6 +90,12 @@ class FinetuneConfig:
     exactly the acting state's aging (docs/online.md, "Train as you act"). on: required
     (Aaren acting recurrently); off: exact attention over each training window, as offline
     training; auto: on for Aaren acting recurrently, off otherwise. H = 0: all the same."""
+    train_memory_horizon: int | None = None
+    """With --train-horizon on (or auto where it applies): updates forget with this horizon
+    instead of the acting one (the agent still acts with the checkpoint's), so training no
+    longer equals acting. Larger than the acting horizon, the agent acts with less memory
+    than it trains with (measured in docs/online.md, "Train as you act"). Default: the
+    acting horizon (exact)."""
     decision_weight: bool = False
     """Weight the loss at each training window's last real step by the window's length
     (aaren-train --decision-weight): with the episode recipe, a memory task's decision (the
@@ -177,6 +183,7 @@ class FinetuneConfig:
             ("--warmup-steps", self.warmup_steps, 0),
             ("--threads", self.threads, 1),
             ("--max-episode-steps", self.max_episode_steps, 1),
+            ("--train-memory-horizon", self.train_memory_horizon, 1),
         ]
         check_minimums(mins + [(f, v, lo) for f, v, lo in optional if v is not None])
         if not 0 <= self.seed <= MAX_SEED:

@@ -339,6 +339,26 @@ def test_train_horizon_trains_with_the_acting_horizon(
         assert losses["on"] == losses["off"]
 
 
+def test_train_memory_horizon_trains_with_its_own_horizon_and_acts_with_the_checkpoints(
+    offline, tmp_path: Path
+) -> None:
+    ckpt = _with_horizon(offline["aaren"], tmp_path / "ckpt", 5)
+    losses = {}
+    for name, given in (("acting", None), ("five", 5), ("forty", 40)):
+        ft = Finetuner.build(_cfg(ckpt, tmp_path / name, train_memory_horizon=given))
+        assert ft.acting_horizon == 5  # acting keeps the checkpoint's horizon
+        assert ft.train_horizon == (5 if given is None else given)
+        losses[name] = ft.update()["train/loss"]
+    assert losses["five"] == losses["acting"]  # the same batch: the same horizon, the same loss
+    assert losses["forty"] != pytest.approx(losses["five"], rel=1e-6)
+    for bad in ({"train_horizon": "off"}, {"mode": "window"}):
+        with pytest.raises(ConfigError, match="--train-memory-horizon 40 needs"):
+            Finetuner.build(_cfg(ckpt, tmp_path / "bad", train_memory_horizon=40, **bad))
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="--train-memory-horizon"):
+        FinetuneConfig(checkpoint=ckpt, train_memory_horizon=0).validate()
+
+
 def test_train_horizon_on_is_refused_for_a_window_agent(offline, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--train-horizon on"):
         Finetuner.build(_cfg(offline["transformer"], tmp_path / "t", train_horizon="on"))
