@@ -38,6 +38,13 @@ RESUMABLE_FIELDS = (
 # must keep it: pass it, or the resume is refused naming the field).
 VALUES_BEFORE_THE_FIELD: dict[str, Any] = {"train_horizon": "off"}
 
+# Fields whose saved values an earlier version spelled otherwise: (field, old) -> today's.
+# --train-horizon was a boolean flag for a few commits before it became {auto,on,off}.
+RENAMED_VALUES: dict[tuple[str, Any], Any] = {
+    ("train_horizon", True): "on",
+    ("train_horizon", False): "off",
+}
+
 
 @dataclass
 class FinetuneConfig:
@@ -250,6 +257,7 @@ def finetune_config_differences(saved: dict[str, Any], current: FinetuneConfig) 
     now = current.to_dict()
     # a field newer than the saved run: the value that run had (what the code did then)
     old = {**VALUES_BEFORE_THE_FIELD, **saved}
+    old = {k: RENAMED_VALUES.get((k, v), v) if isinstance(v, bool) else v for k, v in old.items()}
     return [
         f"{key}: run has {old.get(key)!r}, command line gives {now.get(key)!r}"
         for key in sorted(set(old) | set(now))

@@ -377,3 +377,9 @@ def test_a_run_saved_before_a_new_field_resumes_with_what_it_ran_with() -> None:
     assert finetune_config_differences(saved, replace(cfg, train_horizon="auto")) == [
         "train_horizon: run has 'off', command line gives 'auto'"
     ]
+    for was, now in ((True, "on"), (False, "off")):  # the flag's first, boolean spelling
+        saved["train_horizon"] = was
+        assert finetune_config_differences(saved, replace(cfg, train_horizon=now)) == []
+        assert finetune_config_differences(saved, replace(cfg, train_horizon="auto")) == [
+            f"train_horizon: run has {now!r}, command line gives 'auto'"
+        ]
