@@ -278,17 +278,22 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return dst
 
 
-def gemv_limit_us(model: Any, threads: int = 1, calls: int = 2000) -> float:
-    """The floor of one action: one float32 matrix-vector product over every weight of
-    ``model``'s linear layers (their values laid out as one (N / 128, 128) matrix), run by
-    onnxruntime with the ONNX agent's session settings. Median µs per call over ``calls``.
-
-    An exported step reads each of those weights once per action and multiplies each once:
-    the same bytes and multiply-adds, without the rest of the graph. aaren-onnx's time over
-    this one is its overhead factor (the target: <= 1.3 at t = 1000, same run).
-    """
+def _median_us(call: Callable[[], Any], calls: int, warmup: int = 50) -> float:
+    """Median µs of ``call()`` over ``calls`` calls, after ``warmup`` untimed ones."""
     import time
 
+    for _ in range(warmup):
+        call()
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        call()
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e6)
+
+
+def _gemv_call(model: Any, threads: int) -> Callable[[], Any]:
+    """One call of the GEMV limit of :func:`gemv_limit_us` (session and input built here)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from aaren_rl.agents.onnx_agent import make_session
@@ -309,14 +314,127 @@ def gemv_limit_us(model: Any, threads: int = 1, calls: int = 2000) -> float:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     session = make_session("gemv_limit.onnx", threads, proto.SerializeToString())
     feed = {"x": np.random.default_rng(0).standard_normal((1, w.shape[0])).astype(np.float32)}
-    for _ in range(50):
-        session.run(None, feed)
-    times = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times[i] = time.perf_counter() - t0
-    return float(np.median(times) * 1e6)
+    return lambda: session.run(None, feed)
+
+
+def gemv_limit_us(model: Any, threads: int = 1, calls: int = 2000) -> float:
+    """The floor of one action: one float32 matrix-vector product over every weight of
+    ``model``'s linear layers (their values laid out as one (N / 128, 128) matrix), run by
+    onnxruntime with the ONNX agent's session settings. Median µs per call over ``calls``.
+
+    An exported step reads each of those weights once per action and multiplies each once:
+    the same bytes and multiply-adds, without the rest of the graph. aaren-onnx's time over
+    this one is its overhead factor (the target: <= 1.3 at t = 1000, same run).
+    """
+    return _median_us(_gemv_call(model, threads), calls)
+
+
+def _matmul_call(path: Path, threads: int) -> tuple[Callable[[], Any], dict[str, Any]]:
+    """One call of :func:`matmul_floor_us`'s graph, and ``{"nodes", "shapes"}``."""
+    import onnx
+    from onnx import helper, numpy_helper, shape_inference
+
+    from aaren_rl.agents.onnx_agent import make_session, ort_value
+
+    model = onnx.load(str(path))
+    for value in model.graph.input:  # the batch axis is 1
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_value = 1
+    inferred = shape_inference.infer_shapes(model, data_prop=True).graph
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*inferred.value_info, *inferred.input, *inferred.output)
+    }
+    weights = {t.name: t for t in model.graph.initializer}
+    nodes, inputs, outputs, inits, feeds, rows = [], [], [], [], {}, []
+    for k, node in enumerate(n for n in inferred.node if n.op_type in ("Gemm", "MatMul")):
+        names = []
+        for j, name in enumerate(node.input):
+            if name in weights:
+                arr = numpy_helper.to_array(weights[name])
+                inits.append(numpy_helper.from_array(arr, f"w{k}_{j}"))
+                names.append(f"w{k}_{j}")
+            else:  # an activation: a graph input of the same shape
+                shape = shapes.get(name)
+                if not shape or 0 in shape:
+                    raise ExportError(f"{path}: no static shape for {name!r} at batch 1")
+                names.append(f"x{k}_{j}")
+                inputs.append(helper.make_tensor_value_info(names[-1], 1, shape))
+                feeds[names[-1]] = (
+                    np.random.default_rng(k).standard_normal(shape).astype(np.float32)
+                )
+        out_shape = shapes[node.output[0]]
+        outputs.append(helper.make_tensor_value_info(f"y{k}", 1, out_shape))
+        nodes.append(helper.make_node(node.op_type, names, [f"y{k}"], name=f"n{k}"))
+        nodes[-1].attribute.extend(node.attribute)
+        first = shapes.get(node.input[0]) or list(weights[node.input[0]].dims)
+        rows.append([int(np.prod(first[:-1])), first[-1], out_shape[-1]])
+    graph = helper.make_graph(nodes, "matmul_floor", inputs, outputs, inits)
+    proto = helper.make_model(graph, opset_imports=model.opset_import)
+    session = make_session("matmul_floor.onnx", threads, proto.SerializeToString(), vet_graph=False)
+    binding = session.io_binding()
+    keep = []  # the OrtValues live as long as the binding
+    for name, arr in feeds.items():
+        keep.append(ort_value(arr))
+        binding.bind_ortvalue_input(name, keep[-1])
+    for k, value in enumerate(outputs):
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        keep.append(ort_value(np.zeros(shape, dtype=np.float32)))
+        binding.bind_ortvalue_output(f"y{k}", keep[-1])
+
+    def call(values: list = keep) -> None:  # the default keeps the OrtValues alive
+        session.run_with_iobinding(binding)
+
+    return call, {"nodes": len(nodes), "shapes": rows}
+
+
+def matmul_floor_us(path: Path, threads: int = 1, calls: int = 2000) -> dict[str, Any]:
+    """The step graph's own matrix products with nothing else: every Gemm and MatMul node of
+    the exported file at batch 1, with its weights and its input shapes (ONNX shape
+    inference), each reading an input of its own, in one graph run through I/O binding as
+    ``OnnxAgent`` runs the whole step. Median µs per call over ``calls``.
+
+    Where :func:`gemv_limit_us` is a floor from bytes (one matrix-vector product over the same
+    weights), this is the floor of this graph on this onnxruntime: its matrix kernels at their
+    real shapes (most see 3 token rows), one session call. The step's time above it is
+    everything else: ~60 small nodes and the agent's Python.
+
+    Returns ``{"us", "nodes", "shapes": [[rows, in, out], ...]}``.
+    """
+    call, info = _matmul_call(path, threads)
+    return {"us": _median_us(call, calls), **info}
+
+
+def onnx_floors(
+    agent: Any, model: Any, threads: int = 1, rounds: int = 10, calls: int = 200
+) -> dict[str, Any]:
+    """``agent`` (an ``OnnxAgent`` of an aaren-export file) against both floors, timed in
+    turn: ``rounds`` rounds of ``calls`` steps of the agent, ``calls`` GEMV-limit calls
+    (:func:`gemv_limit_us`) and ``calls`` calls of the graph's matrix products alone
+    (:func:`matmul_floor_us`). Interleaving in small blocks makes the ratios hold on a VM
+    whose speed drifts from minute to minute (timed one after the other they did not). The
+    agent acts at t >= 1000 (one 1000-step episode first, then on: its cost is flat in t).
+
+    Returns ``{"aaren_onnx_us", "gemv_us", "matmul_us"}`` (the median of the per-round
+    medians), the per-round medians under ``"rounds"``, and the matrix products' ``nodes`` and ``shapes``.
+    """
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((1, agent.obs_dim)).astype(np.float32)
+    reward = np.zeros(1)
+    agent.reset(1)
+    for _ in range(1000):
+        agent.predict(obs, reward)
+    gemv = _gemv_call(model, threads)
+    matmul, info = _matmul_call(path=agent.path, threads=threads)
+    fns = {"aaren_onnx_us": lambda: agent.predict(obs, reward), "gemv_us": gemv}
+    fns["matmul_us"] = matmul
+    per_round: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per_round[name].append(_median_us(fn, calls, warmup=10))
+    out: dict[str, Any] = {k: float(np.median(v)) for k, v in per_round.items()}
+    return {**out, "rounds": per_round, "calls_per_round": calls, **info}
 
 
 def onnx_profile(agent: Any, calls: int = 1000, top: int = 10, warmup: int = 20) -> dict[str, Any]:

@@ -135,7 +135,13 @@ def paths_table(data: dict) -> list[dict]:
 
 def run_act(cmd: ActCommand) -> None:
     from aaren_rl.bench import act
-    from aaren_rl.bench.agents import PolicySource, gemv_limit_us, onnx_profile, temporary_workdir
+    from aaren_rl.bench.agents import (
+        PolicySource,
+        gemv_limit_us,
+        onnx_floors,
+        onnx_profile,
+        temporary_workdir,
+    )
     from aaren_rl.bench.plots import plot_act, plot_throughput
 
     check_output_dir(cmd.out, "--out")
@@ -157,10 +163,18 @@ def run_act(cmd: ActCommand) -> None:
             source = PolicySource.fresh(cmd, Path(tmp), cmd.context_length, cmd.threads)
         records, agents = act.run_act_bench(cmd, source, log=lambda s: print(s, flush=True))
         info = act.agent_info(agents, source)
-        gemv_us = None
-        if "aaren-onnx" in agents:  # the floor aaren-onnx is held to, in the same run
+        gemv_us = floors = None
+        if "aaren-onnx" in agents:  # the floors aaren-onnx is held to, in the same run
             gemv_us = gemv_limit_us(source.models["aaren"], cmd.threads)
             print(f"fp32 GEMV limit (every linear weight once): {gemv_us:.0f} µs", flush=True)
+            rounds = 2 if cmd.quick else 10
+            floors = onnx_floors(agents["aaren-onnx"], source.models["aaren"], cmd.threads, rounds)
+            print(
+                f"interleaved, t >= 1000: aaren-onnx {floors['aaren_onnx_us']:.0f} µs, GEMV limit "
+                f"{floors['gemv_us']:.0f} µs, its {floors['nodes']} matrix products alone "
+                f"{floors['matmul_us']:.0f} µs",
+                flush=True,
+            )
         profile = None
         if cmd.profile_onnx:
             calls = 30 if cmd.quick else 1000
@@ -180,8 +194,9 @@ def run_act(cmd: ActCommand) -> None:
         "summary": act.summarize(records),
         "throughput": act.throughput(records),
         "gemv_limit_us": gemv_us,
+        "onnx_floors": floors,
         "onnx_profile": profile,
-        "targets": act.act_targets(records, d3rlpy_ms, gemv_us),
+        "targets": act.act_targets(records, d3rlpy_ms, gemv_us, floors),
         "records": act.records_to_json(records),
     }
     out = Path(cmd.out)
