@@ -99,7 +99,7 @@ class BackboneConfig:
     recency_fixed: bool = False
     """Aaren only, with recency_init > 0: keep the slopes at their initial values instead of
     learning them: fixed decays, so training sees the same forgetting the recurrent state
-    applies when acting (docs/training.md, "Train as you act")."""
+    applies when acting (docs/research/horizon.md, "Train as you act")."""
     recency_multiscale: bool = False
     """Aaren only, with recency_init > 0: head h starts at recency_init / 2^h (RetNet-style
     multi-scale decays: heads with short and long memories side by side); off: every head

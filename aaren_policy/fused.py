@@ -78,7 +78,7 @@ def memory_decay(horizon: int) -> float:
     the score ``s_j - (t - t_j) / H`` (the action token ``a_{t-1}`` counts with timestep t,
     the step whose prediction first sees it): a soft window, weights e^-1 at H steps back,
     computed on the constant-size state by lowering its running maximum by 1/H per step
-    (docs/training.md, "The fix: a memory horizon at acting time").
+    (docs/research/horizon.md, "The fix: a memory horizon at acting time").
     """
     return 1.0 / horizon if horizon else 0.0
 

@@ -3,7 +3,7 @@
 Acting recurrently, an Aaren agent attends over its whole episode through a constant-size
 state. With a memory horizon H (``aaren-eval --memory-horizon``), every earlier token's score
 drops by 1/H per step of age, so a token H steps old weighs e^-1 of a new one: a soft window,
-still O(1) per action (docs/training.md, "The fix: a memory horizon at acting time"). This
+still O(1) per action (docs/research/horizon.md, "The fix: a memory horizon at acting time"). This
 command scores each checkpoint at each H (0: the whole episode) and, for reference, acting
 through a K-step window, with the results grid's evaluation protocol (episode i of training
 seed S is env seed 1000 + 100 S + i; the seed is read from the run's config.json beside the

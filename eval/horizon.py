@@ -3,7 +3,7 @@
 Acting recurrently with a memory horizon H (``DecisionAgent(memory_horizon=H)``), every
 earlier token's score drops by 1/H per step; 0 attends to the whole episode exactly. Which H
 acts best depends on the data: on hopper-medium H = 20 beat the whole episode by 22 points,
-on hopper-medium-replay the whole episode won (docs/training.md, "The fix: a memory horizon at
+on hopper-medium-replay the whole episode won (docs/research/horizon.md, "The fix: a memory horizon at
 acting time"). So the horizon is chosen per checkpoint, by return, on *validation* episodes:
 env seeds ``VALIDATION_SEED + 100 * train_seed + i``, far from the seeds every evaluation of
 this toolkit uses (``aaren-train``: seed + i; the results grids: 1000 + 100 * seed + i), so the

@@ -27,7 +27,7 @@ Three replays are measured and recorded (the criterion picks the one that decide
 Only the held-out episodes with the higher returns are scored (``TOP_SHARE``, at least one):
 the agent is asked for a high target return, so the behaviour to reproduce is that of the
 better episodes; a low-return episode's actions are what the return conditioning should
-steer away from. docs/training.md, "Offline horizon selection", has the rationale and what
+steer away from. docs/research/horizon.md, "Offline horizon selection", has the rationale and what
 was measured.
 """
 

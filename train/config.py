@@ -192,13 +192,13 @@ class TrainConfig:
     --horizon-selection says; 0 for discrete actions (the memory tasks: T-Maze, POPGym) and
     for online selection without evaluation (--eval-episodes 0). Saved in the checkpoint as
     the acting default (aaren-eval --memory-horizon overrides it); training itself does not
-    use it. See docs/training.md, "Offline horizon selection"."""
+    use it. See docs/research/horizon.md, "Offline horizon selection"."""
     train_memory_horizon: int = 0
     """Aaren: train as you act with memory horizon H. The training forward forgets as
     recurrent acting with H does (each token's score + its timestep / H, exactly the acting
     state's aging), and the agent acts with H (unless --memory-horizon says otherwise): no
     horizon is chosen after training, none is held out. 0: exact attention in training, the
-    horizon chosen as --horizon-selection says. See docs/training.md, "Train as you act"."""
+    horizon chosen as --horizon-selection says. See docs/research/horizon.md, "Train as you act"."""
     horizon_candidates: tuple[int, ...] = HORIZON_CANDIDATES
     """Memory horizons the end of training chooses from (with --memory-horizon unset)."""
     horizon_selection: Literal["offline", "online"] = "offline"
