@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 
-.PHONY: results-tmaze setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
+.PHONY: cpu-checks results-tmaze setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
 
 setup: $(STAMP)
 
@@ -51,6 +51,36 @@ results-tmaze: setup
 
 demo: setup
 	$(PY) -m aaren_rl.train.demo --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR)
+
+# `make cpu-checks`: what depends on this CPU, measured in one go into
+# docs/results/cpu/<cpu>/ (<cpu>: the model name and its widest vector path, e.g.
+# amd-epyc-7b13-avx2): the DT training step in fp32 against d3rlpy's at one thread and on
+# every core, the threading benchmark with 0, 1 and 2 busy processes, ONNX acting against
+# its floors with the per-node profile, and `make demo`, timed. Every JSON records the CPU's
+# flags. About 30 minutes on 2 cores; leave the machine otherwise idle
+# (docs/benchmarks.md, "Which CPU"). CPU_CHECKS_QUICK=1: a smoke run of the same steps.
+CPU_TAG = $(shell $(PY) -c "from aaren_rl.cpu import cpu_tag; print(cpu_tag())" 2>/dev/null)
+CPU_DIR ?= docs/results/cpu/$(CPU_TAG)
+CPU_CHECKS_QUICK ?=
+CPU_STEPS = $(if $(CPU_CHECKS_QUICK),--steps 2 --warmup 0,--steps 7)
+cpu-checks: SHELL := /bin/bash
+cpu-checks: setup
+	@test -n "$(CPU_TAG)" || { echo "cpu-checks: cannot name this CPU (aaren_rl.cpu.cpu_tag)"; exit 2; }
+	@mkdir -p $(CPU_DIR) runs/logs
+	@echo "cpu-checks: $(CPU_TAG) -> $(CPU_DIR)"
+	bash bench/peer/setup_d3rlpy.sh >> runs/logs/setup-d3rlpy.log 2>&1 || echo "d3rlpy venv not set up: its rows are left out"
+	$(PY) -m aaren_rl.bench.cli train --context-lengths 20 --batch-sizes 64 --precision fp32 \
+	  $(CPU_STEPS) --threads 1 --out $(CPU_DIR)/train-t1
+	$(PY) -m aaren_rl.bench.cli train --context-lengths 20 --batch-sizes 64 --precision fp32 \
+	  $(CPU_STEPS) --threads $(shell nproc) --out $(CPU_DIR)/train-tall
+	$(PY) -m aaren_rl.bench.cli threads --backbones aaren transformer --load-session other \
+	  $(if $(CPU_CHECKS_QUICK),--repeats 1 --steps 2 --loads 0 1,--repeats 3 --steps 6) --out $(CPU_DIR)/threads
+	$(PY) -m aaren_rl.bench.cli act --agents aaren-onnx aaren-onnx-int8 aaren-onnx-fp16 \
+	  transformer-window-onnx --num-envs 1 --repeats 3 --profile-onnx \
+	  $(if $(CPU_CHECKS_QUICK),--quick) --out $(CPU_DIR)/act
+	@set -o pipefail; start=$$(date +%s); $(MAKE) --no-print-directory demo DEMO_DIR=runs/demo-cpu-checks \
+	  $(if $(CPU_CHECKS_QUICK),DEMO_STEPS=5) 2>&1 | tee $(CPU_DIR)/demo.log; \
+	  echo "make demo: $$(( $$(date +%s) - start )) s in all (setup done)" | tee -a $(CPU_DIR)/demo.log
 
 # ---- the results grid (docs/results.md) -------------------------------------------------
 # `make results`: the CPU grid on this machine: hopper/halfcheetah/walker2d x medium and

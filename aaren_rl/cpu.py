@@ -32,6 +32,7 @@ __all__ = [
     "SPIN_COUNT",
     "cpu_flags",
     "cpu_record",
+    "cpu_tag",
     "default_threads",
     "fp32_peak_gflops",
     "others_busy_cores",
@@ -97,6 +98,23 @@ def cpu_record(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
         "flags": {f: f in flags for f in CPU_FLAGS},
         "auto_precision": "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32",
     }
+
+
+def cpu_tag(cpuinfo: Path = CPUINFO) -> str:
+    """A folder name for this CPU: its model name in lower case, words joined by '-', then
+    the widest vector path it has (``avx512-bf16``, ``avx512``, ``avx2`` or ``sse``), e.g.
+    ``amd-epyc-7b13-64-core-avx2`` (``make cpu-checks`` writes there)."""
+    record = cpu_record(cpuinfo)
+    flags = {f for f, on in record["flags"].items() if on}
+    words = "".join(c if c.isalnum() else " " for c in record["model"].lower()).split()
+    words = [w for w in words if w not in {"r", "tm", "processor", "cpu"}]
+    if record["auto_precision"] == "bf16":
+        path = "avx512-bf16"
+    elif "avx512f" in flags:
+        path = "avx512"
+    else:
+        path = "avx2" if "avx2" in flags else "sse"
+    return "-".join([*words, path])
 
 
 def fp32_peak_gflops(record: dict[str, Any]) -> float:

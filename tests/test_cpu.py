@@ -14,6 +14,7 @@ from aaren_rl.cpu import (
     SPIN_COUNT,
     cpu_flags,
     cpu_record,
+    cpu_tag,
     default_threads,
     others_busy_cores,
     threads_for,
@@ -43,6 +44,17 @@ def test_cpu_record_names_the_model_and_every_flag(tmp_path: Path) -> None:
     rec = cpu_record(info)
     assert rec["flags"]["avx512_bf16"] and rec["flags"]["amx_int8"] and not rec["flags"]["avx_vnni"]
     assert rec["auto_precision"] == "bf16"
+
+
+def test_cpu_tag_names_the_model_and_its_widest_vector_path(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(AVX2_ZEN3)
+    assert cpu_tag(info) == "amd-epyc-7b13-avx2"
+    info.write_text(SAPPHIRE)
+    assert cpu_tag(info) == "intel-xeon-platinum-8480-avx512-bf16"
+    info.write_text(SAPPHIRE.replace("avx512_bf16 amx_tile amx_bf16", "amx_tile"))
+    assert cpu_tag(info).endswith("-avx512")
+    assert cpu_tag(tmp_path / "missing") == "unknown-sse"
 
 
 def test_cpu_record_without_cpuinfo(tmp_path: Path) -> None:
