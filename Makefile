@@ -58,8 +58,9 @@ demo: setup
 # every core, the threading benchmark with 0, 1 and 2 busy processes, ONNX acting against
 # its floors with the per-node profile, and `make demo`, timed. Every JSON records the CPU's
 # flags. About 30 minutes on 2 cores; leave the machine otherwise idle
-# (docs/benchmarks.md, "Which CPU"). CPU_CHECKS_QUICK=1: a smoke run of the same steps.
-CPU_TAG = $(shell $(PY) -c "from aaren_rl.cpu import cpu_tag; print(cpu_tag())" 2>/dev/null)
+# (docs/benchmarks.md, "Which CPU"). CPU_CHECKS_QUICK=1 (any non-empty value): a smoke run
+# of the same steps.
+CPU_TAG = $(eval CPU_TAG := $(shell $(PY) -c "from aaren_rl.cpu import cpu_tag; print(cpu_tag())" 2>/dev/null))$(CPU_TAG)
 CPU_DIR ?= docs/results/cpu/$(CPU_TAG)
 CPU_CHECKS_QUICK ?=
 CPU_STEPS = $(if $(CPU_CHECKS_QUICK),--steps 2 --warmup 0,--steps 7)
@@ -78,7 +79,7 @@ cpu-checks: setup
 	$(PY) -m aaren_rl.bench.cli act --agents aaren-onnx aaren-onnx-int8 aaren-onnx-fp16 \
 	  transformer-window-onnx --num-envs 1 --repeats 3 --profile-onnx \
 	  $(if $(CPU_CHECKS_QUICK),--quick) --out $(CPU_DIR)/act
-	@set -o pipefail; start=$$(date +%s); $(MAKE) --no-print-directory demo DEMO_DIR=runs/demo-cpu-checks \
+	@set -eo pipefail; start=$$(date +%s); $(MAKE) --no-print-directory demo DEMO_DIR=runs/demo-cpu-checks \
 	  $(if $(CPU_CHECKS_QUICK),DEMO_STEPS=5) 2>&1 | tee $(CPU_DIR)/demo.log; \
 	  echo "make demo: $$(( $$(date +%s) - start )) s in all (setup done)" | tee -a $(CPU_DIR)/demo.log
 

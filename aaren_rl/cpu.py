@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -102,8 +103,9 @@ def cpu_record(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
 
 def cpu_tag(cpuinfo: Path = CPUINFO) -> str:
     """A folder name for this CPU: its model name in lower case, words joined by '-', then
-    the widest vector path it has (``avx512-bf16``, ``avx512``, ``avx2`` or ``sse``), e.g.
-    ``amd-epyc-7b13-64-core-avx2`` (``make cpu-checks`` writes there)."""
+    the widest vector path it has (``avx512-bf16``, ``avx512``, ``avx2``, ``sse``; on another
+    architecture its name, e.g. ``aarch64``), e.g. ``amd-epyc-7b13-avx2`` for "AMD EPYC 7B13"
+    (``make cpu-checks`` writes there)."""
     record = cpu_record(cpuinfo)
     flags = {f for f, on in record["flags"].items() if on}
     words = "".join(c if c.isalnum() else " " for c in record["model"].lower()).split()
@@ -112,9 +114,11 @@ def cpu_tag(cpuinfo: Path = CPUINFO) -> str:
         path = "avx512-bf16"
     elif "avx512f" in flags:
         path = "avx512"
-    else:
-        path = "avx2" if "avx2" in flags else "sse"
-    return "-".join([*words, path])
+    elif "avx2" in flags:
+        path = "avx2"
+    else:  # an older x86 CPU, or another architecture (no x86 flags): name that
+        path = {"x86_64": "sse", "AMD64": "sse"}.get(platform.machine(), platform.machine())
+    return "-".join([*words, path.lower() or "unknown"])
 
 
 def fp32_peak_gflops(record: dict[str, Any]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def test_cpu_tag_names_the_model_and_its_widest_vector_path(tmp_path: Path) -> N
     assert cpu_tag(info) == "intel-xeon-platinum-8480-avx512-bf16"
     info.write_text(SAPPHIRE.replace("avx512_bf16 amx_tile amx_bf16", "amx_tile"))
     assert cpu_tag(info).endswith("-avx512")
-    assert cpu_tag(tmp_path / "missing") == "unknown-sse"
+    if platform.machine() == "x86_64":
+        assert cpu_tag(tmp_path / "missing") == "unknown-sse"
 
 
 def test_cpu_record_without_cpuinfo(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_bench_cli_act_writes_json_and_pngs(tmp_path: Path, capsys):
     floors = data["onnx_floors"]  # the step, the GEMV limit and the graph's own Gemm/MatMul
     assert min(floors["aaren_onnx_us"], floors["gemv_us"], floors["matmul_us"]) > 0
     assert all(len(v) == 2 for v in floors["rounds"].values())  # --quick: 2 rounds each
-    assert floors["nodes"] == len(floors["shapes"]) >= 5
+    assert len(floors["shapes"]) >= 5  # emb, per layer sv / P @ V / fc1 / fc2, the head
     assert [1, 16, 3] in floors["shapes"]  # the action head: 1 row, d = 16 -> act_dim 3
     assert any("interleaved" in t["target"] for t in data["targets"])
     out = capsys.readouterr().out
