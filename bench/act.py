@@ -335,7 +335,7 @@ def act_targets(
     floors: dict | None = None,
 ) -> list[dict]:
     """The acting targets, measured (bucketed medians as in :func:`summarize`); ``gemv_us``:
-    the fp32 GEMV limit timed in the same run (``bench.agents.gemv_limit_us``); ``floors``:
+    the fp32 GEMV limit timed in the same run (``bench.agents.gemv_limit_call``); ``floors``:
     ``bench.agents.onnx_floors`` (aaren-onnx, the GEMV limit and the graph's own matrix
     products timed in turn), which the GEMV target then uses."""
     rows = {(r["agent"], r["t"]): r for r in summarize(records, ts=(10, 1000))}

@@ -292,11 +292,39 @@ def _median_us(call: Callable[[], Any], calls: int, warmup: int = 50) -> float:
     return float(np.median(times) * 1e6)
 
 
-def _gemv_call(model: Any, threads: int) -> Callable[[], Any]:
-    """One call of the GEMV limit of :func:`gemv_limit_us` (session and input built here)."""
+def _bound_run(
+    session: Any, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+) -> Callable[[], None]:
+    """One run of ``session`` on ``inputs`` into ``outputs``, through an I/O binding made once
+    (as ``OnnxAgent`` binds its step), so a timed call has no feed conversion in it."""
+    from aaren_rl.agents.onnx_agent import ort_value
+
+    values = {name: ort_value(arr) for name, arr in {**inputs, **outputs}.items()}
+    binding = session.io_binding()
+    for name in inputs:
+        binding.bind_ortvalue_input(name, values[name])
+    for name in outputs:
+        binding.bind_ortvalue_output(name, values[name])
+
+    def call(keep: dict = values) -> None:  # the default keeps the OrtValues alive
+        session.run_with_iobinding(binding)
+
+    return call
+
+
+def gemv_limit_call(model: Any, threads: int) -> Callable[[], None]:
+    """The floor of one action, as a call to time: one float32 matrix-vector product over
+    every weight of ``model``'s linear layers (their values laid out as one (N / 128, 128)
+    matrix), run by onnxruntime with the ONNX agent's session settings and I/O binding.
+
+    An exported step reads each of those weights once per action and multiplies each once:
+    the same bytes and multiply-adds, without the rest of the graph. aaren-onnx's time over
+    this one is its overhead factor (the target: <= 1.3, timed in turn by
+    :func:`onnx_floors`).
+    """
     from onnx import TensorProto, helper, numpy_helper
 
-    from aaren_rl.agents.onnx_agent import make_session, ort_value
+    from aaren_rl.agents.onnx_agent import make_session
 
     flat = torch.cat(
         [m.weight.detach().float().flatten() for m in model.modules() if isinstance(m, nn.Linear)]
@@ -314,37 +342,25 @@ def _gemv_call(model: Any, threads: int) -> Callable[[], Any]:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     session = make_session("gemv_limit.onnx", threads, proto.SerializeToString())
     x = np.random.default_rng(0).standard_normal((1, w.shape[0])).astype(np.float32)
-    keep = [ort_value(x), ort_value(np.zeros((1, cols), dtype=np.float32))]
-    binding = session.io_binding()  # bound once, as OnnxAgent binds its step
-    binding.bind_ortvalue_input("x", keep[0])
-    binding.bind_ortvalue_output("y", keep[1])
-
-    def call(values: list = keep) -> None:  # the default keeps the OrtValues alive
-        session.run_with_iobinding(binding)
-
-    return call
+    return _bound_run(session, {"x": x}, {"y": np.zeros((1, cols), dtype=np.float32)})
 
 
-def gemv_limit_us(model: Any, threads: int = 1, calls: int = 2000) -> float:
-    """The floor of one action: one float32 matrix-vector product over every weight of
-    ``model``'s linear layers (their values laid out as one (N / 128, 128) matrix), run by
-    onnxruntime with the ONNX agent's session settings and I/O binding. Median µs per call
-    over ``calls``.
+def matmul_floor_call(path: Path, threads: int) -> tuple[Callable[[], None], dict[str, Any]]:
+    """The step graph's own matrix products with nothing else, as a call to time: every Gemm
+    and MatMul node of the exported file at batch 1, with its weights and its input shapes
+    (ONNX shape inference), each reading an input of its own, in one graph run through I/O
+    binding as ``OnnxAgent`` runs the whole step. Also returns ``{"nodes", "shapes": [[rows,
+    in, out], ...]}``.
 
-    An exported step reads each of those weights once per action and multiplies each once:
-    the same bytes and multiply-adds, without the rest of the graph. aaren-onnx's time over
-    this one is its overhead factor (the target: <= 1.3, timed in turn by
-    :func:`onnx_floors`).
+    Where :func:`gemv_limit_call` is a floor from bytes (one matrix-vector product over the
+    same weights), this is the floor of this graph on this onnxruntime: its matrix kernels at
+    their real shapes (most see 3 token rows), one session call. The step's time above it is
+    everything else: ~60 small nodes and the agent's Python.
     """
-    return _median_us(_gemv_call(model, threads), calls)
-
-
-def _matmul_call(path: Path, threads: int) -> tuple[Callable[[], Any], dict[str, Any]]:
-    """One call of :func:`matmul_floor_us`'s graph, and ``{"nodes", "shapes"}``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-    from aaren_rl.agents.onnx_agent import make_session, ort_value
+    from aaren_rl.agents.onnx_agent import make_session
 
     model = onnx.load(str(path))
     for value in model.graph.input:  # the batch axis is 1
@@ -355,8 +371,15 @@ def _matmul_call(path: Path, threads: int) -> tuple[Callable[[], Any], dict[str,
     values = (*inferred.value_info, *inferred.input, *inferred.output)
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
     types = {v.name: v.type.tensor_type.elem_type for v in values}
+
+    def static(name: str) -> list[int]:  # a float32 activation's shape, known at batch 1
+        shape = shapes.get(name)
+        if not shape or 0 in shape or types.get(name) != TensorProto.FLOAT:
+            raise ExportError(f"{path}: no static float32 shape for {name!r} at batch 1")
+        return shape
+
     weights = {t.name: t for t in model.graph.initializer}
-    nodes, inputs, outputs, inits, feeds, rows = [], [], [], [], {}, []
+    nodes, inputs, outputs, inits, feeds, results, rows = [], [], [], [], {}, {}, []
     for k, node in enumerate(n for n in inferred.node if n.op_type in ("Gemm", "MatMul")):
         names = []
         for j, name in enumerate(node.input):
@@ -365,18 +388,15 @@ def _matmul_call(path: Path, threads: int) -> tuple[Callable[[], Any], dict[str,
                 inits.append(numpy_helper.from_array(arr, f"w{k}_{j}"))
                 names.append(f"w{k}_{j}")
             else:  # an activation: a graph input of the same shape
-                shape = shapes.get(name)
-                if not shape or 0 in shape or types.get(name) != TensorProto.FLOAT:
-                    raise ExportError(f"{path}: no static float32 shape for {name!r} at batch 1")
+                shape = static(name)
                 names.append(f"x{k}_{j}")
                 inputs.append(helper.make_tensor_value_info(names[-1], TensorProto.FLOAT, shape))
                 feeds[names[-1]] = (
                     np.random.default_rng(k).standard_normal(shape).astype(np.float32)
                 )
-        out_shape = shapes.get(node.output[0])
-        if not out_shape or 0 in out_shape or types.get(node.output[0]) != TensorProto.FLOAT:
-            raise ExportError(f"{path}: no static float32 shape for {node.output[0]!r} at batch 1")
+        out_shape = static(node.output[0])
         outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, out_shape))
+        results[f"y{k}"] = np.zeros(out_shape, dtype=np.float32)
         nodes.append(helper.make_node(node.op_type, names, [f"y{k}"], name=f"n{k}"))
         nodes[-1].attribute.extend(node.attribute)
         first = shapes.get(node.input[0]) or list(weights[node.input[0]].dims)
@@ -384,37 +404,7 @@ def _matmul_call(path: Path, threads: int) -> tuple[Callable[[], Any], dict[str,
     graph = helper.make_graph(nodes, "matmul_floor", inputs, outputs, inits)
     proto = helper.make_model(graph, opset_imports=model.opset_import)
     session = make_session("matmul_floor.onnx", threads, proto.SerializeToString(), vet_graph=False)
-    binding = session.io_binding()
-    keep = []  # the OrtValues live as long as the binding
-    for name, arr in feeds.items():
-        keep.append(ort_value(arr))
-        binding.bind_ortvalue_input(name, keep[-1])
-    for k, value in enumerate(outputs):
-        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
-        keep.append(ort_value(np.zeros(shape, dtype=np.float32)))
-        binding.bind_ortvalue_output(f"y{k}", keep[-1])
-
-    def call(values: list = keep) -> None:  # the default keeps the OrtValues alive
-        session.run_with_iobinding(binding)
-
-    return call, {"nodes": len(nodes), "shapes": rows}
-
-
-def matmul_floor_us(path: Path, threads: int = 1, calls: int = 2000) -> dict[str, Any]:
-    """The step graph's own matrix products with nothing else: every Gemm and MatMul node of
-    the exported file at batch 1, with its weights and its input shapes (ONNX shape
-    inference), each reading an input of its own, in one graph run through I/O binding as
-    ``OnnxAgent`` runs the whole step. Median µs per call over ``calls``.
-
-    Where :func:`gemv_limit_us` is a floor from bytes (one matrix-vector product over the same
-    weights), this is the floor of this graph on this onnxruntime: its matrix kernels at their
-    real shapes (most see 3 token rows), one session call. The step's time above it is
-    everything else: ~60 small nodes and the agent's Python.
-
-    Returns ``{"us", "nodes", "shapes": [[rows, in, out], ...]}``.
-    """
-    call, info = _matmul_call(path, threads)
-    return {"us": _median_us(call, calls), **info}
+    return _bound_run(session, feeds, results), {"nodes": len(nodes), "shapes": rows}
 
 
 def onnx_floors(
@@ -422,10 +412,11 @@ def onnx_floors(
 ) -> dict[str, Any]:
     """``agent`` (an ``OnnxAgent`` of an aaren-export file) against both floors, timed in
     turn: ``rounds`` rounds of ``calls`` steps of the agent, ``calls`` GEMV-limit calls
-    (:func:`gemv_limit_us`) and ``calls`` calls of the graph's matrix products alone
-    (:func:`matmul_floor_us`). Interleaving in small blocks makes the ratios hold on a VM
-    whose speed drifts from minute to minute (timed one after the other they did not). The
-    agent acts at t >= 1000 (one 1000-step episode first, then on: its cost is flat in t).
+    (:func:`gemv_limit_call`) and ``calls`` calls of the graph's matrix products alone
+    (:func:`matmul_floor_call`), who goes first rotating from round to round. Interleaving in
+    small blocks makes the ratios hold on a VM whose speed drifts from minute to minute
+    (timed one after the other they did not). The agent acts at t >= 1000 (one 1000-step
+    episode first, then on: its cost is flat in t).
 
     All three run through I/O binding. Returns ``{"aaren_onnx_us", "gemv_us", "matmul_us"}``
     (the median of the per-round medians), the per-round medians under ``"rounds"``,
@@ -438,14 +429,16 @@ def onnx_floors(
     agent.reset(1)
     for _ in range(1000):
         agent.predict(obs, reward)
-    gemv = _gemv_call(model, threads)
-    matmul, info = _matmul_call(path=agent.path, threads=threads)
-    fns = {"aaren_onnx_us": lambda: agent.predict(obs, reward), "gemv_us": gemv}
-    fns["matmul_us"] = matmul
-    per_round: dict[str, list[float]] = {k: [] for k in fns}
+    matmul, info = matmul_floor_call(agent.path, threads)
+    fns = {
+        "aaren_onnx_us": lambda: agent.predict(obs, reward),
+        "gemv_us": gemv_limit_call(model, threads),
+        "matmul_us": matmul,
+    }
     order = list(fns)
-    for r in range(rounds):  # who goes first rotates from round to round
-        for name in order[r % 3 :] + order[: r % 3]:
+    per_round: dict[str, list[float]] = {k: [] for k in order}
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
             per_round[name].append(_median_us(fns[name], calls, warmup=10))
     out: dict[str, Any] = {k: float(np.median(v)) for k, v in per_round.items()}
     return {**out, "rounds": per_round, "calls_per_round": calls, **info}
