@@ -331,13 +331,12 @@ def _flat_target(rows: dict, records: list[ActRecord], agent: str, tolerance: fl
 def act_targets(
     records: list[ActRecord],
     d3rlpy_ms: float | None = None,
-    gemv_us: float | None = None,
     floors: dict | None = None,
 ) -> list[dict]:
-    """The acting targets, measured (bucketed medians as in :func:`summarize`); ``gemv_us``:
-    the fp32 GEMV limit timed in the same run (``bench.agents.gemv_limit_call``); ``floors``:
-    ``bench.agents.onnx_floors`` (aaren-onnx, the GEMV limit and the graph's own matrix
-    products timed in turn), which the GEMV target then uses."""
+    """The acting targets, measured (bucketed medians as in :func:`summarize`); ``floors``:
+    ``bench.agents.onnx_floors`` (aaren-onnx, the fp32 GEMV limit and the graph's own matrix
+    products timed in turn), which the GEMV target uses: the limit is never compared with the
+    records' times, which ran minutes apart from it on a machine whose speed drifts."""
     rows = {(r["agent"], r["t"]): r for r in summarize(records, ts=(10, 1000))}
     out = _flat_target(rows, records, "aaren-recurrent", 0.10)
     pairs = [
@@ -358,14 +357,6 @@ def act_targets(
             }  # fmt: skip
         )
         out += _flat_target(rows, records, "aaren-onnx", 0.10)
-        if gemv_us is not None and floors is None:
-            out.append(
-                {
-                    "target": "aaren-onnx at t=1000 <= 1.3x the fp32 GEMV limit (same run)",
-                    "measured": f"{us / gemv_us:.2f}x ({us:.0f} vs {gemv_us:.0f} µs)",
-                    "met": us <= 1.3 * gemv_us,
-                }  # fmt: skip
-            )
         if d3rlpy_ms is not None:
             speedup = d3rlpy_ms * 1e3 / us
             out.append(

@@ -194,7 +194,7 @@ def run_act(cmd: ActCommand) -> None:
         "gemv_limit_us": gemv_us,
         "onnx_floors": floors,
         "onnx_profile": profile,
-        "targets": act.act_targets(records, d3rlpy_ms, gemv_us, floors),
+        "targets": act.act_targets(records, d3rlpy_ms, floors),
         "records": act.records_to_json(records),
     }
     out = Path(cmd.out)
