@@ -78,7 +78,7 @@ class OnlineBenchConfig:
     """Instead of fine-tuning, time collection alone: with one Aaren and one Transformer
     checkpoint, their explorers collect rounds (one episode per environment, no updates)
     alternately on this machine, at each of these environment counts; acting and env time
-    per collected env step into acting.json in --out-dir (docs/online.md, "Acting cost")."""
+    per collected env step into acting.json in --out-dir (docs/research/online.md, "Acting cost")."""
     acting_rounds: int = 3
     """Collection rounds per backbone and environment count with --acting-only."""
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Online fine-tuning on the Passive T-Maze (docs/online.md, "T-Maze"): an Aaren agent trained
-# offline with plain aaren-train (no curriculum, no decision weight) on the 20%-wrong-choice
-# `medium` data at L = 300, scored at L = 300, then fine-tuned online with aaren-finetune
-# --decision-weight in the L = 300 maze (categorical head, recurrent acting) and scored again
-# at L = 300 and 1000.
+# Online fine-tuning on the Passive T-Maze (docs/research/online.md, "Passive T-Maze:
+# fine-tuning a memory task"): an Aaren agent trained offline with plain aaren-train (no
+# curriculum, no decision weight) on the 20%-wrong-choice `medium` data at L = 300, scored
+# at L = 300, then fine-tuned online with aaren-finetune --decision-weight in the L = 300
+# maze (categorical head, recurrent acting) and scored again at L = 300 and 1000.
 #
 #   studies/tmaze_finetune.sh [SEED ...]         (default: 0 1 2)
 #
