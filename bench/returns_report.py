@@ -360,6 +360,19 @@ def _horizon_label(row: dict[str, Any]) -> str:
     return f" (memory horizon {how}, per seed: {names})"
 
 
+def _mixed_files_warning(ds_rows: list[dict]) -> str:
+    """One line saying which rows ran on which file, where a dataset's rows disagree."""
+    by_file: dict[str, list[str]] = {}
+    for r in ds_rows:
+        for s in r["dataset_sha256"]:
+            by_file.setdefault(s[:16], []).append(f"{r['backbone']} {r['acting']}")
+    files = "; ".join(f"`{s}…`: {', '.join(rows)}" for s, rows in sorted(by_file.items()))
+    return (
+        f"**Warning: these rows ran on {len(by_file)} different files of this dataset, so they "
+        f"are not comparable** ({files})."
+    )
+
+
 def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[str]:
     behaviour = next((r["behaviour"] for r in ds_rows if r["behaviour"] is not None), None)
     sha = sorted({s for r in ds_rows for s in r["dataset_sha256"] if s != "None"})
@@ -373,6 +386,8 @@ def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[
         "(mean ± std) | final per seed | wall-clock per run (min) | train s/step |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if len(sha) > 1:  # e.g. a peer's JSON copied in from a grid on other files
+        lines[3:3] = [_mixed_files_warning(ds_rows), ""]
     notes = []
     for r in ds_rows:
         wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60

@@ -490,3 +490,23 @@ def test_a_run_trained_as_it_acts_acts_with_its_own_horizon(tmp_path: Path, tiny
     text = (cfg.resolved_out_dir / "summary.md").read_text()
     assert "recurrent (memory horizon the one it trained with (offline, fixed before " \
            "training), per seed: 3)" in text  # fmt: skip
+
+
+def test_rows_on_different_files_of_a_dataset_are_flagged(tmp_path: Path):
+    out = tmp_path / "grid"
+    out.mkdir()
+    for seed in (0, 1):
+        rec = _record("hopper-medium", "aaren", "recurrent", seed, 50.0)
+        (out / f"hopper-medium__aaren__s{seed}__recurrent.json").write_text(json.dumps(rec))
+        rec = _record("hopper-medium", "transformer", "window", seed, 40.0)
+        (out / f"hopper-medium__transformer__s{seed}__window.json").write_text(json.dumps(rec))
+    summarize_returns(out)
+    assert "Warning" not in (out / "summary.md").read_text()  # one file: no warning
+    peer = _record("hopper-medium", "d3rlpy-dt", "window", 0, 60.0, dataset_sha256="cd" * 32)
+    (out / "hopper-medium__d3rlpy-dt__window__window__s0.json").write_text(json.dumps(peer))
+    summarize_returns(out)
+    text = (out / "summary.md").read_text()
+    warning = next(line for line in text.splitlines() if line.startswith("**Warning"))
+    assert "2 different files" in warning and "not comparable" in warning
+    assert f"`{'cd' * 8}…`: d3rlpy-dt window" in warning
+    assert f"`{'ab' * 8}…`: aaren recurrent, transformer window" in warning
