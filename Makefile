@@ -110,7 +110,7 @@ PEER_JOBS ?= $(RESULTS_CPUS)
 PEER_STEPS ?= $(RESULTS_STEPS)
 PEER_EVAL_EVERY ?= $(RESULTS_EVAL_EVERY)
 PEER_DIR = docs/results/returns-$(shell echo $$(($(PEER_STEPS) / 1000)))k
-PEER_SUMMARY = --docs docs/results.md
+PEER_SUMMARY = --docs docs/results.md  # the grid section of this page is rebuilt too
 PEER_EVAL_AT = $(shell seq -s, $(PEER_EVAL_EVERY) $(PEER_EVAL_EVERY) $$(($(PEER_STEPS) - 1)))
 results results-datasets results-offline results-gpu results-peer results-1k: SHELL := /bin/bash
 
@@ -147,8 +147,7 @@ results-offline: results-datasets
 	set -o pipefail; HF_HUB_OFFLINE=1 MUJOCO_GL=egl nice -n 10 $(PY) -m aaren_rl.bench.cli returns \
 	  --steps $(RESULTS_STEPS) --eval-every $(RESULTS_EVAL_EVERY) --device cpu --num-cpus $(RESULTS_CPUS) \
 	  $(OFFLINE_ARGS) 2>&1 | tee -a runs/logs/results-offline.log
-	$(MAKE) results-peer PEER_DATASETS="$(OFFLINE_PEER)" PEER_DIR=$(OFFLINE_OUT) \
-	  PEER_SUMMARY="--out-dir $(OFFLINE_OUT)"
+	$(MAKE) results-peer PEER_DATASETS="$(OFFLINE_PEER)" PEER_DIR=$(OFFLINE_OUT) PEER_SUMMARY=
 
 results-offline-status: setup
 	@$(PY) -m aaren_rl.bench.cli returns --status --steps $(RESULTS_STEPS) $(OFFLINE_ARGS)
@@ -169,7 +168,8 @@ results-peer: setup
 	  --warmup $(shell echo $$(($(PEER_STEPS) / 10))) --eval-at $(PEER_EVAL_AT) --eval-episodes 10 \
 	  --curve-episodes 10 --threads 1 --log-every 500 --out $$2 \
 	  >> runs/logs/peer-$$0-s$$1.log 2>&1 && echo "done: $$2"'
-	$(PY) -m aaren_rl.bench.cli returns --steps $(PEER_STEPS) --summary-only $(PEER_SUMMARY)
+	$(PY) -m aaren_rl.bench.cli returns --steps $(PEER_STEPS) --summary-only --out-dir $(PEER_DIR) \
+	  $(PEER_SUMMARY)
 
 # `make results-status`: where each run of `make results` stands (done, its checkpoint's step,
 # or not started); starts nothing.

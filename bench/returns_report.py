@@ -363,13 +363,15 @@ def _horizon_label(row: dict[str, Any]) -> str:
 def _mixed_files_warning(ds_rows: list[dict]) -> str:
     """One line saying which rows ran on which file, where a dataset's rows disagree."""
     by_file: dict[str, list[str]] = {}
-    for r in ds_rows:
+    for r in ds_rows:  # a row whose seeds disagree is listed under each of its files
         for s in r["dataset_sha256"]:
-            by_file.setdefault(s[:16], []).append(f"{r['backbone']} {r['acting']}")
-    files = "; ".join(f"`{s}…`: {', '.join(rows)}" for s, rows in sorted(by_file.items()))
+            name = "not recorded" if s == "None" else f"`{s[:16]}…`"
+            by_file.setdefault(name, []).append(f"{r['backbone']} {r['recipe']} {r['acting']}")
+    count = sum(name != "not recorded" for name in by_file)
+    files = "; ".join(f"{s}: {', '.join(rows)}" for s, rows in sorted(by_file.items()))
     return (
-        f"**Warning: these rows ran on {len(by_file)} different files of this dataset, so they "
-        f"are not comparable** ({files})."
+        f"**Warning: these rows ran on {count} different files of this dataset, so they are "
+        f"not comparable** ({files})."
     )
 
 
@@ -387,7 +389,7 @@ def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     if len(sha) > 1:  # e.g. a peer's JSON copied in from a grid on other files
-        lines[3:3] = [_mixed_files_warning(ds_rows), ""]
+        lines[4:4] = [_mixed_files_warning(ds_rows), ""]
     notes = []
     for r in ds_rows:
         wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60

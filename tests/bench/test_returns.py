@@ -508,5 +508,13 @@ def test_rows_on_different_files_of_a_dataset_are_flagged(tmp_path: Path):
     text = (out / "summary.md").read_text()
     warning = next(line for line in text.splitlines() if line.startswith("**Warning"))
     assert "2 different files" in warning and "not comparable" in warning
-    assert f"`{'cd' * 8}…`: d3rlpy-dt window" in warning
-    assert f"`{'ab' * 8}…`: aaren recurrent, transformer window" in warning
+    assert f"`{'cd' * 8}…`: d3rlpy-dt window window" in warning
+    assert f"`{'ab' * 8}…`: aaren episode recurrent, transformer window window" in warning
+    assert text.split(warning)[0].endswith("\n\n")  # a paragraph of its own
+    unknown = _record("hopper-medium", "transformer", "kv-cache", 0, 45.0, dataset_sha256=None)
+    (out / "hopper-medium__transformer__s0__kv-cache.json").write_text(json.dumps(unknown))
+    summarize_returns(out)
+    text = (out / "summary.md").read_text()
+    warning = next(line for line in text.splitlines() if line.startswith("**Warning"))
+    assert "2 different files" in warning  # an unrecorded file is not counted as one
+    assert "not recorded: transformer window kv-cache" in warning
