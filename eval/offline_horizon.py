@@ -50,6 +50,7 @@ __all__ = [
     "OfflineHorizonChoice",
     "choose_memory_horizon_offline",
     "heldout_episodes",
+    "lowest_error_horizon",
     "offline_action_errors",
     "offline_step_errors",
     "top_return_episodes",
@@ -216,6 +217,12 @@ class OfflineHorizonChoice:
         }
 
 
+def lowest_error_horizon(errors: dict[int, float]) -> int:
+    """The candidate with the lowest error; on a tie the earlier one in ``errors``' order
+    (the order the candidates were given)."""
+    return min(errors, key=errors.__getitem__)  # min keeps the first of equal keys
+
+
 def choose_memory_horizon_offline(
     model: Any,
     dataset: Any,
@@ -266,6 +273,5 @@ def choose_memory_horizon_offline(
                 errors[c][h] = float(e.mean())
     finally:
         model.train(was_training)
-    chosen = errors[criterion]
-    best = min(chosen, key=lambda h: (chosen[h], list(chosen).index(h)))
+    best = lowest_error_horizon(errors[criterion])
     return OfflineHorizonChoice(best, errors, criterion, list(heldout), scored)

@@ -4,8 +4,8 @@
 recurrently with the horizon chosen offline (by the default criterion), with the horizon
 chosen online, and over the whole episode; each run's ``metrics.jsonl`` records every
 criterion's held-out action errors for each candidate horizon. For each criterion this takes
-the horizon it would have picked (the lowest error; ties: the earlier candidate, as
-``eval.offline_horizon`` does) and, where that horizon's score is known (it matches one of
+the horizon it would have picked (``eval.offline_horizon.lowest_error_horizon``, the rule
+the run itself chose by) and, where that horizon's score is known (it matches one of
 the three scored choices), compares it with the online choice's score at the same
 evaluation (docs/research/horizon.md, "Offline horizon selection").
 
@@ -25,19 +25,21 @@ import numpy as np
 import tyro
 
 from aaren_rl.errors import ConfigError
+from aaren_rl.eval.offline_horizon import lowest_error_horizon
 
 ERROR_KEY = re.compile(r"^offline/(?P<criterion>[a-z-]+)_action_error_h(?P<h>\d+)$")
 
 
 def criterion_picks(errors: dict[str, float]) -> dict[str, int]:
     """Each criterion's pick from one evaluation's ``offline/<criterion>_action_error_h<H>``
-    entries: the lowest error, ties to the earlier (smaller) candidate."""
+    entries (written in candidate order by the trainer's log): the lowest error, ties to
+    the earlier candidate."""
     by_criterion: dict[str, dict[int, float]] = {}
     for key, value in errors.items():
         m = ERROR_KEY.match(key)
         if m and value is not None:
             by_criterion.setdefault(m["criterion"], {})[int(m["h"])] = float(value)
-    return {c: min(sorted(errs), key=lambda h: errs[h]) for c, errs in by_criterion.items()}
+    return {c: lowest_error_horizon(errs) for c, errs in by_criterion.items()}
 
 
 def known_scores(point: dict) -> dict[int, float]:

@@ -191,3 +191,10 @@ def test_choose_refuses_bad_arguments() -> None:
         choose_memory_horizon_offline(model, ds, [0], SCALE, (0,), "best-guess")
     with pytest.raises(ConfigError, match="held-out"):
         choose_memory_horizon_offline(model, ds, [], SCALE, (0,))
+
+
+def test_lowest_error_ties_go_to_the_candidate_given_first() -> None:
+    from aaren_rl.eval.offline_horizon import lowest_error_horizon
+
+    assert lowest_error_horizon({40: 0.3, 0: 0.1, 20: 0.2}) == 0
+    assert lowest_error_horizon({40: 0.1, 0: 0.1, 20: 0.2}) == 40  # given first, not smaller
