@@ -19,6 +19,7 @@ from aaren_rl.errors import ConfigError
 from aaren_rl.eval.offline_horizon import (
     choose_memory_horizon_offline,
     heldout_episodes,
+    lowest_error_horizon,
     offline_action_errors,
 )
 
@@ -194,7 +195,5 @@ def test_choose_refuses_bad_arguments() -> None:
 
 
 def test_lowest_error_ties_go_to_the_candidate_given_first() -> None:
-    from aaren_rl.eval.offline_horizon import lowest_error_horizon
-
     assert lowest_error_horizon({40: 0.3, 0: 0.1, 20: 0.2}) == 0
     assert lowest_error_horizon({40: 0.1, 0: 0.1, 20: 0.2}) == 40  # given first, not smaller
