@@ -116,6 +116,16 @@ def _mean_std(x: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
+def _file(r: dict[str, Any]) -> str:
+    """The dataset file a run trained on, by its sha256 ("None" if not recorded); a slim copy
+    counts as the dataset it was made from."""
+    return str(r.get("dataset_source_sha256") or r.get("dataset_sha256"))
+
+
+def _known(values: list) -> list:
+    return [v for v in values if v is not None]
+
+
 def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -144,10 +154,11 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "final_per_seed": [round(float(v), 1) for v in final],
                 "wall_seconds_mean": float(np.mean(wall)) if all(wall) else None,
                 "train_seconds_per_step": float(np.mean(sps)) if all(sps) else None,
-                "behaviour": next((b for b in behaviour if b is not None), None),
-                "dataset_sha256": sorted(
-                    {str(r.get("dataset_source_sha256") or r.get("dataset_sha256")) for r in rs}
-                ),  # a slim copy counts as the dataset it was made from
+                # seeds on other files of the dataset: the mean of their behaviour scores
+                "behaviour": float(np.mean(known)) if (known := _known(behaviour)) else None,
+                "dataset_sha256": sorted({_file(r) for r in rs}),
+                "file_by_seed": {r["seed"]: _file(r) for r in rs},
+                "behaviour_by_file": {_file(r): b for r, b in zip(rs, behaviour) if b is not None},
                 "device": sorted({str(r.get("device", "cpu")) for r in rs}),
                 "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
                 "memory_horizon": [r.get("memory_horizon") for r in rs],
@@ -199,10 +210,12 @@ def _targets(ds_rows: list[dict], records: list[dict]) -> list[dict[str, Any]]:
         if other is None:
             continue
         a, b = seeds_of(main), seeds_of(other)
-        paired = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+        # a pair is one seed on one file: a seed the two ran on different files is no pair
+        same = {s for s in set(a) & set(b) if main["file_by_seed"][s] == other["file_by_seed"][s]}
+        paired = [a[s] - b[s] for s in sorted(same)]
         diff, diff_std = _mean_std(paired) if paired else (float("nan"), float("nan"))
         ca, cb = curve_of(main), curve_of(other)
-        every = [ca[k] - cb[k] for k in sorted(set(ca) & set(cb))]  # every seed, every step
+        every = [ca[k] - cb[k] for k in sorted(set(ca) & set(cb)) if k[0] in same]
         every_diff, every_std = _mean_std(every) if every else (float("nan"), float("nan"))
         slack = max(main["final_std"], other["final_std"])
         out.append(
@@ -375,21 +388,64 @@ def _mixed_files_warning(ds_rows: list[dict]) -> str:
     )
 
 
+def _files_by_seed(ds_rows: list[dict]) -> dict[int, str] | None:
+    """seed -> file where every row ran each seed on one and the same file (the seeds of a
+    grid that moved between CPU kinds, whose collections differ: docs/data.md); else None."""
+    files: dict[int, set[str]] = {}
+    for r in ds_rows:
+        for seed, f in r["file_by_seed"].items():
+            files.setdefault(seed, set()).add(f)
+    if any(len(f) > 1 or "None" in f for f in files.values()):
+        return None
+    return {seed: next(iter(f)) for seed, f in sorted(files.items())}
+
+
+def _seeds_on_files_note(by_seed: dict[int, str]) -> str:
+    """One line: which seeds ran on which file, and what that means for the table."""
+    seeds: dict[str, list[int]] = {}
+    for seed, f in by_seed.items():
+        seeds.setdefault(f, []).append(seed)
+    files = "; ".join(
+        f"seed{'s' * (len(ss) > 1)} {', '.join(map(str, ss))}: `{f[:16]}…`"
+        for f, ss in sorted(seeds.items(), key=lambda x: min(x[1]))
+    )
+    return (
+        f"**Note: the seeds ran on {len(seeds)} different files of this dataset** ({files}). "
+        "Every agent ran each seed on that seed's file, so each pair below (same seed) is "
+        "compared on one file; a mean over seeds mixes files, and the behaviour policy's "
+        "score is the mean over the seeds' files."
+    )
+
+
+def _behaviour_text(ds_rows: list[dict], behaviour: float | None) -> str:
+    by_file: dict[str, float] = {}
+    for r in ds_rows:
+        by_file.update(r["behaviour_by_file"])
+    if len({round(b, 1) for b in by_file.values()}) <= 1:
+        return f"**{_fmt(behaviour)}**"
+    each = ", ".join(f"{_fmt(b)} on `{f[:16]}…`" for f, b in sorted(by_file.items()))
+    return f"**{_fmt(behaviour)}** ({each})"
+
+
 def _table(ds: str, ds_rows: list[dict], targets: list[dict], png: str) -> list[str]:
     behaviour = next((r["behaviour"] for r in ds_rows if r["behaviour"] is not None), None)
     sha = sorted({s for r in ds_rows for s in r["dataset_sha256"] if s != "None"})
     lines = [
         f"### {ds}",
         "",
-        f"Behaviour policy (the dataset's episodes): **{_fmt(behaviour)}**. "
+        f"Behaviour policy (the dataset's episodes): {_behaviour_text(ds_rows, behaviour)}. "
         f"Dataset sha256: {', '.join(f'`{s[:16]}…`' for s in sha) or 'not recorded'}.",
         "",
         "| agent | recipe | acting | steps | seeds | **final** (mean ± std) | best during training† "
         "(mean ± std) | final per seed | wall-clock per run (min) | train s/step |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    if len(sha) > 1:  # e.g. a peer's JSON copied in from a grid on other files
-        lines[4:4] = [_mixed_files_warning(ds_rows), ""]
+    if len(sha) > 1:
+        by_seed = _files_by_seed(ds_rows)
+        # seeds on files of their own (pairs intact), or rows on other files (e.g. a peer's
+        # JSON copied in from a grid on other files): nothing to compare
+        note = _seeds_on_files_note(by_seed) if by_seed else _mixed_files_warning(ds_rows)
+        lines[4:4] = [note, ""]
     notes = []
     for r in ds_rows:
         wall = None if r["wall_seconds_mean"] is None else r["wall_seconds_mean"] / 60

@@ -492,6 +492,44 @@ def test_a_run_trained_as_it_acts_acts_with_its_own_horizon(tmp_path: Path, tiny
            "training), per seed: 3)" in text  # fmt: skip
 
 
+def test_seeds_on_files_of_their_own_keep_their_pairs(tmp_path: Path):
+    """A grid that moved between CPU kinds: seed 1 on another collection of the dataset,
+    every agent's seed 1 on that file. Pairs stay pairs; the page says what the means mix."""
+    out = tmp_path / "grid"
+    out.mkdir()
+    for seed, sha, behaviour in ((0, "ab" * 32, 10.5), (1, "ef" * 32, 12.6)):
+        for backbone, acting, score in (
+            ("aaren", "recurrent", 50.0),
+            ("transformer", "window", 40.0),
+        ):
+            rec = _record("walker2d-medium-replay", backbone, acting, seed, score + seed,
+                          dataset_sha256=sha, behaviour_normalized_score=behaviour)  # fmt: skip
+            (out / f"w__{backbone}__s{seed}__{acting}.json").write_text(json.dumps(rec))
+    summarize_returns(out)
+    text = (out / "summary.md").read_text()
+    assert "Warning" not in text
+    note = next(line for line in text.splitlines() if line.startswith("**Note"))
+    assert f"seed 0: `{'ab' * 8}…`; seed 1: `{'ef' * 8}…`" in note
+    assert (
+        "2 different files" in note
+        and "each pair below (same seed) is compared on one file" in note
+    )
+    assert f"**11.6** (10.5 on `{'ab' * 8}…`, 12.6 on `{'ef' * 8}…`)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    targets = summary["targets"]["walker2d-medium-replay"]
+    rival = next(t for t in targets if t.get("rival") == "transformer/window")
+    assert rival["paired_seeds"] == 2 and rival["paired_difference"] == pytest.approx(10.0)
+    behaviour = next(t for t in targets if "behaviour" in t["target"])
+    assert behaviour["other"] == pytest.approx(11.55)  # the mean over the seeds' files
+    # a seed whose rows disagree on the file: back to the warning
+    odd = _record(
+        "walker2d-medium-replay", "transformer", "kv-cache", 1, 30.0, dataset_sha256="ab" * 32
+    )
+    (out / "w__transformer__s1__kv-cache.json").write_text(json.dumps(odd))
+    summarize_returns(out)
+    assert "**Warning: these rows ran on 2 different files" in (out / "summary.md").read_text()
+
+
 def test_rows_on_different_files_of_a_dataset_are_flagged(tmp_path: Path):
     out = tmp_path / "grid"
     out.mkdir()
@@ -511,6 +549,10 @@ def test_rows_on_different_files_of_a_dataset_are_flagged(tmp_path: Path):
     assert f"`{'cd' * 8}…`: d3rlpy-dt window window" in warning
     assert f"`{'ab' * 8}…`: aaren episode recurrent, transformer window window" in warning
     assert text.split(warning)[0].endswith("\n\n")  # a paragraph of its own
+    targets = json.loads((out / "summary.json").read_text())["targets"]["hopper-medium"]
+    peer_target = next(t for t in targets if t.get("rival") == "d3rlpy-dt/window")
+    assert peer_target["paired_seeds"] == 0  # seed 0 on two files is no pair
+    assert peer_target["every_evaluation_pairs"] == 0
     unknown = _record("hopper-medium", "transformer", "kv-cache", 0, 45.0, dataset_sha256=None)
     (out / "hopper-medium__transformer__s0__kv-cache.json").write_text(json.dumps(unknown))
     summarize_returns(out)
