@@ -92,8 +92,14 @@ def cpu_record(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
         mhz = float(fields.get("cpu MHz", "nan"))
     except ValueError:
         mhz = float("nan")
+    try:
+        family = int(fields.get("cpu family", ""))
+    except ValueError:
+        family = None
     return {
         "model": fields.get("model name", "unknown"),
+        "vendor": fields.get("vendor_id", "unknown"),
+        "family": family,
         "cores": len(os.sched_getaffinity(0)),
         "mhz": mhz,
         "flags": {f: f in flags for f in CPU_FLAGS},
@@ -125,12 +131,16 @@ def fp32_peak_gflops(record: dict[str, Any]) -> float:
     """One core's float32 peak, GFLOP/s: FMA lanes x 2 FMA units x 2 flops x the clock that
     /proc/cpuinfo reports (16 lanes with AVX-512, 8 with AVX2 + FMA, else 4 with SSE).
 
-    An estimate: two FMA units is what Zen 3 and Ice Lake / Sapphire Rapids server cores
-    have; a VM's ``cpu MHz`` is often the base clock, so a core that boosts runs faster than
-    this and a fraction of this peak is an upper estimate. NaN where the clock is unknown.
+    An estimate: two FMA units is what Zen 3 / Zen 4 and Ice Lake / Sapphire Rapids server
+    cores have. Zen 4 (AMD family 25) runs AVX-512 on 256-bit units, two passes per
+    instruction, so it counts 8 lanes like AVX2; Zen 5 (family 26) has 512-bit units. A VM's
+    ``cpu MHz`` is often the base clock, so a core that boosts runs faster than this and a
+    fraction of this peak is an upper estimate. NaN where the clock is unknown.
     """
     flags = record["flags"]
     lanes = 16 if flags.get("avx512f") else 8 if flags.get("avx2") and flags.get("fma") else 4
+    if lanes == 16 and record.get("vendor") == "AuthenticAMD" and (record.get("family") or 0) < 26:
+        lanes = 8  # Zen 4: 512-bit instructions on 256-bit units
     return lanes * 2 * 2 * record["mhz"] / 1e3
 
 

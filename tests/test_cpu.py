@@ -17,6 +17,7 @@ from aaren_rl.cpu import (
     cpu_record,
     cpu_tag,
     default_threads,
+    fp32_peak_gflops,
     others_busy_cores,
     threads_for,
 )
@@ -57,6 +58,24 @@ def test_cpu_tag_names_the_model_and_its_widest_vector_path(tmp_path: Path) -> N
     assert cpu_tag(info).endswith("-avx512")
     if platform.machine() == "x86_64":
         assert cpu_tag(tmp_path / "missing") == "unknown-sse"
+
+
+def test_fp32_peak_counts_the_vector_units_a_core_has(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    mhz = "cpu MHz\t\t: 2500.000\n"
+    info.write_text("vendor_id\t: AuthenticAMD\ncpu family\t: 25\n" + mhz + AVX2_ZEN3)
+    assert fp32_peak_gflops(cpu_record(info)) == pytest.approx(8 * 2 * 2 * 2.5)  # AVX2
+    zen4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\n" + mhz + "model name\t: AMD EPYC\n"
+    info.write_text(zen4 + "flags\t\t: avx2 fma avx512f avx512_bf16\n")
+    rec = cpu_record(info)
+    assert (rec["vendor"], rec["family"]) == ("AuthenticAMD", 25)
+    assert fp32_peak_gflops(rec) == pytest.approx(8 * 2 * 2 * 2.5)  # 512 bits on 256-bit units
+    info.write_text(
+        zen4.replace("family\t: 25", "family\t: 26") + "flags\t\t: avx2 fma avx512f\n"
+    )  # Zen 5
+    assert fp32_peak_gflops(cpu_record(info)) == pytest.approx(16 * 2 * 2 * 2.5)
+    info.write_text("vendor_id\t: GenuineIntel\ncpu family\t: 6\n" + mhz + SAPPHIRE)
+    assert fp32_peak_gflops(cpu_record(info)) == pytest.approx(16 * 2 * 2 * 2.5)
 
 
 def test_cpu_record_without_cpuinfo(tmp_path: Path) -> None:
