@@ -122,10 +122,6 @@ def _file(r: dict[str, Any]) -> str:
     return str(r.get("dataset_source_sha256") or r.get("dataset_sha256"))
 
 
-def _known(values: list) -> list:
-    return [v for v in values if v is not None]
-
-
 def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -139,6 +135,8 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sps = [(r.get("timing") or {}).get("train_seconds_per_step") or
                r.get("train_seconds_per_step") for r in rs]  # fmt: skip
         behaviour = [r.get("behaviour_normalized_score") for r in rs]
+        known = [b for b in behaviour if b is not None]
+        file_by_seed = {r["seed"]: _file(r) for r in rs}
         rows.append(
             {
                 "dataset": ds,
@@ -155,9 +153,9 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "wall_seconds_mean": float(np.mean(wall)) if all(wall) else None,
                 "train_seconds_per_step": float(np.mean(sps)) if all(sps) else None,
                 # seeds on other files of the dataset: the mean of their behaviour scores
-                "behaviour": float(np.mean(known)) if (known := _known(behaviour)) else None,
-                "dataset_sha256": sorted({_file(r) for r in rs}),
-                "file_by_seed": {r["seed"]: _file(r) for r in rs},
+                "behaviour": float(np.mean(known)) if known else None,
+                "dataset_sha256": sorted(set(file_by_seed.values())),
+                "file_by_seed": file_by_seed,
                 "behaviour_by_file": {_file(r): b for r, b in zip(rs, behaviour) if b is not None},
                 "device": sorted({str(r.get("device", "cpu")) for r in rs}),
                 "precision": sorted({str(r.get("precision", "float32")) for r in rs}),
