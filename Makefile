@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aaren-installed
 DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
+DEMO_PRECISION ?= auto
 
 .PHONY: cpu-checks results-tmaze setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
 
@@ -50,13 +51,14 @@ results-tmaze: setup
 	MUJOCO_GL=egl studies/tmaze_main_cli.sh 0 1 2
 
 demo: setup
-	$(PY) -m aaren_rl.train.demo --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR)
+	$(PY) -m aaren_rl.train.demo --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR) --precision $(DEMO_PRECISION)
 
 # `make cpu-checks`: what depends on this CPU, measured in one go into
 # docs/results/cpu/<cpu>/ (<cpu>: the model name and its widest vector path, e.g.
 # amd-epyc-7b13-avx2): the DT training step in fp32 against d3rlpy's at one thread and on
 # every core, the threading benchmark with 0, 1 and 2 busy processes, ONNX acting against
-# its floors with the per-node profile, and `make demo`, timed. Every JSON records the CPU's
+# its floors with the per-node profile, and `make demo`, timed (and again in fp32, the AVX2
+# path, where auto picks bf16). Every JSON records the CPU's
 # flags. About 30 minutes on 2 cores; leave the machine otherwise idle
 # (docs/benchmarks.md, "Which CPU"). CPU_CHECKS_QUICK=1 (any non-empty value): a smoke run
 # of the same steps.
@@ -82,6 +84,10 @@ cpu-checks: setup
 	@set -eo pipefail; start=$$(date +%s); $(MAKE) --no-print-directory demo DEMO_DIR=runs/demo-cpu-checks \
 	  $(if $(CPU_CHECKS_QUICK),DEMO_STEPS=5) 2>&1 | tee $(CPU_DIR)/demo.log; \
 	  echo "make demo: $$(( $$(date +%s) - start )) s in all (setup done)" | tee -a $(CPU_DIR)/demo.log
+	@if [ "$$($(PY) -c "from aaren_rl.aaren_policy.precision import resolve_precision; print(resolve_precision('auto', 'cpu'))")" != fp32 ]; then \
+	  set -eo pipefail; start=$$(date +%s); $(MAKE) --no-print-directory demo DEMO_DIR=runs/demo-cpu-checks-fp32 \
+	  DEMO_PRECISION=fp32 $(if $(CPU_CHECKS_QUICK),DEMO_STEPS=5) 2>&1 | tee $(CPU_DIR)/demo-fp32.log; \
+	  echo "make demo DEMO_PRECISION=fp32: $$(( $$(date +%s) - start )) s in all (setup done)" | tee -a $(CPU_DIR)/demo-fp32.log; fi
 
 # ---- the results grid (docs/results.md) -------------------------------------------------
 # `make results`: the CPU grid on this machine: hopper/halfcheetah/walker2d x medium and

@@ -31,6 +31,9 @@ class DemoConfig:
     """Sequence backbone."""
     eval_episodes: int = 10
     """Evaluation episodes in Hopper-v5."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training precision. auto: bf16 where the CPU computes it natively (AVX512-BF16 or
+    AMX), fp32 elsewhere; fp32 is the path an AVX2-only CPU takes."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +58,7 @@ def _demo(argv: list[str] | None) -> int:
         run_dir=demo.run_dir,
         eval_episodes=demo.eval_episodes,
         eval_num_envs=2,
+        precision=demo.precision,
         checkpoint_every=200,
         threads=None,  # the cores other processes leave free (aaren_rl/cpu.py)
         # The demo plays in the env anyway, so it picks the memory horizon there, labelled
