@@ -252,6 +252,27 @@ def _hillis_steele(scores: torch.Tensor, values: torch.Tensor) -> AttentionState
     return AttentionState(m, u, w)
 
 
+def _exclusive_carry(totals: AttentionState) -> AttentionState:
+    """The summary of chunks ``0 .. j-1`` for every chunk j, from the chunks' own summaries
+    (m, u: (..., N); w: (..., N, D)); chunk 0 gets the empty summary (m = -inf, u = w = 0).
+
+    Dense over the N x N chunk pairs, as inside a chunk: the largest earlier m, then each
+    earlier chunk's u and w rescaled to it and summed. What folding ``combine`` over the
+    chunks one by one gives, in a few whole-tensor operations instead of ~10 per chunk (a
+    Python loop whose small operations, forward and backward, took ~12% of a fp32 training
+    step on 1,000-step episodes).
+    """
+    m = totals.m
+    n = m.shape[-1]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=m.device).tril(-1)  # i < j
+    mm = m.unsqueeze(-2).expand(*m.shape, n).masked_fill(~earlier, -math.inf)  # (..., j, i)
+    m_carry = mm.amax(dim=-1)  # -inf for chunk 0
+    m_safe = torch.where(torch.isinf(m_carry), torch.zeros_like(m_carry), m_carry)
+    p = torch.exp(mm - m_safe.unsqueeze(-1))  # 0 where i >= j
+    u_carry = (p @ totals.u.unsqueeze(-1)).squeeze(-1)
+    return AttentionState(m_carry, u_carry, p @ totals.w)
+
+
 def _chunked(scores: torch.Tensor, values: torch.Tensor, chunk: int) -> AttentionState:
     """Dense masked softmax inside chunks, the combine operator across chunks.
 
@@ -280,27 +301,12 @@ def _chunked(scores: torch.Tensor, values: torch.Tensor, chunk: int) -> Attentio
     w_in = p @ v  # (..., N, C, D)
 
     if n > 1:
-        # Exclusive prefix over chunk totals (sequential over N = T / C chunks: cheap, and
-        # avoids the log-factor memory of a scan at this level).
-        totals = AttentionState(m_in[..., -1], u_in[..., -1], w_in[..., -1, :])
-        carry_m, carry_u, carry_w = [], [], []
-        run = AttentionState(
-            torch.full_like(totals.m[..., 0], -math.inf),
-            torch.zeros_like(totals.u[..., 0]),
-            torch.zeros_like(totals.w[..., 0, :]),
-        )
-        for j in range(n):
-            carry_m.append(run.m)
-            carry_u.append(run.u)
-            carry_w.append(run.w)
-            if j + 1 < n:
-                run = combine(
-                    run, AttentionState(totals.m[..., j], totals.u[..., j], totals.w[..., j, :])
-                )
+        totals = AttentionState(m_in[..., -1], u_in[..., -1], w_in[..., -1, :])  # per chunk
+        cm, cu, cw = _exclusive_carry(totals)  # (..., N), (..., N), (..., N, D)
         carry = AttentionState(
-            torch.stack(carry_m, -1).unsqueeze(-1).expand(*batch, n, c),
-            torch.stack(carry_u, -1).unsqueeze(-1).expand(*batch, n, c),
-            torch.stack(carry_w, -2).unsqueeze(-2).expand(*batch, n, c, d),
+            cm.unsqueeze(-1).expand(*batch, n, c),
+            cu.unsqueeze(-1).expand(*batch, n, c),
+            cw.unsqueeze(-2).expand(*batch, n, c, d),
         )
         prefix = combine(carry, AttentionState(m_in, u_in, w_in))
         m_in, u_in, w_in = prefix
