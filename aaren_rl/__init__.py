@@ -25,6 +25,9 @@ __version__ = "0.2.0"
 
 # Short OpenMP spinning unless the user chose a policy: this must run before torch loads its
 # OpenMP runtime, which reads the environment once (aaren_rl/cpu.py says why).
+from aaren_rl.cpu import keep_freed_memory as _keep_freed_memory  # noqa: E402
 from aaren_rl.cpu import set_wait_policy as _set_wait_policy  # noqa: E402
 
 _set_wait_policy()
+# Freed activations are reused, not faulted in again every training step (aaren_rl/cpu.py).
+_keep_freed_memory()

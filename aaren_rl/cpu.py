@@ -14,6 +14,11 @@ Two facts decide how fast aaren-rl runs on a CPU, and both are read here:
   ``import aaren_rl``, before torch loads its OpenMP runtime, which reads the variable once).
   ``aaren-bench threads`` measures both under 0, 1 and 2 busy processes (docs/benchmarks.md,
   "Threads under load").
+- **Fresh memory.** glibc gives large blocks back to the kernel when they are freed, so a
+  training step that frees and allocates the same tens of MB of activations every step
+  touches fresh pages again each time: ~12,000 page faults per demo step, about 5% of its
+  time on the 2-core VMs. :func:`keep_freed_memory` (on ``import aaren_rl``) lets the
+  process reuse its freed memory instead.
 
 This module imports nothing heavy: it must run before torch.
 """
@@ -36,6 +41,8 @@ __all__ = [
     "cpu_tag",
     "default_threads",
     "fp32_peak_gflops",
+    "freed_memory_kept",
+    "keep_freed_memory",
     "others_busy_cores",
     "set_wait_policy",
     "threads_for",
@@ -161,6 +168,47 @@ def set_wait_policy() -> None:
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
+MALLOC_KEEP_BYTES = 1 << 30
+"""glibc's mmap and trim thresholds under :func:`keep_freed_memory` (1 GiB)."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_freed_memory_kept = False
+
+
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` changed glibc's thresholds in this process
+    (benchmark JSON records it beside the CPU)."""
+    return _freed_memory_kept
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of giving it back to the kernel.
+
+    glibc serves large blocks with mmap and unmaps them on free, and trims the heap's top
+    when it frees; the next step's same-sized activations then fault every page in again.
+    Raising both thresholds to :data:`MALLOC_KEEP_BYTES` keeps freed blocks for reuse: the
+    process's memory stays at its peak instead of shrinking between steps. Only with glibc,
+    and not when the user chose (``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, or
+    ``AAREN_RL_MALLOC=system`` for glibc's defaults). Returns whether it changed anything.
+    docs/benchmarks.md, "Fresh memory", has the measurement.
+    """
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if os.environ.get("AAREN_RL_MALLOC") == "system":
+        return False
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    global _freed_memory_kept
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_KEEP_BYTES) == 1
+    _freed_memory_kept = libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_KEEP_BYTES) == 1 and ok
+    return _freed_memory_kept
 
 
 def _busy_jiffies(stat: Path) -> int | None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from aaren_rl.aaren_policy import BackboneConfig, DecisionModel, DecisionModelConfig
-from aaren_rl.cpu import cpu_record
+from aaren_rl.cpu import cpu_record, freed_memory_kept
 from aaren_rl.fileio import atomic_write_json
 
 __all__ = [
@@ -105,9 +105,12 @@ def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (parent folders created); returns it.
 
     A dictionary gains ``cpu`` (:func:`aaren_rl.cpu.cpu_record`: model, cores, instruction-set
-    flags) unless it has one: no benchmark number is kept without the CPU it came from."""
+    flags) unless it has one: no benchmark number is kept without the CPU it came from; and
+    ``malloc_keeps_freed_memory`` (:func:`aaren_rl.cpu.keep_freed_memory` in effect)."""
     if isinstance(data, dict) and "cpu" not in data:
         data = {**data, "cpu": cpu_record()}
+    if isinstance(data, dict) and "malloc_keeps_freed_memory" not in data:
+        data = {**data, "malloc_keeps_freed_memory": freed_memory_kept()}
     atomic_write_json(path, data, indent=1)
     return Path(path)
 

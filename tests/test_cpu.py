@@ -18,6 +18,7 @@ from aaren_rl.cpu import (
     cpu_tag,
     default_threads,
     fp32_peak_gflops,
+    keep_freed_memory,
     others_busy_cores,
     threads_for,
 )
@@ -108,6 +109,46 @@ def test_set_wait_policy_changes_nothing_once_torch_is_loaded() -> None:
     code = "import torch, aaren_rl, os; print(os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True)
     assert out.stdout.strip() == "None"
+
+
+GLIBC = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+
+# A step's pattern: activations alive together, a larger temporary freed in between.
+_FAULTS_OF_A_STEP = """
+import resource, numpy as np, aaren_rl
+def faults(): return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def step():
+    keep = [np.ones(3 << 20), np.ones(1 << 20)]
+    tmp = np.ones(6 << 20); del tmp
+    keep.append(np.ones(3 << 20)); del keep
+for _ in range(3): step()
+f = faults(); step(); print(faults() - f)
+"""
+
+
+def _faults_of_a_step(**env: str) -> int:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "AAREN_RL_MALLOC"))}
+    out = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_STEP], env={**base, **env},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout)
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt only")
+def test_importing_aaren_rl_reuses_freed_memory_instead_of_faulting_it_in_again() -> None:
+    """The fourth step of the same allocations touches no fresh page once aaren_rl is
+    imported; with glibc's defaults its 48 MiB temporary is mapped afresh every time."""
+    assert _faults_of_a_step() < 100
+    assert _faults_of_a_step(AAREN_RL_MALLOC="system") > 1000
+
+
+def test_keep_freed_memory_leaves_the_users_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AAREN_RL_MALLOC", "system")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("AAREN_RL_MALLOC")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    assert keep_freed_memory() is GLIBC
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to leave one free")

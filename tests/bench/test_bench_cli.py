@@ -116,6 +116,7 @@ def test_common_helpers(tmp_path: Path):
         targets_table,
         write_json,
     )
+    from aaren_rl.cpu import freed_memory_kept
 
     assert markdown_table([{"a": 1, "b": "x"}], [("A", "a"), ("B", "b")]) == (
         "| A | B |\n|---|---|\n| 1 | x |"
@@ -126,6 +127,7 @@ def test_common_helpers(tmp_path: Path):
     assert written["k"] == [1]  # and the CPU it was measured on, with its instruction sets
     assert set(written["cpu"]["flags"]) >= {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}
     assert written["cpu"]["cores"] >= 1 and written["cpu"]["model"]
+    assert written["malloc_keeps_freed_memory"] is freed_memory_kept()  # how memory was served
     size = ModelSize(model=BackboneConfig(dim=16, num_layers=1, dropout=0.0))
     a, t = bench_model(size, "aaren"), bench_model(size, "transformer")
     assert not a.training and a.num_parameters() - t.num_parameters() == 16
