@@ -16,7 +16,7 @@ Two facts decide how fast aaren-rl runs on a CPU, and both are read here:
   "Threads under load").
 - **Fresh memory.** glibc gives large blocks back to the kernel when they are freed, so a
   training step that frees and allocates the same tens of MB of activations every step
-  touches fresh pages again each time: ~12,000 page faults per demo step, about 5% of its
+  touches fresh pages again each time: 10,000-16,000 page faults per demo step, 5-15% of its
   time on the 2-core VMs. :func:`keep_freed_memory` (on ``import aaren_rl``) lets the
   process reuse its freed memory instead.
 
