@@ -41,6 +41,7 @@ __all__ = [
     "cpu_tag",
     "default_threads",
     "fp32_peak_gflops",
+    "freed_memory_env",
     "freed_memory_kept",
     "keep_freed_memory",
     "others_busy_cores",
@@ -180,6 +181,16 @@ def freed_memory_kept() -> bool:
     """Whether :func:`keep_freed_memory` changed glibc's thresholds in this process
     (benchmark JSON records it beside the CPU)."""
     return _freed_memory_kept
+
+
+def freed_memory_env() -> dict[str, str]:
+    """Environment variables that give a child process that does not import aaren_rl (d3rlpy's
+    DT in its own venv) the glibc thresholds this one has: empty unless
+    :func:`keep_freed_memory` is in effect here, so both sides of a comparison get alike."""
+    if not _freed_memory_kept:
+        return {}
+    value = str(MALLOC_KEEP_BYTES)
+    return {"MALLOC_MMAP_THRESHOLD_": value, "MALLOC_TRIM_THRESHOLD_": value}
 
 
 def keep_freed_memory() -> bool:

@@ -26,6 +26,7 @@ come on top, the same for both backbones.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from torch import nn
 from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.aaren_policy.precision import autocast, resolve_precision
 from aaren_rl.bench.common import ModelSize, bench_model
-from aaren_rl.cpu import cpu_record, fp32_peak_gflops
+from aaren_rl.cpu import cpu_record, fp32_peak_gflops, freed_memory_env
 
 __all__ = [
     "TrainBenchConfig",
@@ -270,7 +271,8 @@ def measure_peer(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> T
         cmd += ["--device", "cuda:0" if cfg.device == "cuda" else "cpu:0"]
         cmd += ["--out", str(out), "--log-every", "0"]  # 1 eval episode: untrained, it falls
         try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+            env = {**os.environ, **freed_memory_env()}  # the allocator settings ours has
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800, env=env)
             rec = json.loads(out.read_text())
         except (OSError, subprocess.SubprocessError, ValueError) as e:
             tail = getattr(e, "stderr", "") or ""

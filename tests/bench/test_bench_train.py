@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from dataclasses import replace
@@ -69,10 +70,17 @@ def test_break_even_and_targets() -> None:
 def test_peer_step_from_its_json(tmp_path: Path) -> None:
     """The peer runs bench/peer/d3rlpy_dt.py in its venv; a stand-in python writes its JSON
     after the checks the real script makes of its dataset (it must name its environment)."""
+    from aaren_rl.cpu import freed_memory_env
+
+    # the peer runs with the allocator thresholds this process has (aaren_rl.cpu)
+    mmap = os.environ.get("MALLOC_MMAP_THRESHOLD_") or freed_memory_env().get(
+        "MALLOC_MMAP_THRESHOLD_"
+    )
     fake = tmp_path / "python"
     fake.write_text(
         f"#!{sys.executable}\n"
-        "import json, sys, h5py\n"
+        "import json, os, sys, h5py\n"
+        f"assert os.environ.get('MALLOC_MMAP_THRESHOLD_') == {mmap!r}, 'allocator'\n"
         "a = sys.argv\n"
         "with h5py.File(a[a.index('--dataset') + 1]) as f:\n"
         "    assert '--env' in a or 'env_id' in f.attrs, 'no env_id: d3rlpy_dt.py stops'\n"
