@@ -1,6 +1,6 @@
 """What CPU this is, and how many threads a command should use on it.
 
-Two facts decide how fast aaren-rl runs on a CPU, and both are read here:
+Three facts decide how fast aaren-rl runs on a CPU, and all three are handled here:
 
 - **Instruction sets.** bfloat16 training is native only with AVX512-BF16 or AMX-BF16
   (``aaren_policy.precision``); onnxruntime's int8 kernels take a VNNI path or AVX2's
