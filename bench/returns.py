@@ -155,7 +155,7 @@ class ReturnsConfig:
     holdout_fraction: float = HOLDOUT_FRACTION
     """Offline selection: the share of episodes each Aaren run holds out (at least 5, at most
     a fifth)."""
-    offline_criterion: Literal["own-actions", "teacher-forced", "target-return"] = "target-return"
+    offline_criterion: Literal["own-actions", "teacher-forced", "target-return"] = "own-actions"
     """Offline selection: the action error that decides (aaren-train --offline-criterion)."""
     eval_envs: int = 10
     """Environments stepped in lockstep per evaluation (batched agent calls). Episode i has seed

@@ -65,6 +65,12 @@ def selection_of(r: dict[str, Any]) -> str | None:
     return (choice.get("selection") or "online") if choice else None
 
 
+def _criterion_of(r: dict[str, Any]) -> str | None:
+    """The held-out action error that chose an offline horizon (own-actions, ...), else None."""
+    choice = r.get("horizon_choice") or {}
+    return str(choice["criterion"]) if choice.get("criterion") else None
+
+
 def _row_selection(runs: list[dict[str, Any]]) -> str | None:
     found = {selection_of(r) for r in runs} - {None}
     return None if not found else found.pop() if len(found) == 1 else "mixed"
@@ -162,6 +168,7 @@ def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "memory_horizon": [r.get("memory_horizon") for r in rs],
                 "horizon_chosen": any(r.get("horizon_choice") for r in rs),
                 "horizon_selection": _row_selection(rs),
+                "offline_criterion": [_criterion_of(r) for r in rs],
                 "curve_notes": _notes_by_seeds(rs),
             }
         )
@@ -362,6 +369,13 @@ def _horizon_label(row: dict[str, Any]) -> str:
     if not any(hs):
         return " (whole episode)"
     names = ", ".join("whole episode" if h == 0 else str(h) for h in hs)
+    criteria = [c for c in row.get("offline_criterion") or [] if c]
+    if criteria:  # which held-out error decided: the default changed mid-grid (2026-12-07)
+        names += "; by the " + (
+            f"{criteria[0]} error"
+            if len(set(criteria)) == 1
+            else "error on " + ", ".join(c or "-" for c in row["offline_criterion"])
+        )
     how = {
         "offline": "chosen offline, on held-out dataset episodes",
         "online": "chosen online, on validation episodes in the env",

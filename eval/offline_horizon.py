@@ -15,12 +15,12 @@ dataset (``aaren-train --horizon-selection offline``, the default):
 
 Three replays are measured and recorded (the criterion picks the one that decides):
 
-- ``target-return`` (aaren-train's default): the model reads *its own* previous actions and
+- ``own-actions`` (aaren-train's default): its own previous actions, the episode's own
+  returns-to-go. Teacher forcing the actions would let a model that copies its last action
+  look good; acting never gets the dataset's actions.
+- ``target-return`` (the default until 2026-12-07): the model reads *its own* previous actions and
   the return-to-go the agent sees when acting (the target return less the rewards so far):
   acting replayed on the data's states.
-- ``own-actions``: its own previous actions, the episode's own returns-to-go. Teacher forcing
-  the actions would let a model that copies its last action look good; acting never gets
-  the dataset's actions.
 - ``teacher-forced``: the dataset's previous actions and returns-to-go (the training
   objective on unseen data).
 

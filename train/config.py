@@ -213,7 +213,7 @@ class TrainConfig:
     holdout_fraction: float = HOLDOUT_FRACTION
     """Offline horizon selection: the share of episodes held out of training (at least 5,
     at most a fifth of the dataset's)."""
-    offline_criterion: Literal["own-actions", "teacher-forced", "target-return"] = "target-return"
+    offline_criterion: Literal["own-actions", "teacher-forced", "target-return"] = "own-actions"
     """Offline horizon selection: how the held-out episodes are replayed when scoring.
     own-actions: the model reads its own previous actions, as when acting, and the episode's
     returns-to-go; teacher-forced: the dataset's previous actions; target-return: its own
