@@ -182,6 +182,11 @@ def run_one(run: OnlineRun) -> str:
     return f"done {run.name}: final {final}"
 
 
+def _mean_or_none(values: list[float | None]) -> float | None:
+    """The mean where every value is known, else None (no partial means)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
 def _mean_std(values: list[float | None]) -> str:
     vals = [v for v in values if v is not None]
     return f"{np.mean(vals):.1f} ± {np.std(vals):.1f}" if vals else "n/a"
@@ -207,6 +212,10 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
                 ),
                 "online": _mean_std([(r["final_eval"] or {}).get("normalized_mean") for r in rs]),
                 "acting_us_per_env_step": float(np.mean([r["acting_us_per_env_step"] for r in rs])),
+                # CPU time (runs written before it was measured: None)
+                "acting_cpu_us_per_env_step": _mean_or_none(
+                    [r.get("acting_cpu_us_per_env_step") for r in rs]
+                ),
                 "env_us_per_env_step": float(np.mean([r["env_us_per_env_step"] for r in rs])),
                 "update_ms_per_update": float(np.mean([r["update_ms_per_update"] for r in rs])),
                 "wall_s": float(np.mean([sum(r["time_seconds"].values()) for r in rs])),
@@ -219,15 +228,21 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
             r["acting_ratio_transformer_over_aaren"] = (
                 other["acting_us_per_env_step"] / r["acting_us_per_env_step"]
             )
+            if other["acting_cpu_us_per_env_step"] and r["acting_cpu_us_per_env_step"]:
+                r["acting_cpu_ratio_transformer_over_aaren"] = (
+                    other["acting_cpu_us_per_env_step"] / r["acting_cpu_us_per_env_step"]
+                )
     lines = [
         "| dataset | backbone (acting) | seeds | offline → online (normalised) | acting µs/step "
-        "| env µs/step | ms/update | wall s |",
+        "(CPU µs) | env µs/step | ms/update | wall s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        cpu = r["acting_cpu_us_per_env_step"]
         lines.append(
             f"| {r['dataset']} | {r['backbone']} ({r['mode']}) | {r['seeds']} | {r['offline']} → "
-            f"{r['online']} | {r['acting_us_per_env_step']:.0f} | {r['env_us_per_env_step']:.0f} "
+            f"{r['online']} | {r['acting_us_per_env_step']:.0f} "
+            f"({'n/a' if cpu is None else f'{cpu:.0f}'}) | {r['env_us_per_env_step']:.0f} "
             f"| {r['update_ms_per_update']:.0f} | {r['wall_s']:.0f} |"
         )
     atomic_write_json(out_dir / "summary.json", rows)
@@ -300,6 +315,7 @@ def acting_comparison(cfg: OnlineBenchConfig) -> dict[str, Any]:
                             {
                                 "env_steps": st.env_steps,
                                 "act_s": st.act_seconds,
+                                "act_cpu_s": st.act_cpu_seconds,
                                 "env_s": st.env_seconds,
                             }  # fmt: skip
                         )
@@ -316,12 +332,17 @@ def acting_comparison(cfg: OnlineBenchConfig) -> dict[str, Any]:
                     "mode": runs[b].mode,
                     "env_steps": steps,
                     "acting_us_per_env_step": 1e6 * sum(r["act_s"] for r in rs) / steps,
+                    "acting_cpu_us_per_env_step": 1e6 * sum(r["act_cpu_s"] for r in rs) / steps,
                     "env_us_per_env_step": 1e6 * sum(r["env_s"] for r in rs) / steps,
                     "rounds": rs,
                 }
             row["ratio_transformer_over_aaren"] = (
                 row["transformer"]["acting_us_per_env_step"]
                 / row["aaren"]["acting_us_per_env_step"]
+            )
+            row["cpu_ratio_transformer_over_aaren"] = (
+                row["transformer"]["acting_cpu_us_per_env_step"]
+                / row["aaren"]["acting_cpu_us_per_env_step"]
             )
             rows.append(row)
     data = {
@@ -333,15 +354,17 @@ def acting_comparison(cfg: OnlineBenchConfig) -> dict[str, Any]:
     }
     path = write_json(cfg.out_dir / "acting.json", data)
     lines = [
-        "| envs | Aaren µs / env step | Transformer µs / env step | ratio | env µs / env step |",
-        "|---|---|---|---|---|",
+        "| envs | Aaren µs / env step | Transformer µs / env step | ratio | ratio of CPU time "
+        "| env µs / env step |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         a, t = r["aaren"], r["transformer"]
         lines.append(
             f"| {r['num_envs']} | {a['acting_us_per_env_step']:.0f} ({a['mode']}) | "
             f"{t['acting_us_per_env_step']:.0f} ({t['mode']}) | "
-            f"{r['ratio_transformer_over_aaren']:.1f}x | {a['env_us_per_env_step']:.0f} / "
+            f"{r['ratio_transformer_over_aaren']:.1f}x | "
+            f"{r['cpu_ratio_transformer_over_aaren']:.1f}x | {a['env_us_per_env_step']:.0f} / "
             f"{t['env_us_per_env_step']:.0f} |"
         )
     print("\n".join(lines))

@@ -151,6 +151,9 @@ class EpisodeStats:
     act_calls: int
     success: np.ndarray | None = None
     """(episodes,) bool from ``info["success"]`` on each last step; None if never given."""
+    act_cpu_seconds: float = 0.0
+    """The calling thread's CPU time inside ``agent.predict`` (``time.thread_time``): unlike
+    ``act_seconds`` it does not grow while other processes hold the core."""
 
 
 def run_episodes(
@@ -205,11 +208,12 @@ def run_episodes(
         from tqdm import tqdm
 
         bar = tqdm(total=episodes, desc="eval", unit="ep")
-    act_seconds, act_calls = 0.0, 0
+    act_seconds, act_cpu_seconds, act_calls = 0.0, 0.0, 0
     while active.any():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         actions = np.asarray(agent.predict(obs, reward, start.copy()))
         act_seconds += time.perf_counter() - t0
+        act_cpu_seconds += time.thread_time() - c0
         act_calls += 1
         if actions.shape != (n, *space.shape):
             raise EvalError(
@@ -243,7 +247,9 @@ def run_episodes(
     if bar is not None:
         bar.close()
     known = None if (success < 0).all() else success > 0
-    return EpisodeStats(returns, lengths, terminated, truncated, act_seconds, act_calls, known)
+    return EpisodeStats(
+        returns, lengths, terminated, truncated, act_seconds, act_calls, known, act_cpu_seconds
+    )
 
 
 MAX_EPISODES = 10**7

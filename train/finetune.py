@@ -107,6 +107,7 @@ class RoundStats:
     act_seconds: float
     env_seconds: float
     seconds: float
+    act_cpu_seconds: float = 0.0  # CPU time of acting: not inflated by other processes
 
     @property
     def env_steps(self) -> int:
@@ -126,8 +127,13 @@ class Counters:
     rounds: int = 0
     episodes: int = 0
     update_credit: float = 0.0  # fractional updates owed (updates_per_env_step * steps)
+    # env steps whose acting CPU time is in timing["act_cpu"] (runs saved before it was
+    # measured continue with 0: the figure then covers only their later rounds)
+    act_cpu_env_steps: int = 0
     timing: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("act", "env", "update", "eval", "checkpoint"), 0.0)
+        default_factory=lambda: dict.fromkeys(
+            ("act", "act_cpu", "env", "update", "eval", "checkpoint"), 0.0
+        )
     )
 
 
@@ -365,13 +371,17 @@ class Finetuner:
                 e.close()
         trajs = [t for _, t in sorted(sink, key=lambda st: st[0])]
         assert len(trajs) == cfg.num_envs, "every collection episode must have ended"
-        out = RoundStats(trajs, stats.act_seconds, clock["env"], time.perf_counter() - t0)
+        out = RoundStats(
+            trajs, stats.act_seconds, clock["env"], time.perf_counter() - t0, stats.act_cpu_seconds
+        )
         self.buffer.add(trajs)
         self._rebuild_sampler()
         c.env_steps += out.env_steps
         c.episodes += cfg.num_envs
         c.rounds += 1
         c.timing["act"] += out.act_seconds
+        c.timing["act_cpu"] += out.act_cpu_seconds
+        c.act_cpu_env_steps += out.env_steps
         c.timing["env"] += out.env_seconds
         return out
 
@@ -477,7 +487,14 @@ class Finetuner:
             "format": 1,
             "counters": {
                 k: getattr(c, k)
-                for k in ("env_steps", "updates", "rounds", "episodes", "update_credit")
+                for k in (
+                    "env_steps",
+                    "updates",
+                    "rounds",
+                    "episodes",
+                    "update_credit",
+                    "act_cpu_env_steps",
+                )
             },
             "timing": dict(c.timing),
             "warmup": self.warmup,

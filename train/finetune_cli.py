@@ -242,6 +242,11 @@ def _summary(
         ],
         "time_seconds": dict(t),
         "acting_us_per_env_step": 1e6 * t["act"] / steps,
+        # CPU time of acting (the acting thread's): comparable between runs under other loads
+        "acting_cpu_us_per_env_step": (
+            1e6 * t.get("act_cpu", 0.0) / c.act_cpu_env_steps if c.act_cpu_env_steps else None
+        ),
+        "acting_cpu_env_steps": c.act_cpu_env_steps,
         "env_us_per_env_step": 1e6 * t["env"] / steps,
         "update_ms_per_update": 1e3 * t["update"] / max(c.updates, 1),
         "machine": {

@@ -105,6 +105,10 @@ def test_acting_only_times_both_explorers_alternately(tmp_path: Path, tiny_hoppe
             row["transformer"]["acting_us_per_env_step"] / row["aaren"]["acting_us_per_env_step"]
         )
         assert row["ratio_transformer_over_aaren"] == pytest.approx(ratio)
+        cpu = [row[b]["acting_cpu_us_per_env_step"] for b in ("aaren", "transformer")]
+        assert row["cpu_ratio_transformer_over_aaren"] == pytest.approx(cpu[1] / cpu[0])
+        assert all(0 < c <= 1.01 * row[b]["acting_us_per_env_step"] + 1
+                   for c, b in zip(cpu, ("aaren", "transformer")))  # fmt: skip
     saved = json.loads((tmp_path / "acting" / "acting.json").read_text())
     assert saved["rows"][0]["num_envs"] == 1 and "avx2" in saved["cpu"]["flags"]
     with pytest.raises(ConfigError, match="one Aaren and one Transformer"):

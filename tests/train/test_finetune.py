@@ -89,6 +89,10 @@ def test_finetune_collects_trains_and_writes_a_checkpoint(
     assert s["offline_eval"]["episodes"] == 2 and s["final_eval"]["episodes"] == 2
     assert s["curve"][0]["env_steps"] == 0 and s["curve"][-1]["env_steps"] == s["env_steps"]
     assert all(s["time_seconds"][k] > 0 for k in ("act", "env", "update", "eval", "checkpoint"))
+    # acting's CPU time covers every env step, and one thread's CPU time never exceeds its
+    # wall-clock (the two clocks are read a few ns apart: the slack)
+    assert s["acting_cpu_env_steps"] == s["env_steps"] and s["time_seconds"]["act_cpu"] > 0
+    assert s["acting_cpu_us_per_env_step"] <= 1.01 * s["acting_us_per_env_step"] + 1
     # the buffer: 20 offline trajectories, every online episode added, the oldest evicted
     replay = json.loads((ckpt / "replay.json").read_text())
     assert replay["added"] == s["episodes"] and replay["trajectories"] == 20
@@ -140,6 +144,21 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(offline, tmp_path: Pat
         sb["updates"],
         sb["episodes"],
     )
+
+
+def test_a_run_saved_before_acting_cpu_time_reports_it_for_its_later_rounds(
+    offline, tmp_path: Path
+) -> None:
+    kw = dict(eval_episodes=0, warmup_steps=10, env_steps=120)
+    first = finetune(_cfg(offline["aaren"], tmp_path / "old", **kw)).summary
+    path = tmp_path / "old" / "checkpoint" / "trainer.json"
+    doc = json.loads(path.read_text())  # as written before the CPU time was measured
+    del doc["state"]["timing"]["act_cpu"], doc["state"]["counters"]["act_cpu_env_steps"]
+    path.write_text(json.dumps(doc))
+    resumed = replace(_cfg(offline["aaren"], tmp_path / "old", **kw), env_steps=240, resume=True)
+    s = finetune(resumed).summary
+    assert s["acting_cpu_env_steps"] == s["env_steps"] - first["env_steps"] > 0
+    assert s["time_seconds"]["act_cpu"] > 0
 
 
 @pytest.mark.parametrize(("target", "direction"), [(50.0, 1), (-50.0, -1)])
