@@ -69,6 +69,9 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     (row,) = summarize_online(bench.out_dir)
     assert (row["dataset"], row["env"]) == (tiny_hopper_dataset.stem, "Hopper-v5")
     assert (row["backbone"], row["seeds"]) == ("aaren", 1)
+    t = record["time_seconds"]  # the wall-clock counts acting once, not its CPU time again
+    assert row["wall_s"] == pytest.approx(sum(t.values()) - t["act_cpu"])
+    assert row["acting_cpu_us_per_env_step"] == record["acting_cpu_us_per_env_step"] > 0
     assert "→" in (bench.out_dir / "summary.md").read_text()
     curves = bench.out_dir / f"curves-{tiny_hopper_dataset.stem}.png"
     assert curves.read_bytes().startswith(b"\x89PNG")
