@@ -12,6 +12,12 @@ evaluation (docs/research/horizon.md, "Offline horizon selection").
 A one-off study tool, not part of the installed package (run it from the repository root):
 
     python -m studies.horizon_criteria --work-dir runs/returns-10k-offline
+    python -m studies.horizon_criteria --records docs/results/returns-10k-offline
+
+The second reads the grid's result records instead of its run folders (which may be gone):
+only the final evaluation, but every pair. For each Aaren run it gives each criterion's pick
+at the final step, its score where the grid played that horizon, and the paired differences
+against the online choice and the Transformer's window of the same dataset and seed.
 """
 
 from __future__ import annotations
@@ -85,16 +91,108 @@ def compare(run_dirs: list[Path]) -> dict[str, dict]:
     return out
 
 
+def _record_key(r: dict) -> tuple[str, int]:
+    return str(r["dataset"]), int(r["seed"])
+
+
+def final_step_pairs(records_dir: Path) -> list[dict]:
+    """One row per Aaren run with an offline choice in the records of ``records_dir``: each
+    criterion's pick at the final step and its score (None where the grid did not play that
+    horizon), the online choice's score and the Transformer's window score (None if absent)."""
+    recs = [json.loads(p.read_text()) for p in sorted(records_dir.glob("*.json"))]
+    recs = [r for r in recs if isinstance(r, dict) and "acting" in r and "backbone" in r]
+    by = {(r["backbone"], r["acting"], *_record_key(r)): r for r in recs}
+    rows = []
+    for (backbone, acting, dataset, seed), r in sorted(by.items()):
+        choice = r.get("horizon_choice") or {}
+        errors = choice.get("action_errors_by_criterion")
+        if backbone != "aaren" or acting != "recurrent" or not errors:
+            continue
+        online = by.get(("aaren", "recurrent-online", dataset, seed))
+        full = by.get(("aaren", "recurrent-full", dataset, seed))
+        window = by.get(("transformer", "window", dataset, seed))
+        scores = {int(r["memory_horizon"]): float(r["normalized_mean"])}
+        if full:
+            scores.setdefault(0, float(full["normalized_mean"]))
+        if online:
+            scores.setdefault(int(online["memory_horizon"]), float(online["normalized_mean"]))
+        picks = {
+            c: lowest_error_horizon({int(h): float(e) for h, e in errs.items()})
+            for c, errs in sorted(errors.items())
+        }
+        rows.append(
+            {
+                "dataset": dataset,
+                "seed": seed,
+                "decided_by": choice.get("criterion"),
+                "picks": picks,
+                "pick_scores": {c: scores.get(h) for c, h in picks.items()},
+                "online": float(online["normalized_mean"]) if online else None,
+                "transformer_window": float(window["normalized_mean"]) if window else None,
+            }
+        )
+    return rows
+
+
+def _mean_diff(rows: list[dict], criterion: str, rival: str) -> tuple[float, float, int]:
+    d = [
+        r["pick_scores"][criterion] - r[rival]
+        for r in rows
+        if r["pick_scores"].get(criterion) is not None and r[rival] is not None
+    ]
+    if not d:
+        return float("nan"), 0.0, 0
+    # the sample std (ddof = 1), as the grid's report
+    return float(np.mean(d)), float(np.std(d, ddof=1)) if len(d) > 1 else 0.0, len(d)
+
+
+def print_records(records_dir: Path) -> None:
+    rows = final_step_pairs(records_dir)
+    if not rows:
+        raise ConfigError(f"{records_dir}: no Aaren record with an offline horizon choice")
+    criteria = sorted({c for r in rows for c in r["picks"]})
+    head = " | ".join(f"{c}: H, score" for c in criteria)
+    print(f"| dataset | seed | decided by | {head} | online choice | Transformer window |")
+    print("|---|---|---|" + "---|" * len(criteria) + "---|---|")
+
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    for r in rows:
+        cells = " | ".join(
+            f"{r['picks'][c]}, {num(r['pick_scores'][c])}" if c in r["picks"] else "n/a"
+            for c in criteria
+        )
+        print(
+            f"| {r['dataset']} | {r['seed']} | {r['decided_by']} | {cells} | "
+            f"{num(r['online'])} | {num(r['transformer_window'])} |"
+        )
+    print()
+    print("| criterion | vs the online choice (mean ± std, pairs) | vs the Transformer's window |")
+    print("|---|---|---|")
+    for c in criteria:
+        a, b = _mean_diff(rows, c, "online"), _mean_diff(rows, c, "transformer_window")
+        print(f"| {c} | {a[0]:+.1f} ± {a[1]:.1f} ({a[2]}) | {b[0]:+.1f} ± {b[1]:.1f} ({b[2]}) |")
+
+
 @dataclass
 class Config:
     """Compare the offline horizon criteria over a results grid's Aaren runs."""
 
-    work_dir: Path
-    """The grid's --work-dir (one folder per run, with metrics.jsonl and grid-progress.json)."""
+    work_dir: Path | None = None
+    """The grid's --work-dir (one folder per run, with metrics.jsonl and grid-progress.json):
+    every evaluation of the runs whose folders are there."""
+    records: Path | None = None
+    """The grid's --out-dir (its result records): the final evaluation of every pair."""
 
 
 def main() -> None:
     cfg = tyro.cli(Config)
+    if (cfg.work_dir is None) == (cfg.records is None):
+        raise ConfigError("give one of --work-dir and --records")
+    if cfg.records is not None:
+        print_records(cfg.records)
+        return
     runs = sorted(
         d
         for d in cfg.work_dir.glob("*__aaren__*")

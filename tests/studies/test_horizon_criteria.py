@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studies.horizon_criteria import compare, criterion_picks
+from studies.horizon_criteria import compare, criterion_picks, final_step_pairs
 
 
 def _errors(step: int, **by_criterion: tuple[float, float, float, float]) -> dict:
@@ -55,3 +55,36 @@ def test_compare_scores_only_picks_the_grid_played(tmp_path: Path) -> None:
     assert out["target-return"] == {
         "evaluations": 2, "known": 2, "pick_mean": 65.0, "online_mean": 75.0
     }  # fmt: skip
+
+
+def _record(dataset: str, backbone: str, acting: str, seed: int, score: float, **kw) -> dict:
+    return {"dataset": dataset, "backbone": backbone, "acting": acting, "seed": seed,
+            "normalized_mean": score, **kw}  # fmt: skip
+
+
+def test_final_step_pairs_from_the_records(tmp_path: Path) -> None:
+    errors = {
+        "own-actions": {"0": 0.1, "10": 0.2, "20": 0.3, "40": 0.4},
+        "target-return": {"0": 0.4, "10": 0.3, "20": 0.2, "40": 0.3},
+        "teacher-forced": {"0": 0.4, "10": 0.1, "20": 0.2, "40": 0.3},
+    }
+    choice = {"selection": "offline", "criterion": "target-return",
+              "action_errors_by_criterion": errors}  # fmt: skip
+    recs = [
+        _record("hm", "aaren", "recurrent", 0, 60.0, memory_horizon=20, horizon_choice=choice),
+        _record("hm", "aaren", "recurrent-online", 0, 90.0, memory_horizon=40),
+        _record("hm", "aaren", "recurrent-full", 0, 50.0, memory_horizon=0),
+        _record("hm", "transformer", "window", 0, 70.0),
+        _record("hm", "aaren", "recurrent", 1, 80.0, memory_horizon=0, horizon_choice={}),
+    ]
+    for i, r in enumerate(recs):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+    (tmp_path / "summary.json").write_text("[]")  # not a record: skipped
+    (row,) = final_step_pairs(tmp_path)  # seed 1 has no offline errors: no row
+    assert row["picks"] == {"own-actions": 0, "target-return": 20, "teacher-forced": 10}
+    # H = 0 scored by the whole-episode record, 20 by the offline one, 10 never played
+    assert row["pick_scores"] == {"own-actions": 50.0, "target-return": 60.0,
+                                  "teacher-forced": None}  # fmt: skip
+    assert (row["online"], row["transformer_window"], row["decided_by"]) == (
+        90.0, 70.0, "target-return"
+    )  # fmt: skip
