@@ -74,6 +74,9 @@ class OnlineBenchConfig:
     train_horizon: Literal["auto", "on", "off"] = "auto"
     """aaren-finetune --train-horizon: auto (on for Aaren acting recurrently), off, or on
     (given to the Aaren checkpoints only; the Transformer ones keep auto)."""
+    seed_trajectories: int | None = None
+    """aaren-finetune --seed-trajectories: the buffer starts from this many of the offline
+    data's best episodes (default: aaren-finetune's, as many as --replay-size holds)."""
     acting_only: tuple[int, ...] = ()
     """Instead of fine-tuning, time collection alone: with one Aaren and one Transformer
     checkpoint, their explorers collect rounds (one episode per environment, no updates)
@@ -139,6 +142,8 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
     }
     if cfg.learning_rate is not None:
         settings["learning_rate"] = cfg.learning_rate
+    if cfg.seed_trajectories is not None:  # absent otherwise: older runs resume unchanged
+        settings["seed_trajectories"] = cfg.seed_trajectories
     specs = []
     for c in cfg.checkpoints:
         meta = read_metadata(Path(c))  # once per checkpoint

@@ -52,16 +52,20 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         objective="mse",
         learning_rate=3e-5,
         train_horizon="on",
+        seed_trajectories=3,
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
     assert dict(spec.settings)["train_horizon"] == "on"
+    assert dict(spec.settings)["seed_trajectories"] == 3
     assert spec.name == "hopper__aaren__offline__s0"
     assert run_one(spec).startswith("done hopper__aaren__offline__s0: final")
     record = json.loads(spec.json_path.read_text())
     assert record["env_steps"] >= 60 and record["offline_eval"]["episodes"] == 1
     assert record["dataset"] == tiny_hopper_dataset.stem and record["objective"] == "mse"
     assert record["learning_rate"] == 3e-5
+    run_dir = bench.out_dir / "runs" / spec.name  # the buffer started from 3 offline episodes
+    assert json.loads((run_dir / "config.json").read_text())["seed_trajectories"] == 3
     assert record["train_memory_horizon"] == record["acting_memory_horizon"]
     clocks = [point["train_clock_s"] for point in record["curve"]]
     assert clocks[0] == 0.0 and clocks == sorted(clocks) and clocks[-1] > 0  # x axis vs time
