@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from aaren_rl.bench.returns_report import load_records
 from aaren_rl.errors import ConfigError
 from aaren_rl.eval.offline_horizon import lowest_error_horizon
 
@@ -99,8 +100,7 @@ def final_step_pairs(records_dir: Path) -> list[dict]:
     """One row per Aaren run with an offline choice in the records of ``records_dir``: each
     criterion's pick at the final step and its score (None where the grid did not play that
     horizon), the online choice's score and the Transformer's window score (None if absent)."""
-    recs = [json.loads(p.read_text()) for p in sorted(records_dir.glob("*.json"))]
-    recs = [r for r in recs if isinstance(r, dict) and "acting" in r and "backbone" in r]
+    recs = load_records(records_dir)  # the grid report's reader: summaries skipped
     by = {(r["backbone"], r["acting"], *_record_key(r)): r for r in recs}
     rows = []
     for (backbone, acting, dataset, seed), r in sorted(by.items()):
