@@ -71,6 +71,9 @@ class OnlineBenchConfig:
     loss on the mean, fixed exploration noise)."""
     learning_rate: float | None = None
     """aaren-finetune --learning-rate (default: aaren-finetune's, 1e-4 as ODT)."""
+    lr_decay: Literal["none", "cosine"] = "none"
+    """aaren-finetune --lr-decay: none (ODT's constant rate) or cosine (down to a tenth of it
+    at the end of the budget)."""
     train_horizon: Literal["auto", "on", "off"] = "auto"
     """aaren-finetune --train-horizon: auto (on for Aaren acting recurrently), off, or on
     (given to the Aaren checkpoints only; the Transformer ones keep auto)."""
@@ -144,6 +147,8 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         settings["learning_rate"] = cfg.learning_rate
     if cfg.seed_trajectories is not None:  # absent otherwise: older runs resume unchanged
         settings["seed_trajectories"] = cfg.seed_trajectories
+    if cfg.lr_decay != "none":  # likewise
+        settings["lr_decay"] = cfg.lr_decay
     specs = []
     for c in cfg.checkpoints:
         meta = read_metadata(Path(c))  # once per checkpoint

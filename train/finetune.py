@@ -29,6 +29,7 @@ The Online Decision Transformer's loop (Zheng, Zhang, Grover 2022), on this tool
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -198,7 +199,8 @@ class Finetuner:
             self.policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.warmup = cfg.resolved_warmup
-        self.scheduler = _scheduler(self.optimizer, self.warmup)
+        self.decay_updates = cfg.total_updates  # fixed here: an extended run keeps it
+        self.scheduler = self._scheduler()
         self.temperature_optimizer = torch.optim.Adam(
             [self.log_temperature], lr=cfg.temperature_lr, betas=(0.9, 0.999)
         )
@@ -498,6 +500,7 @@ class Finetuner:
             },
             "timing": dict(c.timing),
             "warmup": self.warmup,
+            "decay_updates": self.decay_updates,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "temperature_optimizer": self.temperature_optimizer.state_dict(),
@@ -529,7 +532,9 @@ class Finetuner:
         state = load_trainer_state(self.ckpt_dir)
         try:
             self.warmup = int(state["warmup"])
-            self.scheduler = _scheduler(self.optimizer, self.warmup)
+            # absent from runs saved before --lr-decay, which ran without a decay
+            self.decay_updates = int(state.get("decay_updates", self.decay_updates))
+            self.scheduler = self._scheduler()
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.temperature_optimizer.load_state_dict(state["temperature_optimizer"])
@@ -554,6 +559,19 @@ class Finetuner:
                 f"the run in {self.run_dir} has already collected {self.counters.env_steps} env "
                 f"steps; pass --env-steps N with N > {self.counters.env_steps} to extend it"
             )
+
+    def _scheduler(self) -> Any:
+        cfg = self.cfg
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            functools.partial(
+                lr_factor,
+                warmup=self.warmup,
+                decay_updates=self.decay_updates,
+                decay=cfg.lr_decay,
+                final_fraction=cfg.final_lr_fraction,
+            ),
+        )
 
     def resume_hint(self) -> str:
         if not (self.ckpt_dir / "trainer.json").is_file():
@@ -587,9 +605,17 @@ def _check_env_fits(spec: EnvSpec, model: DecisionModel) -> None:
         )
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, warmup: int) -> Any:
-    # DT / ODT: LambdaLR(lambda steps: min((steps + 1) / warmup_steps, 1)), as aaren-train
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup))
+def lr_factor(
+    step: int, warmup: int, decay_updates: int, decay: str, final_fraction: float
+) -> float:
+    """The learning rate at update ``step`` as a fraction of --learning-rate: DT / ODT's linear
+    warm-up, then constant (``none``) or a half cosine from 1 down to ``final_fraction`` at
+    update ``decay_updates``, held after it (``cosine``)."""
+    warm = lr_lambda(warmup)(step)
+    if decay == "none" or step < warmup:
+        return warm
+    done = min((step - warmup) / max(decay_updates - warmup, 1), 1.0)
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 class _one_thread:

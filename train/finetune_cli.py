@@ -215,6 +215,7 @@ def _summary(
         "batch_size": ft.batch_size,
         "objective": ft.cfg.objective,
         "learning_rate": ft.cfg.learning_rate,
+        "lr_decay": ft.cfg.lr_decay,
         "acting_memory_horizon": ft.acting_horizon,
         "train_memory_horizon": ft.train_horizon,
         "seed": ft.cfg.seed,

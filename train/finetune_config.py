@@ -36,7 +36,11 @@ RESUMABLE_FIELDS = (
 
 # Fields added after runs had been saved, with the value those runs ran with (a resumed run
 # must keep it: pass it, or the resume is refused naming the field).
-VALUES_BEFORE_THE_FIELD: dict[str, Any] = {"train_horizon": "off"}
+VALUES_BEFORE_THE_FIELD: dict[str, Any] = {
+    "train_horizon": "off",
+    "lr_decay": "none",
+    "final_lr_fraction": 0.1,
+}
 
 # Fields whose saved values an earlier version spelled otherwise: (field, old) -> today's.
 # --train-horizon was a boolean flag for a few commits before it became {auto,on,off}.
@@ -121,6 +125,13 @@ class FinetuneConfig:
     """Linear warm-up of the learning rate over this many updates (fresh optimiser moments).
     Default: min(1000, total updates // 10). Give it explicitly to extend a run with --resume
     and a larger --env-steps."""
+    lr_decay: Literal["none", "cosine"] = "none"
+    """After the warm-up: none keeps the learning rate (ODT); cosine lowers it along a half
+    cosine to --final-lr-fraction of it at the end of the budget's updates, and holds it
+    there. The decay's length is fixed when the run starts: a run extended with --resume and
+    a larger --env-steps goes on at the final rate."""
+    final_lr_fraction: float = 0.1
+    """With --lr-decay cosine: the learning rate at the end, as a fraction of --learning-rate."""
     grad_clip: float = 0.25
     """Gradient norm clip."""
     init_std: float = 0.1
@@ -211,6 +222,10 @@ class FinetuneConfig:
         for flag, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{flag} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.final_lr_fraction) and 0 <= self.final_lr_fraction <= 1):
+            raise ConfigError(
+                f"--final-lr-fraction must lie in [0, 1], got {self.final_lr_fraction}"
+            )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(
                 f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"

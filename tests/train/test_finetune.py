@@ -386,6 +386,32 @@ def test_train_horizon_on_is_refused_for_a_window_agent(offline, tmp_path: Path)
     assert ft.train_horizon == 0
 
 
+def test_lr_decay_warms_up_then_follows_a_half_cosine_to_its_floor() -> None:
+    from aaren_rl.train.finetune import lr_factor
+
+    def f(step: int, decay: str = "cosine") -> float:
+        return lr_factor(step, warmup=10, decay_updates=110, decay=decay, final_fraction=0.1)
+
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # DT's warm-up
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55)  # half-way: the mean
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)  # held at the floor
+    steps = [f(s) for s in range(10, 111)]
+    assert all(a > b for a, b in zip(steps, steps[1:]))
+    assert [f(s, "none") for s in (0, 9, 60, 500)] == pytest.approx([0.1, 1.0, 1.0, 1.0])
+
+
+def test_an_extended_decaying_run_keeps_its_decay_length(offline, tmp_path: Path) -> None:
+    kw = dict(eval_episodes=0, warmup_steps=5, env_steps=120, lr_decay="cosine")
+    first = finetune(_cfg(offline["aaren"], tmp_path / "run", **kw))
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer.json").read_text())["state"]
+    assert state["decay_updates"] == 36  # 120 env steps x 0.3 updates each
+    assert first.summary["lr_decay"] == "cosine"
+    extended = replace(_cfg(offline["aaren"], tmp_path / "run", **kw), env_steps=240, resume=True)
+    finetune(extended)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer.json").read_text())["state"]
+    assert state["decay_updates"] == 36 and state["counters"]["updates"] > 36
+
+
 def test_a_run_saved_before_a_new_field_resumes_with_what_it_ran_with() -> None:
     from aaren_rl.train.finetune_config import finetune_config_differences
 
