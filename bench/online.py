@@ -74,6 +74,9 @@ class OnlineBenchConfig:
     lr_decay: Literal["none", "cosine"] = "none"
     """aaren-finetune --lr-decay: none (ODT's constant rate) or cosine (down to a tenth of it
     at the end of the budget)."""
+    init_std: float | None = None
+    """aaren-finetune --init-std: the exploration noise's starting std (pre-tanh; with
+    --objective mse it stays there). Default: aaren-finetune's, 0.1."""
     train_horizon: Literal["auto", "on", "off"] = "auto"
     """aaren-finetune --train-horizon: auto (on for Aaren acting recurrently), off, or on
     (given to the Aaren checkpoints only; the Transformer ones keep auto)."""
@@ -149,6 +152,8 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         settings["seed_trajectories"] = cfg.seed_trajectories
     if cfg.lr_decay != "none":  # likewise
         settings["lr_decay"] = cfg.lr_decay
+    if cfg.init_std is not None:
+        settings["init_std"] = cfg.init_std
     specs = []
     for c in cfg.checkpoints:
         meta = read_metadata(Path(c))  # once per checkpoint

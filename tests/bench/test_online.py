@@ -53,6 +53,8 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         learning_rate=3e-5,
         train_horizon="on",
         seed_trajectories=3,
+        lr_decay="cosine",
+        init_std=0.05,
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
@@ -65,7 +67,12 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     assert record["dataset"] == tiny_hopper_dataset.stem and record["objective"] == "mse"
     assert record["learning_rate"] == 3e-5
     run_dir = bench.out_dir / "runs" / spec.name  # the buffer started from 3 offline episodes
-    assert json.loads((run_dir / "config.json").read_text())["seed_trajectories"] == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["seed_trajectories"], config["lr_decay"], config["init_std"]) == (
+        3,
+        "cosine",
+        0.05,
+    )
     assert record["train_memory_horizon"] == record["acting_memory_horizon"]
     clocks = [point["train_clock_s"] for point in record["curve"]]
     assert clocks[0] == 0.0 and clocks == sorted(clocks) and clocks[-1] > 0  # x axis vs time
