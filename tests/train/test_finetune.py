@@ -185,6 +185,7 @@ def test_bad_flags_give_one_line_and_exit_2(offline, tmp_path: Path, capsys, mon
         (["--checkpoint", ckpt, "--num-envs", "0"], "--num-envs must be >= 1"),
         (["--checkpoint", ckpt, "--init-std", "100"], "--init-std"),
         (["--checkpoint", ckpt, "--updates-per-env-step", "0"], "--updates-per-env-step"),
+        (["--checkpoint", ckpt, "--final-lr-fraction", "1.5"], "--final-lr-fraction must lie"),
         (["--checkpoint", str(tmp_path / "nope")], "no checkpoint directory"),
         (["--resume"], "--resume needs --run-dir"),
         (["--checkpoint", ckpt, "--env", "walker2d"], "pass the --env it was trained for"),
