@@ -83,6 +83,12 @@ class OnlineBenchConfig:
     seed_trajectories: int | None = None
     """aaren-finetune --seed-trajectories: the buffer starts from this many of the offline
     data's best episodes (default: aaren-finetune's, as many as --replay-size holds)."""
+    replay_size: int | None = None
+    """aaren-finetune --replay-size: the buffer's capacity in trajectories (default:
+    aaren-finetune's, 1000 as ODT)."""
+    replay_eviction: Literal["oldest", "lowest-return"] = "oldest"
+    """aaren-finetune --replay-eviction: which trajectories leave the full buffer, the oldest
+    (ODT) or those with the lowest return."""
     acting_only: tuple[int, ...] = ()
     """Instead of fine-tuning, time collection alone: with one Aaren and one Transformer
     checkpoint, their explorers collect rounds (one episode per environment, no updates)
@@ -146,14 +152,19 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         "batch_size": cfg.batch_size,
         "objective": cfg.objective,
     }
-    if cfg.learning_rate is not None:
-        settings["learning_rate"] = cfg.learning_rate
-    if cfg.seed_trajectories is not None:  # absent otherwise: older runs resume unchanged
-        settings["seed_trajectories"] = cfg.seed_trajectories
-    if cfg.lr_decay != "none":  # likewise
-        settings["lr_decay"] = cfg.lr_decay
-    if cfg.init_std is not None:
-        settings["init_std"] = cfg.init_std
+    # Settings added after runs had been saved: passed only when they differ from
+    # aaren-finetune's default (None or the value below), so that older runs resume unchanged.
+    optional = {
+        "learning_rate": None,
+        "seed_trajectories": None,
+        "replay_size": None,
+        "lr_decay": "none",
+        "init_std": None,
+        "replay_eviction": "oldest",
+    }
+    for key, default in optional.items():
+        if getattr(cfg, key) != default:
+            settings[key] = getattr(cfg, key)
     specs = []
     for c in cfg.checkpoints:
         meta = read_metadata(Path(c))  # once per checkpoint

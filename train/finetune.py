@@ -249,7 +249,7 @@ class Finetuner:
         cfg, cfgm = self.cfg, self.policy.model.config
         count = cfg.replay_size if cfg.seed_trajectories is None else cfg.seed_trajectories
         if count == 0:
-            return ReplayBuffer(cfg.replay_size)
+            return ReplayBuffer(cfg.replay_size, eviction=cfg.replay_eviction)
         spec = cfg.dataset or self.meta.get("dataset")
         if not spec:
             raise DatasetError(
@@ -262,7 +262,7 @@ class Finetuner:
                 f"--dataset {spec} has obs/act sizes {(ds.obs_dim, ds.act_dim)}, the checkpoint's "
                 f"model {(cfgm.obs_dim, cfgm.act_dim)}: pass the dataset it was trained on"
             )
-        return ReplayBuffer.seeded(cfg.replay_size, ds.trajectories, count)
+        return ReplayBuffer.seeded(cfg.replay_size, ds.trajectories, count, cfg.replay_eviction)
 
     def _check_resume_config(self) -> None:
         saved = read_json(self.run_dir / CONFIG, RunDirError)

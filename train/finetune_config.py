@@ -40,6 +40,7 @@ VALUES_BEFORE_THE_FIELD: dict[str, Any] = {
     "train_horizon": "off",
     "lr_decay": "none",
     "final_lr_fraction": 0.1,
+    "replay_eviction": "oldest",
 }
 
 # Fields whose saved values an earlier version spelled otherwise: (field, old) -> today's.
@@ -75,6 +76,10 @@ class FinetuneConfig:
     """Gradient steps per collected environment step (ODT: 300 per ~1000-step episode)."""
     replay_size: int = 1000
     """Replay buffer capacity in trajectories (FIFO by trajectory)."""
+    replay_eviction: Literal["oldest", "lowest-return"] = "oldest"
+    """Which trajectories leave the full buffer: oldest (FIFO, ODT) or lowest-return (the
+    lowest episode returns first, offline or online alike: a new episode stays only if it
+    beats the weakest one held; not ODT's)."""
     exploration_return: float | None = None
     """Return-to-go that collection episodes start from. Default: twice the evaluation target
     (ODT: 7200 for Hopper's 3600)."""

@@ -6,7 +6,10 @@ As the Online Decision Transformer's (Zheng, Zhang, Grover 2022, ``replay_buffer
 - it starts with the offline dataset's ``capacity`` highest-return trajectories, ordered
   from the lowest return to the highest, so the weakest offline episodes leave first;
 - new episodes are appended and the oldest trajectories evicted first (FIFO by trajectory;
-  ODT overwrites a ring slot by slot, which evicts in the same order);
+  ODT overwrites a ring slot by slot, which evicts in the same order); or, with
+  ``eviction="lowest-return"`` (not ODT's), the trajectories with the lowest episode return
+  leave first, the oldest of equal ones first, so a new episode stays only if it beats the
+  weakest one held;
 - an online episode's returns-to-go are **relabelled in hindsight** from the rewards it
   realised (:func:`hindsight_returns_to_go`), not the exploration return it was asked for:
   the model learns which return its actions actually led to.
@@ -44,6 +47,7 @@ __all__ = [
 REPLAY_JSON = "replay.json"
 REPLAY_TENSORS = "replay.safetensors"
 FORMAT = 1
+EVICTIONS = ("oldest", "lowest-return")
 _ARRAYS = ("observations", "actions", "rewards", "returns_to_go", "timesteps")
 
 
@@ -77,12 +81,22 @@ class ReplayBuffer:
     Args:
         capacity: the most trajectories held (ODT: 1000).
         trajectories: the initial contents, oldest (first evicted) first.
+        eviction: which trajectories leave when it is full: ``oldest`` (ODT) or
+            ``lowest-return``.
     """
 
-    def __init__(self, capacity: int, trajectories: list[Trajectory] | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        trajectories: list[Trajectory] | None = None,
+        eviction: str = "oldest",
+    ) -> None:
         if capacity < 1:
             raise ConfigError(f"--replay-size must be >= 1 trajectory, got {capacity}")
+        if eviction not in EVICTIONS:
+            raise ConfigError(f"--replay-eviction must be one of {EVICTIONS}, got {eviction!r}")
         self.capacity = int(capacity)
+        self.eviction = eviction
         self.trajectories: list[Trajectory] = []
         self.added = 0  # online trajectories added over the buffer's life
         self.evicted = 0
@@ -90,7 +104,11 @@ class ReplayBuffer:
 
     @classmethod
     def seeded(
-        cls, capacity: int, offline: list[Trajectory], count: int | None = None
+        cls,
+        capacity: int,
+        offline: list[Trajectory],
+        count: int | None = None,
+        eviction: str = "oldest",
     ) -> ReplayBuffer:
         """A buffer holding the ``count`` (default ``capacity``) highest-return trajectories of
         ``offline``, lowest return first (ODT). A stable sort: ties keep file order."""
@@ -98,18 +116,23 @@ class ReplayBuffer:
         returns = np.array([t.episode_return for t in offline], dtype=np.float64)
         order = np.argsort(returns, kind="stable")  # lowest to highest
         chosen = order[len(order) - keep :] if keep > 0 else order[:0]
-        return cls(capacity, [offline[i] for i in chosen])
+        return cls(capacity, [offline[i] for i in chosen], eviction)
 
     def add(self, trajectories: list[Trajectory], online: bool = True) -> int:
-        """Append ``trajectories`` (newest last) and evict the oldest beyond ``capacity``;
-        returns how many were evicted."""
+        """Append ``trajectories`` (newest last) and evict beyond ``capacity`` (the oldest, or
+        the lowest returns with ``eviction="lowest-return"``); returns how many were evicted.
+        The trajectories that stay keep their order (oldest first)."""
         self.trajectories.extend(trajectories)
         if online:
             self.added += len(trajectories)
         extra = max(0, len(self.trajectories) - self.capacity)
-        if extra:
+        if extra and self.eviction == "oldest":
             del self.trajectories[:extra]
-            self.evicted += extra
+        elif extra:
+            returns = np.array([t.episode_return for t in self.trajectories], dtype=np.float64)
+            leave = set(np.argsort(returns, kind="stable")[:extra].tolist())  # ties: oldest
+            self.trajectories = [t for i, t in enumerate(self.trajectories) if i not in leave]
+        self.evicted += extra
         return extra
 
     def __len__(self) -> int:
@@ -118,6 +141,14 @@ class ReplayBuffer:
     @property
     def num_transitions(self) -> int:
         return sum(len(t) for t in self.trajectories)
+
+    def return_stats(self) -> dict[str, float]:
+        """``buffer/return_min`` and ``buffer/return_mean`` over the trajectories held (what the
+        updates train on; none when empty)."""
+        if not self.trajectories:
+            return {}
+        r = np.array([t.episode_return for t in self.trajectories], dtype=np.float64)
+        return {"buffer/return_min": float(r.min()), "buffer/return_mean": float(r.mean())}
 
     def sampler(
         self,
@@ -168,6 +199,7 @@ class ReplayBuffer:
         meta = {
             "format": FORMAT,
             "capacity": self.capacity,
+            "eviction": self.eviction,
             "trajectories": len(trajs),
             "transitions": self.num_transitions,
             "added": self.added,
@@ -193,8 +225,11 @@ class ReplayBuffer:
             arrays = load_file(str(tensor_path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{tensor_path} is missing or corrupt ({e})") from e
+        eviction = meta.get("eviction", "oldest")  # absent: written before the choice existed
+        if eviction not in EVICTIONS:
+            raise CheckpointError(f"{meta_path} is malformed: eviction must be one of {EVICTIONS}")
         trajs = _split(arrays, meta["trajectories"], obs_dim, act_dim, tensor_path)
-        buf = cls(max(meta["capacity"], 1), trajs)
+        buf = cls(max(meta["capacity"], 1), trajs, eviction)
         buf.added, buf.evicted = meta["added"], meta["evicted"]
         return buf
 

@@ -55,6 +55,8 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         seed_trajectories=3,
         lr_decay="cosine",
         init_std=0.05,
+        replay_size=4,
+        replay_eviction="lowest-return",
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
@@ -73,6 +75,8 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         "cosine",
         0.05,
     )
+    assert config["replay_eviction"] == record["replay_eviction"] == "lowest-return"
+    assert config["replay_size"] == record["replay_size"] == 4
     assert record["train_memory_horizon"] == record["acting_memory_horizon"]
     clocks = [point["train_clock_s"] for point in record["curve"]]
     assert clocks[0] == 0.0 and clocks == sorted(clocks) and clocks[-1] > 0  # x axis vs time

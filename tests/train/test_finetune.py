@@ -309,6 +309,20 @@ def test_an_empty_buffer_fills_with_the_first_episodes(offline, tmp_path: Path) 
     assert all(np.isfinite(v) for v in ft.update().values())
 
 
+def test_lowest_return_eviction_keeps_the_best_returns_seen(offline, tmp_path: Path) -> None:
+    ft = Finetuner.build(
+        _cfg(offline["aaren"], tmp_path / "lr", replay_size=3, replay_eviction="lowest-return")
+    )
+    assert len(ft.buffer) == 3 and ft.buffer.eviction == "lowest-return"
+    for _ in range(3):
+        held = [t.episode_return for t in ft.buffer.trajectories]
+        stats = ft.collect()
+        assert ft.buffer.evicted == ft.buffer.added  # full: each round pushes as many out
+        best = sorted(held + [float(r) for r in stats.returns])[-3:]
+        now = sorted(t.episode_return for t in ft.buffer.trajectories)
+        assert now == pytest.approx(best, rel=1e-5)
+
+
 def test_mse_objective_trains_the_mean_only(offline, tmp_path: Path) -> None:
     ft = Finetuner.build(_cfg(offline["transformer"], tmp_path / "m", objective="mse"))
     head = {k: v.clone() for k, v in ft.policy.log_std_head.state_dict().items()}
@@ -420,6 +434,9 @@ def test_a_run_saved_before_a_new_field_resumes_with_what_it_ran_with() -> None:
     saved = cfg.to_dict()
     del saved["train_horizon"]  # a config written before the flag existed: it trained "off"
     assert finetune_config_differences(saved, cfg) == []
+    del saved["replay_eviction"]  # likewise: FIFO
+    assert finetune_config_differences(saved, cfg) == []
+    assert finetune_config_differences(saved, replace(cfg, replay_eviction="lowest-return"))
     assert finetune_config_differences(saved, replace(cfg, train_horizon="auto")) == [
         "train_horizon: run has 'off', command line gives 'auto'"
     ]

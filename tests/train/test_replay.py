@@ -1,4 +1,4 @@
-"""The online replay buffer: FIFO by trajectory, ODT's seeding, hindsight returns-to-go, and a
+"""The online replay buffer: FIFO by trajectory (or lowest return first), ODT's seeding, hindsight returns-to-go, and a
 file format that holds no pickle."""
 
 from __future__ import annotations
@@ -59,6 +59,50 @@ def test_seeded_buffer_keeps_the_best_trajectories_lowest_return_first() -> None
     assert len(ReplayBuffer.seeded(3, offline, count=0)) == 0
     with pytest.raises(ConfigError, match="--replay-size"):
         ReplayBuffer(0)
+
+
+def test_lowest_return_eviction_keeps_the_best_and_their_order() -> None:
+    offline = [traj(2, reward=r, tag=r) for r in (5.0, 1.0, 9.0, 3.0, 7.0)]
+    buf = ReplayBuffer.seeded(3, offline, eviction="lowest-return")
+    assert [t.episode_return for t in buf.trajectories] == [10.0, 14.0, 18.0]
+    assert buf.add([traj(2, reward=0.0, tag=-1)]) == 1  # worse than all: it leaves at once
+    assert [t.episode_return for t in buf.trajectories] == [10.0, 14.0, 18.0]
+    assert (buf.added, buf.evicted) == (1, 1)
+    # two new ones: 16 beats 10 and 14; 12 beats 10 only; the survivors keep their order
+    assert buf.add([traj(2, reward=8.0, tag=8), traj(2, reward=6.0, tag=6)]) == 2
+    assert [t.episode_return for t in buf.trajectories] == [14.0, 18.0, 16.0]
+    # ties: the oldest of equal returns leaves first
+    buf.add([traj(2, reward=7.0, tag=70)])  # 14, like the oldest one held
+    assert [float(t.observations[0, 0]) for t in buf.trajectories] == [9.0, 8.0, 70.0]
+    # FIFO on the same contents would have kept the newest instead
+    fifo = ReplayBuffer.seeded(3, offline)
+    fifo.add([traj(2, reward=0.0, tag=-1)])
+    assert [t.episode_return for t in fifo.trajectories] == [14.0, 18.0, 0.0]
+    with pytest.raises(ConfigError, match="--replay-eviction"):
+        ReplayBuffer(3, eviction="random")
+
+
+def test_eviction_survives_save_and_load(tmp_path: Path) -> None:
+    buf = ReplayBuffer(2, [traj(2, reward=3.0), traj(2, reward=1.0)], eviction="lowest-return")
+    buf.save(tmp_path)
+    back = ReplayBuffer.load(tmp_path, obs_dim=3, act_dim=2)
+    assert back.eviction == "lowest-return"
+    back.add([traj(2, reward=2.0)])
+    assert [t.episode_return for t in back.trajectories] == [6.0, 4.0]
+    meta = json.loads((tmp_path / REPLAY_JSON).read_text())
+    del meta["eviction"]  # a buffer saved before the choice existed: FIFO
+    (tmp_path / REPLAY_JSON).write_text(json.dumps(meta))
+    assert ReplayBuffer.load(tmp_path, obs_dim=3, act_dim=2).eviction == "oldest"
+    meta["eviction"] = ["oldest"]
+    (tmp_path / REPLAY_JSON).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="eviction must be one of"):
+        ReplayBuffer.load(tmp_path, obs_dim=3, act_dim=2)
+
+
+def test_return_stats_describe_what_the_updates_train_on() -> None:
+    assert ReplayBuffer(2).return_stats() == {}
+    buf = ReplayBuffer(3, [traj(2, reward=1.0), traj(3, reward=2.0)])
+    assert buf.return_stats() == {"buffer/return_min": 2.0, "buffer/return_mean": 4.0}
 
 
 def test_sampler_draws_windows_from_the_current_contents() -> None:
