@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from aaren_rl.bench.returns_report import load_records
+from aaren_rl.bench.returns_report import _mean_std, load_records
 from aaren_rl.errors import ConfigError
 from aaren_rl.eval.offline_horizon import lowest_error_horizon
 
@@ -142,8 +142,7 @@ def _mean_diff(rows: list[dict], criterion: str, rival: str) -> tuple[float, flo
     ]
     if not d:
         return float("nan"), 0.0, 0
-    # the sample std (ddof = 1), as the grid's report
-    return float(np.mean(d)), float(np.std(d, ddof=1)) if len(d) > 1 else 0.0, len(d)
+    return (*_mean_std(d), len(d))  # the sample std (ddof = 1), as the grid's report
 
 
 def print_records(records_dir: Path) -> None:
