@@ -75,7 +75,7 @@ class FinetuneConfig:
     updates_per_env_step: float = 0.3
     """Gradient steps per collected environment step (ODT: 300 per ~1000-step episode)."""
     replay_size: int = 1000
-    """Replay buffer capacity in trajectories (FIFO by trajectory)."""
+    """Replay buffer capacity in trajectories (ODT: 1000)."""
     replay_eviction: Literal["oldest", "lowest-return"] = "oldest"
     """Which trajectories leave the full buffer: oldest (FIFO, ODT) or lowest-return (the
     lowest episode returns first, offline or online alike: a new episode stays only if it
