@@ -1,5 +1,5 @@
-"""The online replay buffer: FIFO by trajectory (or lowest return first), ODT's seeding, hindsight returns-to-go, and a
-file format that holds no pickle."""
+"""The online replay buffer: FIFO by trajectory (or lowest return first), ODT's seeding,
+hindsight returns-to-go, and a file format that holds no pickle."""
 
 from __future__ import annotations
 
