@@ -16,6 +16,7 @@ from the JSON files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -138,6 +139,17 @@ def _dataset_name(spec: str) -> str:
     return Path(rest).stem if rest.endswith((".hdf5", ".h5")) else rest
 
 
+_ADDED_SETTINGS = (
+    "learning_rate",
+    "seed_trajectories",
+    "replay_size",
+    "lr_decay",
+    "init_std",
+    "replay_eviction",
+)
+_BENCH_DEFAULTS = {f.name: f.default for f in dataclasses.fields(OnlineBenchConfig)}
+
+
 def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
     if not cfg.checkpoints and not cfg.summary_only:
         raise ConfigError("--checkpoints is empty: give the offline checkpoints to fine-tune")
@@ -152,18 +164,10 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         "batch_size": cfg.batch_size,
         "objective": cfg.objective,
     }
-    # Settings added after runs had been saved: passed only when they differ from
-    # aaren-finetune's default (None or the value below), so that older runs resume unchanged.
-    optional = {
-        "learning_rate": None,
-        "seed_trajectories": None,
-        "replay_size": None,
-        "lr_decay": "none",
-        "init_std": None,
-        "replay_eviction": "oldest",
-    }
-    for key, default in optional.items():
-        if getattr(cfg, key) != default:
+    # Settings added after runs had been saved: passed only when they differ from this
+    # command's own default (None: aaren-finetune's default), so that older runs resume unchanged.
+    for key in _ADDED_SETTINGS:
+        if getattr(cfg, key) != _BENCH_DEFAULTS[key]:
             settings[key] = getattr(cfg, key)
     specs = []
     for c in cfg.checkpoints:

@@ -143,3 +143,20 @@ def test_train_horizon_goes_to_the_aaren_checkpoints_only(tmp_path: Path, tiny_h
     for mode, given in {"on": ["on", None], "off": ["off", "off"], "auto": ["auto", None]}.items():
         specs = grid_specs(OnlineBenchConfig(checkpoints=ckpts, seeds=(0,), train_horizon=mode))
         assert [dict(s.settings).get("train_horizon") for s in specs] == given
+
+
+def test_settings_added_later_are_passed_only_when_they_differ(tmp_path: Path, tiny_hopper_dataset):
+    """A run started before a setting existed resumes: at this command's defaults the added
+    settings stay out of the task (aaren-finetune then keeps the run's saved values)."""
+    ckpt = (_tiny_checkpoint(tmp_path / "a", tiny_hopper_dataset, steps=1),)
+    added = {"learning_rate", "seed_trajectories", "replay_size", "lr_decay", "init_std"}
+    added.add("replay_eviction")
+    (plain,) = grid_specs(OnlineBenchConfig(checkpoints=ckpt, seeds=(0,)))
+    assert not added & dict(plain.settings).keys()
+    (changed,) = grid_specs(
+        OnlineBenchConfig(checkpoints=ckpt, seeds=(0,), replay_size=50, lr_decay="cosine")
+    )
+    assert {k: v for k, v in changed.settings if k in added} == {
+        "replay_size": 50,
+        "lr_decay": "cosine",
+    }
