@@ -90,6 +90,10 @@ class OnlineBenchConfig:
     replay_eviction: Literal["oldest", "lowest-return"] = "oldest"
     """aaren-finetune --replay-eviction: which trajectories leave the full buffer, the oldest
     (ODT) or those with the lowest return."""
+    memory_horizon: str = "checkpoint"
+    """aaren-finetune --memory-horizon, given to the Aaren checkpoints only: checkpoint (its
+    own), choose (the best of 0, 10, 20, 40 on validation episodes before fine-tuning: an
+    online choice, recorded in each run's summary) or a number of timesteps."""
     acting_only: tuple[int, ...] = ()
     """Instead of fine-tuning, time collection alone: with one Aaren and one Transformer
     checkpoint, their explorers collect rounds (one episode per environment, no updates)
@@ -174,8 +178,11 @@ def grid_specs(cfg: OnlineBenchConfig) -> list[OnlineRun]:
         meta = read_metadata(Path(c))  # once per checkpoint
         dataset = _dataset_name(str(meta.get("dataset") or ""))
         own = dict(settings)
-        if cfg.train_horizon == "off" or meta["model_config"]["backbone"] == "aaren":
+        aaren = meta["model_config"]["backbone"] == "aaren"
+        if cfg.train_horizon == "off" or aaren:
             own["train_horizon"] = cfg.train_horizon
+        if cfg.memory_horizon != "checkpoint" and aaren:
+            own["memory_horizon"] = cfg.memory_horizon
         for s in cfg.seeds:
             name = _name(Path(c), meta, s)
             specs.append(
@@ -228,6 +235,24 @@ def _mean_std(values: list[float | None]) -> str:
     return f"{np.mean(vals):.1f} ± {np.std(vals):.1f}" if vals else "n/a"
 
 
+def _horizons(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Aaren acting recurrently: each seed's memory horizon, and whether it was chosen online
+    (--memory-horizon choose) rather than taken from the checkpoint or given."""
+    if any(r["backbone"] != "aaren" or r["mode"] != "recurrent" for r in runs):
+        return {}
+    return {
+        "memory_horizons": [r.get("acting_memory_horizon") for r in runs],
+        "horizon_chosen_online": any(r.get("memory_horizon_choice") for r in runs),
+    }
+
+
+def _horizon_label(row: dict[str, Any]) -> str:
+    if "memory_horizons" not in row:
+        return ""
+    hs = ", ".join("?" if h is None else str(h) for h in row["memory_horizons"])
+    return f"; H {hs}" + (", chosen online" if row["horizon_chosen_online"] else "")
+
+
 def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
     """summary.json / summary.md from the per-run JSON files; returns the rows."""
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*__s*.json"))]
@@ -255,6 +280,7 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
                 "env_us_per_env_step": float(np.mean([r["env_us_per_env_step"] for r in rs])),
                 "update_ms_per_update": float(np.mean([r["update_ms_per_update"] for r in rs])),
                 "wall_s": float(np.mean([_wall_seconds(r["time_seconds"]) for r in rs])),
+                **_horizons(rs),
             }
         )
     by = {(r["dataset"], r["backbone"]): r for r in rows}
@@ -276,7 +302,8 @@ def summarize_online(out_dir: Path) -> list[dict[str, Any]]:
     for r in rows:
         cpu = r["acting_cpu_us_per_env_step"]
         lines.append(
-            f"| {r['dataset']} | {r['backbone']} ({r['mode']}) | {r['seeds']} | {r['offline']} → "
+            f"| {r['dataset']} | {r['backbone']} ({r['mode']}{_horizon_label(r)}) | {r['seeds']} "
+            f"| {r['offline']} → "
             f"{r['online']} | {r['acting_us_per_env_step']:.0f} "
             f"({'n/a' if cpu is None else f'{cpu:.0f}'}) | {r['env_us_per_env_step']:.0f} "
             f"| {r['update_ms_per_update']:.0f} | {r['wall_s']:.0f} |"

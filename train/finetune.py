@@ -186,6 +186,20 @@ class Finetuner:
         self.window = cfg.episode_length if self.recipe == "episode" else self.context_length
         self.batch_size = cfg.batch_size or (4 if self.recipe == "episode" else 64)
         self.acting_horizon = int(meta.get("memory_horizon", 0) or 0)  # recurrent Aaren only
+        # --memory-horizon choose: what the validation episodes scored (a resumed run keeps
+        # its choice, and its checkpoint's horizon is the chosen one)
+        self.horizon_choice: dict[str, Any] | None = (meta.get("finetune") or {}).get(
+            "memory_horizon_choice"
+        )
+        if cfg.memory_horizon != "checkpoint":
+            if not (backbone == "aaren" and self.mode == "recurrent"):
+                raise ConfigError(
+                    f"--memory-horizon {cfg.memory_horizon} sets how an Aaren agent acting "
+                    f"recurrently forgets; this run acts with a {backbone} in {self.mode} mode: "
+                    "leave it at checkpoint"
+                )
+            if cfg.memory_horizon != "choose" and not cfg.resume:
+                self.acting_horizon = int(cfg.memory_horizon)
         self.train_horizon = self._train_horizon(backbone)
         torch.manual_seed(cfg.seed)
         self.policy = StochasticPolicy(model, cfg.init_std).to(device)
@@ -337,12 +351,48 @@ class Finetuner:
             "env_steps": self.counters.env_steps,
             "updates": self.counters.updates,
         }
+        if self.horizon_choice is not None:
+            metadata["finetune"]["memory_horizon_choice"] = self.horizon_choice
         return DecisionAgent(
             self.policy.model,
             target_return=self.eval_target,
             metadata=metadata,
             **self._agent_kwargs(),
         )
+
+    def choose_memory_horizon(self) -> dict[str, Any]:
+        """--memory-horizon choose: play --horizon-episodes validation episodes with each
+        candidate horizon (the deterministic policy, the evaluation target), act and train
+        with the best from here on. Online, and recorded as such; counted as evaluation time.
+        The torch RNG is left as it was, so the run after the choice is the run a fixed
+        horizon of the same value gives."""
+        from aaren_rl.eval.horizon import choose_memory_horizon
+
+        cfg = self.cfg
+        start = time.perf_counter()
+
+        def make_agent(h: int) -> DecisionAgent:
+            self.acting_horizon = h
+            return self.deterministic_agent()
+
+        with _one_thread(), torch.random.fork_rng(devices=[]):
+            choice = choose_memory_horizon(
+                make_agent,
+                self.env_spec.gym_id,
+                cfg.seed,
+                candidates=cfg.horizon_candidates,
+                episodes=cfg.horizon_episodes,
+                num_envs=cfg.eval_num_envs,
+                max_episode_steps=cfg.max_episode_steps,
+            )
+        self.acting_horizon = choice.memory_horizon
+        self.train_horizon = self._train_horizon(self.policy.model.config.backbone)
+        self.horizon_choice = {
+            **choice.to_dict(),
+            "checkpoint_memory_horizon": int(self.meta.get("memory_horizon", 0) or 0),
+        }
+        self.counters.timing["eval"] += time.perf_counter() - start
+        return self.horizon_choice
 
     # ---- collect, update, evaluate ----
 

@@ -109,7 +109,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                 tracker.log(ft.counters.env_steps, metrics)
 
         if not cfg.resume:
-            _record_eval(ft, record)  # the offline score, at env step 0
+            if cfg.memory_horizon == "choose":
+                choice = ft.choose_memory_horizon()
+                record({"horizon/chosen": choice["memory_horizon"]})
+                if cfg.progress:
+                    from aaren_rl.train.cli import print_horizon
+
+                    print_horizon(choice)
+            _record_eval(ft, record)  # the offline score (chosen horizon), at env step 0
             ft.save()
         _loop(ft, record)
         final = _record_eval(ft, record)
@@ -222,6 +229,7 @@ def _summary(
         "replay_eviction": ft.cfg.replay_eviction,
         "init_std": ft.cfg.init_std,
         "acting_memory_horizon": ft.acting_horizon,
+        "memory_horizon_choice": ft.horizon_choice,  # --memory-horizon choose: online
         "train_memory_horizon": ft.train_horizon,
         "seed": ft.cfg.seed,
         "checkpoint": str(ft.cfg.checkpoint),

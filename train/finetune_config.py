@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from aaren_rl.cli import check_minimums
 from aaren_rl.errors import ConfigError
+from aaren_rl.eval.horizon import HORIZON_CANDIDATES, check_horizon_candidates
 from aaren_rl.train.config import MAX_SEED
 
 __all__ = ["RESUMABLE_FIELDS", "FinetuneConfig"]
@@ -41,6 +42,9 @@ VALUES_BEFORE_THE_FIELD: dict[str, Any] = {
     "lr_decay": "none",
     "final_lr_fraction": 0.1,
     "replay_eviction": "oldest",
+    "memory_horizon": "checkpoint",
+    "horizon_candidates": list(HORIZON_CANDIDATES),
+    "horizon_episodes": 10,
 }
 
 # Fields whose saved values an earlier version spelled otherwise: (field, old) -> today's.
@@ -91,6 +95,18 @@ class FinetuneConfig:
     window for the Transformer."""
     max_episode_steps: int | None = None
     """Cut collection and evaluation episodes after this many steps (default: the env's limit)."""
+    memory_horizon: str = "checkpoint"
+    """Aaren acting recurrently: the memory horizon it acts with (and, with --train-horizon,
+    trains with). checkpoint: the offline checkpoint's. choose: the best of
+    --horizon-candidates by return on validation episodes played once, before the first
+    collection (an online choice: legitimate here, since fine-tuning acts in the environment
+    anyway; the summary records it as memory_horizon_choice). A number: that horizon in
+    timesteps (0: the whole episode)."""
+    horizon_candidates: tuple[int, ...] = HORIZON_CANDIDATES
+    """With --memory-horizon choose: the horizons tried (0: the whole episode)."""
+    horizon_episodes: int = 10
+    """With --memory-horizon choose: validation episodes per candidate (env seeds 1,000,000 +
+    100 x seed + i, none of them an evaluation episode)."""
 
     # ---- updates ----
     recipe: Literal["auto", "window", "episode"] = "auto"
@@ -199,6 +215,7 @@ class FinetuneConfig:
             ("--eval-episodes", self.eval_episodes, 0),
             ("--eval-num-envs", self.eval_num_envs, 1),
             ("--checkpoint-every", self.checkpoint_every, 1),
+            ("--horizon-episodes", self.horizon_episodes, 1),
         ]
         optional = [
             ("--seed-trajectories", self.seed_trajectories, 0),
@@ -211,6 +228,16 @@ class FinetuneConfig:
         check_minimums(mins + [(f, v, lo) for f, v, lo in optional if v is not None])
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {self.seed}")
+        if isinstance(self.horizon_candidates, list):  # JSON has no tuples
+            self.horizon_candidates = tuple(self.horizon_candidates)
+        check_horizon_candidates(self.horizon_candidates)
+        if self.memory_horizon not in ("checkpoint", "choose") and not (
+            self.memory_horizon.isascii() and self.memory_horizon.isdigit()
+        ):
+            raise ConfigError(
+                "--memory-horizon must be checkpoint, choose or a number of timesteps >= 0 "
+                f"(0: the whole episode), got {self.memory_horizon!r}"
+            )
         if (self.seed + 1) * self.eval_episodes > 2**32:
             raise ConfigError(
                 f"--seed {self.seed} x --eval-episodes {self.eval_episodes}: the evaluation "
@@ -266,6 +293,7 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["horizon_candidates"] = list(d["horizon_candidates"])  # as JSON saves it
         for key in ("run_dir", "checkpoint"):
             d[key] = None if d[key] is None else str(d[key])
         return d

@@ -57,6 +57,7 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
         init_std=0.05,
         replay_size=4,
         replay_eviction="lowest-return",
+        memory_horizon="choose",
         out_dir=tmp_path / "online",
     )
     (spec,) = grid_specs(bench)
@@ -78,6 +79,15 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     assert config["replay_eviction"] == record["replay_eviction"] == "lowest-return"
     assert config["replay_size"] == record["replay_size"] == 4
     assert record["train_memory_horizon"] == record["acting_memory_horizon"]
+    assert config["memory_horizon"] == "choose"  # played on validation episodes: online
+    choice = record["memory_horizon_choice"]
+    assert choice["selection"] == "online" and set(choice["validation_scores"]) == {
+        "0",
+        "10",
+        "20",
+        "40",
+    }
+    assert record["acting_memory_horizon"] == choice["memory_horizon"]
     clocks = [point["train_clock_s"] for point in record["curve"]]
     assert clocks[0] == 0.0 and clocks == sorted(clocks) and clocks[-1] > 0  # x axis vs time
     assert run_one(spec) == "done hopper__aaren__offline__s0 (kept)"
@@ -87,7 +97,8 @@ def test_a_task_runs_once_and_the_summary_groups_it(tmp_path: Path, tiny_hopper_
     t = record["time_seconds"]  # the wall-clock counts acting once, not its CPU time again
     assert row["wall_s"] == pytest.approx(sum(t.values()) - t["act_cpu"])
     assert row["acting_cpu_us_per_env_step"] == record["acting_cpu_us_per_env_step"] > 0
-    assert "→" in (bench.out_dir / "summary.md").read_text()
+    assert row["memory_horizons"] == [choice["memory_horizon"]] and row["horizon_chosen_online"]
+    assert "chosen online" in (bench.out_dir / "summary.md").read_text()
     curves = bench.out_dir / f"curves-{tiny_hopper_dataset.stem}.png"
     assert curves.read_bytes().startswith(b"\x89PNG")
     assert _dataset_name("d4rl:runs/datasets/hopper-medium.hdf5") == "hopper-medium"
@@ -143,6 +154,8 @@ def test_train_horizon_goes_to_the_aaren_checkpoints_only(tmp_path: Path, tiny_h
     for mode, given in {"on": ["on", None], "off": ["off", "off"], "auto": ["auto", None]}.items():
         specs = grid_specs(OnlineBenchConfig(checkpoints=ckpts, seeds=(0,), train_horizon=mode))
         assert [dict(s.settings).get("train_horizon") for s in specs] == given
+    specs = grid_specs(OnlineBenchConfig(checkpoints=ckpts, seeds=(0,), memory_horizon="choose"))
+    assert [dict(s.settings).get("memory_horizon") for s in specs] == ["choose", None]
 
 
 def test_settings_added_later_are_passed_only_when_they_differ(tmp_path: Path, tiny_hopper_dataset):

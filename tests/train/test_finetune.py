@@ -436,6 +436,10 @@ def test_a_run_saved_before_a_new_field_resumes_with_what_it_ran_with() -> None:
     assert finetune_config_differences(saved, cfg) == []
     del saved["replay_eviction"]  # likewise: FIFO
     assert finetune_config_differences(saved, cfg) == []
+    for key in ("memory_horizon", "horizon_candidates", "horizon_episodes"):
+        del saved[key]  # likewise: the checkpoint's horizon
+    assert finetune_config_differences(saved, cfg) == []
+    assert finetune_config_differences(saved, replace(cfg, memory_horizon="choose"))
     assert finetune_config_differences(saved, replace(cfg, replay_eviction="lowest-return"))
     assert finetune_config_differences(saved, replace(cfg, train_horizon="auto")) == [
         "train_horizon: run has 'off', command line gives 'auto'"
@@ -446,3 +450,63 @@ def test_a_run_saved_before_a_new_field_resumes_with_what_it_ran_with() -> None:
         assert finetune_config_differences(saved, replace(cfg, train_horizon="auto")) == [
             f"train_horizon: run has {now!r}, command line gives 'auto'"
         ]
+
+
+def _weights_equal(a_dir: Path, b_dir: Path) -> bool:
+    names = ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors")
+    for name in names:
+        a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
+        if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
+            return False
+    return True
+
+
+def test_memory_horizon_choose_acts_and_trains_with_the_best_candidate(
+    offline, tmp_path: Path
+) -> None:
+    """--memory-horizon choose plays each candidate on validation episodes once, then the run
+    is the run of that fixed horizon (weights bit-identical), and a resumed run keeps it."""
+    kw = dict(
+        eval_episodes=0,
+        warmup_steps=10,
+        horizon_candidates=(3, 7),
+        horizon_episodes=2,
+        env_steps=240,
+    )
+    ckpt = offline["aaren"]
+    own = json.loads((ckpt / "agent.json").read_text())["memory_horizon"]
+    assert own not in (3, 7)  # the choice changes how the agent acts
+    s = finetune(_cfg(ckpt, tmp_path / "choose", memory_horizon="choose", **kw)).summary
+    choice = s["memory_horizon_choice"]
+    scores = choice["validation_scores"]
+    assert choice["selection"] == "online" and set(scores) == {"3", "7"}
+    best = max((3, 7), key=lambda h: (scores[str(h)], -h))  # ties: the earlier candidate
+    assert choice["memory_horizon"] == best and choice["checkpoint_memory_horizon"] == own
+    assert s["acting_memory_horizon"] == s["train_memory_horizon"] == best
+    saved = DecisionAgent.load(tmp_path / "choose" / "checkpoint")
+    assert saved.memory_horizon == best  # aaren-eval acts with the chosen horizon
+    fixed = finetune(_cfg(ckpt, tmp_path / "fixed", memory_horizon=str(best), **kw)).summary
+    assert fixed["memory_horizon_choice"] is None and fixed["acting_memory_horizon"] == best
+    assert _weights_equal(tmp_path / "choose" / "checkpoint", tmp_path / "fixed" / "checkpoint")
+    # interrupted after the choice: the resumed run neither chooses again nor drifts
+    split = _cfg(ckpt, tmp_path / "split", memory_horizon="choose", **{**kw, "env_steps": 120})
+    finetune(split)
+    s2 = finetune(replace(split, env_steps=240, resume=True)).summary
+    assert s2["memory_horizon_choice"] == choice and s2["acting_memory_horizon"] == best
+    assert _weights_equal(tmp_path / "choose" / "checkpoint", tmp_path / "split" / "checkpoint")
+
+
+def test_memory_horizon_is_refused_where_it_cannot_apply(offline, tmp_path: Path) -> None:
+    for bad in ("-1", "twenty", "1.5", ""):
+        with pytest.raises(ConfigError, match="--memory-horizon must be"):
+            FinetuneConfig(checkpoint=offline["aaren"], memory_horizon=bad).validate()
+    with pytest.raises(ConfigError, match="--horizon-candidates"):
+        FinetuneConfig(checkpoint=offline["aaren"], horizon_candidates=()).validate()
+    for backbone, kw in (("transformer", {}), ("aaren", {"mode": "window"})):
+        with pytest.raises(ConfigError, match="--memory-horizon choose sets how an Aaren"):
+            Finetuner.build(
+                _cfg(offline[backbone], tmp_path / "bad", memory_horizon="choose", **kw)
+            )
+        assert not (tmp_path / "bad").exists()
+    ft = Finetuner.build(_cfg(offline["aaren"], tmp_path / "ok", memory_horizon="12"))
+    assert ft.acting_horizon == ft.train_horizon == 12
