@@ -219,6 +219,8 @@ def _checkpoint_env_steps(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
+# tyro warns when a saved value's type differs from the field's (a JSON list for a tuple)
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_kill_9_and_resume_is_bit_identical(offline, tmp_path: Path) -> None:
     args = ["--checkpoint", offline["aaren"], "--env-steps", 300, "--num-envs", 2]
     args += [
