@@ -185,7 +185,10 @@ class Finetuner:
         self.context_length = int(meta.get("context_length", 20))
         self.window = cfg.episode_length if self.recipe == "episode" else self.context_length
         self.batch_size = cfg.batch_size or (4 if self.recipe == "episode" else 64)
-        self.acting_horizon = int(meta.get("memory_horizon", 0) or 0)  # recurrent Aaren only
+        # the horizon the checkpoint acts with (recurrent Aaren only): this run's unless it
+        # is given or chosen below
+        self.checkpoint_horizon = int(meta.get("memory_horizon", 0) or 0)
+        self.acting_horizon = self.checkpoint_horizon
         # --memory-horizon choose: what the validation episodes scored (a resumed run keeps
         # its choice, and its checkpoint's horizon is the chosen one)
         self.horizon_choice: dict[str, Any] | None = (meta.get("finetune") or {}).get(
@@ -389,7 +392,7 @@ class Finetuner:
         self.train_horizon = self._train_horizon(self.policy.model.config.backbone)
         self.horizon_choice = {
             **choice.to_dict(),
-            "checkpoint_memory_horizon": int(self.meta.get("memory_horizon", 0) or 0),
+            "checkpoint_memory_horizon": self.checkpoint_horizon,
         }
         self.counters.timing["eval"] += time.perf_counter() - start
         return self.horizon_choice

@@ -68,7 +68,6 @@ def parse_config(argv: Sequence[str] | None = None) -> FinetuneConfig:
         for key in ("checkpoint", "run_dir"):
             value = getattr(default, key)
             setattr(default, key, None if value is None else Path(value))
-        default.horizon_candidates = tuple(default.horizon_candidates)  # JSON has no tuples
         cfg = tyro.cli(
             FinetuneConfig, args=args, default=default, description=FinetuneConfig.__doc__
         )

@@ -197,6 +197,10 @@ class FinetuneConfig:
     wandb_group: str | None = None
     """W&B group."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.horizon_candidates, list):  # from a saved config.json: no tuples
+            self.horizon_candidates = tuple(self.horizon_candidates)
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first flag whose value cannot work."""
         if self.checkpoint is None and not self.resume:
@@ -228,8 +232,6 @@ class FinetuneConfig:
         check_minimums(mins + [(f, v, lo) for f, v, lo in optional if v is not None])
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {self.seed}")
-        if isinstance(self.horizon_candidates, list):  # JSON has no tuples
-            self.horizon_candidates = tuple(self.horizon_candidates)
         check_horizon_candidates(self.horizon_candidates)
         if self.memory_horizon not in ("checkpoint", "choose") and not (
             self.memory_horizon.isascii() and self.memory_horizon.isdigit()

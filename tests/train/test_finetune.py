@@ -121,6 +121,15 @@ def test_finetune_collects_trains_and_writes_a_checkpoint(
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def _weights_equal(a_dir: Path, b_dir: Path) -> bool:
+    names = ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors")
+    for name in names:
+        a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
+        if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
+            return False
+    return True
+
+
 def test_resume_gives_the_weights_of_an_uninterrupted_run(offline, tmp_path: Path) -> None:
     kw = dict(eval_episodes=0, warmup_steps=10, env_steps=120)
     finetune(_cfg(offline["aaren"], tmp_path / "whole", **{**kw, "env_steps": 240}))
@@ -129,9 +138,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(offline, tmp_path: Pat
     resumed = replace(_cfg(offline["aaren"], tmp_path / "split", **kw), env_steps=240, resume=True)
     finetune(resumed)
     whole, split = tmp_path / "whole" / "checkpoint", tmp_path / "split" / "checkpoint"
-    for name in ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors"):
-        a, b = load_file(str(whole / name)), load_file(str(split / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert _weights_equal(whole, split)
     a, b = (
         load_numpy(str(whole / "replay.safetensors")),
         load_numpy(str(split / "replay.safetensors")),
@@ -248,10 +255,7 @@ def test_kill_9_and_resume_is_bit_identical(offline, tmp_path: Path) -> None:
     assert 0 < stopped_at < 300, "the run was not stopped mid-way"
     # Only --run-dir and --resume: the rest comes from the run's config.json.
     assert main(["--run-dir", str(killed), "--resume", "--no-progress"]) == 0
-    for name in ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors"):
-        a = load_file(str(tmp_path / "straight" / "checkpoint" / name))
-        b = load_file(str(killed / "checkpoint" / name))
-        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert _weights_equal(tmp_path / "straight" / "checkpoint", killed / "checkpoint")
     online = [
         [(r["step"], r.get("train/loss")) for r in map(json.loads, (d / "metrics.jsonl").open())]
         for d in (tmp_path / "straight", killed)
@@ -452,15 +456,6 @@ def test_a_run_saved_before_a_new_field_resumes_with_what_it_ran_with() -> None:
         assert finetune_config_differences(saved, replace(cfg, train_horizon="auto")) == [
             f"train_horizon: run has {now!r}, command line gives 'auto'"
         ]
-
-
-def _weights_equal(a_dir: Path, b_dir: Path) -> bool:
-    names = ("model.safetensors", "log_std_head.safetensors", "trainer.safetensors")
-    for name in names:
-        a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
-        if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
-            return False
-    return True
 
 
 def test_memory_horizon_choose_acts_and_trains_with_the_best_candidate(
