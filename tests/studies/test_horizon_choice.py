@@ -8,41 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from aaren_rl.aaren_policy import BackboneConfig
 from aaren_rl.errors import ConfigError
-from aaren_rl.train.config import TrainConfig
 from aaren_rl.train.finetune_cli import finetune
 from aaren_rl.train.finetune_config import FinetuneConfig
-from aaren_rl.train.loop import train
 from studies import horizon_choice
 from studies.horizon_choice import Config, choices
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 20-step Aaren checkpoint on demo:hopper (d = 16, one layer)."""
-    cfg = TrainConfig(
-        dataset="demo:hopper",
-        steps=20,
-        model=BackboneConfig(dim=16, num_layers=1),
-        episode_length=100,
-        batch_size=8,
-        threads=1,
-        eval_episodes=0,
-        progress=False,
-        run_dir=tmp_path_factory.mktemp("offline") / "aaren",
-    )
-    return train(cfg).run_dir / "checkpoint"
-
-
-def test_the_pick_is_the_one_fine_tuning_makes(checkpoint: Path, tmp_path: Path) -> None:
-    before = sorted(p.name for p in checkpoint.parent.rglob("*"))
+def test_the_pick_is_the_one_fine_tuning_makes(aaren_checkpoint: Path, tmp_path: Path) -> None:
+    before = sorted(p.name for p in aaren_checkpoint.parent.rglob("*"))
     kw = dict(candidates=(3, 7), episodes=2, max_episode_steps=30)
-    got = choices(Config(checkpoint=checkpoint, out=tmp_path / "x.json", seeds=(0, 1), **kw))
-    assert sorted(p.name for p in checkpoint.parent.rglob("*")) == before  # nothing written there
+    got = choices(Config(checkpoint=aaren_checkpoint, out=tmp_path / "x.json", seeds=(0, 1), **kw))
+    assert (
+        sorted(p.name for p in aaren_checkpoint.parent.rglob("*")) == before
+    )  # nothing written there
     run = finetune(
         FinetuneConfig(
-            checkpoint=checkpoint,
+            checkpoint=aaren_checkpoint,
             run_dir=tmp_path / "ft",
             seed=1,
             memory_horizon="choose",
@@ -63,15 +45,15 @@ def test_the_pick_is_the_one_fine_tuning_makes(checkpoint: Path, tmp_path: Path)
 
 
 def test_main_writes_json_and_never_overwrites(
-    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    aaren_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     out = tmp_path / "choice.json"
-    argv = ["x", "--checkpoint", str(checkpoint), "--out", str(out), "--seeds", "0"]
+    argv = ["x", "--checkpoint", str(aaren_checkpoint), "--out", str(out), "--seeds", "0"]
     argv += ["--candidates", "3", "7", "--episodes", "1", "--max-episode-steps", "20"]
     monkeypatch.setattr(sys, "argv", argv)
     horizon_choice.main()
     data = json.loads(out.read_text())
-    assert data["checkpoint"] == str(checkpoint) and "avx2" in data["machine"]["cpu"]["flags"]
+    assert data["checkpoint"] == str(aaren_checkpoint) and "avx2" in data["machine"]["cpu"]["flags"]
     assert data["choices"]["0"]["selection"] == "online"
     assert "seed 0: H = " in capsys.readouterr().out
     out.write_text("mine")
