@@ -160,7 +160,8 @@ results-offline-status: setup
 
 # `make results-peer`: d3rlpy's DT (its own venv, bench/peer/) on PEER_DATASETS, the same
 # files, seeds, steps, warm-up (steps / 10) and scoring as `make results`; a run whose JSON
-# exists is skipped (a d3rlpy run does not resume: an interrupted one starts over). Its JSON
+# exists is skipped; an interrupted one continues from its last evaluation (or, after SIGTERM
+# or Ctrl-C, from the step it stopped at), saved under runs/peer-state/. Its JSON
 # go to PEER_DIR, the folder of the grid it is compared with (results-offline passes its
 # own: runs on other files must not share a table), which is then summarised again.
 results-peer: setup
@@ -172,7 +173,7 @@ results-peer: setup
 	xargs -r -P $(PEER_JOBS) -L 1 bash -c 'OMP_NUM_THREADS=1 nice -n 10 .venv-d3rlpy/bin/python \
 	  bench/peer/d3rlpy_dt.py --dataset runs/datasets/$$0.hdf5 --seed $$1 --steps $(PEER_STEPS) \
 	  --warmup $(shell echo $$(($(PEER_STEPS) / 10))) --eval-at $(PEER_EVAL_AT) --eval-episodes 10 \
-	  --curve-episodes 10 --threads 1 --log-every 500 --out $$2 \
+	  --curve-episodes 10 --threads 1 --log-every 500 --out $$2 --state-dir runs/peer-state/$$(echo $$2 | tr / _) \
 	  >> runs/logs/peer-$$0-s$$1.log 2>&1 && echo "done: $$2"'
 	$(PY) -m aaren_rl.bench.cli returns --steps $(PEER_STEPS) --summary-only --out-dir $(PEER_DIR) \
 	  $(PEER_SUMMARY)

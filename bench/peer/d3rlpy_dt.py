@@ -27,6 +27,16 @@ re-run for every action), Gymnasium Hopper-v5, episode i of seed S reset with
 aaren-rl's evaluation does). Intermediate points (--eval-at) use --curve-episodes episodes (default
 half of --eval-episodes, as ``aaren-bench returns``); the final point uses --eval-episodes.
 Standard deviations are population ones (ddof = 0), as aaren-rl's evaluation.
+
+Resume (--state-dir DIR): the run saves its state to ``DIR/state.pt`` at every --eval-at point
+and when it gets SIGTERM or Ctrl-C (at the end of the step under way): d3rlpy's model and
+optimiser (with the learning-rate schedule), the random generators (Python's, NumPy's,
+torch's: d3rlpy samples batches from NumPy's global one) and the record so far. Run the same
+command again and it continues from there; the JSON names the steps it resumed at
+(``resumed_at``) and is the one an uninterrupted run writes (the same batches, the same
+scores; only the timings differ). A state saved with other settings is refused. The state is
+read with ``torch.load(weights_only=True)`` (no code runs) and removed once the JSON is
+written. A kill -9 loses the steps since the last --eval-at point.
 """
 
 from __future__ import annotations
@@ -153,6 +163,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--context", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--log-every", type=int, default=100, help="progress line every N steps")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="save the run's state here at every --eval-at point and on SIGTERM / Ctrl-C, and "
+        "continue from it when it exists (default: no resume)",
+    )
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error("--steps must be >= 1")
@@ -171,6 +188,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.dataset_spec = f"d4rl:{args.dataset}"  # as given (a path relative to the project)
     args.dataset = args.dataset.resolve()
     args.out = args.out.resolve()
+    if args.state_dir is not None:
+        args.state_dir = args.state_dir.resolve()
     if not args.dataset.is_file():
         p.error(f"dataset not found: {args.dataset}")
     resolve_task(args, p)
@@ -280,8 +299,11 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # A plain `kill` (SIGTERM) should still remove the temporary directory below.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # A plain `kill` (SIGTERM) should still remove the temporary directory below; with
+    # --state-dir, the run first finishes its step and saves its state (Progress.__call__).
+    signal.signal(signal.SIGTERM, _on_signal)
+    if args.state_dir is not None:
+        signal.signal(signal.SIGINT, _on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="d3rlpy_dt_"))
     # d3rlpy's logs and MuJoCo's MUJOCO_LOG.TXT land in the cwd: keep both out of the repo.
     os.chdir(workdir)
@@ -290,6 +312,97 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.chdir("/")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+STOP: list[int] = []  # the signal that asked the run to stop, once the step under way ends
+SAVES_STATE = False  # True while a run with --state-dir trains: stop at the end of the step
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if not SAVES_STATE:
+        sys.exit(128 + signum)
+    STOP.append(signum)
+
+
+def state_key(args: argparse.Namespace) -> dict:
+    """What a saved state must match to be continued: everything that changes the run."""
+    keys = ("seed", "steps", "eval_points", "eval_episodes", "curve_episodes", "warmup",
+            "target_return", "env", "max_episode_steps", "context", "batch_size", "device")  # fmt: skip
+    return {"dataset_sha256": sha256_file(args.dataset), **{k: getattr(args, k) for k in keys}}
+
+
+def save_state(args: argparse.Namespace, algo, progress: Progress, step: int) -> None:
+    """Model, optimiser, random generators and the record so far, in one atomic file."""
+    import random
+
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "key": json.dumps(state_key(args)),
+        "step": step,
+        "modules": {k: v.state_dict() for k, v in algo.impl._checkpointer.modules.items()},
+        "rng_torch": torch.get_rng_state(),
+        "rng_numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },  # fmt: skip
+        "rng_python": json.dumps(random.getstate()),
+        "progress": json.dumps(progress.to_dict()),
+    }
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    path = args.state_dir / "state.pt"
+    fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=args.state_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_state(args: argparse.Namespace) -> dict | None:
+    """The saved state (None if there is none); SystemExit if it belongs to other settings."""
+    import torch
+
+    path = None if args.state_dir is None else args.state_dir / "state.pt"
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code
+        saved = json.loads(state["key"])
+    except Exception as e:  # a truncated or foreign file: say which, lose nothing
+        raise SystemExit(
+            f"{path}: not a state this script saved ({e}); move it away to start over"
+        ) from None
+    now = state_key(args)
+    diff = sorted(k for k in now if json.dumps(now[k]) != json.dumps(saved.get(k)))
+    if diff:
+        raise SystemExit(
+            f"{path}: saved with other settings ({', '.join(diff)}); run the same command, "
+            "or move the state away to start over"
+        )
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    import random
+
+    import torch
+
+    torch.set_rng_state(state["rng_torch"])
+    r = state["rng_numpy"]
+    keys = r["keys"].numpy().astype(np.uint32)
+    np.random.set_state((r["kind"], keys, r["pos"], r["has_gauss"], r["gauss"]))
+    version, internal, gauss = json.loads(state["rng_python"])
+    random.setstate((version, tuple(internal), gauss))
 
 
 def make_algo(args: argparse.Namespace):
@@ -328,18 +441,30 @@ class Progress:
     evaluation's returns, lengths and action times), ``eval_seconds``.
     """
 
-    def __init__(self, args: argparse.Namespace, env) -> None:
+    def __init__(self, args: argparse.Namespace, env, saved: dict | None = None) -> None:
         self.args, self.env = args, env
         self.points = set(args.eval_points)
         self.step_times: list[float] = []
         self.curve: list[dict] = []
         self.final: dict = {}
         self.eval_seconds = 0.0
+        self.fit_seconds_before = 0.0  # earlier segments of a resumed run
+        self.resumed_at: list[int] = []
+        self.offset = 0  # steps done before this segment
+        if saved is not None:
+            for k, v in saved.items():
+                setattr(self, k, v)
         self.last: float | None = None
         self.t_start = time.perf_counter()
 
-    def __call__(self, algo, epoch: int, total_step: int) -> None:
+    def to_dict(self) -> dict:
+        keys = ("step_times", "curve", "eval_seconds", "resumed_at")
+        return {**{k: getattr(self, k) for k in keys},
+                "fit_seconds_before": self.fit_seconds_before + time.perf_counter() - self.t_start}  # fmt: skip
+
+    def __call__(self, algo, epoch: int, step_in_segment: int) -> None:
         args = self.args
+        total_step = self.offset + step_in_segment
         now = time.perf_counter()
         if self.last is not None:  # step 1 also pays for building the model: not timed
             self.step_times.append(now - self.last)
@@ -352,6 +477,13 @@ class Progress:
             )
         if total_step in self.points:
             self._evaluate(algo, total_step)
+        if args.state_dir is not None and total_step < args.steps:
+            if STOP or total_step in self.points:
+                save_state(args, algo, self, total_step)
+            if STOP:
+                print(f"[d3rlpy-dt] stopped at step {total_step} (signal {STOP[0]}); state saved "
+                      f"in {args.state_dir}: run the same command to continue", flush=True)  # fmt: skip
+                raise SystemExit(128 + STOP[0])
         self.last = time.perf_counter()  # evaluation time excluded from the next step
 
     def _evaluate(self, algo, total_step: int) -> None:
@@ -478,6 +610,7 @@ def make_record(
         "d3rlpy_version": d3rlpy.__version__,
         "wall_seconds": {"fit_total": fit_s, "evaluation": progress.eval_seconds},
         "settings": settings(args, n_params, data_info),
+        "resumed_at": progress.resumed_at,
     }
 
 
@@ -485,25 +618,45 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     import d3rlpy
     import gymnasium as gym
     import torch
+    from d3rlpy.algos.utility import build_scalers_with_trajectory_slicer
     from d3rlpy.logging import FileAdapterFactory
 
+    global SAVES_STATE
     torch.set_num_threads(args.threads)
+    state = load_state(args)
     d3rlpy.seed(args.seed)
     dataset, data_info = load_d4rl(args.dataset)
     print(f"[d3rlpy-dt] {args.dataset.name}: {data_info}", flush=True)
     dt = make_algo(args)
+    # What fit does first (scalers, then the model), done here so that a saved state can be
+    # loaded into the model before training goes on.
+    build_scalers_with_trajectory_slicer(dt, dataset)
+    dt.build_with_dataset(dataset)
     env = gym.make(args.env)
-    progress = Progress(args, env)
-    # One fit call; evaluation happens in the per-step callback at the --eval-at points.
-    # Epoch length = the gcd of the evaluation points (d3rlpy commits its logs per epoch).
+    start = 0
+    if state is None:
+        progress = Progress(args, env)
+    else:
+        for k, v in dt.impl._checkpointer.modules.items():
+            v.load_state_dict(state["modules"][k])
+        restore_rng(state)
+        start = int(state["step"])
+        saved = json.loads(state["progress"])
+        saved["resumed_at"] = [*saved["resumed_at"], start]
+        progress = Progress(args, env, {**saved, "offset": start})
+        print(f"[d3rlpy-dt] resumed at step {start} from {args.state_dir}", flush=True)
+    # One fit call per segment; evaluation happens in the per-step callback at the --eval-at
+    # points. Epoch length = the gcd of the steps to each point (d3rlpy logs per epoch).
     per_epoch = 0
     for s in args.eval_points:
-        per_epoch = math.gcd(per_epoch, s)
-    n_epochs = args.steps // per_epoch
+        if s > start:
+            per_epoch = math.gcd(per_epoch, s - start)
+    n_epochs = (args.steps - start) // per_epoch
+    SAVES_STATE = args.state_dir is not None
     t_fit = time.perf_counter()
     dt.fit(
         dataset,
-        n_steps=args.steps,
+        n_steps=args.steps - start,
         n_steps_per_epoch=per_epoch,
         experiment_name=f"dt_{args.dataset.stem}_s{args.seed}",
         with_timestamp=True,
@@ -512,13 +665,16 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         save_interval=n_epochs + 1,  # never write model snapshots
         callback=progress,
     )
-    fit_seconds = time.perf_counter() - t_fit
+    SAVES_STATE = False
+    fit_seconds = progress.fit_seconds_before + time.perf_counter() - t_fit
     env.close()
     if not progress.final:
         raise RuntimeError("final evaluation did not run")
     n_params = sum(p.numel() for p in dt.impl.modules.transformer.parameters())
     record = make_record(args, progress, n_params, data_info, fit_seconds)
     write_json_atomic(args.out, record)
+    if args.state_dir is not None and (args.state_dir / "state.pt").is_file():
+        (args.state_dir / "state.pt").unlink()  # ours, and the JSON now holds all of it
     print(
         f"[d3rlpy-dt] wrote {args.out}: normalised {record['normalized_mean']:.1f} ± "
         f"{record['normalized_std']:.1f}, {record['train_seconds_per_step']:.3f} s/step, "

@@ -1,0 +1,78 @@
+"""bench/peer/d3rlpy_dt.py --state-dir: a run stopped by SIGTERM continues where it stopped and
+writes the JSON an uninterrupted run writes; a state saved with other settings is refused.
+Runs the real d3rlpy in its own venv (bench/peer/setup_d3rlpy.sh)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PEER = ROOT / ".venv-d3rlpy" / "bin" / "python"
+
+pytestmark = pytest.mark.skipif(
+    not PEER.exists(),
+    reason="no .venv-d3rlpy: d3rlpy pins gymnasium 1.0.0 and lives in its own venv "
+    "(bash bench/peer/setup_d3rlpy.sh)",
+)
+
+
+def _cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [str(PEER), str(ROOT / "bench/peer/d3rlpy_dt.py"), "--dataset", str(data),
+            "--env", "Hopper-v5", "--steps", "8", "--eval-at", "4", "--eval-episodes", "2",
+            "--curve-episodes", "1", "--warmup", "2", "--threads", "1", "--log-every", "1",
+            "--max-episode-steps", "1000", "--out", str(out), *extra]  # fmt: skip
+
+
+def _scores(path: Path) -> tuple:
+    rec = json.loads(path.read_text())
+    return rec["returns"], [(c["step"], c["return_mean"]) for c in rec["curve"]]
+
+
+def test_sigterm_then_the_same_command_gives_the_uninterrupted_json(synth, tmp_path: Path):
+    data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
+    subprocess.run(_cmd(data, tmp_path / "full.json"), check=True, capture_output=True)
+
+    out, state = tmp_path / "res.json", tmp_path / "state"
+    log = tmp_path / "run.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(_cmd(data, out, "--state-dir", str(state)), stdout=f, stderr=f)
+        deadline = time.monotonic() + 300
+        while "step 5/8" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()
+    assert "state saved" in log.read_text() and not out.exists()
+    assert (state / "state.pt").is_file()
+
+    other = subprocess.run(_cmd(data, out, "--state-dir", str(state), "--seed", "1"),
+                           capture_output=True, text=True)  # fmt: skip
+    assert other.returncode != 0 and "saved with other settings (seed)" in other.stderr
+    assert (state / "state.pt").is_file() and not out.exists()  # nothing lost
+
+    done = subprocess.run(
+        _cmd(data, out, "--state-dir", str(state)), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resumed at step" in done.stdout
+    rec = json.loads(out.read_text())
+    assert rec["resumed_at"] and 5 <= rec["resumed_at"][0] < 8
+    assert _scores(out) == _scores(tmp_path / "full.json")  # the same batches, the same scores
+    assert not (state / "state.pt").exists()  # removed once the JSON holds it all
+
+
+def test_a_file_that_is_not_a_state_is_refused(synth, tmp_path: Path):
+    data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.pt").write_bytes(b"not a torch file")
+    r = subprocess.run(_cmd(data, tmp_path / "o.json", "--state-dir", str(state)),
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode != 0 and "not a state this script saved" in r.stderr
+    assert (state / "state.pt").read_bytes() == b"not a torch file"
