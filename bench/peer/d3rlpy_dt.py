@@ -349,7 +349,7 @@ def save_state(args: argparse.Namespace, algo, progress: Progress, step: int) ->
             "pos": pos,
             "has_gauss": has_gauss,
             "gauss": gauss,
-        },  # fmt: skip
+        },
         "rng_python": json.dumps(random.getstate()),
         "progress": json.dumps(progress.to_dict()),
     }
