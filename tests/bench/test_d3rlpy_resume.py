@@ -1,9 +1,11 @@
 """bench/peer/d3rlpy_dt.py --state-dir: a run stopped by SIGTERM continues where it stopped and
 writes the JSON an uninterrupted run writes; a state saved with other settings is refused.
-Runs the real d3rlpy in its own venv (bench/peer/setup_d3rlpy.sh)."""
+The first test runs the real d3rlpy in its own venv (bench/peer/setup_d3rlpy.sh), skipped
+where there is none; the refusals need only torch and run everywhere."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PEER = ROOT / ".venv-d3rlpy" / "bin" / "python"
 
-pytestmark = pytest.mark.skipif(
+needs_d3rlpy = pytest.mark.skipif(
     not PEER.exists(),
     reason="no .venv-d3rlpy: d3rlpy pins gymnasium 1.0.0 and lives in its own venv "
     "(bash bench/peer/setup_d3rlpy.sh)",
@@ -34,6 +36,7 @@ def _scores(path: Path) -> tuple:
     return rec["returns"], [(c["step"], c["return_mean"]) for c in rec["curve"]]
 
 
+@needs_d3rlpy
 def test_sigterm_then_the_same_command_gives_the_uninterrupted_json(synth, tmp_path: Path):
     data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
     subprocess.run(_cmd(data, tmp_path / "full.json"), check=True, capture_output=True)
@@ -67,12 +70,31 @@ def test_sigterm_then_the_same_command_gives_the_uninterrupted_json(synth, tmp_p
     assert not (state / "state.pt").exists()  # removed once the JSON holds it all
 
 
-def test_a_file_that_is_not_a_state_is_refused(synth, tmp_path: Path):
+def _peer():
+    """bench/peer/d3rlpy_dt.py, loaded by path as its own venv runs it (numpy at import)."""
+    spec = importlib.util.spec_from_file_location("peer_resume", ROOT / "bench/peer/d3rlpy_dt.py")
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)  # type: ignore[union-attr]
+    return peer
+
+
+def test_a_state_of_other_settings_or_a_foreign_file_is_refused(synth, tmp_path: Path):
+    """The checks before any training: they need torch only, so they run in every CI."""
+    import torch
+
+    peer = _peer()
     data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
     state = tmp_path / "state"
+    args = peer.parse_args(_cmd(data, tmp_path / "o.json", "--state-dir", str(state))[2:])
+    assert peer.load_state(args) is None  # nothing saved yet: a fresh run
     state.mkdir()
     (state / "state.pt").write_bytes(b"not a torch file")
-    r = subprocess.run(_cmd(data, tmp_path / "o.json", "--state-dir", str(state)),
-                       capture_output=True, text=True)  # fmt: skip
-    assert r.returncode != 0 and "not a state this script saved" in r.stderr
-    assert (state / "state.pt").read_bytes() == b"not a torch file"
+    with pytest.raises(SystemExit, match="not a state this script saved"):
+        peer.load_state(args)
+    assert (state / "state.pt").read_bytes() == b"not a torch file"  # left where it is
+    other = peer.parse_args(_cmd(data, tmp_path / "o.json", "--seed", "1", "--steps", "9")[2:])
+    torch.save({"key": json.dumps(peer.state_key(other))}, state / "state.pt")
+    with pytest.raises(SystemExit, match=r"saved with other settings \(eval_points, seed, steps\)"):
+        peer.load_state(args)
+    torch.save({"key": json.dumps(peer.state_key(args)), "step": 4}, state / "state.pt")
+    assert peer.load_state(args)["step"] == 4
