@@ -281,13 +281,14 @@ def summarize(returns: list[float], refs: tuple[float, float]) -> dict:
     }
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_atomic(path: Path, write, binary: bool = False) -> None:
+    """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``: a
+    reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -295,6 +296,10 @@ def write_json_atomic(path: Path, data: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=1) + "\n"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,19 +358,7 @@ def save_state(args: argparse.Namespace, algo, progress: Progress, step: int) ->
         "rng_python": json.dumps(random.getstate()),
         "progress": json.dumps(progress.to_dict()),
     }
-    args.state_dir.mkdir(parents=True, exist_ok=True)
-    path = args.state_dir / "state.pt"
-    fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=args.state_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(args.state_dir / "state.pt", lambda f: torch.save(state, f), binary=True)
 
 
 def load_state(args: argparse.Namespace) -> dict | None:
