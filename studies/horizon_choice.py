@@ -13,7 +13,8 @@ A one-off study tool, not part of the installed package (run it from the reposit
     python -m studies.horizon_choice --checkpoint RUN/checkpoint --seeds 0 1 2 --out choice.json
 
 The fine-tuner's run folder is a temporary one, removed at the end; nothing is written next to
-the checkpoint. `--out` must not exist yet.
+the checkpoint. `--out` follows every command's output rule (`aaren_rl.fileio.check_output_file`):
+an existing file, a symlink or the checkpoint itself is never replaced.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from typing import Any
 import tyro
 
 from aaren_rl.cpu import cpu_record
-from aaren_rl.errors import ConfigError
 from aaren_rl.eval.horizon import HORIZON_CANDIDATES
-from aaren_rl.fileio import atomic_write_json
+from aaren_rl.fileio import atomic_write_json, check_output_file
 from aaren_rl.train.finetune import Finetuner
 from aaren_rl.train.finetune_config import FinetuneConfig
 
@@ -81,8 +81,7 @@ def choices(cfg: Config) -> dict[str, dict[str, Any]]:
 
 def main() -> None:
     cfg = tyro.cli(Config)
-    if cfg.out.exists():
-        raise ConfigError(f"--out {cfg.out} exists; give a new path (nothing was run)")
+    check_output_file(cfg.out, "--out", inputs=[cfg.checkpoint])  # before any work
     result = {
         "checkpoint": str(cfg.checkpoint),
         "choices": choices(cfg),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aaren_rl.errors import ConfigError
+from aaren_rl.errors import OutputPathError
 from aaren_rl.train.finetune_cli import finetune
 from aaren_rl.train.finetune_config import FinetuneConfig
 from studies import horizon_choice
@@ -57,6 +57,6 @@ def test_main_writes_json_and_never_overwrites(
     assert data["choices"]["0"]["selection"] == "online"
     assert "seed 0: H = " in capsys.readouterr().out
     out.write_text("mine")
-    with pytest.raises(ConfigError, match="exists"):
+    with pytest.raises(OutputPathError, match="exists"):
         horizon_choice.main()
     assert out.read_text() == "mine"
