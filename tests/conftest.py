@@ -1,11 +1,13 @@
 """Fixtures shared by every test package: tiny real-format datasets and tiny agents.
 
-Tests have no packages (so no cross-file imports): the one synthetic-dataset maker and the
-one tiny-agent factory live here and reach the tests as fixtures (``synth``, ``make_agent``).
+Tests have no packages (so no cross-file imports): the one synthetic-dataset maker, the
+one tiny-agent factory and the one loader of the d3rlpy peer script live here and reach the
+tests as fixtures (``synth``, ``make_agent``, ``d3rlpy_peer``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -174,6 +176,20 @@ def checkpoint(request, tmp_path: Path) -> Path:
 @pytest.fixture
 def aaren_checkpoint(tmp_path: Path) -> Path:
     return tiny_agent("aaren").save(tmp_path / "ckpt")
+
+
+# --- the d3rlpy peer script ------------------------------------------------------------------
+
+
+@pytest.fixture
+def d3rlpy_peer():
+    """bench/peer/d3rlpy_dt.py, loaded by path as its own venv runs it (no aaren_rl import;
+    numpy at import, torch and d3rlpy inside the functions that need them)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "peer" / "d3rlpy_dt.py"
+    spec = importlib.util.spec_from_file_location("d3rlpy_peer", path)
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)  # type: ignore[union-attr]
+    return peer
 
 
 # --- crafted files: a command's memory and time, bounded --------------------------------------

@@ -193,6 +193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.dataset.is_file():
         p.error(f"dataset not found: {args.dataset}")
     resolve_task(args, p)
+    args.dataset_sha256 = sha256_file(args.dataset)  # once: the record and the state name it
     return args
 
 
@@ -333,7 +334,7 @@ def state_key(args: argparse.Namespace) -> dict:
     """What a saved state must match to be continued: everything that changes the run."""
     keys = ("seed", "steps", "eval_points", "eval_episodes", "curve_episodes", "warmup",
             "target_return", "env", "max_episode_steps", "context", "batch_size", "device")  # fmt: skip
-    return {"dataset_sha256": sha256_file(args.dataset), **{k: getattr(args, k) for k in keys}}
+    return {"dataset_sha256": args.dataset_sha256, **{k: getattr(args, k) for k in keys}}
 
 
 def save_state(args: argparse.Namespace, algo, progress: Progress, step: int) -> None:
@@ -565,7 +566,7 @@ def make_record(
     return {
         "dataset": args.dataset.stem,
         "dataset_spec": args.dataset_spec,
-        "dataset_sha256": sha256_file(args.dataset),
+        "dataset_sha256": args.dataset_sha256,
         "env_id": args.env,
         "behaviour_normalized_score": None
         if behaviour is None

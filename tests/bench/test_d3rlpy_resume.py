@@ -5,7 +5,6 @@ where there is none; the refusals need only torch and run everywhere."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -70,19 +69,11 @@ def test_sigterm_then_the_same_command_gives_the_uninterrupted_json(synth, tmp_p
     assert not (state / "state.pt").exists()  # removed once the JSON holds it all
 
 
-def _peer():
-    """bench/peer/d3rlpy_dt.py, loaded by path as its own venv runs it (numpy at import)."""
-    spec = importlib.util.spec_from_file_location("peer_resume", ROOT / "bench/peer/d3rlpy_dt.py")
-    peer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer)  # type: ignore[union-attr]
-    return peer
-
-
-def test_a_state_of_other_settings_or_a_foreign_file_is_refused(synth, tmp_path: Path):
+def test_a_state_of_other_settings_or_a_foreign_file_is_refused(synth, d3rlpy_peer, tmp_path: Path):
     """The checks before any training: they need torch only, so they run in every CI."""
     import torch
 
-    peer = _peer()
+    peer = d3rlpy_peer
     data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
     state = tmp_path / "state"
     args = peer.parse_args(_cmd(data, tmp_path / "o.json", "--state-dir", str(state))[2:])

@@ -3,7 +3,6 @@ allocated, by the project's loaders and by the d3rlpy peer script (aaren_rl/hdf5
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import h5py
@@ -78,16 +77,8 @@ def test_a_dataset_above_the_size_cap_is_refused(tmp_path: Path, monkeypatch):
         hdf5_checks.read_numeric(f, "observations", "big", DatasetError)
 
 
-def _peer_checks():
-    """The module exactly as bench/peer/d3rlpy_dt.py loads it (by path, no aaren_rl import)."""
-    spec = importlib.util.spec_from_file_location("peer_hdf5", ROOT / "bench/peer/d3rlpy_dt.py")
-    peer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer)  # type: ignore[union-attr]
-    return peer
-
-
-def test_the_d3rlpy_peer_reads_through_the_same_checks(tmp_path: Path):
-    peer = _peer_checks()
+def test_the_d3rlpy_peer_reads_through_the_same_checks(d3rlpy_peer, tmp_path: Path):
+    peer = d3rlpy_peer
     checks = peer.hdf5_checks()
     assert checks.__file__ == str(ROOT / "aaren_rl" / "hdf5_checks.py")
     huge = _declared_huge(tmp_path / "huge.hdf5")
