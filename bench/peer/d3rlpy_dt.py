@@ -28,15 +28,16 @@ aaren-rl's evaluation does). Intermediate points (--eval-at) use --curve-episode
 half of --eval-episodes, as ``aaren-bench returns``); the final point uses --eval-episodes.
 Standard deviations are population ones (ddof = 0), as aaren-rl's evaluation.
 
-Resume (--state-dir DIR): the run saves its state to ``DIR/state.pt`` at every --eval-at point
-and when it gets SIGTERM or Ctrl-C (at the end of the step under way): d3rlpy's model and
-optimiser (with the learning-rate schedule), the random generators (Python's, NumPy's,
-torch's: d3rlpy samples batches from NumPy's global one) and the record so far. Run the same
+Resume (--state-dir DIR): the run saves its state to ``DIR/state.pt`` at every --eval-at point,
+every --save-every steps (250) and when it gets SIGTERM or Ctrl-C (at the end of the step under
+way): d3rlpy's model and optimiser (with the learning-rate schedule), the random generators
+(Python's, NumPy's, torch's: d3rlpy samples batches from NumPy's global one) and the record so
+far. Run the same
 command again and it continues from there; the JSON names the steps it resumed at
 (``resumed_at``) and is the one an uninterrupted run writes (the same batches, the same
 scores; only the timings differ). A state saved with other settings is refused. The state is
 read with ``torch.load(weights_only=True)`` (no code runs) and removed once the JSON is
-written. A kill -9 loses the steps since the last --eval-at point.
+written. A kill -9 loses at most --save-every steps.
 """
 
 from __future__ import annotations
@@ -167,14 +168,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--state-dir",
         type=Path,
         default=None,
-        help="save the run's state here at every --eval-at point and on SIGTERM / Ctrl-C, and "
-        "continue from it when it exists (default: no resume)",
+        help="save the run's state here at every --eval-at point, every --save-every steps and "
+        "on SIGTERM / Ctrl-C, and continue from it when it exists (default: no resume)",
+    )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=250,
+        help="with --state-dir, also save the state every N steps, so that a kill -9 loses at "
+        "most N steps (0: only at --eval-at points and on a signal)",
     )
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error("--steps must be >= 1")
     if args.eval_episodes < 1:
         p.error("--eval-episodes must be >= 1")
+    if args.save_every < 0:
+        p.error("--save-every must be >= 0")
     try:
         points = {int(s) for s in args.eval_at.split(",") if s.strip()}
     except ValueError:
@@ -472,7 +482,8 @@ class Progress:
         if total_step in self.points:
             self._evaluate(algo, total_step)
         if args.state_dir is not None and total_step < args.steps:
-            if STOP or total_step in self.points:
+            every = args.save_every and total_step % args.save_every == 0
+            if STOP or total_step in self.points or every:
                 save_state(args, algo, self, total_step)
             if STOP:
                 print(f"[d3rlpy-dt] stopped at step {total_step} (signal {STOP[0]}); state saved "

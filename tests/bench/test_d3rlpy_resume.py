@@ -1,7 +1,8 @@
-"""bench/peer/d3rlpy_dt.py --state-dir: a run stopped by SIGTERM continues where it stopped and
-writes the JSON an uninterrupted run writes; a state saved with other settings is refused.
-The first test runs the real d3rlpy in its own venv (bench/peer/setup_d3rlpy.sh), skipped
-where there is none; the refusals need only torch and run everywhere."""
+"""bench/peer/d3rlpy_dt.py --state-dir: a run stopped by SIGTERM or killed with SIGKILL
+continues where its state was saved and writes the JSON an uninterrupted run writes; a state
+saved with other settings is refused. The first two tests run the real d3rlpy in its own venv
+(bench/peer/setup_d3rlpy.sh), skipped where there is none; the rest need only torch and run
+everywhere."""
 
 from __future__ import annotations
 
@@ -67,6 +68,40 @@ def test_sigterm_then_the_same_command_gives_the_uninterrupted_json(synth, tmp_p
     assert rec["resumed_at"] and 5 <= rec["resumed_at"][0] < 8
     assert _scores(out) == _scores(tmp_path / "full.json")  # the same batches, the same scores
     assert not (state / "state.pt").exists()  # removed once the JSON holds it all
+
+
+@needs_d3rlpy
+def test_kill_9_loses_at_most_save_every_steps(synth, tmp_path: Path):
+    """No signal handler runs on SIGKILL: the state saved every --save-every steps is what is
+    left, and the same command continues from it to the uninterrupted JSON."""
+    data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
+    subprocess.run(_cmd(data, tmp_path / "full.json"), check=True, capture_output=True)
+
+    out, state = tmp_path / "res.json", tmp_path / "state"
+    log = tmp_path / "run.log"
+    cmd = _cmd(data, out, "--state-dir", str(state), "--save-every", "3")
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=f)
+        deadline = time.monotonic() + 300
+        while "step 7/8" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        proc.kill()
+        assert proc.wait(timeout=60) == -signal.SIGKILL, log.read_text()
+    assert not out.exists() and (state / "state.pt").is_file()
+
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # saved at 3 (--save-every), 4 (--eval-at) and 6; killed after step 7
+    assert json.loads(out.read_text())["resumed_at"] == [6]
+    assert _scores(out) == _scores(tmp_path / "full.json")
+
+
+def test_save_every_must_not_be_negative(d3rlpy_peer, synth, tmp_path: Path, capsys):
+    data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
+    with pytest.raises(SystemExit):
+        d3rlpy_peer.parse_args(_cmd(data, tmp_path / "o.json", "--save-every", "-1")[2:])
+    assert "--save-every must be >= 0" in capsys.readouterr().err
 
 
 def test_a_state_of_other_settings_or_a_foreign_file_is_refused(synth, d3rlpy_peer, tmp_path: Path):
