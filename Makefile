@@ -9,7 +9,7 @@ DEMO_STEPS ?= 600
 DEMO_DIR ?= runs/demo
 DEMO_PRECISION ?= auto
 
-.PHONY: cpu-checks results-tmaze setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
+.PHONY: cpu-checks peer-setup results-tmaze setup test test-avx2 test-fast lint demo clean results results-datasets results-offline results-offline-status results-status results-gpu results-peer results-1k
 
 setup: $(STAMP)
 
@@ -28,7 +28,20 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+# The d3rlpy peer's own venv (d3rlpy pins gymnasium 1.0.0; bench/peer/setup_d3rlpy.sh, about
+# 40 s with pip's cache): `make test` builds it too, so that the peer's tests
+# (tests/bench/test_d3rlpy_resume.py) run the real d3rlpy instead of skipping. VENV is set
+# here: the script would otherwise install into a VENV exported for the main venv.
+PEER_SETUP := VENV=$(CURDIR)/.venv-d3rlpy bash bench/peer/setup_d3rlpy.sh
+PEER_STAMP := .venv-d3rlpy/.aaren-installed
+$(PEER_STAMP): bench/peer/setup_d3rlpy.sh
+	@mkdir -p runs/logs
+	@echo "setting up .venv-d3rlpy (log: runs/logs/setup-d3rlpy.log)"
+	@$(PEER_SETUP) >> runs/logs/setup-d3rlpy.log 2>&1 || { tail -n 30 runs/logs/setup-d3rlpy.log; exit 1; }
+	touch $(PEER_STAMP)
+peer-setup: $(PEER_STAMP)
+
+test: lint peer-setup
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline MUJOCO_GL=egl $(PY) -m pytest -q -p no:cacheprovider
 
 # Tests on an emulated AVX2-only CPU (no AVX-512 / BF16 / VNNI / AMX) with qemu-user, from
@@ -71,7 +84,7 @@ cpu-checks: setup
 	@test -n "$(CPU_TAG)" || { echo "cpu-checks: cannot name this CPU (aaren_rl.cpu.cpu_tag)"; exit 2; }
 	@mkdir -p $(CPU_DIR) runs/logs
 	@echo "cpu-checks: $(CPU_TAG) -> $(CPU_DIR)"
-	bash bench/peer/setup_d3rlpy.sh >> runs/logs/setup-d3rlpy.log 2>&1 || echo "d3rlpy venv not set up: its rows are left out"
+	$(PEER_SETUP) >> runs/logs/setup-d3rlpy.log 2>&1 || echo "d3rlpy venv not set up: its rows are left out"
 	$(PY) -m aaren_rl.bench.cli train --context-lengths 20 --batch-sizes 64 --precision fp32 \
 	  $(CPU_STEPS) --threads 1 --out $(CPU_DIR)/train-t1
 	$(PY) -m aaren_rl.bench.cli train --context-lengths 20 --batch-sizes 64 --precision fp32 \
@@ -160,13 +173,13 @@ results-offline-status: setup
 
 # `make results-peer`: d3rlpy's DT (its own venv, bench/peer/) on PEER_DATASETS, the same
 # files, seeds, steps, warm-up (steps / 10) and scoring as `make results`; a run whose JSON
-# exists is skipped; an interrupted one continues from its last evaluation (or, after SIGTERM
-# or Ctrl-C, from the step it stopped at), saved under runs/peer-state/. Its JSON
+# exists is skipped; an interrupted one continues from its last saved state (every 250 steps
+# and at each evaluation; after SIGTERM or Ctrl-C, the step it stopped at), under runs/peer-state/. Its JSON
 # go to PEER_DIR, the folder of the grid it is compared with (results-offline passes its
 # own: runs on other files must not share a table), which is then summarised again.
 results-peer: setup
 	@mkdir -p runs/logs
-	bash bench/peer/setup_d3rlpy.sh >> runs/logs/setup-d3rlpy.log 2>&1
+	$(PEER_SETUP) >> runs/logs/setup-d3rlpy.log 2>&1
 	for ds in $(PEER_DATASETS); do for s in $(PEER_SEEDS); do \
 	  out=$(PEER_DIR)/$${ds}__d3rlpy-dt__window__s$${s}__window.json; \
 	  [ -f $$out ] || echo "$$ds $$s $$out"; done; done | \
