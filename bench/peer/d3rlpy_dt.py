@@ -619,6 +619,25 @@ def make_record(
     }
 
 
+def fit_segments(points: list[int], start: int) -> list[tuple[int, int, int]]:
+    """The ``fit`` calls that train from step ``start`` to the last point, as (first step,
+    last step, steps per epoch). Evaluation happens in the per-step callback; d3rlpy logs a
+    line and commits its metrics once per epoch, so an epoch is the gcd of the distances to
+    the points. A run resumed between two points (a --save-every state, a signal) first trains
+    up to the next point as one epoch: measured from such a step the gcd is often 1, a log
+    line at every step. Splitting ``fit`` changes no result: its batches come from NumPy's
+    global generator whatever the epochs (tests/bench/test_d3rlpy_resume.py)."""
+    ahead = [p for p in points if p > start]
+    segments, first = [], start
+    if start and start not in points:
+        segments.append((start, ahead[0], ahead[0] - start))
+        first = ahead[0]
+    rest = [p - first for p in ahead if p > first]
+    if rest:
+        segments.append((first, ahead[-1], math.gcd(*rest)))
+    return segments
+
+
 def run(args: argparse.Namespace, workdir: Path) -> int:
     import d3rlpy
     import gymnasium as gym
@@ -650,26 +669,21 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         saved["resumed_at"] = [*saved["resumed_at"], start]
         progress = Progress(args, env, {**saved, "offset": start})
         print(f"[d3rlpy-dt] resumed at step {start} from {args.state_dir}", flush=True)
-    # One fit call per segment; evaluation happens in the per-step callback at the --eval-at
-    # points. Epoch length = the gcd of the steps to each point (d3rlpy logs per epoch).
-    per_epoch = 0
-    for s in args.eval_points:
-        if s > start:
-            per_epoch = math.gcd(per_epoch, s - start)
-    n_epochs = (args.steps - start) // per_epoch
     SAVES_STATE = args.state_dir is not None
     t_fit = time.perf_counter()
-    dt.fit(
-        dataset,
-        n_steps=args.steps - start,
-        n_steps_per_epoch=per_epoch,
-        experiment_name=f"dt_{args.dataset.stem}_s{args.seed}",
-        with_timestamp=True,
-        logger_adapter=FileAdapterFactory(root_dir=str(workdir / "d3rlpy_logs")),
-        show_progress=False,
-        save_interval=n_epochs + 1,  # never write model snapshots
-        callback=progress,
-    )
+    for first, last, per_epoch in fit_segments(args.eval_points, start):
+        progress.offset = first
+        dt.fit(
+            dataset,
+            n_steps=last - first,
+            n_steps_per_epoch=per_epoch,
+            experiment_name=f"dt_{args.dataset.stem}_s{args.seed}",
+            with_timestamp=True,
+            logger_adapter=FileAdapterFactory(root_dir=str(workdir / "d3rlpy_logs")),
+            show_progress=False,
+            save_interval=(last - first) // per_epoch + 1,  # never write model snapshots
+            callback=progress,
+        )
     SAVES_STATE = False
     fit_seconds = progress.fit_seconds_before + time.perf_counter() - t_fit
     env.close()

@@ -97,6 +97,42 @@ def test_kill_9_loses_at_most_save_every_steps(synth, tmp_path: Path):
     assert _scores(out) == _scores(tmp_path / "full.json")
 
 
+_SPLIT_FIT = """
+import importlib.util, sys
+import d3rlpy, torch
+from d3rlpy.algos.utility import build_scalers_with_trajectory_slicer
+from d3rlpy.logging import NoopAdapterFactory
+spec = importlib.util.spec_from_file_location("peer", sys.argv[1])
+peer = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peer)
+args = peer.parse_args(sys.argv[2:])
+def train(segments):
+    d3rlpy.seed(0)
+    data, _ = peer.load_d4rl(args.dataset)
+    dt = peer.make_algo(args)
+    build_scalers_with_trajectory_slicer(dt, data)
+    dt.build_with_dataset(data)
+    for n, per_epoch in segments:
+        dt.fit(data, n_steps=n, n_steps_per_epoch=per_epoch, show_progress=False,
+               logger_adapter=NoopAdapterFactory(), save_interval=n + 1)
+    return dt.impl.modules.transformer.state_dict()
+one, split = train([(6, 3)]), train([(1, 1), (5, 5)])
+print("same" if all(torch.equal(one[k], split[k]) for k in one) else "differ")
+"""
+
+
+@needs_d3rlpy
+def test_splitting_fit_changes_no_weight(synth, tmp_path: Path):
+    """fit_segments' premise: two fit calls (1 + 5 steps) train the same weights as one (6)."""
+    data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
+    argv = _cmd(data, tmp_path / "o.json")[2:]
+    script = ROOT / "bench/peer/d3rlpy_dt.py"
+    done = subprocess.run([str(PEER), "-c", _SPLIT_FIT, str(script), *argv], cwd=tmp_path,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "same"
+
+
 def test_save_every_must_not_be_negative(d3rlpy_peer, synth, tmp_path: Path, capsys):
     data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
     with pytest.raises(SystemExit):
@@ -124,3 +160,15 @@ def test_a_state_of_other_settings_or_a_foreign_file_is_refused(synth, d3rlpy_pe
         peer.load_state(args)
     torch.save({"key": json.dumps(peer.state_key(args)), "step": 4}, state / "state.pt")
     assert peer.load_state(args)["step"] == 4
+
+
+def test_a_run_resumed_between_points_trains_to_the_next_point_first(d3rlpy_peer):
+    """d3rlpy logs once per epoch: a resume at step 3,311 must not make every step an epoch."""
+    seg = d3rlpy_peer.fit_segments
+    points = list(range(1000, 10001, 1000))
+    assert seg(points, 0) == [(0, 10000, 1000)]
+    assert seg(points, 3000) == [(3000, 10000, 1000)]  # a state saved at an evaluation
+    assert seg(points, 3311) == [(3311, 4000, 689), (4000, 10000, 1000)]
+    assert seg(points, 9750) == [(9750, 10000, 250)]
+    assert seg([300, 1000], 0) == [(0, 1000, 100)]
+    assert seg([4, 8], 6) == [(6, 8, 2)]
