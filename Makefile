@@ -173,10 +173,11 @@ results-offline-status: setup
 
 # `make results-peer`: d3rlpy's DT (its own venv, bench/peer/) on PEER_DATASETS, the same
 # files, seeds, steps, warm-up (steps / 10) and scoring as `make results`; a run whose JSON
-# exists is skipped; an interrupted one continues from its last saved state (every 250 steps
-# and at each evaluation; after SIGTERM or Ctrl-C, the step it stopped at), under runs/peer-state/. Its JSON
-# go to PEER_DIR, the folder of the grid it is compared with (results-offline passes its
-# own: runs on other files must not share a table), which is then summarised again.
+# exists is skipped; an interrupted one continues from its last saved state, under
+# runs/peer-state/ (saved every 250 steps and at each evaluation; after SIGTERM or Ctrl-C, at
+# the step it stopped at). Its JSON go to PEER_DIR, the folder of the grid it is compared with
+# (results-offline passes its own: runs on other files must not share a table), which is then
+# summarised again.
 results-peer: setup
 	@mkdir -p runs/logs
 	$(PEER_SETUP) >> runs/logs/setup-d3rlpy.log 2>&1
