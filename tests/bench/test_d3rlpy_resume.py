@@ -75,11 +75,13 @@ def test_kill_9_loses_at_most_save_every_steps(synth, tmp_path: Path):
     """No signal handler runs on SIGKILL: the state saved every --save-every steps is what is
     left, and the same command continues from it to the uninterrupted JSON."""
     data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
-    subprocess.run(_cmd(data, tmp_path / "full.json"), check=True, capture_output=True)
+    # 10 final episodes: time enough after "step 7/8" for the kill to land before the end
+    final = ("--eval-episodes", "10")
+    subprocess.run(_cmd(data, tmp_path / "full.json", *final), check=True, capture_output=True)
 
     out, state = tmp_path / "res.json", tmp_path / "state"
     log = tmp_path / "run.log"
-    cmd = _cmd(data, out, "--state-dir", str(state), "--save-every", "3")
+    cmd = _cmd(data, out, "--state-dir", str(state), "--save-every", "3", *final)
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=f)
         deadline = time.monotonic() + 300
