@@ -32,11 +32,10 @@ Resume (--state-dir DIR): the run saves its state to ``DIR/state.pt`` at every -
 every --save-every steps (250) and when it gets SIGTERM or Ctrl-C (at the end of the step under
 way): d3rlpy's model and optimiser (with the learning-rate schedule), the random generators
 (Python's, NumPy's, torch's: d3rlpy samples batches from NumPy's global one) and the record so
-far. Run the same
-command again and it continues from there; the JSON names the steps it resumed at
-(``resumed_at``) and is the one an uninterrupted run writes (the same batches, the same
-scores; only the timings differ). A state saved with other settings is refused. The state is
-read with ``torch.load(weights_only=True)`` (no code runs) and removed once the JSON is
+far. Run the same command again and it continues from there; the JSON names the steps it
+resumed at (``resumed_at``) and is the one an uninterrupted run writes (the same batches, the
+same scores; only the timings differ). A state saved with other settings is refused. The state
+is read with ``torch.load(weights_only=True)`` (no code runs) and removed once the JSON is
 written. A kill -9 loses at most --save-every steps.
 """
 
