@@ -170,6 +170,7 @@ results-offline: results-datasets
 
 results-offline-status: setup
 	@$(PY) -m aaren_rl.bench.cli returns --status --steps $(RESULTS_STEPS) $(OFFLINE_ARGS)
+	@$(PY) bench/peer/status.py --out-dir $(OFFLINE_OUT) --datasets $(OFFLINE_PEER) --seeds $(PEER_SEEDS)
 
 # `make results-peer`: d3rlpy's DT (its own venv, bench/peer/) on PEER_DATASETS, the same
 # files, seeds, steps, warm-up (steps / 10) and scoring as `make results`; a run whose JSON
@@ -192,10 +193,11 @@ results-peer: setup
 	$(PY) -m aaren_rl.bench.cli returns --steps $(PEER_STEPS) --summary-only --out-dir $(PEER_DIR) \
 	  $(PEER_SUMMARY)
 
-# `make results-status`: where each run of `make results` stands (done, its checkpoint's step,
-# or not started); starts nothing.
+# `make results-status`: where each run of `make results` and `make results-peer` stands (done,
+# its checkpoint's or saved state's step, or not started); starts nothing.
 results-status: setup
 	@$(PY) -m aaren_rl.bench.cli returns --status --steps $(RESULTS_STEPS) $(RESULTS_ARGS)
+	@$(PY) bench/peer/status.py --out-dir $(PEER_DIR) --datasets $(PEER_DATASETS) --seeds $(PEER_SEEDS)
 
 # `make results-1k`: the 1000-step comparison on both Hopper datasets (docs/results.md, "At
 # 1,000 steps"): Aaren, the Transformer and d3rlpy's DT, 3 seeds, scored every 250 steps.

@@ -1,0 +1,45 @@
+"""bench/peer/status.py: each d3rlpy run of a grid is reported done, at its saved state's step,
+or not started, from the paths `make results-peer` writes; a broken state is reported, not
+fatal."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _status_module():
+    spec = importlib.util.spec_from_file_location("peer_status", ROOT / "bench/peer/status.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_done_state_and_not_started(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # relative paths, as the Makefile passes them
+    out_dir = "docs/grid"
+    Path(out_dir).mkdir(parents=True)
+    done = f"{out_dir}/hm__d3rlpy-dt__window__s0__window.json"
+    Path(done).write_text(json.dumps({"timing": {"wall_seconds": 5400.0}}))
+    running = f"{out_dir}/hm__d3rlpy-dt__window__s1__window.json"
+    state = Path("runs/peer-state") / running.replace("/", "_")  # the Makefile's `tr / _`
+    state.mkdir(parents=True)
+    torch.save({"key": "{}", "step": 3311}, state / "state.pt")
+    broken = Path("runs/peer-state") / f"{out_dir}/hc__d3rlpy-dt__window__s0__window.json".replace("/", "_")  # fmt: skip
+    broken.mkdir(parents=True)
+    (broken / "state.pt").write_bytes(b"not a torch file")
+
+    rc = _status_module().main(["--out-dir", out_dir, "--datasets", "hm", "hc", "--seeds", "0", "1"])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert lines[0].split() == ["hm__d3rlpy-dt__window__s0", "done", "(90", "min)"]
+    assert lines[1].split()[:5] == ["hm__d3rlpy-dt__window__s1", "state", "at", "step", "3311"]
+    assert lines[2].startswith("hc__d3rlpy-dt__window__s0") and "unreadable state" in lines[2]
+    assert lines[3].split() == ["hc__d3rlpy-dt__window__s1", "not", "started"]
+    assert lines[4] == "1 of 4 d3rlpy runs done; results in docs/grid"
+    assert (broken / "state.pt").read_bytes() == b"not a torch file"  # read, never touched
