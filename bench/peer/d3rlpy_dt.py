@@ -36,7 +36,8 @@ far. Run the same command again and it continues from there; the JSON names the 
 resumed at (``resumed_at``) and is the one an uninterrupted run writes (the same batches, the
 same scores; only the timings differ). A state saved with other settings is refused. The state
 is read with ``torch.load(weights_only=True)`` (no code runs) and removed once the JSON is
-written. A kill -9 loses at most --save-every steps.
+written. A kill -9 loses at most --save-every steps. While a run goes on it holds a lock on
+DIR (``DIR/lock``): a second run of the same command is refused.
 """
 
 from __future__ import annotations
@@ -314,6 +315,8 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.state_dir is not None:
+        lock = hold_lock(args.state_dir)  # noqa: F841 (held until the process ends)
     # A plain `kill` (SIGTERM) should still remove the temporary directory below; with
     # --state-dir, the run first finishes its step and saves its state (Progress.__call__).
     signal.signal(signal.SIGTERM, _on_signal)
@@ -327,6 +330,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.chdir("/")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def hold_lock(state_dir: Path):
+    """Lock ``state_dir`` for this process (released when it ends, kill -9 included), so that
+    two runs of one command never train and save the same state, nor both write its JSON."""
+    import fcntl
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    f = open(state_dir / "lock", "a")  # noqa: SIM115 (open for the process's lifetime)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise SystemExit(
+            f"{state_dir}: another run of this command holds it; wait for it to end or stop it"
+        ) from None
+    return f
 
 
 STOP: list[int] = []  # the signal that asked the run to stop, once the step under way ends

@@ -174,3 +174,21 @@ def test_a_run_resumed_between_points_trains_to_the_next_point_first(d3rlpy_peer
     assert seg(points, 9750) == [(9750, 10000, 250)]
     assert seg([300, 1000], 0) == [(0, 1000, 100)]
     assert seg([4, 8], 6) == [(6, 8, 2)]
+
+
+def test_a_second_run_on_a_held_state_is_refused(d3rlpy_peer, synth, tmp_path: Path):
+    """Two runs of one command must not train and save the same state: the second stops with
+    one line before anything is read or written."""
+    import fcntl
+
+    data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
+    state = tmp_path / "state"
+    state.mkdir()
+    with open(state / "lock", "a") as held:  # what a run in progress holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        argv = _cmd(data, tmp_path / "o.json", "--state-dir", str(state))[2:]
+        with pytest.raises(SystemExit, match="another run of this command holds it"):
+            d3rlpy_peer.main(argv)
+    assert not (tmp_path / "o.json").exists() and not (state / "state.pt").exists()
+    lock = d3rlpy_peer.hold_lock(state)  # free again once the holder is gone
+    lock.close()
