@@ -217,4 +217,4 @@ results-gpu:
 	  --docs docs/results.md $(RESULTS_ARGS) 2>&1 | tee -a runs/logs/results-gpu.log
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) .venv-d3rlpy .pytest_cache .ruff_cache runs

@@ -146,7 +146,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="episodes at intermediate --eval-at points (default: eval-episodes // 2, min 1)",
     )
-    p.add_argument("--out", type=Path, required=True, help="JSON to write (atomically)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="JSON to write (atomically); an existing file is never overwritten",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu:0", help="d3rlpy device: cpu:0 or cuda:0")
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
@@ -317,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.state_dir is not None:
         lock = hold_lock(args.state_dir)  # noqa: F841 (held until the process ends)
+    if args.out.exists():  # a finished run's record (or a file this script did not write)
+        raise SystemExit(f"{args.out} exists: this script never overwrites it; move it away to run again")  # fmt: skip
     # A plain `kill` (SIGTERM) should still remove the temporary directory below; with
     # --state-dir, the run first finishes its step and saves its state (Progress.__call__).
     signal.signal(signal.SIGTERM, _on_signal)

@@ -4,8 +4,8 @@
         --datasets hopper-medium-replay halfcheetah-medium --seeds 0 1 2
 
 One line per (dataset, seed), in the order given: ``done`` (its JSON exists; the run's
-wall-clock), ``state at step N`` (a saved state that `make results-peer` continues from), or
-``not started``. The paths are the ones `make results-peer` uses: the JSON
+wall-clock), ``running`` (a run holds its state's lock now), ``state at step N`` (a saved
+state that `make results-peer` continues from), or ``not started``. The paths are the ones `make results-peer` uses: the JSON
 ``OUT_DIR/<dataset>__d3rlpy-dt__window__s<seed>__window.json`` and its state
 ``STATE_ROOT/<that path with / as _>/state.pt``, so pass --out-dir as the Makefile's PEER_DIR.
 A state is read with ``torch.load(weights_only=True)`` (no code runs); one that cannot be
@@ -28,15 +28,31 @@ def run_status(out: Path, state_dir: Path) -> str:
         except (OSError, ValueError, KeyError, TypeError):
             return "done (its JSON has no timing)"
     state = state_dir / "state.pt"
+    running = is_locked(state_dir / "lock")
     if not state.is_file():
-        return "not started"
+        return "running, no state saved yet" if running else "not started"
     import torch
 
     try:
         step = int(torch.load(state, map_location="cpu", weights_only=True)["step"])
     except Exception as e:  # a truncated or foreign file: say so, go on with the others
         return f"unreadable state {state} ({type(e).__name__})"
-    return f"state at step {step} (resumes from it)"
+    return f"running, state saved at step {step}" if running else f"state at step {step} (resumes from it)"  # fmt: skip
+
+
+def is_locked(lock: Path) -> bool:
+    """Whether a run holds ``lock`` now (d3rlpy_dt.py's hold_lock); the file is not changed."""
+    import fcntl
+
+    if not lock.is_file():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for ds in args.datasets:
         for s in args.seeds:
-            out = f"{args.out_dir.rstrip('/')}/{ds}__d3rlpy-dt__window__s{s}__window.json"
+            out = f"{args.out_dir}/{ds}__d3rlpy-dt__window__s{s}__window.json"  # as the Makefile
             state_dir = args.state_root / out.replace("/", "_")
             rows.append((f"{ds}__d3rlpy-dt__window__s{s}", run_status(Path(out), state_dir)))
     width = max(len(name) for name, _ in rows)

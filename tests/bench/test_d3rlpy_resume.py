@@ -1,6 +1,6 @@
 """bench/peer/d3rlpy_dt.py --state-dir: a run stopped by SIGTERM or killed with SIGKILL
 continues where its state was saved and writes the JSON an uninterrupted run writes; a state
-saved with other settings is refused. The first two tests run the real d3rlpy in its own venv
+saved with other settings is refused. The first three tests run the real d3rlpy in its own venv
 (bench/peer/setup_d3rlpy.sh), skipped where there is none; the rest need only torch and run
 everywhere."""
 
@@ -73,19 +73,22 @@ def test_sigterm_then_the_same_command_gives_the_uninterrupted_json(synth, tmp_p
 @needs_d3rlpy
 def test_kill_9_loses_at_most_save_every_steps(synth, tmp_path: Path):
     """No signal handler runs on SIGKILL: the state saved every --save-every steps is what is
-    left, and the same command continues from it to the uninterrupted JSON."""
+    left, and the same command continues from it to the uninterrupted JSON, here through two
+    fit calls (from step 6 to the point at 8, then to 9; fit_segments)."""
     data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
-    # 10 final episodes: time enough after "step 7/8" for the kill to land before the end
-    final = ("--eval-episodes", "10")
-    subprocess.run(_cmd(data, tmp_path / "full.json", *final), check=True, capture_output=True)
+    # 9 steps, points at 4 and 8, 10 episodes at each: after "step 7/9" (no save at 7) the
+    # run still has step 8's update and 10 episodes before its next save, time enough for
+    # the kill to land first even on a loaded machine.
+    run = ("--steps", "9", "--eval-at", "4,8", "--curve-episodes", "10", "--eval-episodes", "10")
+    subprocess.run(_cmd(data, tmp_path / "full.json", *run), check=True, capture_output=True)
 
     out, state = tmp_path / "res.json", tmp_path / "state"
     log = tmp_path / "run.log"
-    cmd = _cmd(data, out, "--state-dir", str(state), "--save-every", "3", *final)
+    cmd = _cmd(data, out, "--state-dir", str(state), "--save-every", "3", *run)
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=f)
         deadline = time.monotonic() + 300
-        while "step 7/8" not in log.read_text() and proc.poll() is None:
+        while "step 7/9" not in log.read_text() and proc.poll() is None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.02)
         proc.kill()
@@ -192,3 +195,13 @@ def test_a_second_run_on_a_held_state_is_refused(d3rlpy_peer, synth, tmp_path: P
     assert not (tmp_path / "o.json").exists() and not (state / "state.pt").exists()
     lock = d3rlpy_peer.hold_lock(state)  # free again once the holder is gone
     lock.close()
+
+
+def test_an_existing_result_is_never_overwritten(d3rlpy_peer, synth, tmp_path: Path):
+    data = synth.hopper_like(tmp_path / "h.hdf5", episodes=12)
+    out = tmp_path / "o.json"
+    out.write_text("a finished run's record\n")
+    for extra in ((), ("--state-dir", str(tmp_path / "state"))):
+        with pytest.raises(SystemExit, match="exists: this script never overwrites it"):
+            d3rlpy_peer.main(_cmd(data, out, *extra)[2:])
+    assert out.read_text() == "a finished run's record\n"

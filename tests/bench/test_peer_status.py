@@ -1,6 +1,6 @@
-"""bench/peer/status.py: each d3rlpy run of a grid is reported done, at its saved state's step,
-or not started, from the paths `make results-peer` writes; a broken state is reported, not
-fatal."""
+"""bench/peer/status.py: each d3rlpy run of a grid is reported done, running, at its saved
+state's step, or not started, from the paths `make results-peer` writes; a broken state is
+reported, not fatal."""
 
 from __future__ import annotations
 
@@ -43,3 +43,23 @@ def test_done_state_and_not_started(tmp_path: Path, monkeypatch, capsys):
     assert lines[3].split() == ["hc__d3rlpy-dt__window__s1", "not", "started"]
     assert lines[4] == "1 of 4 d3rlpy runs done; results in docs/grid"
     assert (broken / "state.pt").read_bytes() == b"not a torch file"  # read, never touched
+
+
+def test_a_run_that_holds_its_lock_is_running(tmp_path: Path, capsys):
+    import fcntl
+
+    out_dir = str(tmp_path / "grid")
+    state = tmp_path / "peer-state" / f"{out_dir}/hm__d3rlpy-dt__window__s0__window.json".replace("/", "_")  # fmt: skip
+    state.mkdir(parents=True)
+    argv = ["--out-dir", out_dir, "--datasets", "hm", "--seeds", "0"]
+    argv += ["--state-root", str(tmp_path / "peer-state")]
+    status = _status_module()
+    with open(state / "lock", "a") as held:  # as d3rlpy_dt.py's hold_lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        status.main(argv)
+        assert capsys.readouterr().out.splitlines()[0].endswith("running, no state saved yet")
+        torch.save({"step": 250}, state / "state.pt")
+        status.main(argv)
+        assert capsys.readouterr().out.splitlines()[0].endswith("running, state saved at step 250")
+    status.main(argv)  # the holder is gone: the same state is one to resume from
+    assert capsys.readouterr().out.splitlines()[0].endswith("state at step 250 (resumes from it)")
