@@ -1,8 +1,8 @@
 """Fixtures shared by every test package: tiny real-format datasets and tiny agents.
 
 Tests have no packages (so no cross-file imports): the one synthetic-dataset maker, the
-one tiny-agent factory and the one loader of the d3rlpy peer script live here and reach the
-tests as fixtures (``synth``, ``make_agent``, ``d3rlpy_peer``).
+one tiny-agent factory and the one loader of the d3rlpy peer's scripts live here and reach
+the tests as fixtures (``synth``, ``make_agent``, ``d3rlpy_peer``, ``peer_status``).
 """
 
 from __future__ import annotations
@@ -181,15 +181,26 @@ def aaren_checkpoint(tmp_path: Path) -> Path:
 # --- the d3rlpy peer script ------------------------------------------------------------------
 
 
+def _peer_script(name: str):
+    """A script of bench/peer/, loaded by path as its own venv runs it (no aaren_rl import)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "peer" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"peer_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 @pytest.fixture
 def d3rlpy_peer():
-    """bench/peer/d3rlpy_dt.py, loaded by path as its own venv runs it (no aaren_rl import;
-    numpy at import, torch and d3rlpy inside the functions that need them)."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "peer" / "d3rlpy_dt.py"
-    spec = importlib.util.spec_from_file_location("d3rlpy_peer", path)
-    peer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer)  # type: ignore[union-attr]
-    return peer
+    """bench/peer/d3rlpy_dt.py (numpy at import, torch and d3rlpy inside the functions that
+    need them)."""
+    return _peer_script("d3rlpy_dt")
+
+
+@pytest.fixture
+def peer_status():
+    """bench/peer/status.py, where each peer run of a grid stands."""
+    return _peer_script("status")
 
 
 # --- crafted files: a command's memory and time, bounded --------------------------------------

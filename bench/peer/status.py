@@ -4,12 +4,13 @@
         --datasets hopper-medium-replay halfcheetah-medium --seeds 0 1 2
 
 One line per (dataset, seed), in the order given: ``done`` (its JSON exists; the run's
-wall-clock), ``running`` (a run holds its state's lock now), ``state at step N`` (a saved
-state that `make results-peer` continues from), or ``not started``. The paths are the ones `make results-peer` uses: the JSON
-``OUT_DIR/<dataset>__d3rlpy-dt__window__s<seed>__window.json`` and its state
-``STATE_ROOT/<that path with / as _>/state.pt``, so pass --out-dir as the Makefile's PEER_DIR.
-A state is read with ``torch.load(weights_only=True)`` (no code runs); one that cannot be
-read is reported, not fatal. Runs in the main venv or in .venv-d3rlpy (torch is all it needs).
+wall-clock), ``running`` (a run holds its state's lock now), ``state at step N`` (a saved state
+that `make results-peer` continues from), or ``not started``. The paths are the ones `make
+results-peer` uses: the JSON ``OUT_DIR/<dataset>__d3rlpy-dt__window__s<seed>__window.json`` and
+its state ``STATE_ROOT/<that path with / as _>/state.pt``, so pass --out-dir as the Makefile's
+PEER_DIR. A state is read with ``torch.load(weights_only=True)`` (no code runs); one that
+cannot be read is reported, not fatal. Runs in the main venv or in .venv-d3rlpy (torch is all
+it needs).
 """
 
 from __future__ import annotations

@@ -4,23 +4,13 @@ reported, not fatal."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _status_module():
-    spec = importlib.util.spec_from_file_location("peer_status", ROOT / "bench/peer/status.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-def test_done_state_and_not_started(tmp_path: Path, monkeypatch, capsys):
+def test_done_state_and_not_started(peer_status, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # relative paths, as the Makefile passes them
     out_dir = "docs/grid"
     Path(out_dir).mkdir(parents=True)
@@ -34,7 +24,7 @@ def test_done_state_and_not_started(tmp_path: Path, monkeypatch, capsys):
     broken.mkdir(parents=True)
     (broken / "state.pt").write_bytes(b"not a torch file")
 
-    rc = _status_module().main(["--out-dir", out_dir, "--datasets", "hm", "hc", "--seeds", "0", "1"])  # fmt: skip
+    rc = peer_status.main(["--out-dir", out_dir, "--datasets", "hm", "hc", "--seeds", "0", "1"])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert rc == 0
     assert lines[0].split() == ["hm__d3rlpy-dt__window__s0", "done", "(90", "min)"]
@@ -45,7 +35,7 @@ def test_done_state_and_not_started(tmp_path: Path, monkeypatch, capsys):
     assert (broken / "state.pt").read_bytes() == b"not a torch file"  # read, never touched
 
 
-def test_a_run_that_holds_its_lock_is_running(tmp_path: Path, capsys):
+def test_a_run_that_holds_its_lock_is_running(peer_status, tmp_path: Path, capsys):
     import fcntl
 
     out_dir = str(tmp_path / "grid")
@@ -53,7 +43,7 @@ def test_a_run_that_holds_its_lock_is_running(tmp_path: Path, capsys):
     state.mkdir(parents=True)
     argv = ["--out-dir", out_dir, "--datasets", "hm", "--seeds", "0"]
     argv += ["--state-root", str(tmp_path / "peer-state")]
-    status = _status_module()
+    status = peer_status
     with open(state / "lock", "a") as held:  # as d3rlpy_dt.py's hold_lock
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         status.main(argv)
